@@ -1,0 +1,815 @@
+//! Kafka RecordBatch v2: the on-disk and on-wire format of every batch in the log.
+//!
+//! Pure functions over bytes: [`BatchBuilder`] encodes records into one batch, [`BatchHeader`]
+//! parses the fixed 61-byte header, [`BatchView`] walks records without allocating, and
+//! [`BatchIter`] walks concatenated batches. Layout (big-endian, as Kafka defines it):
+//!
+//! | off | field | type |
+//! |---|---|---|
+//! | 0 | baseOffset | i64 |
+//! | 8 | batchLength (bytes after this field) | i32 |
+//! | 12 | partitionLeaderEpoch | i32 |
+//! | 16 | magic (= 2) | i8 |
+//! | 17 | crc (CRC-32C of bytes 21..end) | u32 |
+//! | 21 | attributes | i16 |
+//! | 23 | lastOffsetDelta | i32 |
+//! | 27 | baseTimestamp | i64 |
+//! | 35 | maxTimestamp | i64 |
+//! | 43 | producerId | i64 |
+//! | 51 | producerEpoch | i16 |
+//! | 53 | baseSequence | i32 |
+//! | 57 | recordCount | i32 |
+//! | 61 | records (varint-encoded) | |
+//!
+//! Invariant: `baseOffset`, `batchLength` and `partitionLeaderEpoch` lie outside the CRC, so the
+//! log can assign offsets to a producer-built batch by patching 8 bytes without re-checksumming.
+
+use crate::record::{Header, Record, RecordView};
+use crate::types::{Offset, Timestamp};
+
+/// Bytes before `batchLength`'s payload: baseOffset (8) + batchLength (4).
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the fixed batch header.
+pub const HEADER_LEN: usize = 61;
+/// The only magic value this log stores.
+pub const MAGIC_V2: i8 = 2;
+/// Upper bound on one batch, whatever a topic says: a corrupt length field must never make a
+/// reader allocate gigabytes. Kafka's own ceiling for `max.message.bytes` is of this order.
+pub const BATCH_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+const POS_BATCH_LENGTH: usize = 8;
+const POS_LEADER_EPOCH: usize = 12;
+const POS_MAGIC: usize = 16;
+const POS_CRC: usize = 17;
+const POS_ATTRIBUTES: usize = 21;
+const POS_LAST_OFFSET_DELTA: usize = 23;
+const POS_BASE_TIMESTAMP: usize = 27;
+const POS_MAX_TIMESTAMP: usize = 35;
+const POS_PRODUCER_ID: usize = 43;
+const POS_PRODUCER_EPOCH: usize = 51;
+const POS_BASE_SEQUENCE: usize = 53;
+const POS_RECORD_COUNT: usize = 57;
+
+/// Attribute bits.
+pub mod attributes {
+    /// Bits 0-2: compression codec (0 = none).
+    pub const COMPRESSION_MASK: i16 = 0x07;
+    /// Bit 3: timestamps are log-append time.
+    pub const LOG_APPEND_TIME: i16 = 0x08;
+    /// Bit 4: part of a transaction.
+    pub const TRANSACTIONAL: i16 = 0x10;
+    /// Bit 5: a control batch (transaction marker).
+    pub const CONTROL: i16 = 0x20;
+    /// Bit 6: the batch carries a delete horizon.
+    pub const DELETE_HORIZON: i16 = 0x40;
+}
+
+/// Why bytes are not a valid batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Fewer bytes than the structure needs ("need more bytes" while scanning a file).
+    #[error("truncated: need {needed} bytes, have {available}")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// Not magic 2.
+    #[error("unsupported magic {0} (only RecordBatch v2 is stored)")]
+    BadMagic(i8),
+    /// `batchLength` outside `[HEADER_LEN - LOG_OVERHEAD, BATCH_BYTES_MAX]`.
+    #[error("batch length {0} out of range")]
+    BadLength(i32),
+    /// CRC-32C mismatch.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    BadCrc {
+        /// CRC in the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// Compressed batches are not decoded yet.
+    #[error("compressed batch (codec {0}) cannot be decoded by this version")]
+    Compressed(i16),
+    /// A record or header does not fit the declared sizes.
+    #[error("malformed record: {0}")]
+    Malformed(&'static str),
+}
+
+// ---------------------------------------------------------------------------------------------
+// varints (zigzag, as protobuf and Kafka use them)
+
+/// Bytes a zigzag varint takes.
+pub fn varint_len(value: i64) -> usize {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Appends a zigzag varint.
+pub fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a zigzag varint of at most `max_bytes` bytes, advancing `pos`.
+fn get_varint(buf: &[u8], pos: &mut usize, max_bytes: usize) -> Result<i64, BatchError> {
+    let mut raw: u64 = 0;
+    for i in 0..max_bytes {
+        let Some(&b) = buf.get(*pos) else {
+            return Err(BatchError::Malformed("varint runs past the record"));
+        };
+        *pos += 1;
+        raw |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    Err(BatchError::Malformed("varint too long"))
+}
+
+fn get_varint32(buf: &[u8], pos: &mut usize) -> Result<i32, BatchError> {
+    let v = get_varint(buf, pos, 5)?;
+    i32::try_from(v).map_err(|_| BatchError::Malformed("varint out of i32 range"))
+}
+
+/// Reads a length-prefixed byte field (`-1` = null).
+fn get_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>, BatchError> {
+    let len = get_varint32(buf, pos)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let end = pos
+        .checked_add(len as usize)
+        .filter(|&e| e <= buf.len())
+        .ok_or(BatchError::Malformed("field length runs past the record"))?;
+    let out = &buf[*pos..end];
+    *pos = end;
+    Ok(Some(out))
+}
+
+fn be_i16(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn be_i32(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn be_i64(b: &[u8], at: usize) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    i64::from_be_bytes(a)
+}
+
+// ---------------------------------------------------------------------------------------------
+// header
+
+/// The fixed fields of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: Offset,
+    /// Bytes after the length field.
+    pub batch_length: i32,
+    /// Leader epoch (unused by the embedded log, kept for Kafka clients).
+    pub partition_leader_epoch: i32,
+    /// CRC-32C over bytes 21..end.
+    pub crc: u32,
+    /// Attribute bits, see [`attributes`].
+    pub attributes: i16,
+    /// `last offset - base offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: Timestamp,
+    /// Largest record timestamp (or log-append time).
+    pub max_timestamp: Timestamp,
+    /// Producer id, `-1` if none.
+    pub producer_id: i64,
+    /// Producer epoch, `-1` if none.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, `-1` if none.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses and sanity-checks the header at the start of `buf`.
+    pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
+        if buf.len() < LOG_OVERHEAD {
+            return Err(BatchError::Truncated {
+                needed: LOG_OVERHEAD,
+                available: buf.len(),
+            });
+        }
+        let batch_length = be_i32(buf, POS_BATCH_LENGTH);
+        if batch_length < (HEADER_LEN - LOG_OVERHEAD) as i32
+            || batch_length as usize > BATCH_BYTES_MAX
+        {
+            return Err(BatchError::BadLength(batch_length));
+        }
+        if buf.len() < HEADER_LEN {
+            return Err(BatchError::Truncated {
+                needed: HEADER_LEN,
+                available: buf.len(),
+            });
+        }
+        let magic = buf[POS_MAGIC] as i8;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::BadMagic(magic));
+        }
+        Ok(BatchHeader {
+            base_offset: Offset(be_i64(buf, 0)),
+            batch_length,
+            partition_leader_epoch: be_i32(buf, POS_LEADER_EPOCH),
+            crc: be_i32(buf, POS_CRC) as u32,
+            attributes: be_i16(buf, POS_ATTRIBUTES),
+            last_offset_delta: be_i32(buf, POS_LAST_OFFSET_DELTA),
+            base_timestamp: Timestamp(be_i64(buf, POS_BASE_TIMESTAMP)),
+            max_timestamp: Timestamp(be_i64(buf, POS_MAX_TIMESTAMP)),
+            producer_id: be_i64(buf, POS_PRODUCER_ID),
+            producer_epoch: be_i16(buf, POS_PRODUCER_EPOCH),
+            base_sequence: be_i32(buf, POS_BASE_SEQUENCE),
+            record_count: be_i32(buf, POS_RECORD_COUNT),
+        })
+    }
+
+    /// Whole size of the batch in bytes.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+    /// Offset of the last record (kept even when compaction removed that record).
+    pub fn last_offset(&self) -> Offset {
+        self.base_offset.plus(i64::from(self.last_offset_delta))
+    }
+    /// Offset after the batch.
+    pub fn next_offset(&self) -> Offset {
+        self.last_offset().plus(1)
+    }
+    /// A transaction marker batch.
+    pub fn is_control(&self) -> bool {
+        self.attributes & attributes::CONTROL != 0
+    }
+    /// Part of a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & attributes::TRANSACTIONAL != 0
+    }
+    /// Timestamps are log-append time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & attributes::LOG_APPEND_TIME != 0
+    }
+    /// Compression codec id (0 = none).
+    pub fn compression(&self) -> i16 {
+        self.attributes & attributes::COMPRESSION_MASK
+    }
+}
+
+/// CRC-32C over the checksummed part of a whole batch.
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[POS_ATTRIBUTES..])
+}
+
+/// Writes `base_offset` into an encoded batch (outside the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: Offset) {
+    batch[0..8].copy_from_slice(&base_offset.0.to_be_bytes());
+}
+
+/// Marks a batch as log-append time with timestamp `now` and re-computes its CRC.
+pub fn set_log_append_time(batch: &mut [u8], now: Timestamp) {
+    let attrs = be_i16(batch, POS_ATTRIBUTES) | attributes::LOG_APPEND_TIME;
+    batch[POS_ATTRIBUTES..POS_ATTRIBUTES + 2].copy_from_slice(&attrs.to_be_bytes());
+    batch[POS_MAX_TIMESTAMP..POS_MAX_TIMESTAMP + 8].copy_from_slice(&now.0.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+// ---------------------------------------------------------------------------------------------
+// decoding
+
+/// One whole batch, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchView<'a> {
+    /// The parsed header.
+    pub header: BatchHeader,
+    /// The whole batch including header.
+    pub bytes: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// Parses the batch at the start of `buf`; `Truncated` if `buf` holds only part of it.
+    pub fn parse(buf: &'a [u8]) -> Result<BatchView<'a>, BatchError> {
+        let header = BatchHeader::parse(buf)?;
+        let len = header.total_len();
+        if buf.len() < len {
+            return Err(BatchError::Truncated {
+                needed: len,
+                available: buf.len(),
+            });
+        }
+        Ok(BatchView {
+            header,
+            bytes: &buf[..len],
+        })
+    }
+
+    /// Checks the CRC-32C.
+    pub fn verify_crc(&self) -> Result<(), BatchError> {
+        let computed = compute_crc(self.bytes);
+        if computed != self.header.crc {
+            return Err(BatchError::BadCrc {
+                stored: self.header.crc,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Iterates the records.
+    pub fn records(&self) -> RecordIter<'a> {
+        RecordIter {
+            header: self.header,
+            buf: &self.bytes[HEADER_LEN..],
+            pos: 0,
+            remaining: self.header.record_count.max(0) as usize,
+            failed: self.header.compression() != 0,
+        }
+    }
+
+    /// Checks CRC, compression and that every record decodes and fits the header; returns the
+    /// record count. Used on batches that come from outside the log.
+    pub fn validate(&self) -> Result<usize, BatchError> {
+        self.verify_crc()?;
+        if self.header.compression() != 0 {
+            return Err(BatchError::Compressed(self.header.compression()));
+        }
+        let mut count = 0usize;
+        let mut last_delta = -1i64;
+        let mut iter = self.records();
+        while let Some(rec) = iter.next() {
+            let rec = rec?;
+            let delta = rec.offset.0 - self.header.base_offset.0;
+            if delta <= last_delta || delta > i64::from(self.header.last_offset_delta) {
+                return Err(BatchError::Malformed("offset deltas not increasing within the batch"));
+            }
+            last_delta = delta;
+            count += 1;
+        }
+        if iter.pos != iter.buf.len() {
+            return Err(BatchError::Malformed("bytes after the last record"));
+        }
+        Ok(count)
+    }
+}
+
+/// Iterator over a batch's records.
+#[derive(Debug)]
+pub struct RecordIter<'a> {
+    header: BatchHeader,
+    buf: &'a [u8],
+    pos: usize,
+    remaining: usize,
+    failed: bool,
+}
+
+impl<'a> RecordIter<'a> {
+    fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
+        let len = get_varint32(self.buf, &mut self.pos)?;
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| self.pos.checked_add(l))
+            .filter(|&e| e <= self.buf.len())
+            .ok_or(BatchError::Malformed("record length runs past the batch"))?;
+        let body = &self.buf[..end];
+        let mut p = self.pos + 1; // attributes byte, unused in v2
+        if p > end {
+            return Err(BatchError::Malformed("empty record"));
+        }
+        let ts_delta = get_varint(body, &mut p, 10)?;
+        let offset_delta = get_varint32(body, &mut p)?;
+        let key = get_bytes(body, &mut p)?;
+        let value = get_bytes(body, &mut p)?;
+        let header_count = get_varint32(body, &mut p)?;
+        if header_count < 0 {
+            return Err(BatchError::Malformed("negative header count"));
+        }
+        let headers_raw = &body[p..end];
+        // Validate the headers now so HeaderIter never meets garbage silently.
+        let mut hp = 0;
+        for _ in 0..header_count {
+            let k = get_bytes(headers_raw, &mut hp)?;
+            if k.is_none() {
+                return Err(BatchError::Malformed("null header key"));
+            }
+            get_bytes(headers_raw, &mut hp)?;
+        }
+        if hp != headers_raw.len() {
+            return Err(BatchError::Malformed("record length disagrees with its fields"));
+        }
+        self.pos = end;
+        let timestamp = if self.header.is_log_append_time() {
+            self.header.max_timestamp
+        } else {
+            Timestamp(self.header.base_timestamp.0.wrapping_add(ts_delta))
+        };
+        Ok(RecordView {
+            offset: self.header.base_offset.plus(i64::from(offset_delta)),
+            timestamp,
+            key,
+            value,
+            headers_raw,
+            header_count: header_count as usize,
+        })
+    }
+}
+
+impl<'a> Iterator for RecordIter<'a> {
+    type Item = Result<RecordView<'a>, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            self.failed = false;
+            self.remaining = 0;
+            return Some(Err(BatchError::Compressed(self.header.compression())));
+        }
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        match self.decode_one() {
+            Ok(r) => Some(Ok(r)),
+            Err(e) => {
+                self.remaining = 0;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Iterator over a record's headers.
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    remaining: usize,
+}
+
+impl<'a> HeaderIter<'a> {
+    pub(crate) fn new(buf: &'a [u8], count: usize) -> HeaderIter<'a> {
+        HeaderIter {
+            buf,
+            pos: 0,
+            remaining: count,
+        }
+    }
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = Result<(&'a [u8], Option<&'a [u8]>), BatchError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let r = (|| {
+            let k = get_bytes(self.buf, &mut self.pos)?.unwrap_or_default();
+            let v = get_bytes(self.buf, &mut self.pos)?;
+            Ok((k, v))
+        })();
+        if r.is_err() {
+            self.remaining = 0;
+        }
+        Some(r)
+    }
+}
+
+/// Iterator over concatenated whole batches (the shape of a fetch response).
+#[derive(Debug, Clone)]
+pub struct BatchIter<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> BatchIter<'a> {
+    /// Walks `buf`; a trailing partial batch ends the iteration with `Truncated`.
+    pub fn new(buf: &'a [u8]) -> BatchIter<'a> {
+        BatchIter { buf }
+    }
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = Result<BatchView<'a>, BatchError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        match BatchView::parse(self.buf) {
+            Ok(b) => {
+                self.buf = &self.buf[b.bytes.len()..];
+                Some(Ok(b))
+            }
+            Err(e) => {
+                self.buf = &[];
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// encoding
+
+/// Producer identity fields of a batch (`-1` everywhere for a plain producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Producer epoch.
+    pub producer_epoch: i16,
+    /// Sequence of the first record.
+    pub base_sequence: i32,
+}
+
+impl Default for ProducerFields {
+    fn default() -> Self {
+        ProducerFields {
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+        }
+    }
+}
+
+/// Encodes records into one RecordBatch v2, straight into its final buffer.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    buf: Vec<u8>,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer: ProducerFields,
+    attributes: i16,
+}
+
+/// A finished batch, ready for `Log::append_batch`. Its base offset is assigned by the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) record_count: u32,
+}
+
+impl EncodedBatch {
+    /// Wraps and validates an externally built batch (for example from a Kafka client).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<EncodedBatch, BatchError> {
+        let view = BatchView::parse(&bytes)?;
+        if view.bytes.len() != bytes.len() {
+            return Err(BatchError::Malformed("bytes after the batch"));
+        }
+        let count = view.validate()?;
+        Ok(EncodedBatch {
+            record_count: count as u32,
+            bytes,
+        })
+    }
+    /// The encoded bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// Number of records (and offsets) in the batch.
+    pub fn record_count(&self) -> u32 {
+        self.record_count
+    }
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+    /// True if the batch has no records.
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+    /// Offsets the batch spans (`lastOffsetDelta + 1`).
+    pub(crate) fn offset_span(&self) -> i64 {
+        i64::from(be_i32(&self.bytes, POS_LAST_OFFSET_DELTA)) + 1
+    }
+}
+
+impl BatchBuilder {
+    /// An empty builder with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> BatchBuilder {
+        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buf.resize(HEADER_LEN, 0);
+        BatchBuilder {
+            buf,
+            count: 0,
+            base_timestamp: -1,
+            max_timestamp: -1,
+            producer: ProducerFields::default(),
+            attributes: 0,
+        }
+    }
+
+    /// Sets the producer identity fields.
+    pub fn producer(mut self, fields: ProducerFields) -> BatchBuilder {
+        self.producer = fields;
+        self
+    }
+
+    /// Marks the batch transactional.
+    pub fn transactional(mut self, yes: bool) -> BatchBuilder {
+        if yes {
+            self.attributes |= attributes::TRANSACTIONAL;
+        } else {
+            self.attributes &= !attributes::TRANSACTIONAL;
+        }
+        self
+    }
+
+    /// Number of records so far.
+    pub fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Encoded size so far.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes `push_parts` would add for this record.
+    pub fn record_size(&self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) -> usize {
+        let body = self.body_len(key, value, headers, ts);
+        varint_len(body as i64) + body
+    }
+
+    fn body_len(&self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) -> usize {
+        let base = if self.count == 0 { ts.0 } else { self.base_timestamp };
+        let field = |f: Option<&[u8]>| f.map_or(1, |b| varint_len(b.len() as i64) + b.len());
+        let mut n = 1 + varint_len(ts.0.wrapping_sub(base)) + varint_len(i64::from(self.count));
+        n += field(key) + field(value) + varint_len(headers.len() as i64);
+        for h in headers {
+            n += field(Some(h.key.as_bytes())) + field(h.value.as_deref());
+        }
+        n
+    }
+
+    /// Appends a record given by parts.
+    pub fn push_parts(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) {
+        if self.count == 0 {
+            self.base_timestamp = ts.0;
+        }
+        let body = self.body_len(key, value, headers, ts);
+        let out = &mut self.buf;
+        out.reserve(body + 5);
+        put_varint(out, body as i64);
+        out.push(0);
+        put_varint(out, ts.0.wrapping_sub(self.base_timestamp));
+        put_varint(out, i64::from(self.count));
+        put_field(out, key);
+        put_field(out, value);
+        put_varint(out, headers.len() as i64);
+        for h in headers {
+            put_field(out, Some(h.key.as_bytes()));
+            put_field(out, h.value.as_deref());
+        }
+        self.max_timestamp = self.max_timestamp.max(ts.0);
+        self.count += 1;
+    }
+
+    /// Appends a record; `default_ts` is used when the record has no timestamp.
+    pub fn push(&mut self, record: &Record, default_ts: Timestamp) {
+        self.push_parts(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+            record.timestamp.unwrap_or(default_ts),
+        );
+    }
+
+    /// Writes the header and CRC. The base offset is 0 until the log assigns it.
+    pub fn finish(mut self) -> EncodedBatch {
+        let len = self.buf.len();
+        let b = &mut self.buf;
+        b[0..8].copy_from_slice(&0i64.to_be_bytes());
+        b[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
+        b[POS_LEADER_EPOCH..POS_LEADER_EPOCH + 4].copy_from_slice(&(-1i32).to_be_bytes());
+        b[POS_MAGIC] = MAGIC_V2 as u8;
+        b[POS_ATTRIBUTES..POS_ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
+        let last_delta = (self.count - 1).max(0);
+        b[POS_LAST_OFFSET_DELTA..POS_LAST_OFFSET_DELTA + 4].copy_from_slice(&last_delta.to_be_bytes());
+        b[POS_BASE_TIMESTAMP..POS_BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
+        b[POS_MAX_TIMESTAMP..POS_MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        b[POS_PRODUCER_ID..POS_PRODUCER_ID + 8].copy_from_slice(&self.producer.producer_id.to_be_bytes());
+        b[POS_PRODUCER_EPOCH..POS_PRODUCER_EPOCH + 2].copy_from_slice(&self.producer.producer_epoch.to_be_bytes());
+        b[POS_BASE_SEQUENCE..POS_BASE_SEQUENCE + 4].copy_from_slice(&self.producer.base_sequence.to_be_bytes());
+        b[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
+        let crc = compute_crc(b);
+        b[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        EncodedBatch {
+            record_count: self.count as u32,
+            bytes: self.buf,
+        }
+    }
+}
+
+fn put_field(out: &mut Vec<u8>, field: Option<&[u8]>) {
+    match field {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Re-encodes the kept records of `batch` as a new batch with the same base offset, producer
+/// fields, attributes and `lastOffsetDelta` (compaction keeps offsets; gaps are fine).
+pub fn rebuild_with(batch: &BatchView<'_>, keep: &[RecordView<'_>]) -> Vec<u8> {
+    let h = batch.header;
+    let mut out = Vec::with_capacity(batch.bytes.len());
+    out.extend_from_slice(&batch.bytes[..HEADER_LEN]);
+    for r in keep {
+        let delta = r.offset.0 - h.base_offset.0;
+        let ts_delta = if h.is_log_append_time() { 0 } else { r.timestamp.0 - h.base_timestamp.0 };
+        let field = |f: Option<&[u8]>| f.map_or(1, |b| varint_len(b.len() as i64) + b.len());
+        let body = 1
+            + varint_len(ts_delta)
+            + varint_len(delta)
+            + field(r.key)
+            + field(r.value)
+            + varint_len(r.header_count as i64)
+            + r.headers_raw.len();
+        put_varint(&mut out, body as i64);
+        out.push(0);
+        put_varint(&mut out, ts_delta);
+        put_varint(&mut out, delta);
+        put_field(&mut out, r.key);
+        put_field(&mut out, r.value);
+        put_varint(&mut out, r.header_count as i64);
+        out.extend_from_slice(r.headers_raw);
+    }
+    let len = out.len();
+    out[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
+    out[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&(keep.len() as i32).to_be_bytes());
+    let crc = compute_crc(&out);
+    out[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_round_trip_edges() {
+        for v in [0i64, 1, -1, 63, -64, 64, 300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "len of {v}");
+            let mut p = 0;
+            assert_eq!(get_varint(&out, &mut p, 10).ok(), Some(v));
+            assert_eq!(p, out.len());
+        }
+        // Known zigzag bytes: 1 -> 0x02, -1 -> 0x01, 300 -> 0xd8 0x04.
+        let mut out = Vec::new();
+        put_varint(&mut out, 300);
+        assert_eq!(out, vec![0xd8, 0x04]);
+    }
+
+    #[test]
+    fn known_single_record_batch_bytes() {
+        // Hand-derived from the Kafka spec: one record, key "k", value "v", ts 1000, no headers.
+        let mut b = BatchBuilder::with_capacity(128);
+        b.push_parts(Some(b"k"), Some(b"v"), &[], Timestamp(1000));
+        let batch = b.finish();
+        let bytes = batch.as_bytes();
+        // record: len=8 -> 0x10, attrs 0, tsDelta 0, offDelta 0, keyLen 1 -> 0x02 'k', valLen 0x02 'v', headers 0
+        assert_eq!(&bytes[HEADER_LEN..], &[0x10, 0, 0, 0, 0x02, b'k', 0x02, b'v', 0]);
+        assert_eq!(bytes.len(), HEADER_LEN + 9);
+        let h = BatchHeader::parse(bytes).expect("header");
+        assert_eq!(h.batch_length as usize, bytes.len() - LOG_OVERHEAD);
+        assert_eq!(h.record_count, 1);
+        assert_eq!(h.producer_id, -1);
+        assert_eq!(h.base_timestamp, Timestamp(1000));
+        BatchView::parse(bytes).expect("view").verify_crc().expect("crc");
+    }
+
+    #[test]
+    fn crc_detects_every_single_bit_flip_in_checksummed_part() {
+        let mut b = BatchBuilder::with_capacity(128);
+        b.push_parts(Some(b"key"), Some(b"value"), &[], Timestamp(5));
+        let bytes = b.finish().bytes;
+        for i in POS_ATTRIBUTES..bytes.len() {
+            for bit in 0..8 {
+                let mut c = bytes.clone();
+                c[i] ^= 1 << bit;
+                let v = BatchView::parse(&c).expect("structure intact");
+                assert!(v.verify_crc().is_err(), "flip at byte {i} bit {bit} undetected");
+            }
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! [`Log`]: a data directory of topics, each a fixed number of partitions. Entry point of the
+//! crate: topic lifecycle, appends (blocking or pipelined), keyed sends with Kafka's
+//! partitioner, reads and long-polls, offset lookups, and the background cleaner.
+//!
+//! Layout: `<dir>/LOCK`, `<dir>/topics/<topic>/config.json`, `<dir>/topics/<topic>/<p>/`
+//! holding segments. Topic creation and deletion go through a rename of the whole topic
+//! directory, so a crash leaves either the old or the new state (leftovers are removed on open).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use event_listener::{Event, EventListener, Listener};
+use tokio::sync::oneshot;
+
+use crate::batch::{BatchBuilder, EncodedBatch, HEADER_LEN};
+use crate::cleaner::{self, CompactionStats};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{effective_pairs, StoredTopicConfig, TopicConfig};
+use crate::error::{LogError, Result};
+use crate::partition::{Fetch, Partition, PartitionInfo, PartitionShared};
+use crate::partitioner::partition_for_key;
+use crate::queue::{AppendOutcome, AppendRequest, PushError};
+use crate::record::Record;
+use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
+use crate::types::{Offset, PartitionId, Timestamp};
+
+/// Longest topic name (Kafka's limit).
+const TOPIC_NAME_MAX: usize = 249;
+
+/// Options for opening a log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The file system (real by default; `SimStorage` in fault tests).
+    pub storage: Arc<dyn Storage>,
+    /// The wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// Bytes of batches queued per partition before producers block (backpressure).
+    pub append_queue_bytes: usize,
+    /// How long a producer blocks on a full queue before `QueueFull` (Kafka's `max.block.ms`).
+    pub append_max_block: Duration,
+    /// How often the background cleaner runs retention and compaction; `None` disables it.
+    pub cleaner_interval: Option<Duration>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            storage: Arc::new(FsStorage),
+            clock: Arc::new(SystemClock),
+            append_queue_bytes: 64 * 1024 * 1024,
+            append_max_block: Duration::from_secs(60),
+            cleaner_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// A topic: its config and partitions.
+#[derive(Debug)]
+struct Topic {
+    name: String,
+    stored: StoredTopicConfig,
+    config: Arc<TopicConfig>,
+    partitions: Vec<Partition>,
+    appended: Arc<Event>,
+    round_robin: AtomicU64,
+}
+
+impl Topic {
+    fn partition(&self, p: PartitionId) -> Result<&Arc<PartitionShared>> {
+        self.partitions
+            .get(p.0 as usize)
+            .map(|x| &x.shared)
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.name.clone(),
+                partition: p,
+                partitions: self.partitions.len() as u32,
+            })
+    }
+}
+
+/// Describes a topic.
+#[derive(Debug, Clone)]
+pub struct TopicDescription {
+    /// Name.
+    pub name: String,
+    /// (key, effective value, set explicitly).
+    pub config: Vec<(String, String, bool)>,
+    /// Per partition.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// A pending append; wait for it (blocking) or `.await` it.
+#[derive(Debug)]
+pub struct AppendTicket {
+    rx: oneshot::Receiver<Result<AppendOutcome>>,
+}
+
+impl AppendTicket {
+    /// Blocks until the append is acknowledged or failed. Not for use inside an async task.
+    pub fn wait(self) -> Result<AppendOutcome> {
+        self.rx.blocking_recv().unwrap_or(Err(LogError::Closed))
+    }
+}
+
+impl std::future::Future for AppendTicket {
+    type Output = Result<AppendOutcome>;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(LogError::Closed)))
+    }
+}
+
+/// Waits for appends to a topic (register before reading, then wait, so no append is missed).
+#[derive(Debug)]
+pub struct AppendListener(EventListener);
+
+impl AppendListener {
+    /// Blocks until something is appended or `timeout` passes; true if woken by an append.
+    pub fn wait_timeout(self, timeout: Duration) -> bool {
+        self.0.wait_deadline(Instant::now() + timeout).is_some()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    options: LogOptions,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    cleaner_stop: (Mutex<bool>, Condvar),
+    cleaner: Mutex<Option<JoinHandle<()>>>,
+    _lock: Box<dyn DirLock>,
+}
+
+/// The log. Cheap to clone; the last clone dropped shuts it down (writers drain and sync).
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+fn validate_topic_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(LogError::InvalidTopicName {
+            name: name.to_string(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("empty");
+    }
+    if name.len() > TOPIC_NAME_MAX {
+        return bad("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("`.` and `..` are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return bad("only ASCII letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Opens (recovering) or creates a log in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Log> {
+        Log::open_with(dir, LogOptions::default())
+    }
+
+    /// Opens with explicit options.
+    pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        let topics_dir = dir.join("topics");
+        storage
+            .create_dir_all(&topics_dir)
+            .map_err(|e| LogError::io("create data dir", &topics_dir, e))?;
+        let lock = storage
+            .lock_dir(&dir)
+            .map_err(|e| LogError::io("lock data dir", &dir, e))?
+            .ok_or_else(|| LogError::Locked(dir.clone()))?;
+        let inner = Arc::new(Inner {
+            dir,
+            options,
+            topics: RwLock::new(BTreeMap::new()),
+            cleaner_stop: (Mutex::new(false), Condvar::new()),
+            cleaner: Mutex::new(None),
+            _lock: lock,
+        });
+        let log = Log { inner };
+        for name in storage.list_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))? {
+            let path = topics_dir.join(&name);
+            if name.starts_with(".deleting-") || name.starts_with(".creating-") {
+                storage.remove_dir_all(&path).map_err(|e| LogError::io("remove leftover topic dir", &path, e))?;
+                continue;
+            }
+            let cfg_path = path.join("config.json");
+            let raw = read_all(storage.as_ref(), &cfg_path).map_err(|e| LogError::io("read topic config", &cfg_path, e))?;
+            let stored: StoredTopicConfig = serde_json::from_slice(&raw).map_err(|e| LogError::Corrupted {
+                segment: cfg_path.clone(),
+                offset: Offset(0),
+                reason: format!("topic config is not valid JSON: {e}"),
+            })?;
+            let topic = log.open_topic(&name, stored)?;
+            log.topics_mut().insert(name, topic);
+        }
+        log.start_cleaner();
+        Ok(log)
+    }
+
+    fn topics_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Topic>>> {
+        self.inner.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>> {
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+    }
+
+    fn open_topic(&self, name: &str, stored: StoredTopicConfig) -> Result<Arc<Topic>> {
+        let config = Arc::new(TopicConfig::from_overrides(stored.partitions, &stored.overrides)?);
+        let appended = Arc::new(Event::new());
+        let opts = &self.inner.options;
+        let mut partitions = Vec::with_capacity(stored.partitions as usize);
+        for p in 0..stored.partitions {
+            partitions.push(Partition::open(
+                name,
+                PartitionId(p),
+                self.inner.dir.join("topics").join(name).join(p.to_string()),
+                opts.storage.clone(),
+                opts.clock.clone(),
+                config.clone(),
+                opts.append_queue_bytes,
+                appended.clone(),
+            )?);
+        }
+        Ok(Arc::new(Topic {
+            name: name.to_string(),
+            stored,
+            config,
+            partitions,
+            appended,
+            round_robin: AtomicU64::new(0),
+        }))
+    }
+
+    /// Creates a topic with `partitions` and config overrides (`KEY=VALUE` keys of Kafka).
+    pub fn create_topic(&self, name: &str, partitions: u32, overrides: BTreeMap<String, String>) -> Result<()> {
+        validate_topic_name(name)?;
+        TopicConfig::from_overrides(partitions, &overrides)?;
+        let storage = self.inner.options.storage.clone();
+        let mut topics = self.topics_mut();
+        if topics.contains_key(name) {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        let topics_dir = self.inner.dir.join("topics");
+        let staging = topics_dir.join(format!(".creating-{name}"));
+        let stored = StoredTopicConfig { partitions, overrides };
+        let json = serde_json::to_vec_pretty(&stored).map_err(|e| LogError::Internal(e.to_string()))?;
+        storage.create_dir_all(&staging).map_err(|e| LogError::io("create topic dir", &staging, e))?;
+        write_atomic(storage.as_ref(), &staging.join("config.json"), &json)
+            .map_err(|e| LogError::io("write topic config", &staging, e))?;
+        let final_dir = topics_dir.join(name);
+        storage.rename(&staging, &final_dir).map_err(|e| LogError::io("create topic", &final_dir, e))?;
+        storage.sync_dir(&topics_dir).map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
+        let topic = self.open_topic(name, stored)?;
+        topics.insert(name.to_string(), topic);
+        Ok(())
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let topic = self.topics_mut().remove(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        for p in &topic.partitions {
+            p.shutdown();
+        }
+        let storage = self.inner.options.storage.clone();
+        let topics_dir = self.inner.dir.join("topics");
+        let doomed = topics_dir.join(format!(".deleting-{name}"));
+        let dir = topics_dir.join(name);
+        storage.rename(&dir, &doomed).map_err(|e| LogError::io("delete topic", &dir, e))?;
+        storage.sync_dir(&topics_dir).map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
+        storage.remove_dir_all(&doomed).map_err(|e| LogError::io("remove topic data", &doomed, e))?;
+        Ok(())
+    }
+
+    /// Topic names, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        self.inner.topics.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+    }
+
+    /// Partitions, offsets, sizes and effective config of a topic.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let t = self.topic(name)?;
+        Ok(TopicDescription {
+            name: t.name.clone(),
+            config: effective_pairs(&t.stored.overrides),
+            partitions: t.partitions.iter().map(|p| p.shared.info()).collect(),
+        })
+    }
+
+    /// The effective config of a topic.
+    pub fn topic_config(&self, name: &str) -> Result<Arc<TopicConfig>> {
+        Ok(self.topic(name)?.config.clone())
+    }
+
+    /// Number of partitions of a topic.
+    pub fn partition_count(&self, name: &str) -> Result<u32> {
+        Ok(self.topic(name)?.partitions.len() as u32)
+    }
+
+    /// Encodes records into batches no larger than the topic's `max.message.bytes`.
+    fn encode(&self, topic: &Topic, records: &[Record]) -> Result<Vec<EncodedBatch>> {
+        let max = topic.config.max_message_bytes;
+        let now = self.inner.options.clock.now();
+        let mut out = Vec::new();
+        let mut b = BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64);
+        for r in records {
+            if topic.config.cleanup_compact && r.key.is_none() {
+                return Err(LogError::MissingKey(topic.name.clone()));
+            }
+            let ts = r.timestamp.unwrap_or(now);
+            let size = b.record_size(r.key.as_deref(), r.value.as_deref(), &r.headers, ts);
+            if HEADER_LEN + size > max {
+                return Err(LogError::RecordTooLarge {
+                    topic: topic.name.clone(),
+                    size: HEADER_LEN + size,
+                    max,
+                });
+            }
+            if b.count() > 0 && b.size() + size > max {
+                out.push(std::mem::replace(&mut b, BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64)).finish());
+            }
+            b.push(r, now);
+        }
+        if b.count() > 0 {
+            out.push(b.finish());
+        }
+        Ok(out)
+    }
+
+    fn enqueue(&self, topic: &Topic, partition: PartitionId, batches: Vec<EncodedBatch>) -> Result<AppendTicket> {
+        let p = topic.partition(partition)?;
+        if let Some(cause) = p.poison_cause() {
+            return Err(p.poisoned_error(cause));
+        }
+        let (tx, rx) = oneshot::channel();
+        if batches.is_empty() {
+            let end = Offset(p.log_end.load(Ordering::Acquire));
+            let _ = tx.send(Ok(AppendOutcome {
+                partition,
+                base_offset: end,
+                last_offset: end.plus(-1),
+                log_append_time: None,
+            }));
+            return Ok(AppendTicket { rx });
+        }
+        let bytes = batches.iter().map(EncodedBatch::len).sum();
+        let req = AppendRequest { batches, bytes, ack: tx };
+        match p.queue.push(req, self.inner.options.append_max_block) {
+            Ok(()) => Ok(AppendTicket { rx }),
+            Err((_, PushError::Closed)) => Err(LogError::Closed),
+            Err((_, PushError::Full(waited))) => Err(LogError::QueueFull {
+                topic: topic.name.clone(),
+                partition,
+                waited_ms: waited.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Queues records for a partition as one atomic append and returns at once; the ticket
+    /// resolves when the flush policy is met. Lets one producer keep several appends in flight.
+    pub fn submit(&self, topic: &str, partition: PartitionId, records: &[Record]) -> Result<AppendTicket> {
+        let t = self.topic(topic)?;
+        t.partition(partition)?;
+        let batches = self.encode(&t, records)?;
+        self.enqueue(&t, partition, batches)
+    }
+
+    /// Queues a batch built by the caller (e.g. with [`BatchBuilder`] or from a Kafka client).
+    pub fn submit_batch(&self, topic: &str, partition: PartitionId, batch: EncodedBatch) -> Result<AppendTicket> {
+        let t = self.topic(topic)?;
+        if batch.len() > t.config.max_message_bytes {
+            return Err(LogError::RecordTooLarge {
+                topic: t.name.clone(),
+                size: batch.len(),
+                max: t.config.max_message_bytes,
+            });
+        }
+        self.enqueue(&t, partition, vec![batch])
+    }
+
+    /// Appends records to a partition and waits for the acknowledgement; returns the offsets.
+    pub fn append(&self, topic: &str, partition: PartitionId, records: &[Record]) -> Result<AppendOutcome> {
+        self.submit(topic, partition, records)?.wait()
+    }
+
+    /// The partition Kafka's default partitioner picks for `key`.
+    pub fn partition_for(&self, topic: &str, key: &[u8]) -> Result<PartitionId> {
+        Ok(partition_for_key(key, self.partition_count(topic)?))
+    }
+
+    /// Sends one record: a key picks its partition with murmur2 as Kafka does; keyless records
+    /// go round-robin. Waits for the acknowledgement.
+    pub fn send(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<AppendOutcome> {
+        let t = self.topic(topic)?;
+        let n = t.partitions.len() as u32;
+        let partition = match key {
+            Some(k) => partition_for_key(k, n),
+            None => PartitionId((t.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32),
+        };
+        let record = Record {
+            key: key.map(bytes::Bytes::copy_from_slice),
+            value: value.map(bytes::Bytes::copy_from_slice),
+            ..Record::default()
+        };
+        let batches = self.encode(&t, std::slice::from_ref(&record))?;
+        self.enqueue(&t, partition, batches)?.wait()
+    }
+
+    /// Reads whole batches from `offset` (at least one batch if any is readable).
+    pub fn read(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize) -> Result<Fetch> {
+        self.topic(topic)?.partition(partition)?.read(offset, max_bytes)
+    }
+
+    /// Like `read`, but waits up to `max_wait` for data if there is none yet (long poll).
+    pub fn read_wait(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize, max_wait: Duration) -> Result<Fetch> {
+        let t = self.topic(topic)?;
+        let p = t.partition(partition)?;
+        let deadline = Instant::now() + max_wait;
+        loop {
+            let listener = p.appended.listen();
+            let fetch = p.read(offset, max_bytes)?;
+            if !fetch.is_empty() || Instant::now() >= deadline {
+                return Ok(fetch);
+            }
+            listener.wait_deadline(deadline);
+        }
+    }
+
+    /// A listener woken by the next append to any partition of `topic`.
+    pub fn listen(&self, topic: &str) -> Result<AppendListener> {
+        Ok(AppendListener(self.topic(topic)?.appended.listen()))
+    }
+
+    /// First offset still in the partition.
+    pub fn earliest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
+        Ok(Offset(self.topic(topic)?.partition(partition)?.log_start.load(Ordering::Acquire)))
+    }
+
+    /// End of the readable partition (the next offset a reader waits for).
+    pub fn latest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
+        Ok(Offset(self.topic(topic)?.partition(partition)?.high_watermark.load(Ordering::Acquire)))
+    }
+
+    /// The first offset whose timestamp is >= `ts`; `None` if every record is older.
+    pub fn offset_for_timestamp(&self, topic: &str, partition: PartitionId, ts: Timestamp) -> Result<Option<Offset>> {
+        self.topic(topic)?.partition(partition)?.offset_for_timestamp(ts)
+    }
+
+    /// Runs compaction now on every partition of a topic.
+    pub fn compact_topic(&self, topic: &str) -> Result<CompactionStats> {
+        let t = self.topic(topic)?;
+        if !t.config.cleanup_compact {
+            return Err(LogError::InvalidConfig {
+                key: "cleanup.policy".into(),
+                value: if t.config.cleanup_delete { "delete".into() } else { String::new() },
+                reason: format!("topic `{topic}` is not compacted; create it with cleanup.policy=compact"),
+            });
+        }
+        let mut total = CompactionStats::default();
+        for p in &t.partitions {
+            let s = cleaner::compact(&p.shared)?;
+            total.segments_in += s.segments_in;
+            total.segments_out += s.segments_out;
+            total.records_in += s.records_in;
+            total.records_out += s.records_out;
+            total.bytes_in += s.bytes_in;
+            total.bytes_out += s.bytes_out;
+        }
+        Ok(total)
+    }
+
+    /// Runs retention now on every partition; returns the number of segments deleted.
+    pub fn run_retention(&self) -> Result<usize> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut n = 0;
+        for t in topics {
+            for p in &t.partitions {
+                n += cleaner::apply_retention(&p.shared)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn start_cleaner(&self) {
+        let Some(interval) = self.inner.options.cleaner_interval else { return };
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let handle = std::thread::Builder::new().name("weir-cleaner".into()).spawn(move || loop {
+            {
+                let Some(inner) = weak.upgrade() else { return };
+                let (stop, cv) = &inner.cleaner_stop;
+                let guard = stop.lock().unwrap_or_else(|e| e.into_inner());
+                let (guard, _) = cv.wait_timeout(guard, interval).unwrap_or_else(|e| e.into_inner());
+                if *guard {
+                    return;
+                }
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            let log = Log { inner };
+            if let Err(e) = log.run_retention() {
+                tracing::warn!(error = %e, "retention pass failed");
+            }
+            for name in log.list_topics() {
+                let compact = log.topic_config(&name).map(|c| c.cleanup_compact).unwrap_or(false);
+                if compact {
+                    if let Err(e) = log.compact_topic(&name) {
+                        tracing::warn!(topic = %name, error = %e, "compaction pass failed");
+                    }
+                }
+            }
+            // Dropping `log` here must not be the last reference while we hold the stop lock.
+            drop(log);
+        });
+        match handle {
+            Ok(h) => *self.inner.cleaner.lock().unwrap_or_else(|e| e.into_inner()) = Some(h),
+            Err(e) => tracing::error!(error = %e, "could not start the cleaner thread; retention and compaction run only on demand"),
+        }
+    }
+
+    /// Stops writers (each drains its queue and syncs) and the cleaner.
+    pub fn close(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        {
+            let (stop, cv) = &self.cleaner_stop;
+            *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        }
+        if let Some(h) = self.cleaner.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            // The cleaner may itself hold the last reference and be running this drop.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        let topics = std::mem::take(self.topics.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for t in topics.values() {
+            for p in &t.partitions {
+                p.shutdown();
+            }
+        }
+    }
+}

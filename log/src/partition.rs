@@ -1,0 +1,362 @@
+//! A partition: its segments, recovery on open, reads, offset lookups, and the handle to its
+//! writer thread.
+//!
+//! Owns the segment map. The writer thread (see `writer`) is the only code that appends or
+//! rolls; the cleaner (see `cleaner`) is the only code that removes or replaces sealed
+//! segments, under `cleaner_lock`. Readers take a snapshot of `Arc<Segment>`s, so a segment
+//! replaced or deleted under them keeps serving its old, consistent bytes.
+//!
+//! Published positions: `log_end` = next offset to assign (written, maybe not synced);
+//! `high_watermark` = end of what readers may see (the flush policy for it was met).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use event_listener::Event;
+
+use crate::batch::{BatchIter, RecordIter};
+use crate::clock::Clock;
+use crate::config::TopicConfig;
+use crate::error::{LogError, Result};
+use crate::queue::AppendQueue;
+use crate::record::RecordView;
+use crate::segment::{file_name, parse_base, Segment};
+use crate::storage::Storage;
+use crate::types::{Offset, PartitionId, Timestamp};
+
+/// Whole batches returned by a read, starting with the batch that holds the requested offset.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    /// The offset asked for; records before it in the first batch are skipped by `records()`.
+    pub from: Offset,
+    /// Concatenated RecordBatch v2 bytes, CRC-checked, exactly as stored.
+    pub batches: Bytes,
+    /// End of what readers may see.
+    pub high_watermark: Offset,
+    /// First offset still in the log.
+    pub log_start: Offset,
+}
+
+impl Fetch {
+    /// True if no batch was returned.
+    pub fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// The offset to read next.
+    pub fn next_offset(&self) -> Offset {
+        BatchIter::new(&self.batches)
+            .filter_map(|b| b.ok())
+            .last()
+            .map_or(self.from, |b| b.header.next_offset().max(self.from))
+    }
+
+    /// Records at or after `from`, skipping control batches.
+    pub fn records(&self) -> impl Iterator<Item = Result<RecordView<'_>, crate::batch::BatchError>> + '_ {
+        let from = self.from;
+        BatchIter::new(&self.batches)
+            .flat_map(|b| -> Box<dyn Iterator<Item = _>> {
+                match b {
+                    Ok(b) if b.header.is_control() => Box::new(std::iter::empty()),
+                    Ok(b) => Box::new(b.records() as RecordIter<'_>),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            })
+            .filter(move |r| r.as_ref().map_or(true, |r| r.offset >= from))
+    }
+}
+
+/// Summary of a partition for `describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition id.
+    pub id: PartitionId,
+    /// First offset still in the log.
+    pub log_start: Offset,
+    /// End of the readable log.
+    pub high_watermark: Offset,
+    /// Bytes in all segments.
+    pub bytes: u64,
+    /// Number of segments.
+    pub segments: usize,
+}
+
+/// State shared between a partition's writer, readers and the cleaner.
+#[derive(Debug)]
+pub struct PartitionShared {
+    pub(crate) topic: String,
+    pub(crate) id: PartitionId,
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Arc<TopicConfig>,
+    pub(crate) segments: RwLock<BTreeMap<i64, Arc<Segment>>>,
+    pub(crate) log_start: AtomicI64,
+    pub(crate) log_end: AtomicI64,
+    pub(crate) high_watermark: AtomicI64,
+    pub(crate) poisoned: Mutex<Option<String>>,
+    pub(crate) queue: AppendQueue,
+    pub(crate) appended: Arc<Event>,
+    /// Serialises retention and compaction on this partition.
+    pub(crate) cleaner_lock: Mutex<()>,
+}
+
+/// A partition and its writer thread.
+#[derive(Debug)]
+pub struct Partition {
+    pub(crate) shared: Arc<PartitionShared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl PartitionShared {
+    pub(crate) fn snapshot(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    pub(crate) fn poison_cause(&self) -> Option<String> {
+        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn poisoned_error(&self, cause: String) -> LogError {
+        LogError::Poisoned {
+            topic: self.topic.clone(),
+            partition: self.id,
+            cause,
+        }
+    }
+
+    fn out_of_range(&self, requested: Offset) -> LogError {
+        LogError::OffsetOutOfRange {
+            topic: self.topic.clone(),
+            partition: self.id,
+            requested,
+            log_start: Offset(self.log_start.load(Ordering::Acquire)),
+            log_end: Offset(self.high_watermark.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch).
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Fetch> {
+        let hw = Offset(self.high_watermark.load(Ordering::Acquire));
+        let start = Offset(self.log_start.load(Ordering::Acquire));
+        let end = Offset(self.log_end.load(Ordering::Acquire));
+        if offset < start || offset > end {
+            return Err(self.out_of_range(offset));
+        }
+        let mut fetch = Fetch {
+            from: offset,
+            batches: Bytes::new(),
+            high_watermark: hw,
+            log_start: start,
+        };
+        if offset >= hw {
+            return Ok(fetch);
+        }
+        let segs: Vec<Arc<Segment>> = {
+            let map = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let first = map.range(..=offset.0).next_back().map_or(i64::MIN, |(b, _)| *b);
+            map.range(first..).map(|(_, s)| s.clone()).collect()
+        };
+        for seg in segs {
+            if let Some(bytes) = seg.read(offset, max_bytes)? {
+                fetch.batches = bytes;
+                return Ok(fetch);
+            }
+        }
+        Ok(fetch)
+    }
+
+    /// The first offset whose record timestamp is >= `ts`, if any.
+    pub fn offset_for_timestamp(&self, ts: Timestamp) -> Result<Option<Offset>> {
+        let hw = Offset(self.high_watermark.load(Ordering::Acquire));
+        for seg in self.snapshot() {
+            if seg.index().max_timestamp < ts.0 {
+                continue;
+            }
+            let mut at = seg.index().offset_for_time(seg.base, ts).max(Offset(self.log_start.load(Ordering::Acquire)));
+            while at < hw {
+                let Some(bytes) = seg.read(at, 256 * 1024)? else { break };
+                let fetch = Fetch {
+                    from: at,
+                    batches: bytes,
+                    high_watermark: hw,
+                    log_start: at,
+                };
+                for b in BatchIter::new(&fetch.batches) {
+                    let b = b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
+                    if b.header.max_timestamp < ts || b.header.is_control() {
+                        continue;
+                    }
+                    for r in b.records() {
+                        let r = r.map_err(|e| LogError::Corrupted {
+                            segment: seg.path.clone(),
+                            offset: b.header.base_offset,
+                            reason: e.to_string(),
+                        })?;
+                        if r.offset >= at && r.timestamp >= ts {
+                            return Ok(Some(r.offset));
+                        }
+                    }
+                }
+                let next = fetch.next_offset();
+                if next <= at {
+                    break;
+                }
+                at = next;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Summary for `describe`.
+    pub fn info(&self) -> PartitionInfo {
+        let segs = self.snapshot();
+        PartitionInfo {
+            id: self.id,
+            log_start: Offset(self.log_start.load(Ordering::Acquire)),
+            high_watermark: Offset(self.high_watermark.load(Ordering::Acquire)),
+            bytes: segs.iter().map(|s| s.readable()).sum(),
+            segments: segs.len(),
+        }
+    }
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition directory and starts its writer.
+    pub(crate) fn open(
+        topic: &str,
+        id: PartitionId,
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        clock: Arc<dyn Clock>,
+        config: Arc<TopicConfig>,
+        queue_bytes: usize,
+        appended: Arc<Event>,
+    ) -> Result<Partition> {
+        storage.create_dir_all(&dir).map_err(|e| LogError::io("create partition dir", &dir, e))?;
+        let segments = recover(storage.as_ref(), &dir, config.index_interval_bytes)?;
+        let first = segments.keys().next().copied().unwrap_or(0);
+        let end = segments.values().last().map_or(0, |s| s.index().next_offset);
+        let shared = Arc::new(PartitionShared {
+            topic: topic.to_string(),
+            id,
+            dir,
+            storage,
+            clock,
+            config,
+            segments: RwLock::new(segments),
+            log_start: AtomicI64::new(first),
+            log_end: AtomicI64::new(end),
+            high_watermark: AtomicI64::new(end),
+            poisoned: Mutex::new(None),
+            queue: AppendQueue::new(queue_bytes),
+            appended,
+            cleaner_lock: Mutex::new(()),
+        });
+        let writer = crate::writer::spawn(shared.clone())?;
+        Ok(Partition {
+            shared,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Stops accepting appends, lets the writer drain and sync, and waits for it.
+    pub(crate) fn shutdown(&self) {
+        self.shared.queue.close();
+        let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!(topic = %self.shared.topic, partition = %self.shared.id, "writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Recovery: finishes or discards interrupted compactions, loads sealed segments, validates
+/// the active segment and truncates its torn tail. Creates segment 0 in an empty directory.
+fn recover(storage: &dyn Storage, dir: &Path, interval: u32) -> Result<BTreeMap<i64, Arc<Segment>>> {
+    let list = |d: &Path| storage.list_dir(d).map_err(|e| LogError::io("list partition dir", d, e));
+    for name in list(dir)? {
+        if name.ends_with(".cleaned") || name.ends_with(".tmp") {
+            let p = dir.join(&name);
+            storage.remove_file(&p).map_err(|e| LogError::io("remove leftover", &p, e))?;
+        } else if let Some((first, end)) = crate::cleaner::parse_swap_name(&name) {
+            tracing::warn!(dir = %dir.display(), first, end, "finishing an interrupted compaction swap");
+            crate::cleaner::finish_swap(storage, dir, Offset(first), Offset(end))?;
+        }
+    }
+    let names = list(dir)?;
+    let bases: Vec<Offset> = names.iter().filter_map(|n| parse_base(n, "log")).collect();
+    // Index files whose segment is gone (a crash during retention) are removed.
+    for n in &names {
+        let base = parse_base(n, "index").or_else(|| parse_base(n, "timeindex"));
+        if let Some(b) = base {
+            if !bases.contains(&b) {
+                let p = dir.join(n);
+                storage.remove_file(&p).map_err(|e| LogError::io("remove orphan index", &p, e))?;
+            }
+        }
+    }
+    let mut map = BTreeMap::new();
+    if bases.is_empty() {
+        let seg = Segment::create(storage, dir, Offset(0))?;
+        storage.sync_dir(dir).map_err(|e| LogError::io("fsync partition dir", dir, e))?;
+        map.insert(0, Arc::new(seg));
+        return Ok(map);
+    }
+    let (active_base, sealed) = bases.split_last().ok_or_else(|| LogError::Internal("no segments".into()))?;
+    let mut prev_end: Option<i64> = None;
+    for &base in sealed {
+        let seg = Segment::open_sealed(storage, dir, base, interval)?;
+        check_order(dir, base, prev_end)?;
+        prev_end = Some(seg.index().next_offset);
+        map.insert(base.0, Arc::new(seg));
+    }
+    check_order(dir, *active_base, prev_end)?;
+    let (active, _truncated) = Segment::recover_active(storage, dir, *active_base, interval)?;
+    map.insert(active_base.0, Arc::new(active));
+    Ok(map)
+}
+
+fn check_order(dir: &Path, base: Offset, prev_end: Option<i64>) -> Result<()> {
+    match prev_end {
+        Some(end) if base.0 < end => Err(LogError::Corrupted {
+            segment: dir.join(file_name(base, "log")),
+            offset: base,
+            reason: format!("segment starts at {base} but the previous segment ends at {end}"),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Used by the cleaner and tests: every batch of a segment, in order.
+pub(crate) fn for_each_batch(seg: &Segment, mut f: impl FnMut(crate::batch::BatchView<'_>) -> Result<()>) -> Result<()> {
+    let mut at = seg.base;
+    loop {
+        let Some(bytes) = seg.read(at, 1024 * 1024)? else { return Ok(()) };
+        let mut next = at;
+        for b in BatchIter::new(&bytes) {
+            let b = b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
+            if b.header.next_offset() <= at {
+                continue;
+            }
+            next = b.header.next_offset();
+            f(b)?;
+        }
+        if next <= at {
+            return Ok(());
+        }
+        at = next;
+    }
+}
+

@@ -1,0 +1,338 @@
+//! One segment: a file of whole RecordBatch v2 batches named by its base offset, with its
+//! sparse indexes.
+//!
+//! Owns: scanning (recovery of the active segment truncates a torn tail; sealed segments are
+//! only header-walked when their index must be rebuilt), validated reads (every batch handed
+//! out passed its length, magic, offset-order and CRC checks), and index files.
+//!
+//! Concurrency: the partition writer is the only writer of the active segment; readers use
+//! positional reads bounded by `readable`, which the writer raises only after the flush policy
+//! for those bytes is met, so a reader never sees bytes that could vanish.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use crate::batch::{BatchError, BatchHeader, BatchView, HEADER_LEN};
+use crate::error::{LogError, Result};
+use crate::index::SegmentIndex;
+use crate::storage::{write_atomic, FileRef, OpenMode, Storage};
+use crate::types::Offset;
+
+/// Bytes read per I/O while scanning a segment.
+const SCAN_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes read per I/O while walking headers to find a read's start.
+const SEEK_CHUNK_BYTES: usize = 16 * 1024;
+
+/// File name of a segment with `base`.
+pub fn file_name(base: Offset, ext: &str) -> String {
+    format!("{:020}.{ext}", base.0)
+}
+
+/// Parses `00000000000000000042.log` into 42.
+pub fn parse_base(name: &str, ext: &str) -> Option<Offset> {
+    let stem = name.strip_suffix(ext)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok().map(Offset)
+}
+
+/// Why a scan stopped before the end of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanStop {
+    /// Byte position of the first bad batch.
+    pub position: u64,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// A segment of a partition.
+#[derive(Debug)]
+pub struct Segment {
+    /// Offset of the first batch.
+    pub base: Offset,
+    /// The `.log` file path.
+    pub path: PathBuf,
+    /// The open file.
+    pub file: FileRef,
+    index: RwLock<SegmentIndex>,
+    readable: AtomicU64,
+}
+
+fn corrupted(path: &Path, offset: Offset, reason: impl Into<String>) -> LogError {
+    LogError::Corrupted {
+        segment: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+impl Segment {
+    /// Creates an empty segment file and fsyncs it (the caller fsyncs the directory).
+    pub fn create(storage: &dyn Storage, dir: &Path, base: Offset) -> Result<Segment> {
+        let path = dir.join(file_name(base, "log"));
+        let file = storage
+            .open(&path, OpenMode::CreateTruncate)
+            .map_err(|e| LogError::io("create segment", &path, e))?;
+        file.sync_data().map_err(|e| LogError::io("fsync new segment", &path, e))?;
+        Ok(Segment {
+            base,
+            path,
+            file,
+            index: RwLock::new(SegmentIndex::new(base)),
+            readable: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens an existing segment file with a given index.
+    fn with_index(storage: &dyn Storage, dir: &Path, base: Offset, index: SegmentIndex) -> Result<Segment> {
+        let path = dir.join(file_name(base, "log"));
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let readable = AtomicU64::new(index.size);
+        Ok(Segment {
+            base,
+            path,
+            file,
+            index: RwLock::new(index),
+            readable,
+        })
+    }
+
+    /// Opens a sealed segment, loading its index files or rebuilding them from the data.
+    pub fn open_sealed(storage: &dyn Storage, dir: &Path, base: Offset, interval: u32) -> Result<Segment> {
+        let path = dir.join(file_name(base, "log"));
+        let file = storage
+            .open(&path, OpenMode::ReadOnly)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
+        let read = |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
+        let loaded = match (read("index"), read("timeindex")) {
+            (Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
+            _ => None,
+        };
+        let index = match loaded {
+            Some(i) => i,
+            None => {
+                tracing::warn!(segment = %path.display(), "index missing or damaged; rebuilding from the segment");
+                let (index, stop) = scan(&file, &path, base, len, interval, false)?;
+                if let Some(stop) = stop {
+                    // Sealed data is never truncated; reads past this point report Corrupted.
+                    tracing::warn!(segment = %path.display(), position = stop.position, reason = %stop.reason,
+                        "sealed segment has an invalid batch; reads reaching it will fail with Corrupted");
+                } else {
+                    write_index_files(storage, dir, base, &index)?;
+                }
+                index
+            }
+        };
+        drop(file);
+        let seg = Segment::with_index(storage, dir, base, index)?;
+        seg.readable.store(len, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Recovers the active segment: validates every batch (length, magic, offsets, CRC) and
+    /// truncates a torn tail. Returns the segment and the number of bytes truncated.
+    pub fn recover_active(storage: &dyn Storage, dir: &Path, base: Offset, interval: u32) -> Result<(Segment, u64)> {
+        let path = dir.join(file_name(base, "log"));
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
+        let (index, stop) = scan(&file, &path, base, len, interval, true)?;
+        let mut truncated = 0;
+        if let Some(stop) = stop {
+            truncated = len - stop.position;
+            tracing::warn!(segment = %path.display(), position = stop.position, bytes = truncated,
+                reason = %stop.reason, "truncating torn tail of the active segment");
+            file.set_len(stop.position).map_err(|e| LogError::io("truncate torn tail", &path, e))?;
+            file.sync_data().map_err(|e| LogError::io("fsync after truncate", &path, e))?;
+        }
+        let size = index.size;
+        Ok((
+            Segment {
+                base,
+                path,
+                file,
+                index: RwLock::new(index),
+                readable: AtomicU64::new(size),
+            },
+            truncated,
+        ))
+    }
+
+    /// Read access to the index.
+    pub fn index(&self) -> RwLockReadGuard<'_, SegmentIndex> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write access to the index (writer only).
+    pub fn index_mut(&self) -> RwLockWriteGuard<'_, SegmentIndex> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes readers may see.
+    pub fn readable(&self) -> u64 {
+        self.readable.load(Ordering::Acquire)
+    }
+
+    /// Publishes bytes to readers (writer only, after the flush policy is met).
+    pub fn set_readable(&self, bytes: u64) {
+        self.readable.store(bytes, Ordering::Release);
+    }
+
+    /// Writes this segment's index files (at seal time, after compaction, after rebuild).
+    pub fn write_index(&self, storage: &dyn Storage, dir: &Path) -> Result<()> {
+        let index = self.index().clone();
+        write_index_files(storage, dir, self.base, &index)
+    }
+
+    /// Position of the first batch containing an offset >= `offset`, or `None` if the
+    /// segment's readable part has none. Walks headers from the sparse index entry.
+    fn seek(&self, offset: Offset, limit: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let mut pos = self.index().position_for(self.base, offset);
+        let mut buf = vec![0u8; SEEK_CHUNK_BYTES];
+        let mut prev_next: Option<Offset> = None;
+        while pos < limit {
+            let want = ((limit - pos) as usize).min(buf.len());
+            let n = self
+                .file
+                .read_full_at(&mut buf[..want], pos)
+                .map_err(|e| LogError::io("read segment", &self.path, e))?;
+            let mut at = 0usize;
+            while at + HEADER_LEN <= n {
+                let h = self.checked_header(&buf[at..n], prev_next, pos + at as u64, limit)?;
+                if h.next_offset() > offset {
+                    return Ok(Some((pos + at as u64, h)));
+                }
+                prev_next = Some(h.next_offset());
+                at += h.total_len();
+            }
+            if at == 0 && n < HEADER_LEN {
+                return Err(corrupted(&self.path, prev_next.unwrap_or(self.base), "partial batch header inside the readable range"));
+            }
+            pos += at as u64;
+        }
+        Ok(None)
+    }
+
+    fn checked_header(&self, buf: &[u8], prev_next: Option<Offset>, pos: u64, limit: u64) -> Result<BatchHeader> {
+        let at = prev_next.unwrap_or(self.base);
+        let h = BatchHeader::parse(buf).map_err(|e| corrupted(&self.path, at, format!("at byte {pos}: {e}")))?;
+        if pos + h.total_len() as u64 > limit {
+            return Err(corrupted(&self.path, at, format!("batch at byte {pos} runs past the segment's valid end")));
+        }
+        if h.base_offset < at || h.last_offset() < h.base_offset {
+            return Err(corrupted(&self.path, at, format!("batch at byte {pos} has out-of-order offset {}", h.base_offset)));
+        }
+        Ok(h)
+    }
+
+    /// Reads whole, CRC-checked batches starting with the one containing `offset`, up to
+    /// `max_bytes` (at least one batch, so a large batch never stalls a reader).
+    pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Option<Bytes>> {
+        let limit = self.readable();
+        let Some((start, first)) = self.seek(offset, limit)? else {
+            return Ok(None);
+        };
+        let len = (max_bytes.max(first.total_len()) as u64).min(limit - start) as usize;
+        let mut buf = vec![0u8; len];
+        let n = self
+            .file
+            .read_full_at(&mut buf, start)
+            .map_err(|e| LogError::io("read segment", &self.path, e))?;
+        buf.truncate(n);
+        let mut at = 0usize;
+        let mut prev_next: Option<Offset> = None;
+        while at < buf.len() {
+            let view = match BatchView::parse(&buf[at..]) {
+                Ok(v) => v,
+                Err(BatchError::Truncated { .. }) if at > 0 => break,
+                Err(e) => return Err(corrupted(&self.path, prev_next.unwrap_or(first.base_offset), e.to_string())),
+            };
+            if prev_next.is_some_and(|p| view.header.base_offset < p) {
+                return Err(corrupted(&self.path, view.header.base_offset, "offsets go backwards"));
+            }
+            view.verify_crc()
+                .map_err(|e| corrupted(&self.path, view.header.base_offset, e.to_string()))?;
+            prev_next = Some(view.header.next_offset());
+            at += view.bytes.len();
+        }
+        buf.truncate(at);
+        Ok(Some(Bytes::from(buf)))
+    }
+}
+
+/// Writes `.index` and `.timeindex` crash-safely.
+pub fn write_index_files(storage: &dyn Storage, dir: &Path, base: Offset, index: &SegmentIndex) -> Result<()> {
+    let op = dir.join(file_name(base, "index"));
+    write_atomic(storage, &op, &index.encode_offset_file()).map_err(|e| LogError::io("write index", &op, e))?;
+    let tp = dir.join(file_name(base, "timeindex"));
+    write_atomic(storage, &tp, &index.encode_time_file()).map_err(|e| LogError::io("write time index", &tp, e))?;
+    Ok(())
+}
+
+/// Walks the batches of a segment file, building its index. Stops at the first batch that is
+/// incomplete or invalid (with `verify_crc`, also a CRC mismatch) and says where and why.
+pub fn scan(
+    file: &FileRef,
+    path: &Path,
+    base: Offset,
+    len: u64,
+    interval: u32,
+    verify_crc: bool,
+) -> Result<(SegmentIndex, Option<ScanStop>)> {
+    let mut index = SegmentIndex::new(base);
+    let mut pos = 0u64;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut expected = base;
+    while pos < len {
+        let want = ((len - pos) as usize).min(SCAN_CHUNK_BYTES.max(buf.capacity()));
+        buf.resize(want, 0);
+        let n = file
+            .read_full_at(&mut buf, pos)
+            .map_err(|e| LogError::io("scan segment", path, e))?;
+        buf.truncate(n);
+        let mut at = 0usize;
+        loop {
+            let rest = &buf[at..];
+            if rest.is_empty() {
+                break;
+            }
+            let stop = |reason: String| Ok((index.clone(), Some(ScanStop { position: pos + at as u64, reason })));
+            let view = match BatchView::parse(rest) {
+                Ok(v) => v,
+                Err(BatchError::Truncated { needed, .. }) => {
+                    if pos + at as u64 + needed as u64 > len {
+                        return stop(format!("incomplete batch: needs {needed} bytes, file ends first"));
+                    }
+                    if at == 0 {
+                        // A batch larger than the chunk: read it whole next round.
+                        buf.reserve(needed);
+                    }
+                    break;
+                }
+                Err(e) => return stop(e.to_string()),
+            };
+            let h = view.header;
+            if h.base_offset < expected || h.last_offset() < h.base_offset {
+                return stop(format!("batch offset {} where >= {} was expected", h.base_offset, expected));
+            }
+            if verify_crc {
+                if let Err(e) = view.verify_crc() {
+                    return stop(e.to_string());
+                }
+            }
+            index.on_batch(base, &h, pos + at as u64, interval);
+            expected = h.next_offset();
+            at += view.bytes.len();
+        }
+        pos += at as u64;
+    }
+    Ok((index, None))
+}

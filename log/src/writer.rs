@@ -1,0 +1,281 @@
+//! The single writer of a partition: drains the append queue in groups, assigns offsets,
+//! writes each group with one `write`, applies the flush policy once per group (group commit),
+//! rolls segments, and only then publishes the bytes to readers and acknowledges.
+//!
+//! Failure rules: a failed write is rolled back (`set_len` to the previous end) and its group
+//! is failed with a typed error; nothing of it was acknowledged or made visible. A failed
+//! `fdatasync` poisons the partition: the state of the file is unknown (the kernel may have
+//! dropped the dirty pages), so every later append fails until the log is reopened and
+//! recovery re-validates the tail.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::batch::{set_base_offset, set_log_append_time, BatchHeader};
+use crate::config::{FlushPolicy, TimestampType};
+use crate::error::{LogError, Result};
+use crate::partition::PartitionShared;
+use crate::queue::{AppendOutcome, AppendRequest};
+use crate::segment::Segment;
+use crate::types::{Offset, Timestamp};
+
+/// Bytes the writer takes from the queue per group: large enough that one fsync covers many
+/// producers' batches, small enough that the first waiter's latency stays bounded.
+const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
+    let active = shared
+        .snapshot()
+        .last()
+        .cloned()
+        .ok_or_else(|| LogError::Internal("partition has no segment".into()))?;
+    let next_offset = shared.log_end.load(Ordering::Acquire);
+    let created = shared.clock.now();
+    let mut writer = Writer {
+        shared: shared.clone(),
+        active,
+        active_created: created,
+        next_offset,
+        dirty: false,
+        last_sync: Instant::now(),
+        buf: Vec::new(),
+    };
+    std::thread::Builder::new()
+        .name(format!("weir-w-{}-{}", shared.topic, shared.id))
+        .spawn(move || writer.run())
+        .map_err(|e| LogError::io("spawn writer thread", &shared.dir, e))
+}
+
+struct Pending {
+    req: AppendRequest,
+    outcome: AppendOutcome,
+}
+
+struct Writer {
+    shared: Arc<PartitionShared>,
+    active: Arc<Segment>,
+    active_created: Timestamp,
+    next_offset: i64,
+    dirty: bool,
+    last_sync: Instant,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn run(&mut self) {
+        loop {
+            let timeout = self.sync_due_in();
+            let (group, closed) = self.shared.queue.pop_group(GROUP_BYTES_MAX, timeout);
+            if group.is_empty() {
+                if self.dirty && self.sync_due_in().is_some_and(|d| d.is_zero()) {
+                    self.sync_or_poison();
+                }
+                if closed {
+                    if self.dirty {
+                        self.sync_or_poison();
+                    }
+                    return;
+                }
+                continue;
+            }
+            self.process(group);
+        }
+    }
+
+    /// Time until the interval policy wants an fsync, if data is dirty.
+    fn sync_due_in(&self) -> Option<Duration> {
+        let interval = self.shared.config.flush_interval()?;
+        if !self.dirty {
+            return None;
+        }
+        Some(interval.saturating_sub(self.last_sync.elapsed()))
+    }
+
+    fn sync_or_poison(&mut self) -> bool {
+        match self.active.file.sync_data() {
+            Ok(()) => {
+                self.dirty = false;
+                self.last_sync = Instant::now();
+                true
+            }
+            Err(e) => {
+                self.poison(format!("fdatasync of {} failed: {e}", self.active.path.display()));
+                false
+            }
+        }
+    }
+
+    fn poison(&self, cause: String) {
+        tracing::error!(topic = %self.shared.topic, partition = %self.shared.id, %cause, "partition poisoned");
+        let mut p = self.shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(cause);
+        }
+    }
+
+    fn fail_all(reqs: impl IntoIterator<Item = AppendRequest>, err: impl Fn() -> LogError) {
+        for r in reqs {
+            let _ = r.ack.send(Err(err()));
+        }
+    }
+
+    fn needs_roll(&self, incoming_bytes: usize, span: i64) -> bool {
+        let cfg = &self.shared.config;
+        let size = self.active.index().size + self.buf.len() as u64;
+        if size == 0 {
+            return false;
+        }
+        let too_big = size + incoming_bytes as u64 > cfg.segment_bytes;
+        let too_old = self.shared.clock.now().0 - self.active_created.0 >= cfg.segment_ms;
+        let rel_overflow = self.next_offset + span - self.active.base.0 > i64::from(u32::MAX);
+        too_big || too_old || rel_overflow
+    }
+
+    fn process(&mut self, group: Vec<AppendRequest>) {
+        if let Some(cause) = self.shared.poison_cause() {
+            let s = self.shared.clone();
+            return Self::fail_all(group, || s.poisoned_error(cause.clone()));
+        }
+        let mut pending: Vec<Pending> = Vec::with_capacity(group.len());
+        let mut headers: Vec<(BatchHeader, u64)> = Vec::new();
+        let mut group = group.into_iter();
+        while let Some(mut req) = group.next() {
+            let span: i64 = req.batches.iter().map(|b| b.offset_span()).sum();
+            if self.needs_roll(req.bytes, span) {
+                let committed = self.commit(std::mem::take(&mut pending), std::mem::take(&mut headers));
+                if let Err(e) = committed.and_then(|()| self.roll()) {
+                    let msg = e.to_string();
+                    self.poison(format!("segment roll failed: {msg}"));
+                    let mut rest = vec![req];
+                    rest.extend(group);
+                    return Self::fail_all(rest, || LogError::Io {
+                        op: "segment roll",
+                        path: self.active.path.clone(),
+                        source: std::io::Error::other(msg.clone()),
+                    });
+                }
+            }
+            let now = self.shared.clock.now();
+            let log_append = self.shared.config.timestamp_type == TimestampType::LogAppendTime;
+            let base = self.next_offset;
+            let seg_size = self.active.index().size;
+            for batch in &mut req.batches {
+                set_base_offset(&mut batch.bytes, Offset(self.next_offset));
+                if log_append {
+                    set_log_append_time(&mut batch.bytes, now);
+                }
+                let pos = seg_size + self.buf.len() as u64;
+                match BatchHeader::parse(&batch.bytes) {
+                    Ok(h) => headers.push((h, pos)),
+                    Err(e) => {
+                        let _ = req.ack.send(Err(LogError::Internal(format!("encoded batch unreadable: {e}"))));
+                        return;
+                    }
+                }
+                self.buf.extend_from_slice(&batch.bytes);
+                self.next_offset += batch.offset_span();
+            }
+            let outcome = AppendOutcome {
+                partition: self.shared.id,
+                base_offset: Offset(base),
+                last_offset: Offset(self.next_offset - 1),
+                log_append_time: log_append.then_some(now),
+            };
+            pending.push(Pending { req, outcome });
+        }
+        if let Err(e) = self.commit(pending, headers) {
+            tracing::debug!(error = %e, "group failed");
+        }
+    }
+
+    /// Writes the buffered chunk, applies the flush policy, publishes, acknowledges.
+    fn commit(&mut self, pending: Vec<Pending>, headers: Vec<(BatchHeader, u64)>) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let seg = self.active.clone();
+        let start_pos = seg.index().size;
+        let chunk_first = pending.first().map_or(self.next_offset, |p| p.outcome.base_offset.0);
+        if let Err(e) = seg.file.write_all_at(&self.buf, start_pos) {
+            let err_text = e.to_string();
+            let typed = LogError::io("append", &seg.path, e);
+            let is_full = matches!(typed, LogError::DiskFull { .. });
+            self.buf.clear();
+            self.next_offset = chunk_first;
+            if let Err(te) = seg.file.set_len(start_pos) {
+                self.poison(format!("rolling back a failed write ({err_text}) failed: {te}"));
+            }
+            let path = seg.path.clone();
+            Self::fail_all(pending.into_iter().map(|p| p.req), || {
+                if is_full {
+                    LogError::DiskFull { path: path.clone() }
+                } else {
+                    LogError::Io {
+                        op: "append",
+                        path: path.clone(),
+                        source: std::io::Error::other(err_text.clone()),
+                    }
+                }
+            });
+            return Err(typed);
+        }
+        self.dirty = true;
+        let sync_now = match self.shared.config.flush {
+            FlushPolicy::Batch => true,
+            FlushPolicy::IntervalMs(_) => self.sync_due_in().is_some_and(|d| d.is_zero()),
+            FlushPolicy::Os => false,
+        };
+        if sync_now && !self.sync_or_poison() {
+            self.buf.clear();
+            let s = self.shared.clone();
+            let cause = s.poison_cause().unwrap_or_default();
+            Self::fail_all(pending.into_iter().map(|p| p.req), || s.poisoned_error(cause.clone()));
+            return Err(LogError::Internal("fsync failed; partition poisoned".into()));
+        }
+        let interval = self.shared.config.index_interval_bytes;
+        let new_size = {
+            let mut idx = seg.index_mut();
+            for (h, pos) in &headers {
+                idx.on_batch(seg.base, h, *pos, interval);
+            }
+            idx.size
+        };
+        self.buf.clear();
+        seg.set_readable(new_size);
+        self.shared.log_end.store(self.next_offset, Ordering::Release);
+        self.shared.high_watermark.store(self.next_offset, Ordering::Release);
+        self.shared.appended.notify(usize::MAX);
+        for p in pending {
+            let _ = p.req.ack.send(Ok(p.outcome));
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment (fsync, index files) and starts a new one (create, fsync file,
+    /// fsync directory) before anything is written to it.
+    fn roll(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let storage = shared.storage.as_ref();
+        self.active
+            .file
+            .sync_data()
+            .map_err(|e| LogError::io("fsync sealed segment", &self.active.path, e))?;
+        self.dirty = false;
+        self.active.write_index(storage, &shared.dir)?;
+        let seg = Arc::new(Segment::create(storage, &shared.dir, Offset(self.next_offset))?);
+        storage
+            .sync_dir(&shared.dir)
+            .map_err(|e| LogError::io("fsync partition dir", &shared.dir, e))?;
+        shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.next_offset, seg.clone());
+        tracing::debug!(topic = %shared.topic, partition = %shared.id, base = self.next_offset, "rolled segment");
+        self.active = seg;
+        self.active_created = shared.clock.now();
+        Ok(())
+    }
+}
