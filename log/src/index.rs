@@ -29,6 +29,9 @@ pub struct SegmentIndex {
     pub max_timestamp: i64,
     /// Bytes covered.
     pub size: u64,
+    /// Every batch starts where the previous one ended (true for segments the writer wrote;
+    /// compaction output has gaps). Lets readers check each batch's uncovered `baseOffset`.
+    pub contiguous: bool,
     bytes_since_entry: u64,
 }
 
@@ -38,6 +41,7 @@ impl SegmentIndex {
         SegmentIndex {
             next_offset: base.0,
             max_timestamp: -1,
+            contiguous: true,
             ..SegmentIndex::default()
         }
     }
@@ -46,6 +50,9 @@ impl SegmentIndex {
     pub fn on_batch(&mut self, base: Offset, h: &BatchHeader, pos: u64, interval: u32) {
         let rel = (h.base_offset.0 - base.0) as u32;
         let ts = h.max_timestamp.0;
+        if h.base_offset.0 != self.next_offset {
+            self.contiguous = false;
+        }
         if self.offsets.is_empty() || self.bytes_since_entry >= u64::from(interval) {
             self.offsets.push((rel, pos as u32));
             self.bytes_since_entry = 0;
@@ -60,14 +67,16 @@ impl SegmentIndex {
         self.size = pos + h.total_len() as u64;
     }
 
-    /// Byte position from which to scan for `offset`.
-    pub fn position_for(&self, base: Offset, offset: Offset) -> u64 {
+    /// Byte position from which to scan for `offset`, and the base offset of the batch there
+    /// (`None` at position 0 of a non-contiguous segment, where the first batch may start later).
+    pub fn position_for(&self, base: Offset, offset: Offset) -> (u64, Option<Offset>) {
         let rel = (offset.0 - base.0).clamp(0, i64::from(u32::MAX)) as u32;
         let i = self.offsets.partition_point(|&(o, _)| o <= rel);
         if i == 0 {
-            0
+            (0, self.contiguous.then_some(base))
         } else {
-            u64::from(self.offsets[i - 1].1)
+            let (o, p) = self.offsets[i - 1];
+            (u64::from(p), Some(base.plus(i64::from(o))))
         }
     }
 
@@ -94,6 +103,7 @@ impl SegmentIndex {
         b.extend_from_slice(&self.next_offset.to_le_bytes());
         b.extend_from_slice(&self.max_timestamp.to_le_bytes());
         b.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
+        b.extend_from_slice(&u32::from(self.contiguous).to_le_bytes());
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
@@ -118,12 +128,13 @@ impl SegmentIndex {
     /// Loads both index files; `None` if either is damaged or does not describe a segment of
     /// `segment_len` bytes (then the caller rebuilds from the data).
     pub fn decode_files(offset_file: &[u8], time_file: &[u8], segment_len: u64) -> Option<SegmentIndex> {
-        let body = checked_body(offset_file, OFFSET_MAGIC, 32)?;
-        let (entries, trailer) = body.split_at(body.len() - 28);
+        let body = checked_body(offset_file, OFFSET_MAGIC, 36)?;
+        let (entries, trailer) = body.split_at(body.len() - 32);
         let size = le_u64(trailer, 0);
         let next_offset = le_u64(trailer, 8) as i64;
         let max_timestamp = le_u64(trailer, 16) as i64;
         let count = le_u32(trailer, 24) as usize;
+        let contiguous = le_u32(trailer, 28) == 1;
         if size != segment_len || entries.len() != count * 8 {
             return None;
         }
@@ -151,6 +162,7 @@ impl SegmentIndex {
             next_offset,
             max_timestamp,
             size,
+            contiguous,
             bytes_since_entry: 0,
         })
     }
@@ -213,7 +225,8 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(SegmentIndex::decode_files(&bad, &tf, pos).is_none(), "flip at {i}");
         }
-        assert_eq!(idx.position_for(Offset(100), Offset(100)), 0);
+        assert_eq!(idx.position_for(Offset(100), Offset(100)), (0, Some(Offset(100))));
+        assert!(idx.contiguous);
         assert!(idx.offset_for_time(Offset(100), Timestamp(1200)) <= Offset(160));
     }
 }

@@ -195,9 +195,9 @@ impl Segment {
     /// Position of the first batch containing an offset >= `offset`, or `None` if the
     /// segment's readable part has none. Walks headers from the sparse index entry.
     fn seek(&self, offset: Offset, limit: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let mut pos = self.index().position_for(self.base, offset);
+        let (mut pos, mut prev_next) = self.index().position_for(self.base, offset);
+        let contiguous = self.index().contiguous;
         let mut buf = vec![0u8; SEEK_CHUNK_BYTES];
-        let mut prev_next: Option<Offset> = None;
         while pos < limit {
             let want = ((limit - pos) as usize).min(buf.len());
             let n = self
@@ -206,7 +206,7 @@ impl Segment {
                 .map_err(|e| LogError::io("read segment", &self.path, e))?;
             let mut at = 0usize;
             while at + HEADER_LEN <= n {
-                let h = self.checked_header(&buf[at..n], prev_next, pos + at as u64, limit)?;
+                let h = self.checked_header(&buf[at..n], prev_next, contiguous, pos + at as u64, limit)?;
                 if h.next_offset() > offset {
                     return Ok(Some((pos + at as u64, h)));
                 }
@@ -221,14 +221,18 @@ impl Segment {
         Ok(None)
     }
 
-    fn checked_header(&self, buf: &[u8], prev_next: Option<Offset>, pos: u64, limit: u64) -> Result<BatchHeader> {
+    /// Parses a header and checks it against where it sits: inside the readable range, and at
+    /// the offset the previous batch (or index entry) says. `baseOffset` is outside the CRC, so
+    /// this check is what catches a flipped bit there.
+    fn checked_header(&self, buf: &[u8], prev_next: Option<Offset>, contiguous: bool, pos: u64, limit: u64) -> Result<BatchHeader> {
         let at = prev_next.unwrap_or(self.base);
         let h = BatchHeader::parse(buf).map_err(|e| corrupted(&self.path, at, format!("at byte {pos}: {e}")))?;
         if pos + h.total_len() as u64 > limit {
             return Err(corrupted(&self.path, at, format!("batch at byte {pos} runs past the segment's valid end")));
         }
-        if h.base_offset < at || h.last_offset() < h.base_offset {
-            return Err(corrupted(&self.path, at, format!("batch at byte {pos} has out-of-order offset {}", h.base_offset)));
+        let misplaced = if contiguous && prev_next.is_some() { h.base_offset != at } else { h.base_offset < at };
+        if misplaced || h.last_offset() < h.base_offset {
+            return Err(corrupted(&self.path, at, format!("batch at byte {pos} has offset {} where {at} was expected", h.base_offset)));
         }
         Ok(h)
     }
@@ -249,14 +253,18 @@ impl Segment {
         buf.truncate(n);
         let mut at = 0usize;
         let mut prev_next: Option<Offset> = None;
+        let contiguous = self.index().contiguous;
         while at < buf.len() {
             let view = match BatchView::parse(&buf[at..]) {
                 Ok(v) => v,
                 Err(BatchError::Truncated { .. }) if at > 0 => break,
                 Err(e) => return Err(corrupted(&self.path, prev_next.unwrap_or(first.base_offset), e.to_string())),
             };
-            if prev_next.is_some_and(|p| view.header.base_offset < p) {
-                return Err(corrupted(&self.path, view.header.base_offset, "offsets go backwards"));
+            if let Some(p) = prev_next {
+                let b = view.header.base_offset;
+                if b < p || (contiguous && b != p) {
+                    return Err(corrupted(&self.path, p, format!("batch has offset {b} where {p} was expected")));
+                }
             }
             view.verify_crc()
                 .map_err(|e| corrupted(&self.path, view.header.base_offset, e.to_string()))?;
@@ -278,14 +286,15 @@ pub fn write_index_files(storage: &dyn Storage, dir: &Path, base: Offset, index:
 }
 
 /// Walks the batches of a segment file, building its index. Stops at the first batch that is
-/// incomplete or invalid (with `verify_crc`, also a CRC mismatch) and says where and why.
+/// incomplete or invalid and says where and why. `strict` (the active segment) also checks
+/// CRCs and that batches are contiguous, since recovery must trust what it keeps.
 pub fn scan(
     file: &FileRef,
     path: &Path,
     base: Offset,
     len: u64,
     interval: u32,
-    verify_crc: bool,
+    strict: bool,
 ) -> Result<(SegmentIndex, Option<ScanStop>)> {
     let mut index = SegmentIndex::new(base);
     let mut pos = 0u64;
@@ -320,10 +329,11 @@ pub fn scan(
                 Err(e) => return stop(e.to_string()),
             };
             let h = view.header;
-            if h.base_offset < expected || h.last_offset() < h.base_offset {
+            let misplaced = if strict { h.base_offset != expected } else { h.base_offset < expected };
+            if misplaced || h.last_offset() < h.base_offset {
                 return stop(format!("batch offset {} where >= {} was expected", h.base_offset, expected));
             }
-            if verify_crc {
+            if strict {
                 if let Err(e) = view.verify_crc() {
                     return stop(e.to_string());
                 }

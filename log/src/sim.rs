@@ -15,10 +15,23 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::storage::{DirLock, FileRef, OpenMode, Storage, StorageFile};
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct Inode {
     data: Vec<u8>,
     synced: Vec<u8>,
+    /// Lowest byte changed since the last sync (`usize::MAX` when clean), so a sync copies
+    /// only what changed.
+    dirty_from: usize,
+}
+
+impl Default for Inode {
+    fn default() -> Self {
+        Inode {
+            data: Vec::new(),
+            synced: Vec::new(),
+            dirty_from: usize::MAX,
+        }
+    }
 }
 
 type InodeRef = Arc<Mutex<Inode>>;
@@ -35,6 +48,8 @@ pub struct Faults {
     pub sticky_enospc: bool,
     /// Fail the N-th `sync_data` from now with EIO.
     pub eio_on_sync: Option<u64>,
+    /// Make every `sync_data` take this long (a slow disk, for backpressure tests).
+    pub sync_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +127,7 @@ impl SimStorage {
             let fresh = Arc::new(Mutex::new(Inode {
                 synced: data.clone(),
                 data,
+                dirty_from: usize::MAX,
             }));
             next.live.insert(path.clone(), fresh.clone());
             next.durable.insert(path.clone(), fresh);
@@ -134,6 +150,7 @@ impl SimStorage {
             let mut i = lock(i);
             i.synced = bytes.clone();
             i.data = bytes;
+            i.dirty_from = usize::MAX;
         }
     }
 }
@@ -180,6 +197,7 @@ impl StorageFile for SimFile {
             i.data.resize(end, 0);
         }
         i.data[pos..end].copy_from_slice(&buf[..partial]);
+        i.dirty_from = i.dirty_from.min(pos);
         if fail {
             return Err(io::Error::from_raw_os_error(28));
         }
@@ -187,6 +205,10 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = lock(&self.fs).faults.sync_delay;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         {
             let mut s = lock(&self.fs);
             s.syncs += 1;
@@ -198,14 +220,19 @@ impl StorageFile for SimFile {
                 s.faults.eio_on_sync = Some(n - 1);
             }
         }
-        let mut i = lock(&self.inode);
-        i.synced = i.data.clone();
+        let mut guard = lock(&self.inode);
+        let i = &mut *guard;
+        let keep = i.dirty_from.min(i.data.len()).min(i.synced.len());
+        i.synced.truncate(keep);
+        i.synced.extend_from_slice(&i.data[keep..]);
+        i.dirty_from = usize::MAX;
         Ok(())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut i = lock(&self.inode);
         i.data.resize(len as usize, 0);
+        i.dirty_from = i.dirty_from.min(len as usize);
         Ok(())
     }
 
@@ -244,7 +271,10 @@ impl Storage for SimStorage {
                 i
             }
             (OpenMode::CreateTruncate, Some(i)) => {
-                lock(&i).data.clear();
+                let mut g = lock(&i);
+                g.data.clear();
+                g.dirty_from = 0;
+                drop(g);
                 i
             }
             (_, Some(i)) => i,

@@ -1,0 +1,9 @@
+//! Integration tests of `weir-log`: one binary, one module per concern.
+
+mod basic;
+mod cleanup;
+mod codec;
+mod common;
+mod faults;
+mod model;
+mod recovery;

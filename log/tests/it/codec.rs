@@ -1,0 +1,116 @@
+//! Our RecordBatch v2 codec against an independent implementation (the `kafka-protocol`
+//! crate), in both directions, so the bytes we store are the bytes Kafka clients expect.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use weir_log::batch::set_base_offset;
+use weir_log::{BatchBuilder, BatchView, Header, Offset, ProducerFields, Timestamp};
+
+/// kafka-protocol's header map from pairs.
+fn headers(pairs: &[(&str, Option<&[u8]>)]) -> IndexMap<StrBytes, Option<Bytes>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (StrBytes::from_string(k.to_string()), v.map(Bytes::copy_from_slice)))
+        .collect()
+}
+
+#[test]
+fn our_batches_decode_in_kafka_protocol() -> anyhow::Result<()> {
+    let mut b = BatchBuilder::with_capacity(512).producer(ProducerFields {
+        producer_id: 77,
+        producer_epoch: 3,
+        base_sequence: 10,
+    });
+    b.push_parts(Some(b"k1"), Some(b"v1"), &[], Timestamp(1_700_000_000_000));
+    b.push_parts(None, Some(b"no key"), &[], Timestamp(1_700_000_000_005));
+    let hdr = [Header {
+        key: "trace".into(),
+        value: Some(Bytes::from_static(b"abc")),
+    }];
+    b.push_parts(Some(b"k3"), None, &hdr, Timestamp(1_699_999_999_990));
+    let mut enc = b.finish();
+    let mut bytes = enc.as_bytes().to_vec();
+    set_base_offset(&mut bytes, Offset(1000));
+    enc = weir_log::EncodedBatch::from_bytes(bytes.clone())?;
+    assert_eq!(enc.record_count(), 3);
+
+    let mut buf = Bytes::from(bytes);
+    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let r = &set.records;
+    assert_eq!(r.len(), 3);
+    assert_eq!(r[0].offset, 1000);
+    assert_eq!(r[2].offset, 1002);
+    assert_eq!(r[0].producer_id, 77);
+    assert_eq!(r[0].producer_epoch, 3);
+    assert_eq!(r[0].sequence, 10);
+    assert_eq!(r[1].sequence, 11);
+    assert_eq!(r[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(r[1].key, None);
+    assert_eq!(r[2].value, None);
+    assert_eq!(r[1].timestamp, 1_700_000_000_005);
+    assert_eq!(r[2].timestamp, 1_699_999_999_990);
+    assert_eq!(r[2].headers.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn kafka_protocol_batches_decode_in_ours() -> anyhow::Result<()> {
+    let recs: Vec<KRecord> = (0..5)
+        .map(|i| KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 5,
+            producer_epoch: 1,
+            timestamp_type: TimestampType::Creation,
+            offset: 40 + i,
+            sequence: i as i32,
+            timestamp: 1000 + i * 7,
+            key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(format!("value-{i}"))),
+            headers: if i == 4 { headers(&[("h", Some(b"x")), ("n", None)]) } else { Default::default() },
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &recs,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let view = BatchView::parse(&buf)?;
+    assert_eq!(view.bytes.len(), buf.len(), "one batch");
+    view.verify_crc()?;
+    assert_eq!(view.validate()?, 5);
+    assert_eq!(view.header.base_offset, Offset(40));
+    assert_eq!(view.header.producer_id, 5);
+    let got: Vec<_> = view.records().collect::<Result<_, _>>()?;
+    for (i, r) in got.iter().enumerate() {
+        assert_eq!(r.offset, Offset(40 + i as i64));
+        assert_eq!(r.timestamp, Timestamp(1000 + i as i64 * 7));
+        assert_eq!(r.value, Some(format!("value-{i}").as_bytes()));
+    }
+    let hs: Vec<_> = got[4].headers().collect::<Result<_, _>>()?;
+    assert_eq!(hs, vec![(&b"h"[..], Some(&b"x"[..])), (&b"n"[..], None)]);
+    Ok(())
+}
+
+#[test]
+fn garbage_is_rejected_not_misread() {
+    assert!(weir_log::EncodedBatch::from_bytes(vec![0u8; 80]).is_err());
+    let mut b = BatchBuilder::with_capacity(64);
+    b.push_parts(None, Some(b"x"), &[], Timestamp(1));
+    let mut bytes = b.finish().as_bytes().to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    let err = weir_log::EncodedBatch::from_bytes(bytes).expect_err("bad crc");
+    assert!(err.to_string().contains("CRC"), "{err}");
+}

@@ -1,0 +1,87 @@
+//! Shared helpers: temp logs, seeded randomness (print the seed; replay with `SEED=`), readers.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use weir_log::{Log, LogOptions, Offset, PartitionId, Storage};
+
+/// SplitMix64: tiny, deterministic, good enough for test schedules.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `SEED` if set, else from the clock; prints the seed so a failure replays.
+    pub fn from_env(test: &str) -> Rng {
+        let seed = std::env::var("SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(42)
+            });
+        eprintln!("{test}: SEED={seed}");
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub fn cfg(pairs: &[&str]) -> BTreeMap<String, String> {
+    weir_log::TopicConfig::parse_pairs(pairs).expect("test config")
+}
+
+pub fn opts_with(storage: Arc<dyn Storage>) -> LogOptions {
+    LogOptions {
+        storage,
+        cleaner_interval: None,
+        append_max_block: Duration::from_secs(10),
+        ..LogOptions::default()
+    }
+}
+
+pub fn open(dir: &Path) -> Log {
+    Log::open_with(dir, LogOptions { cleaner_interval: None, ..LogOptions::default() }).expect("open log")
+}
+
+/// Every (offset, key, value) of a partition from `from` to the high watermark.
+pub fn read_all(log: &Log, topic: &str, p: u32) -> anyhow::Result<Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+    let mut out = Vec::new();
+    let mut at = log.earliest_offset(topic, PartitionId(p))?;
+    loop {
+        let f = log.read(topic, PartitionId(p), at, 64 * 1024)?;
+        if f.is_empty() {
+            return Ok(out);
+        }
+        for r in f.records() {
+            let r = r?;
+            out.push((r.offset.0, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+        }
+        let next = f.next_offset();
+        anyhow::ensure!(next > at, "read made no progress at {at}");
+        at = next;
+    }
+}
+
+pub fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {
+    read_all(log, topic, p)
+        .expect("read")
+        .into_iter()
+        .map(|(_, _, v)| String::from_utf8(v.unwrap_or_default()).expect("utf8"))
+        .collect()
+}
+
+#[allow(dead_code)]
+pub fn offset(n: i64) -> Offset {
+    Offset(n)
+}
