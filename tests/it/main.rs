@@ -1,0 +1,6 @@
+//! Integration tests of the `weir` binary: the CLI as a user runs it, and crash tests that
+//! SIGKILL a real `weir` process under load.
+
+mod cli;
+mod crash;
+mod util;

@@ -1,0 +1,146 @@
+//! The command-line surface (clap definitions only).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Weir: a stream-processing engine over its own partitioned log.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    /// Data directory of the embedded log.
+    #[arg(long, global = true, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, describe, delete and compact topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// Produce one record per stdin line.
+    Produce(ProduceArgs),
+    /// Print records of a topic.
+    Consume(ConsumeArgs),
+    /// Measure the log's throughput and latency.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name ([a-zA-Z0-9._-], at most 249 characters).
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Topic config, e.g. retention.ms=60000, cleanup.policy=compact, flush=os.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Partitions, offsets, sizes and config of a topic.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Run compaction now (topics with cleanup.policy=compact).
+    Compact {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    pub topic: String,
+    /// Write every record to this partition (default: by key with Kafka's partitioner,
+    /// keyless lines round-robin per batch).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// Print a line to stdout for every acknowledged append (`ack p=P offsets=A-B lines=X-Y`).
+    #[arg(long)]
+    pub print_acks: bool,
+    /// Most records per append.
+    #[arg(long, default_value_t = 5000)]
+    pub batch_records: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Read only this partition (default: all).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Where to start: earliest, latest, an offset N, or -N (N before the end).
+    #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
+    pub offset: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Keep waiting for new records instead of stopping at the end.
+    #[arg(long)]
+    pub follow: bool,
+    /// Output format (kcat placeholders): %t topic, %p partition, %o offset, %k key,
+    /// %s value, %T timestamp ms, %h headers, %% percent, \n newline, \t tab.
+    #[arg(short = 'f', long = "format", default_value = "%s\\n")]
+    pub format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Append throughput and ack latency (in a scratch topic under the data directory).
+    Produce(BenchProduceArgs),
+    /// Read throughput from the page cache.
+    Consume(BenchConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchProduceArgs {
+    /// Records in total.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub records: u64,
+    /// Value size of each record.
+    #[arg(long, default_value_t = 100)]
+    pub record_bytes: usize,
+    /// Partitions of the scratch topic.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Flush policy: batch, ms:N or os.
+    #[arg(long, default_value = "batch")]
+    pub flush: String,
+    /// Concurrent producer threads.
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Bytes per batch a producer builds before submitting it.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub batch_bytes: usize,
+    /// Appends each producer keeps in flight.
+    #[arg(long, default_value_t = 5)]
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchConsumeArgs {
+    /// Records to write and then read.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub records: u64,
+    /// Value size of each record.
+    #[arg(long, default_value_t = 100)]
+    pub record_bytes: usize,
+}

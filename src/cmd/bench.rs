@@ -1,0 +1,301 @@
+//! `weir bench produce|consume`: throughput and latency of the embedded log, in a scratch
+//! directory inside the data directory (removed afterwards), so the figures are for the same
+//! disk the user's data is on.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use weir_log::storage::{DirLock, FileRef, OpenMode, StorageFile};
+use weir_log::{BatchBuilder, FlushPolicy, Log, LogOptions, Offset, PartitionId, Storage, Timestamp};
+
+use crate::cli::{BenchConsumeArgs, BenchProduceArgs};
+
+/// The real file system, counting `fdatasync`s so the report can say how many acks each cost.
+#[derive(Debug, Default)]
+struct CountingFs {
+    syncs: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    inner: FileRef,
+    syncs: Arc<AtomicU64>,
+}
+
+impl StorageFile for CountingFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> std::io::Result<()> {
+        self.inner.write_all_at(buf, pos)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl Storage for CountingFs {
+    fn create_dir_all(&self, p: &Path) -> std::io::Result<()> {
+        weir_log::FsStorage.create_dir_all(p)
+    }
+    fn open(&self, p: &Path, mode: OpenMode) -> std::io::Result<FileRef> {
+        Ok(Arc::new(CountingFile {
+            inner: weir_log::FsStorage.open(p, mode)?,
+            syncs: self.syncs.clone(),
+        }))
+    }
+    fn remove_file(&self, p: &Path) -> std::io::Result<()> {
+        weir_log::FsStorage.remove_file(p)
+    }
+    fn remove_dir_all(&self, p: &Path) -> std::io::Result<()> {
+        weir_log::FsStorage.remove_dir_all(p)
+    }
+    fn rename(&self, a: &Path, b: &Path) -> std::io::Result<()> {
+        weir_log::FsStorage.rename(a, b)
+    }
+    fn list_dir(&self, p: &Path) -> std::io::Result<Vec<String>> {
+        weir_log::FsStorage.list_dir(p)
+    }
+    fn sync_dir(&self, p: &Path) -> std::io::Result<()> {
+        weir_log::FsStorage.sync_dir(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        weir_log::FsStorage.exists(p)
+    }
+    fn lock_dir(&self, p: &Path) -> std::io::Result<Option<Box<dyn DirLock>>> {
+        weir_log::FsStorage.lock_dir(p)
+    }
+}
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(data_dir: &Path, what: &str) -> Result<Scratch> {
+        let p = data_dir.join(format!(".bench-{what}-{}", std::process::id()));
+        if p.exists() {
+            std::fs::remove_dir_all(&p)?;
+        }
+        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(Scratch(p))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn payload(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|i| b'a' + (i % 26) as u8).collect()
+}
+
+/// Prints progress to stderr every second until stopped.
+fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let secs = start.elapsed().as_secs();
+            if secs >= 1 && start.elapsed().subsec_millis() < 200 {
+                let n = done.load(Ordering::Relaxed);
+                eprintln!("  {label}: {n}/{total} records ({:.0}%) after {secs} s", n as f64 * 100.0 / total.max(1) as f64);
+            }
+        }
+    })
+}
+
+pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
+    let flush: FlushPolicy = a.flush.parse().map_err(|e: String| anyhow::anyhow!("--flush {}: {e}", a.flush))?;
+    if a.producers == 0 || a.partitions == 0 || a.records == 0 {
+        bail!("--records, --partitions and --producers must be at least 1");
+    }
+    let scratch = Scratch::new(data_dir, "produce")?;
+    let fs = CountingFs::default();
+    let syncs = fs.syncs.clone();
+    let log = Log::open_with(
+        &scratch.0,
+        LogOptions {
+            storage: Arc::new(fs),
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?;
+    let cfg = weir_log::TopicConfig::parse_pairs(&[format!("flush={flush}"), "max.message.bytes=16777216".to_string()])?;
+    log.create_topic("bench", a.partitions, cfg)?;
+    let value = Arc::new(payload(a.record_bytes));
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = progress("produce", done.clone(), a.records, stop.clone());
+    let syncs_before = syncs.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for id in 0..a.producers {
+        let n = a.records / u64::from(a.producers) + u64::from(u64::from(id) < a.records % u64::from(a.producers));
+        let (log, value, done) = (log.clone(), value.clone(), done.clone());
+        let (partitions, batch_bytes, in_flight) = (a.partitions, a.batch_bytes, a.in_flight.max(1));
+        handles.push(std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut pending: VecDeque<(weir_log::AppendTicket, Instant, u64)> = VecDeque::new();
+            let mut sent = 0u64;
+            let mut appends = 0u64;
+            let mut partition = id % partitions;
+            let now = Timestamp(start_ms());
+            while sent < n {
+                let mut b = BatchBuilder::with_capacity(batch_bytes + 1024);
+                while sent < n && b.size() < batch_bytes {
+                    b.push_parts(None, Some(&value), &[], now);
+                    sent += 1;
+                }
+                let count = b.count() as u64;
+                let ticket = log.submit_batch("bench", PartitionId(partition), b.finish())?;
+                pending.push_back((ticket, Instant::now(), count));
+                appends += 1;
+                partition = (partition + 1) % partitions;
+                while pending.len() >= in_flight {
+                    settle(&mut pending, &mut hist, &done)?;
+                }
+            }
+            while !pending.is_empty() {
+                settle(&mut pending, &mut hist, &done)?;
+            }
+            Ok((hist, appends))
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut appends = 0;
+    for h in handles {
+        let (ph, n) = h.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+        hist.add(ph)?;
+        appends += n;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    let fsyncs = syncs.load(Ordering::Relaxed) - syncs_before;
+    let bytes_on_disk: u64 = log.describe_topic("bench")?.partitions.iter().map(|p| p.bytes).sum();
+    let records = a.records as f64;
+    println!(
+        "bench produce: {} records x {} B, {} partition(s), {} producer(s), flush={}, batch {} B, {} in flight",
+        a.records, a.record_bytes, a.partitions, a.producers, flush, a.batch_bytes, a.in_flight
+    );
+    println!("  throughput: {:.0} records/s, {:.1} MB/s of values, {:.1} MB/s written", records / secs, records * a.record_bytes as f64 / 1e6 / secs, bytes_on_disk as f64 / 1e6 / secs);
+    println!(
+        "  append latency (submit to ack, {} appends): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        appends,
+        hist.value_at_quantile(0.50) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        hist.value_at_quantile(0.999) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
+    println!("  fdatasync calls: {fsyncs} ({:.1} appends per fsync); elapsed {secs:.2} s", appends as f64 / fsyncs.max(1) as f64);
+    drop(log);
+    drop(scratch);
+    Ok(())
+}
+
+fn start_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn settle(
+    pending: &mut VecDeque<(weir_log::AppendTicket, Instant, u64)>,
+    hist: &mut Histogram<u64>,
+    done: &AtomicU64,
+) -> Result<()> {
+    let Some((t, at, n)) = pending.pop_front() else { return Ok(()) };
+    t.wait()?;
+    hist.saturating_record(at.elapsed().as_micros() as u64);
+    done.fetch_add(n, Ordering::Relaxed);
+    Ok(())
+}
+
+pub fn consume(data_dir: &Path, a: BenchConsumeArgs) -> Result<()> {
+    if a.records == 0 {
+        bail!("--records must be at least 1");
+    }
+    let scratch = Scratch::new(data_dir, "consume")?;
+    let log = Log::open_with(
+        &scratch.0,
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?;
+    log.create_topic("bench", 1, weir_log::TopicConfig::parse_pairs(&["flush=os"])?)?;
+    let value = payload(a.record_bytes);
+    eprintln!("  writing {} records of {} B ...", a.records, a.record_bytes);
+    let mut written = 0u64;
+    let now = Timestamp(start_ms());
+    let mut tickets = VecDeque::new();
+    while written < a.records {
+        let mut b = BatchBuilder::with_capacity(256 * 1024 + 1024);
+        while written < a.records && b.size() < 256 * 1024 {
+            b.push_parts(None, Some(&value), &[], now);
+            written += 1;
+        }
+        tickets.push_back(log.submit_batch("bench", PartitionId(0), b.finish())?);
+        if tickets.len() > 8 {
+            if let Some(t) = tickets.pop_front() {
+                t.wait()?;
+            }
+        }
+    }
+    for t in tickets {
+        t.wait()?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reporter = progress("consume", done.clone(), a.records, stop.clone());
+    let start = Instant::now();
+    let mut at = Offset(0);
+    let mut records = 0u64;
+    let mut value_bytes = 0u64;
+    let mut fetch_bytes = 0u64;
+    loop {
+        let f = log.read("bench", PartitionId(0), at, 1024 * 1024)?;
+        if f.is_empty() {
+            break;
+        }
+        fetch_bytes += f.batches.len() as u64;
+        for r in f.records() {
+            let r = r?;
+            value_bytes += r.value.map_or(0, <[u8]>::len) as u64;
+            records += 1;
+        }
+        done.store(records, Ordering::Relaxed);
+        at = f.next_offset();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let _ = reporter.join();
+    if records != a.records {
+        bail!("read {records} records, wrote {}", a.records);
+    }
+    println!("bench consume: {} records x {} B from the page cache (1 MiB fetches, CRC-checked, every record decoded)", a.records, a.record_bytes);
+    println!(
+        "  throughput: {:.0} records/s, {:.1} MB/s of values, {:.1} MB/s of batches; elapsed {secs:.2} s",
+        records as f64 / secs,
+        value_bytes as f64 / 1e6 / secs,
+        fetch_bytes as f64 / 1e6 / secs
+    );
+    drop(log);
+    drop(scratch);
+    Ok(())
+}

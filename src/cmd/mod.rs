@@ -1,0 +1,31 @@
+//! Command implementations. Each opens the log, does one thing, and reports.
+
+mod bench;
+mod consume;
+mod produce;
+mod topic;
+
+use anyhow::{Context, Result};
+use weir_log::{Log, LogOptions};
+
+use crate::cli::{BenchCmd, Cli, Command};
+
+/// Opens the data directory. The background cleaner is off for short-lived commands; retention
+/// and compaction run in long-lived processes (and `weir topic compact`).
+pub fn open_log(cli_dir: &std::path::Path, background_cleaner: bool) -> Result<Log> {
+    let mut opts = LogOptions::default();
+    if !background_cleaner {
+        opts.cleaner_interval = None;
+    }
+    Log::open_with(cli_dir, opts).with_context(|| format!("cannot open data directory {}", cli_dir.display()))
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Topic(t) => topic::run(&cli.data_dir, t),
+        Command::Produce(a) => produce::run(&cli.data_dir, a),
+        Command::Consume(a) => consume::run(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
+    }
+}

@@ -1,0 +1,161 @@
+//! `weir produce`: one record per stdin line, batched and pipelined.
+//!
+//! A reader thread feeds lines through a bounded channel; the main thread takes whatever is
+//! available (up to `--batch-records`), groups it by partition, and submits one append per
+//! partition, keeping a few appends in flight. When input pauses, it waits for every
+//! outstanding ack first, so interactive use sees each line acknowledged at once.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use weir_log::{AppendTicket, PartitionId, Record};
+
+use crate::cli::ProduceArgs;
+
+/// Lines buffered between the stdin reader and the producer: bounds memory when the log is
+/// slower than the input.
+const LINE_CHANNEL_MAX: usize = 64 * 1024;
+/// Appends in flight before the producer waits for the oldest ack (Kafka's default is 5).
+const IN_FLIGHT_MAX: usize = 8;
+
+struct Stats {
+    records: u64,
+    bytes: u64,
+}
+
+pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
+    let log = super::open_log(dir, false)?;
+    let partitions = log.partition_count(&args.topic)?;
+    if let Some(p) = args.partition {
+        if p >= partitions {
+            bail!("topic `{}` has {partitions} partitions; partition {p} does not exist", args.topic);
+        }
+    }
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(LINE_CHANNEL_MAX);
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    while matches!(line.last(), Some(b'\n' | b'\r')) {
+                        line.pop();
+                    }
+                    if tx.send(line.clone()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut stats = Stats { records: 0, bytes: 0 };
+    let mut in_flight: VecDeque<AppendTicket> = VecDeque::new();
+    let mut round_robin = 0u32;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let sep = args.key_separator.as_deref().map(str::as_bytes);
+    while let Ok(first) = rx.recv() {
+        let mut lines = vec![first];
+        while lines.len() < args.batch_records {
+            match rx.try_recv() {
+                Ok(l) => lines.push(l),
+                Err(_) => break,
+            }
+        }
+        // A short batch means the channel ran dry: input paused.
+        let input_paused = lines.len() < args.batch_records;
+        let mut by_partition: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+        let sticky = round_robin % partitions;
+        round_robin = round_robin.wrapping_add(1);
+        for line in lines {
+            stats.bytes += line.len() as u64;
+            let (key, value) = split_line(line, sep);
+            let p = match (args.partition, &key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => weir_log::partitioner::partition_for_key(k, partitions).0,
+                (None, None) => sticky,
+            };
+            by_partition[p as usize].push(Record {
+                key,
+                value: Some(value),
+                ..Record::default()
+            });
+        }
+        for (p, recs) in by_partition.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            stats.records += recs.len() as u64;
+            in_flight.push_back(log.submit(&args.topic, PartitionId(p as u32), &recs)?);
+            while in_flight.len() > IN_FLIGHT_MAX {
+                ack(&mut in_flight, &mut out, args.print_acks)?;
+            }
+        }
+        if input_paused {
+            while !in_flight.is_empty() {
+                ack(&mut in_flight, &mut out, args.print_acks)?;
+            }
+        }
+    }
+    while !in_flight.is_empty() {
+        ack(&mut in_flight, &mut out, args.print_acks)?;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    eprintln!(
+        "produced {} records ({:.1} MB) to `{}` in {:.2} s: {:.0} records/s, {:.1} MB/s",
+        stats.records,
+        stats.bytes as f64 / 1e6,
+        args.topic,
+        secs,
+        stats.records as f64 / secs,
+        stats.bytes as f64 / 1e6 / secs
+    );
+    Ok(())
+}
+
+fn split_line(line: Vec<u8>, sep: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
+    let Some(sep) = sep.filter(|s| !s.is_empty()) else {
+        return (None, Bytes::from(line));
+    };
+    match line.windows(sep.len()).position(|w| w == sep) {
+        Some(i) => {
+            let line = Bytes::from(line);
+            (Some(line.slice(..i)), line.slice(i + sep.len()..))
+        }
+        None => (None, Bytes::from(line)),
+    }
+}
+
+fn ack(in_flight: &mut VecDeque<AppendTicket>, out: &mut impl Write, print: bool) -> Result<()> {
+    let Some(t) = in_flight.pop_front() else { return Ok(()) };
+    let a = t.wait().context("append failed; records after the last printed ack were not acknowledged")?;
+    if print {
+        writeln!(out, "ack p={} offsets={}-{}", a.partition, a.base_offset, a.last_offset)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_the_first_separator_only() {
+        let (k, v) = split_line(b"user-1:a:b".to_vec(), Some(b":"));
+        assert_eq!(k.as_deref(), Some(&b"user-1"[..]));
+        assert_eq!(&v[..], b"a:b");
+        let (k, v) = split_line(b"no-sep".to_vec(), Some(b":"));
+        assert!(k.is_none());
+        assert_eq!(&v[..], b"no-sep");
+    }
+}

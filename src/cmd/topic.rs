@@ -1,0 +1,51 @@
+//! `weir topic …`: create, list, describe, delete, compact.
+
+use std::path::Path;
+
+use anyhow::Result;
+use weir_log::TopicConfig;
+
+use crate::cli::TopicCmd;
+
+pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
+    let log = super::open_log(dir, false)?;
+    match cmd {
+        TopicCmd::Create { name, partitions, config } => {
+            let overrides = TopicConfig::parse_pairs(&config)?;
+            log.create_topic(&name, partitions, overrides)?;
+            println!("created topic `{name}` with {partitions} partition(s)");
+        }
+        TopicCmd::List => {
+            for name in log.list_topics() {
+                println!("{name}\t{} partition(s)", log.partition_count(&name)?);
+            }
+        }
+        TopicCmd::Describe { name } => {
+            let d = log.describe_topic(&name)?;
+            println!("topic {}  partitions {}", d.name, d.partitions.len());
+            println!("{:>9}  {:>14}  {:>14}  {:>14}  {:>8}", "PARTITION", "START", "END", "BYTES", "SEGMENTS");
+            for p in &d.partitions {
+                println!(
+                    "{:>9}  {:>14}  {:>14}  {:>14}  {:>8}",
+                    p.id, p.log_start, p.high_watermark, p.bytes, p.segments
+                );
+            }
+            println!("config:");
+            for (k, v, set) in &d.config {
+                println!("  {k}={v}{}", if *set { "" } else { "  (default)" });
+            }
+        }
+        TopicCmd::Delete { name } => {
+            log.delete_topic(&name)?;
+            println!("deleted topic `{name}`");
+        }
+        TopicCmd::Compact { name } => {
+            let s = log.compact_topic(&name)?;
+            println!(
+                "compacted `{name}`: {} segment(s) in, {} out; {} records -> {}; {} bytes -> {}",
+                s.segments_in, s.segments_out, s.records_in, s.records_out, s.bytes_in, s.bytes_out
+            );
+        }
+    }
+    Ok(())
+}

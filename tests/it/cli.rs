@@ -1,0 +1,71 @@
+//! The CLI surface as a user runs it: topics, produce/consume round trips, formats, and
+//! errors that print one clear line and exit non-zero.
+
+use crate::util::{run, stderr, stdout};
+
+#[test]
+fn topic_lifecycle_and_describe() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let o = run(d.path(), &["topic", "create", "events", "--partitions", "4", "--config", "retention.ms=60000"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(d.path(), &["topic", "list"], "");
+    assert_eq!(stdout(&o), "events\t4 partition(s)\n");
+    let o = run(d.path(), &["topic", "describe", "events"], "");
+    let s = stdout(&o);
+    assert!(s.contains("partitions 4"), "{s}");
+    assert!(s.contains("retention.ms=60000\n"), "{s}");
+    assert!(s.contains("cleanup.policy=delete  (default)"), "{s}");
+    let o = run(d.path(), &["topic", "delete", "events"], "");
+    assert!(o.status.success());
+    assert_eq!(stdout(&run(d.path(), &["topic", "list"], "")), "");
+}
+
+#[test]
+fn produce_consume_round_trip_with_keys_and_formats() {
+    let d = tempfile::tempdir().expect("tempdir");
+    run(d.path(), &["topic", "create", "kv", "--partitions", "3"], "");
+    let input: String = (0..300).map(|i| format!("user-{}:event-{i}\n", i % 10)).collect();
+    let o = run(d.path(), &["produce", "kv", "--key-separator", ":"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("produced 300 records"), "{}", stderr(&o));
+    let o = run(d.path(), &["consume", "kv", "-f", "%p|%o|%k|%s\\n"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 300);
+    // Each key on exactly the partition Kafka's partitioner picks, in produce order.
+    let mut last_event: std::collections::HashMap<String, i64> = Default::default();
+    for l in &lines {
+        let parts: Vec<&str> = l.split('|').collect();
+        let (p, key, value) = (parts[0], parts[2], parts[3]);
+        let want = weir_log::partitioner::partition_for_key(key.as_bytes(), 3);
+        assert_eq!(p, want.to_string(), "{l}");
+        let n: i64 = value.trim_start_matches("event-").parse().expect("n");
+        let prev = last_event.insert(key.to_string(), n);
+        assert!(prev.is_none_or(|p| p < n), "per-key order: {l}");
+    }
+    let o = run(d.path(), &["consume", "kv", "--partition", "0", "--offset", "-2", "-f", "%o\\n"], "");
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let o = run(d.path(), &["consume", "kv", "--max-messages", "5"], "");
+    assert_eq!(stdout(&o).lines().count(), 5);
+}
+
+#[test]
+fn errors_are_one_clear_line_and_exit_nonzero() {
+    let d = tempfile::tempdir().expect("tempdir");
+    run(d.path(), &["topic", "create", "t", "--partitions", "2"], "");
+    let cases: [(&[&str], &str); 6] = [
+        (&["consume", "nope"], "error: topic `nope` does not exist"),
+        (&["produce", "nope"], "error: topic `nope` does not exist"),
+        (&["consume", "t", "--partition", "5"], "error: topic `t` has 2 partitions; partition 5 does not exist"),
+        (&["topic", "create", "t"], "error: topic `t` already exists"),
+        (&["topic", "create", "u", "--config", "retention.ms=soon"], "error: invalid config `retention.ms=soon`: expected an integer"),
+        (&["consume", "t", "-f", "%q"], "error: unknown placeholder `%q`"),
+    ];
+    for (args, want) in cases {
+        let o = run(d.path(), args, "");
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = stderr(&o);
+        assert!(err.starts_with(want), "{args:?}: got {err:?}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
+    }
+}
