@@ -22,7 +22,9 @@ fn codec(c: &mut Criterion) {
     let value = vec![b'x'; 100];
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Elements(RECORDS_PER_BATCH));
-    g.bench_function("encode 1000 x 100 B", |b| b.iter(|| black_box(batch_of(RECORDS_PER_BATCH, &value))));
+    g.bench_function("encode 1000 x 100 B", |b| {
+        b.iter(|| black_box(batch_of(RECORDS_PER_BATCH, &value)))
+    });
     let batch = batch_of(RECORDS_PER_BATCH, &value);
     g.bench_function("crc + decode 1000 x 100 B", |b| {
         b.iter(|| {
@@ -37,21 +39,39 @@ fn codec(c: &mut Criterion) {
     });
     g.finish();
     c.bench_function("murmur2 16 B key", |b| {
-        b.iter(|| black_box(weir_log::partitioner::murmur2(black_box(b"customer-0012345"))))
+        b.iter(|| {
+            black_box(weir_log::partitioner::murmur2(black_box(
+                b"customer-0012345",
+            )))
+        })
     });
 }
 
 fn append_and_read(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = Log::open_with(dir.path(), LogOptions { cleaner_interval: None, ..LogOptions::default() }).expect("log");
-    log.create_topic("b", 1, weir_log::TopicConfig::parse_pairs(&["flush=os"]).expect("cfg")).expect("topic");
+    let log = Log::open_with(
+        dir.path(),
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )
+    .expect("log");
+    log.create_topic(
+        "b",
+        1,
+        weir_log::TopicConfig::parse_pairs(&["flush=os"]).expect("cfg"),
+    )
+    .expect("topic");
     let value = vec![b'x'; 100];
     let mut g = c.benchmark_group("log");
     g.throughput(Throughput::Elements(RECORDS_PER_BATCH));
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("append 1000 x 100 B, flush=os", |b| {
         b.iter(|| {
-            let t = log.submit_batch("b", PartitionId(0), batch_of(RECORDS_PER_BATCH, &value)).expect("submit");
+            let t = log
+                .submit_batch("b", PartitionId(0), batch_of(RECORDS_PER_BATCH, &value))
+                .expect("submit");
             black_box(t.wait().expect("ack"))
         })
     });
@@ -59,7 +79,9 @@ fn append_and_read(c: &mut Criterion) {
     let mut at = 0i64;
     g.bench_function("read ~1000 x 100 B from page cache", |b| {
         b.iter(|| {
-            let f = log.read("b", PartitionId(0), Offset(at), 110 * 1000).expect("read");
+            let f = log
+                .read("b", PartitionId(0), Offset(at), 110 * 1000)
+                .expect("read");
             let n = f.records().count();
             at = f.next_offset().0;
             if at >= end {

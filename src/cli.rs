@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "weir", version, about)]
 pub struct Cli {
     /// Data directory of the embedded log.
-    #[arg(long, global = true, env = "WEIR_DATA_DIR", default_value = "./weir-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "WEIR_DATA_DIR",
+        default_value = "./weir-data"
+    )]
     pub data_dir: PathBuf,
     #[command(subcommand)]
     pub command: Command,

@@ -45,9 +45,9 @@ impl Format {
                         }
                         other => {
                             return Err(format!(
-                                "unknown placeholder `%{}` in format; use %t %p %o %k %s %T %h or %%",
-                                other.map(String::from).unwrap_or_default()
-                            ))
+                            "unknown placeholder `%{}` in format; use %t %p %o %k %s %T %h or %%",
+                            other.map(String::from).unwrap_or_default()
+                        ))
                         }
                     };
                     if !text.is_empty() {
@@ -80,7 +80,13 @@ impl Format {
     }
 
     /// Writes one record.
-    pub fn write(&self, out: &mut impl Write, topic: &str, partition: u32, r: &RecordView<'_>) -> io::Result<()> {
+    pub fn write(
+        &self,
+        out: &mut impl Write,
+        topic: &str,
+        partition: u32,
+        r: &RecordView<'_>,
+    ) -> io::Result<()> {
         for p in &self.0 {
             match p {
                 Piece::Text(t) => out.write_all(t)?,

@@ -353,11 +353,13 @@ impl<'a> BatchView<'a> {
         let mut count = 0usize;
         let mut last_delta = -1i64;
         let mut iter = self.records();
-        while let Some(rec) = iter.next() {
+        for rec in iter.by_ref() {
             let rec = rec?;
             let delta = rec.offset.0 - self.header.base_offset.0;
             if delta <= last_delta || delta > i64::from(self.header.last_offset_delta) {
-                return Err(BatchError::Malformed("offset deltas not increasing within the batch"));
+                return Err(BatchError::Malformed(
+                    "offset deltas not increasing within the batch",
+                ));
             }
             last_delta = delta;
             count += 1;
@@ -411,7 +413,9 @@ impl<'a> RecordIter<'a> {
             get_bytes(headers_raw, &mut hp)?;
         }
         if hp != headers_raw.len() {
-            return Err(BatchError::Malformed("record length disagrees with its fields"));
+            return Err(BatchError::Malformed(
+                "record length disagrees with its fields",
+            ));
         }
         self.pos = end;
         let timestamp = if self.header.is_log_append_time() {
@@ -641,13 +645,29 @@ impl BatchBuilder {
     }
 
     /// Bytes `push_parts` would add for this record.
-    pub fn record_size(&self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) -> usize {
+    pub fn record_size(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        ts: Timestamp,
+    ) -> usize {
         let body = self.body_len(key, value, headers, ts);
         varint_len(body as i64) + body
     }
 
-    fn body_len(&self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) -> usize {
-        let base = if self.count == 0 { ts.0 } else { self.base_timestamp };
+    fn body_len(
+        &self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        ts: Timestamp,
+    ) -> usize {
+        let base = if self.count == 0 {
+            ts.0
+        } else {
+            self.base_timestamp
+        };
         let field = |f: Option<&[u8]>| f.map_or(1, |b| varint_len(b.len() as i64) + b.len());
         let mut n = 1 + varint_len(ts.0.wrapping_sub(base)) + varint_len(i64::from(self.count));
         n += field(key) + field(value) + varint_len(headers.len() as i64);
@@ -658,7 +678,13 @@ impl BatchBuilder {
     }
 
     /// Appends a record given by parts.
-    pub fn push_parts(&mut self, key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header], ts: Timestamp) {
+    pub fn push_parts(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+        ts: Timestamp,
+    ) {
         if self.count == 0 {
             self.base_timestamp = ts.0;
         }
@@ -695,17 +721,24 @@ impl BatchBuilder {
         let len = self.buf.len();
         let b = &mut self.buf;
         b[0..8].copy_from_slice(&0i64.to_be_bytes());
-        b[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
+        b[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4]
+            .copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
         b[POS_LEADER_EPOCH..POS_LEADER_EPOCH + 4].copy_from_slice(&(-1i32).to_be_bytes());
         b[POS_MAGIC] = MAGIC_V2 as u8;
         b[POS_ATTRIBUTES..POS_ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
         let last_delta = (self.count - 1).max(0);
-        b[POS_LAST_OFFSET_DELTA..POS_LAST_OFFSET_DELTA + 4].copy_from_slice(&last_delta.to_be_bytes());
-        b[POS_BASE_TIMESTAMP..POS_BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
-        b[POS_MAX_TIMESTAMP..POS_MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
-        b[POS_PRODUCER_ID..POS_PRODUCER_ID + 8].copy_from_slice(&self.producer.producer_id.to_be_bytes());
-        b[POS_PRODUCER_EPOCH..POS_PRODUCER_EPOCH + 2].copy_from_slice(&self.producer.producer_epoch.to_be_bytes());
-        b[POS_BASE_SEQUENCE..POS_BASE_SEQUENCE + 4].copy_from_slice(&self.producer.base_sequence.to_be_bytes());
+        b[POS_LAST_OFFSET_DELTA..POS_LAST_OFFSET_DELTA + 4]
+            .copy_from_slice(&last_delta.to_be_bytes());
+        b[POS_BASE_TIMESTAMP..POS_BASE_TIMESTAMP + 8]
+            .copy_from_slice(&self.base_timestamp.to_be_bytes());
+        b[POS_MAX_TIMESTAMP..POS_MAX_TIMESTAMP + 8]
+            .copy_from_slice(&self.max_timestamp.to_be_bytes());
+        b[POS_PRODUCER_ID..POS_PRODUCER_ID + 8]
+            .copy_from_slice(&self.producer.producer_id.to_be_bytes());
+        b[POS_PRODUCER_EPOCH..POS_PRODUCER_EPOCH + 2]
+            .copy_from_slice(&self.producer.producer_epoch.to_be_bytes());
+        b[POS_BASE_SEQUENCE..POS_BASE_SEQUENCE + 4]
+            .copy_from_slice(&self.producer.base_sequence.to_be_bytes());
         b[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&self.count.to_be_bytes());
         let crc = compute_crc(b);
         b[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
@@ -734,7 +767,11 @@ pub fn rebuild_with(batch: &BatchView<'_>, keep: &[RecordView<'_>]) -> Vec<u8> {
     out.extend_from_slice(&batch.bytes[..HEADER_LEN]);
     for r in keep {
         let delta = r.offset.0 - h.base_offset.0;
-        let ts_delta = if h.is_log_append_time() { 0 } else { r.timestamp.0 - h.base_timestamp.0 };
+        let ts_delta = if h.is_log_append_time() {
+            0
+        } else {
+            r.timestamp.0 - h.base_timestamp.0
+        };
         let field = |f: Option<&[u8]>| f.map_or(1, |b| varint_len(b.len() as i64) + b.len());
         let body = 1
             + varint_len(ts_delta)
@@ -753,7 +790,8 @@ pub fn rebuild_with(batch: &BatchView<'_>, keep: &[RecordView<'_>]) -> Vec<u8> {
         out.extend_from_slice(r.headers_raw);
     }
     let len = out.len();
-    out[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4].copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
+    out[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4]
+        .copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
     out[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&(keep.len() as i32).to_be_bytes());
     let crc = compute_crc(&out);
     out[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
@@ -766,7 +804,19 @@ mod tests {
 
     #[test]
     fn varint_round_trip_edges() {
-        for v in [0i64, 1, -1, 63, -64, 64, 300, i32::MAX as i64, i32::MIN as i64, i64::MAX, i64::MIN] {
+        for v in [
+            0i64,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            300,
+            i32::MAX as i64,
+            i32::MIN as i64,
+            i64::MAX,
+            i64::MIN,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "len of {v}");
@@ -788,14 +838,20 @@ mod tests {
         let batch = b.finish();
         let bytes = batch.as_bytes();
         // record: len=8 -> 0x10, attrs 0, tsDelta 0, offDelta 0, keyLen 1 -> 0x02 'k', valLen 0x02 'v', headers 0
-        assert_eq!(&bytes[HEADER_LEN..], &[0x10, 0, 0, 0, 0x02, b'k', 0x02, b'v', 0]);
+        assert_eq!(
+            &bytes[HEADER_LEN..],
+            &[0x10, 0, 0, 0, 0x02, b'k', 0x02, b'v', 0]
+        );
         assert_eq!(bytes.len(), HEADER_LEN + 9);
         let h = BatchHeader::parse(bytes).expect("header");
         assert_eq!(h.batch_length as usize, bytes.len() - LOG_OVERHEAD);
         assert_eq!(h.record_count, 1);
         assert_eq!(h.producer_id, -1);
         assert_eq!(h.base_timestamp, Timestamp(1000));
-        BatchView::parse(bytes).expect("view").verify_crc().expect("crc");
+        BatchView::parse(bytes)
+            .expect("view")
+            .verify_crc()
+            .expect("crc");
     }
 
     #[test]
@@ -808,7 +864,10 @@ mod tests {
                 let mut c = bytes.clone();
                 c[i] ^= 1 << bit;
                 let v = BatchView::parse(&c).expect("structure intact");
-                assert!(v.verify_crc().is_err(), "flip at byte {i} bit {bit} undetected");
+                assert!(
+                    v.verify_crc().is_err(),
+                    "flip at byte {i} bit {bit} undetected"
+                );
             }
         }
     }

@@ -65,7 +65,9 @@ fn swap_name(first: Offset, end: Offset) -> String {
 
 fn remove_if_exists(storage: &dyn Storage, path: &Path) -> Result<()> {
     if storage.exists(path) {
-        storage.remove_file(path).map_err(|e| LogError::io("remove segment file", path, e))?;
+        storage
+            .remove_file(path)
+            .map_err(|e| LogError::io("remove segment file", path, e))?;
     }
     Ok(())
 }
@@ -79,8 +81,15 @@ fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: Offset) -> Resu
 }
 
 /// Step 3 of a compaction swap; idempotent, so recovery can repeat it.
-pub(crate) fn finish_swap(storage: &dyn Storage, dir: &Path, first: Offset, end: Offset) -> Result<()> {
-    let names = storage.list_dir(dir).map_err(|e| LogError::io("list partition dir", dir, e))?;
+pub(crate) fn finish_swap(
+    storage: &dyn Storage,
+    dir: &Path,
+    first: Offset,
+    end: Offset,
+) -> Result<()> {
+    let names = storage
+        .list_dir(dir)
+        .map_err(|e| LogError::io("list partition dir", dir, e))?;
     for n in &names {
         if let Some(b) = parse_base(n, "log") {
             if b > first && b < end {
@@ -94,7 +103,9 @@ pub(crate) fn finish_swap(storage: &dyn Storage, dir: &Path, first: Offset, end:
     storage
         .rename(&swap, &dir.join(file_name(first, "log")))
         .map_err(|e| LogError::io("install compacted segment", &swap, e))?;
-    storage.sync_dir(dir).map_err(|e| LogError::io("fsync partition dir", dir, e))
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync partition dir", dir, e))
 }
 
 /// Applies `retention.ms` / `retention.bytes`; returns the number of segments deleted.
@@ -105,13 +116,17 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
     }
     let _guard = p.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
     let segs = p.snapshot();
-    let Some((active, sealed)) = segs.split_last() else { return Ok(0) };
+    let Some((active, sealed)) = segs.split_last() else {
+        return Ok(0);
+    };
     let now = p.clock.now().0;
     let mut total: u64 = segs.iter().map(|s| s.readable()).sum();
     let mut doomed = Vec::new();
     for seg in sealed {
         let size = seg.readable();
-        let expired = cfg.retention_ms.is_some_and(|ms| seg.index().max_timestamp < now - ms);
+        let expired = cfg
+            .retention_ms
+            .is_some_and(|ms| seg.index().max_timestamp < now - ms);
         let oversize = cfg.retention_bytes.is_some_and(|max| total - size >= max);
         if !(expired || oversize) {
             break;
@@ -134,7 +149,9 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
         remove_segment_files(p.storage.as_ref(), &p.dir, s.base)?;
         tracing::info!(topic = %p.topic, partition = %p.id, base = %s.base, "retention deleted segment");
     }
-    p.storage.sync_dir(&p.dir).map_err(|e| LogError::io("fsync partition dir", &p.dir, e))?;
+    p.storage
+        .sync_dir(&p.dir)
+        .map_err(|e| LogError::io("fsync partition dir", &p.dir, e))?;
     Ok(doomed.len())
 }
 
@@ -148,7 +165,9 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
     let _guard = p.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
     let segs = p.snapshot();
     let now = p.clock.now().0;
-    let Some((_, sealed)) = segs.split_last() else { return Ok(stats) };
+    let Some((_, sealed)) = segs.split_last() else {
+        return Ok(stats);
+    };
     let cleanable: Vec<Arc<Segment>> = sealed
         .iter()
         .take_while(|s| s.index().max_timestamp <= now - cfg.min_compaction_lag_ms)
@@ -242,7 +261,12 @@ fn corrupt(seg: &Segment, b: &BatchView<'_>, e: crate::batch::BatchError) -> Log
 
 /// Installs `out` in place of `group`, crash-safely; returns whether a segment was written.
 /// An empty `out` still becomes an (empty) segment, so the log start offset stays put.
-fn replace_group(p: &PartitionShared, all: &[Arc<Segment>], group: &[Arc<Segment>], out: &[u8]) -> Result<bool> {
+fn replace_group(
+    p: &PartitionShared,
+    all: &[Arc<Segment>],
+    group: &[Arc<Segment>],
+    out: &[u8],
+) -> Result<bool> {
     let storage = p.storage.as_ref();
     let dir = &p.dir;
     let first = group[0].base;
@@ -260,14 +284,25 @@ fn replace_group(p: &PartitionShared, all: &[Arc<Segment>], group: &[Arc<Segment
     let f = storage
         .open(&cleaned, OpenMode::CreateTruncate)
         .map_err(|e| LogError::io("create cleaned segment", &cleaned, e))?;
-    f.write_all_at(out, 0).map_err(|e| LogError::io("write cleaned segment", &cleaned, e))?;
-    f.sync_data().map_err(|e| LogError::io("fsync cleaned segment", &cleaned, e))?;
+    f.write_all_at(out, 0)
+        .map_err(|e| LogError::io("write cleaned segment", &cleaned, e))?;
+    f.sync_data()
+        .map_err(|e| LogError::io("fsync cleaned segment", &cleaned, e))?;
     drop(f);
     let swap = dir.join(swap_name(first, end));
-    storage.rename(&cleaned, &swap).map_err(|e| LogError::io("rename to swap", &swap, e))?;
-    storage.sync_dir(dir).map_err(|e| LogError::io("fsync partition dir", dir, e))?;
+    storage
+        .rename(&cleaned, &swap)
+        .map_err(|e| LogError::io("rename to swap", &swap, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync partition dir", dir, e))?;
     finish_swap(storage, dir, first, end)?;
-    let seg = Arc::new(Segment::open_sealed(storage, dir, first, p.config.index_interval_bytes)?);
+    let seg = Arc::new(Segment::open_sealed(
+        storage,
+        dir,
+        first,
+        p.config.index_interval_bytes,
+    )?);
     let mut map = p.segments.write().unwrap_or_else(|e| e.into_inner());
     for s in group {
         map.remove(&s.base.0);

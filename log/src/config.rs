@@ -147,19 +147,34 @@ impl Default for TopicConfig {
 
 impl TopicConfig {
     /// Builds the effective config from partitions and user-set keys, validating everything.
-    pub fn from_overrides(partitions: u32, overrides: &BTreeMap<String, String>) -> Result<TopicConfig> {
+    pub fn from_overrides(
+        partitions: u32,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<TopicConfig> {
         if partitions == 0 || partitions > 10_000 {
-            return Err(bad("partitions", &partitions.to_string(), "must be between 1 and 10000"));
+            return Err(bad(
+                "partitions",
+                &partitions.to_string(),
+                "must be between 1 and 10000",
+            ));
         }
         for key in overrides.keys() {
             if key != "flush.ms" && !CONFIG_KEYS.iter().any(|(k, _)| k == key) {
                 let known: Vec<&str> = CONFIG_KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(bad(key, &overrides[key], format!("unknown key; known keys: {}, flush.ms", known.join(", "))));
+                return Err(bad(
+                    key,
+                    &overrides[key],
+                    format!("unknown key; known keys: {}, flush.ms", known.join(", ")),
+                ));
             }
         }
         let get = |key: &str| -> String {
             overrides.get(key).cloned().unwrap_or_else(|| {
-                CONFIG_KEYS.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string()).unwrap_or_default()
+                CONFIG_KEYS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default()
             })
         };
         let opt_neg = |key: &str| -> Result<Option<i64>> {
@@ -170,22 +185,46 @@ impl TopicConfig {
         let policy = get("cleanup.policy");
         let parts: Vec<&str> = policy.split(',').map(str::trim).collect();
         if parts.is_empty() || parts.iter().any(|p| *p != "delete" && *p != "compact") {
-            return Err(bad("cleanup.policy", &policy, "expected delete, compact or compact,delete"));
+            return Err(bad(
+                "cleanup.policy",
+                &policy,
+                "expected delete, compact or compact,delete",
+            ));
         }
-        let segment_bytes = parse_i64("segment.bytes", &get("segment.bytes"), SEGMENT_BYTES_MIN as i64)? as u64;
+        let segment_bytes = parse_i64(
+            "segment.bytes",
+            &get("segment.bytes"),
+            SEGMENT_BYTES_MIN as i64,
+        )? as u64;
         if segment_bytes > SEGMENT_BYTES_MAX {
-            return Err(bad("segment.bytes", &get("segment.bytes"), format!("must be <= {SEGMENT_BYTES_MAX}")));
+            return Err(bad(
+                "segment.bytes",
+                &get("segment.bytes"),
+                format!("must be <= {SEGMENT_BYTES_MAX}"),
+            ));
         }
         let max_message_bytes = parse_i64("max.message.bytes", &get("max.message.bytes"), 128)?;
         if max_message_bytes as usize > crate::batch::BATCH_BYTES_MAX {
-            return Err(bad("max.message.bytes", &get("max.message.bytes"), format!("must be <= {}", crate::batch::BATCH_BYTES_MAX)));
+            return Err(bad(
+                "max.message.bytes",
+                &get("max.message.bytes"),
+                format!("must be <= {}", crate::batch::BATCH_BYTES_MAX),
+            ));
         }
         let ts_type = match get("message.timestamp.type").as_str() {
             "CreateTime" => TimestampType::CreateTime,
             "LogAppendTime" => TimestampType::LogAppendTime,
-            other => return Err(bad("message.timestamp.type", other, "expected CreateTime or LogAppendTime")),
+            other => {
+                return Err(bad(
+                    "message.timestamp.type",
+                    other,
+                    "expected CreateTime or LogAppendTime",
+                ))
+            }
         };
-        let mut flush: FlushPolicy = get("flush").parse().map_err(|e: String| bad("flush", &get("flush"), e))?;
+        let mut flush: FlushPolicy = get("flush")
+            .parse()
+            .map_err(|e: String| bad("flush", &get("flush"), e))?;
         if let Some(ms) = overrides.get("flush.ms") {
             let n = parse_i64("flush.ms", ms, 1)?;
             flush = FlushPolicy::IntervalMs(n as u64);
@@ -201,7 +240,11 @@ impl TopicConfig {
             segment_ms: parse_i64("segment.ms", &get("segment.ms"), 1)?,
             max_message_bytes: max_message_bytes as usize,
             delete_retention_ms: parse_i64("delete.retention.ms", &get("delete.retention.ms"), 0)?,
-            min_compaction_lag_ms: parse_i64("min.compaction.lag.ms", &get("min.compaction.lag.ms"), 0)?,
+            min_compaction_lag_ms: parse_i64(
+                "min.compaction.lag.ms",
+                &get("min.compaction.lag.ms"),
+                0,
+            )?,
             timestamp_type: ts_type,
             flush,
             index_interval_bytes: index_interval.min(i64::from(u32::MAX)) as u32,
@@ -265,12 +308,20 @@ mod tests {
 
     #[test]
     fn parses_and_rejects_with_clear_errors() {
-        let c = cfg(&["cleanup.policy=compact,delete", "flush.ms=50", "retention.ms=-1"]).expect("valid");
+        let c = cfg(&[
+            "cleanup.policy=compact,delete",
+            "flush.ms=50",
+            "retention.ms=-1",
+        ])
+        .expect("valid");
         assert!(c.cleanup_compact && c.cleanup_delete);
         assert_eq!(c.flush, FlushPolicy::IntervalMs(50));
         assert_eq!(c.retention_ms, None);
         let e = cfg(&["retention.ms=soon"]).expect_err("bad").to_string();
-        assert!(e.contains("retention.ms=soon") && e.contains("integer"), "{e}");
+        assert!(
+            e.contains("retention.ms=soon") && e.contains("integer"),
+            "{e}"
+        );
         let e = cfg(&["nope=1"]).expect_err("unknown").to_string();
         assert!(e.contains("unknown key"), "{e}");
         let e = cfg(&["flush=sometimes"]).expect_err("flush").to_string();

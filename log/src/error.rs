@@ -147,7 +147,8 @@ impl LogError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> LogError {
         const ENOSPC: i32 = 28;
         let path = path.into();
-        if source.raw_os_error() == Some(ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull {
+        if source.raw_os_error() == Some(ENOSPC) || source.kind() == std::io::ErrorKind::StorageFull
+        {
             LogError::DiskFull { path }
         } else {
             LogError::Io { op, path, source }

@@ -127,7 +127,11 @@ impl SegmentIndex {
 
     /// Loads both index files; `None` if either is damaged or does not describe a segment of
     /// `segment_len` bytes (then the caller rebuilds from the data).
-    pub fn decode_files(offset_file: &[u8], time_file: &[u8], segment_len: u64) -> Option<SegmentIndex> {
+    pub fn decode_files(
+        offset_file: &[u8],
+        time_file: &[u8],
+        segment_len: u64,
+    ) -> Option<SegmentIndex> {
         let body = checked_body(offset_file, OFFSET_MAGIC, 36)?;
         let (entries, trailer) = body.split_at(body.len() - 32);
         let size = le_u64(trailer, 0);
@@ -138,8 +142,13 @@ impl SegmentIndex {
         if size != segment_len || entries.len() != count * 8 {
             return None;
         }
-        let offsets: Vec<(u32, u32)> = entries.chunks_exact(8).map(|c| (le_u32(c, 0), le_u32(c, 4))).collect();
-        if offsets.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
+        let offsets: Vec<(u32, u32)> = entries
+            .chunks_exact(8)
+            .map(|c| (le_u32(c, 0), le_u32(c, 4)))
+            .collect();
+        if offsets
+            .windows(2)
+            .any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
             || offsets.last().is_some_and(|&(_, p)| u64::from(p) >= size)
         {
             return None;
@@ -153,7 +162,10 @@ impl SegmentIndex {
             .chunks_exact(12)
             .map(|c| (le_u64(c, 0) as i64, le_u32(c, 8)))
             .collect();
-        if times.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1) {
+        if times
+            .windows(2)
+            .any(|w| w[0].0 >= w[1].0 || w[0].1 >= w[1].1)
+        {
             return None;
         }
         Some(SegmentIndex {
@@ -219,13 +231,22 @@ mod tests {
         assert_eq!(back.offsets, idx.offsets);
         assert_eq!(back.times, idx.times);
         assert_eq!(back.next_offset, 250);
-        assert!(SegmentIndex::decode_files(&of, &tf, pos + 1).is_none(), "stale size");
+        assert!(
+            SegmentIndex::decode_files(&of, &tf, pos + 1).is_none(),
+            "stale size"
+        );
         for i in 0..of.len() {
             let mut bad = of.clone();
             bad[i] ^= 0x10;
-            assert!(SegmentIndex::decode_files(&bad, &tf, pos).is_none(), "flip at {i}");
+            assert!(
+                SegmentIndex::decode_files(&bad, &tf, pos).is_none(),
+                "flip at {i}"
+            );
         }
-        assert_eq!(idx.position_for(Offset(100), Offset(100)), (0, Some(Offset(100))));
+        assert_eq!(
+            idx.position_for(Offset(100), Offset(100)),
+            (0, Some(Offset(100)))
+        );
         assert!(idx.contiguous);
         assert!(idx.offset_for_time(Offset(100), Timestamp(1200)) <= Offset(160));
     }

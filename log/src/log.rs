@@ -21,7 +21,7 @@ use crate::cleaner::{self, CompactionStats};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{effective_pairs, StoredTopicConfig, TopicConfig};
 use crate::error::{LogError, Result};
-use crate::partition::{Fetch, Partition, PartitionInfo, PartitionShared};
+use crate::partition::{Fetch, Partition, PartitionEnv, PartitionInfo, PartitionShared};
 use crate::partitioner::partition_for_key;
 use crate::queue::{AppendOutcome, AppendRequest, PushError};
 use crate::record::Record;
@@ -108,8 +108,13 @@ impl AppendTicket {
 
 impl std::future::Future for AppendTicket {
     type Output = Result<AppendOutcome>;
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(LogError::Closed)))
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(LogError::Closed)))
     }
 }
 
@@ -156,7 +161,10 @@ fn validate_topic_name(name: &str) -> Result<()> {
     if name == "." || name == ".." {
         return bad("`.` and `..` are reserved");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
         return bad("only ASCII letters, digits, `.`, `_` and `-` are allowed");
     }
     Ok(())
@@ -189,19 +197,26 @@ impl Log {
             _lock: lock,
         });
         let log = Log { inner };
-        for name in storage.list_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))? {
+        for name in storage
+            .list_dir(&topics_dir)
+            .map_err(|e| LogError::io("list topics", &topics_dir, e))?
+        {
             let path = topics_dir.join(&name);
             if name.starts_with(".deleting-") || name.starts_with(".creating-") {
-                storage.remove_dir_all(&path).map_err(|e| LogError::io("remove leftover topic dir", &path, e))?;
+                storage
+                    .remove_dir_all(&path)
+                    .map_err(|e| LogError::io("remove leftover topic dir", &path, e))?;
                 continue;
             }
             let cfg_path = path.join("config.json");
-            let raw = read_all(storage.as_ref(), &cfg_path).map_err(|e| LogError::io("read topic config", &cfg_path, e))?;
-            let stored: StoredTopicConfig = serde_json::from_slice(&raw).map_err(|e| LogError::Corrupted {
-                segment: cfg_path.clone(),
-                offset: Offset(0),
-                reason: format!("topic config is not valid JSON: {e}"),
-            })?;
+            let raw = read_all(storage.as_ref(), &cfg_path)
+                .map_err(|e| LogError::io("read topic config", &cfg_path, e))?;
+            let stored: StoredTopicConfig =
+                serde_json::from_slice(&raw).map_err(|e| LogError::Corrupted {
+                    segment: cfg_path.clone(),
+                    offset: Offset(0),
+                    reason: format!("topic config is not valid JSON: {e}"),
+                })?;
             let topic = log.open_topic(&name, stored)?;
             log.topics_mut().insert(name, topic);
         }
@@ -224,21 +239,23 @@ impl Log {
     }
 
     fn open_topic(&self, name: &str, stored: StoredTopicConfig) -> Result<Arc<Topic>> {
-        let config = Arc::new(TopicConfig::from_overrides(stored.partitions, &stored.overrides)?);
+        let config = Arc::new(TopicConfig::from_overrides(
+            stored.partitions,
+            &stored.overrides,
+        )?);
         let appended = Arc::new(Event::new());
         let opts = &self.inner.options;
         let mut partitions = Vec::with_capacity(stored.partitions as usize);
         for p in 0..stored.partitions {
-            partitions.push(Partition::open(
-                name,
-                PartitionId(p),
-                self.inner.dir.join("topics").join(name).join(p.to_string()),
-                opts.storage.clone(),
-                opts.clock.clone(),
-                config.clone(),
-                opts.append_queue_bytes,
-                appended.clone(),
-            )?);
+            let env = PartitionEnv {
+                storage: opts.storage.clone(),
+                clock: opts.clock.clone(),
+                config: config.clone(),
+                queue_bytes: opts.append_queue_bytes,
+                appended: appended.clone(),
+            };
+            let dir = self.inner.dir.join("topics").join(name).join(p.to_string());
+            partitions.push(Partition::open(name, PartitionId(p), dir, env)?);
         }
         Ok(Arc::new(Topic {
             name: name.to_string(),
@@ -251,7 +268,12 @@ impl Log {
     }
 
     /// Creates a topic with `partitions` and config overrides (`KEY=VALUE` keys of Kafka).
-    pub fn create_topic(&self, name: &str, partitions: u32, overrides: BTreeMap<String, String>) -> Result<()> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<()> {
         validate_topic_name(name)?;
         TopicConfig::from_overrides(partitions, &overrides)?;
         let storage = self.inner.options.storage.clone();
@@ -261,14 +283,24 @@ impl Log {
         }
         let topics_dir = self.inner.dir.join("topics");
         let staging = topics_dir.join(format!(".creating-{name}"));
-        let stored = StoredTopicConfig { partitions, overrides };
-        let json = serde_json::to_vec_pretty(&stored).map_err(|e| LogError::Internal(e.to_string()))?;
-        storage.create_dir_all(&staging).map_err(|e| LogError::io("create topic dir", &staging, e))?;
+        let stored = StoredTopicConfig {
+            partitions,
+            overrides,
+        };
+        let json =
+            serde_json::to_vec_pretty(&stored).map_err(|e| LogError::Internal(e.to_string()))?;
+        storage
+            .create_dir_all(&staging)
+            .map_err(|e| LogError::io("create topic dir", &staging, e))?;
         write_atomic(storage.as_ref(), &staging.join("config.json"), &json)
             .map_err(|e| LogError::io("write topic config", &staging, e))?;
         let final_dir = topics_dir.join(name);
-        storage.rename(&staging, &final_dir).map_err(|e| LogError::io("create topic", &final_dir, e))?;
-        storage.sync_dir(&topics_dir).map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
+        storage
+            .rename(&staging, &final_dir)
+            .map_err(|e| LogError::io("create topic", &final_dir, e))?;
+        storage
+            .sync_dir(&topics_dir)
+            .map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
         let topic = self.open_topic(name, stored)?;
         topics.insert(name.to_string(), topic);
         Ok(())
@@ -276,7 +308,10 @@ impl Log {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
-        let topic = self.topics_mut().remove(name).ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let topic = self
+            .topics_mut()
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         for p in &topic.partitions {
             p.shutdown();
         }
@@ -284,15 +319,27 @@ impl Log {
         let topics_dir = self.inner.dir.join("topics");
         let doomed = topics_dir.join(format!(".deleting-{name}"));
         let dir = topics_dir.join(name);
-        storage.rename(&dir, &doomed).map_err(|e| LogError::io("delete topic", &dir, e))?;
-        storage.sync_dir(&topics_dir).map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
-        storage.remove_dir_all(&doomed).map_err(|e| LogError::io("remove topic data", &doomed, e))?;
+        storage
+            .rename(&dir, &doomed)
+            .map_err(|e| LogError::io("delete topic", &dir, e))?;
+        storage
+            .sync_dir(&topics_dir)
+            .map_err(|e| LogError::io("fsync topics dir", &topics_dir, e))?;
+        storage
+            .remove_dir_all(&doomed)
+            .map_err(|e| LogError::io("remove topic data", &doomed, e))?;
         Ok(())
     }
 
     /// Topic names, sorted.
     pub fn list_topics(&self) -> Vec<String> {
-        self.inner.topics.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect()
+        self.inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Partitions, offsets, sizes and effective config of a topic.
@@ -335,7 +382,13 @@ impl Log {
                 });
             }
             if b.count() > 0 && b.size() + size > max {
-                out.push(std::mem::replace(&mut b, BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64)).finish());
+                out.push(
+                    std::mem::replace(
+                        &mut b,
+                        BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64),
+                    )
+                    .finish(),
+                );
             }
             b.push(r, now);
         }
@@ -345,7 +398,12 @@ impl Log {
         Ok(out)
     }
 
-    fn enqueue(&self, topic: &Topic, partition: PartitionId, batches: Vec<EncodedBatch>) -> Result<AppendTicket> {
+    fn enqueue(
+        &self,
+        topic: &Topic,
+        partition: PartitionId,
+        batches: Vec<EncodedBatch>,
+    ) -> Result<AppendTicket> {
         let p = topic.partition(partition)?;
         if let Some(cause) = p.poison_cause() {
             return Err(p.poisoned_error(cause));
@@ -362,7 +420,11 @@ impl Log {
             return Ok(AppendTicket { rx });
         }
         let bytes = batches.iter().map(EncodedBatch::len).sum();
-        let req = AppendRequest { batches, bytes, ack: tx };
+        let req = AppendRequest {
+            batches,
+            bytes,
+            ack: tx,
+        };
         match p.queue.push(req, self.inner.options.append_max_block) {
             Ok(()) => Ok(AppendTicket { rx }),
             Err((_, PushError::Closed)) => Err(LogError::Closed),
@@ -376,7 +438,12 @@ impl Log {
 
     /// Queues records for a partition as one atomic append and returns at once; the ticket
     /// resolves when the flush policy is met. Lets one producer keep several appends in flight.
-    pub fn submit(&self, topic: &str, partition: PartitionId, records: &[Record]) -> Result<AppendTicket> {
+    pub fn submit(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        records: &[Record],
+    ) -> Result<AppendTicket> {
         let t = self.topic(topic)?;
         t.partition(partition)?;
         let batches = self.encode(&t, records)?;
@@ -384,7 +451,12 @@ impl Log {
     }
 
     /// Queues a batch built by the caller (e.g. with [`BatchBuilder`] or from a Kafka client).
-    pub fn submit_batch(&self, topic: &str, partition: PartitionId, batch: EncodedBatch) -> Result<AppendTicket> {
+    pub fn submit_batch(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        batch: EncodedBatch,
+    ) -> Result<AppendTicket> {
         let t = self.topic(topic)?;
         if batch.len() > t.config.max_message_bytes {
             return Err(LogError::RecordTooLarge {
@@ -397,7 +469,12 @@ impl Log {
     }
 
     /// Appends records to a partition and waits for the acknowledgement; returns the offsets.
-    pub fn append(&self, topic: &str, partition: PartitionId, records: &[Record]) -> Result<AppendOutcome> {
+    pub fn append(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        records: &[Record],
+    ) -> Result<AppendOutcome> {
         self.submit(topic, partition, records)?.wait()
     }
 
@@ -408,12 +485,19 @@ impl Log {
 
     /// Sends one record: a key picks its partition with murmur2 as Kafka does; keyless records
     /// go round-robin. Waits for the acknowledgement.
-    pub fn send(&self, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<AppendOutcome> {
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<AppendOutcome> {
         let t = self.topic(topic)?;
         let n = t.partitions.len() as u32;
         let partition = match key {
             Some(k) => partition_for_key(k, n),
-            None => PartitionId((t.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32),
+            None => {
+                PartitionId((t.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32)
+            }
         };
         let record = Record {
             key: key.map(bytes::Bytes::copy_from_slice),
@@ -425,12 +509,27 @@ impl Log {
     }
 
     /// Reads whole batches from `offset` (at least one batch if any is readable).
-    pub fn read(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize) -> Result<Fetch> {
-        self.topic(topic)?.partition(partition)?.read(offset, max_bytes)
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+    ) -> Result<Fetch> {
+        self.topic(topic)?
+            .partition(partition)?
+            .read(offset, max_bytes)
     }
 
     /// Like `read`, but waits up to `max_wait` for data if there is none yet (long poll).
-    pub fn read_wait(&self, topic: &str, partition: PartitionId, offset: Offset, max_bytes: usize, max_wait: Duration) -> Result<Fetch> {
+    pub fn read_wait(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Fetch> {
         let t = self.topic(topic)?;
         let p = t.partition(partition)?;
         let deadline = Instant::now() + max_wait;
@@ -451,17 +550,34 @@ impl Log {
 
     /// First offset still in the partition.
     pub fn earliest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
-        Ok(Offset(self.topic(topic)?.partition(partition)?.log_start.load(Ordering::Acquire)))
+        Ok(Offset(
+            self.topic(topic)?
+                .partition(partition)?
+                .log_start
+                .load(Ordering::Acquire),
+        ))
     }
 
     /// End of the readable partition (the next offset a reader waits for).
     pub fn latest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
-        Ok(Offset(self.topic(topic)?.partition(partition)?.high_watermark.load(Ordering::Acquire)))
+        Ok(Offset(
+            self.topic(topic)?
+                .partition(partition)?
+                .high_watermark
+                .load(Ordering::Acquire),
+        ))
     }
 
     /// The first offset whose timestamp is >= `ts`; `None` if every record is older.
-    pub fn offset_for_timestamp(&self, topic: &str, partition: PartitionId, ts: Timestamp) -> Result<Option<Offset>> {
-        self.topic(topic)?.partition(partition)?.offset_for_timestamp(ts)
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        ts: Timestamp,
+    ) -> Result<Option<Offset>> {
+        self.topic(topic)?
+            .partition(partition)?
+            .offset_for_timestamp(ts)
     }
 
     /// Runs compaction now on every partition of a topic.
@@ -470,8 +586,14 @@ impl Log {
         if !t.config.cleanup_compact {
             return Err(LogError::InvalidConfig {
                 key: "cleanup.policy".into(),
-                value: if t.config.cleanup_delete { "delete".into() } else { String::new() },
-                reason: format!("topic `{topic}` is not compacted; create it with cleanup.policy=compact"),
+                value: if t.config.cleanup_delete {
+                    "delete".into()
+                } else {
+                    String::new()
+                },
+                reason: format!(
+                    "topic `{topic}` is not compacted; create it with cleanup.policy=compact"
+                ),
             });
         }
         let mut total = CompactionStats::default();
@@ -489,7 +611,14 @@ impl Log {
 
     /// Runs retention now on every partition; returns the number of segments deleted.
     pub fn run_retention(&self) -> Result<usize> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let mut n = 0;
         for t in topics {
             for p in &t.partitions {
@@ -500,37 +629,48 @@ impl Log {
     }
 
     fn start_cleaner(&self) {
-        let Some(interval) = self.inner.options.cleaner_interval else { return };
+        let Some(interval) = self.inner.options.cleaner_interval else {
+            return;
+        };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
-        let handle = std::thread::Builder::new().name("weir-cleaner".into()).spawn(move || loop {
-            {
-                let Some(inner) = weak.upgrade() else { return };
-                let (stop, cv) = &inner.cleaner_stop;
-                let guard = stop.lock().unwrap_or_else(|e| e.into_inner());
-                let (guard, _) = cv.wait_timeout(guard, interval).unwrap_or_else(|e| e.into_inner());
-                if *guard {
-                    return;
-                }
-            }
-            let Some(inner) = weak.upgrade() else { return };
-            let log = Log { inner };
-            if let Err(e) = log.run_retention() {
-                tracing::warn!(error = %e, "retention pass failed");
-            }
-            for name in log.list_topics() {
-                let compact = log.topic_config(&name).map(|c| c.cleanup_compact).unwrap_or(false);
-                if compact {
-                    if let Err(e) = log.compact_topic(&name) {
-                        tracing::warn!(topic = %name, error = %e, "compaction pass failed");
+        let handle = std::thread::Builder::new()
+            .name("weir-cleaner".into())
+            .spawn(move || loop {
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    let (stop, cv) = &inner.cleaner_stop;
+                    let guard = stop.lock().unwrap_or_else(|e| e.into_inner());
+                    let (guard, _) = cv
+                        .wait_timeout(guard, interval)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if *guard {
+                        return;
                     }
                 }
-            }
-            // Dropping `log` here must not be the last reference while we hold the stop lock.
-            drop(log);
-        });
+                let Some(inner) = weak.upgrade() else { return };
+                let log = Log { inner };
+                if let Err(e) = log.run_retention() {
+                    tracing::warn!(error = %e, "retention pass failed");
+                }
+                for name in log.list_topics() {
+                    let compact = log
+                        .topic_config(&name)
+                        .map(|c| c.cleanup_compact)
+                        .unwrap_or(false);
+                    if compact {
+                        if let Err(e) = log.compact_topic(&name) {
+                            tracing::warn!(topic = %name, error = %e, "compaction pass failed");
+                        }
+                    }
+                }
+                // Dropping `log` here must not be the last reference while we hold the stop lock.
+                drop(log);
+            });
         match handle {
             Ok(h) => *self.inner.cleaner.lock().unwrap_or_else(|e| e.into_inner()) = Some(h),
-            Err(e) => tracing::error!(error = %e, "could not start the cleaner thread; retention and compaction run only on demand"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not start the cleaner thread; retention and compaction run only on demand")
+            }
         }
     }
 
@@ -547,7 +687,12 @@ impl Drop for Inner {
             *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cv.notify_all();
         }
-        if let Some(h) = self.cleaner.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(h) = self
+            .cleaner
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             // The cleaner may itself hold the last reference and be running this drop.
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();

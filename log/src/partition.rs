@@ -56,7 +56,9 @@ impl Fetch {
     }
 
     /// Records at or after `from`, skipping control batches.
-    pub fn records(&self) -> impl Iterator<Item = Result<RecordView<'_>, crate::batch::BatchError>> + '_ {
+    pub fn records(
+        &self,
+    ) -> impl Iterator<Item = Result<RecordView<'_>, crate::batch::BatchError>> + '_ {
         let from = self.from;
         BatchIter::new(&self.batches)
             .flat_map(|b| -> Box<dyn Iterator<Item = _>> {
@@ -114,11 +116,19 @@ pub struct Partition {
 
 impl PartitionShared {
     pub(crate) fn snapshot(&self) -> Vec<Arc<Segment>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub(crate) fn poison_cause(&self) -> Option<String> {
-        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub(crate) fn poisoned_error(&self, cause: String) -> LogError {
@@ -158,7 +168,10 @@ impl PartitionShared {
         }
         let segs: Vec<Arc<Segment>> = {
             let map = self.segments.read().unwrap_or_else(|e| e.into_inner());
-            let first = map.range(..=offset.0).next_back().map_or(i64::MIN, |(b, _)| *b);
+            let first = map
+                .range(..=offset.0)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
             map.range(first..).map(|(_, s)| s.clone()).collect()
         };
         for seg in segs {
@@ -177,9 +190,14 @@ impl PartitionShared {
             if seg.index().max_timestamp < ts.0 {
                 continue;
             }
-            let mut at = seg.index().offset_for_time(seg.base, ts).max(Offset(self.log_start.load(Ordering::Acquire)));
+            let mut at = seg
+                .index()
+                .offset_for_time(seg.base, ts)
+                .max(Offset(self.log_start.load(Ordering::Acquire)));
             while at < hw {
-                let Some(bytes) = seg.read(at, 256 * 1024)? else { break };
+                let Some(bytes) = seg.read(at, 256 * 1024)? else {
+                    break;
+                };
                 let fetch = Fetch {
                     from: at,
                     batches: bytes,
@@ -187,7 +205,9 @@ impl PartitionShared {
                     log_start: at,
                 };
                 for b in BatchIter::new(&fetch.batches) {
-                    let b = b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
+                    let b = b.map_err(|e| {
+                        LogError::Internal(format!("validated batch failed to parse: {e}"))
+                    })?;
                     if b.header.max_timestamp < ts || b.header.is_control() {
                         continue;
                     }
@@ -225,22 +245,40 @@ impl PartitionShared {
     }
 }
 
+/// What a partition shares with its topic and log.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionEnv {
+    pub storage: Arc<dyn Storage>,
+    pub clock: Arc<dyn Clock>,
+    pub config: Arc<TopicConfig>,
+    pub queue_bytes: usize,
+    pub appended: Arc<Event>,
+}
+
 impl Partition {
     /// Opens (recovering) or creates the partition directory and starts its writer.
     pub(crate) fn open(
         topic: &str,
         id: PartitionId,
         dir: PathBuf,
-        storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
-        config: Arc<TopicConfig>,
-        queue_bytes: usize,
-        appended: Arc<Event>,
+        env: PartitionEnv,
     ) -> Result<Partition> {
-        storage.create_dir_all(&dir).map_err(|e| LogError::io("create partition dir", &dir, e))?;
+        let PartitionEnv {
+            storage,
+            clock,
+            config,
+            queue_bytes,
+            appended,
+        } = env;
+        storage
+            .create_dir_all(&dir)
+            .map_err(|e| LogError::io("create partition dir", &dir, e))?;
         let segments = recover(storage.as_ref(), &dir, config.index_interval_bytes)?;
         let first = segments.keys().next().copied().unwrap_or(0);
-        let end = segments.values().last().map_or(0, |s| s.index().next_offset);
+        let end = segments
+            .values()
+            .last()
+            .map_or(0, |s| s.index().next_offset);
         let shared = Arc::new(PartitionShared {
             topic: topic.to_string(),
             id,
@@ -284,12 +322,22 @@ impl Drop for Partition {
 
 /// Recovery: finishes or discards interrupted compactions, loads sealed segments, validates
 /// the active segment and truncates its torn tail. Creates segment 0 in an empty directory.
-fn recover(storage: &dyn Storage, dir: &Path, interval: u32) -> Result<BTreeMap<i64, Arc<Segment>>> {
-    let list = |d: &Path| storage.list_dir(d).map_err(|e| LogError::io("list partition dir", d, e));
+fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    interval: u32,
+) -> Result<BTreeMap<i64, Arc<Segment>>> {
+    let list = |d: &Path| {
+        storage
+            .list_dir(d)
+            .map_err(|e| LogError::io("list partition dir", d, e))
+    };
     for name in list(dir)? {
         if name.ends_with(".cleaned") || name.ends_with(".tmp") {
             let p = dir.join(&name);
-            storage.remove_file(&p).map_err(|e| LogError::io("remove leftover", &p, e))?;
+            storage
+                .remove_file(&p)
+                .map_err(|e| LogError::io("remove leftover", &p, e))?;
         } else if let Some((first, end)) = crate::cleaner::parse_swap_name(&name) {
             tracing::warn!(dir = %dir.display(), first, end, "finishing an interrupted compaction swap");
             crate::cleaner::finish_swap(storage, dir, Offset(first), Offset(end))?;
@@ -303,18 +351,24 @@ fn recover(storage: &dyn Storage, dir: &Path, interval: u32) -> Result<BTreeMap<
         if let Some(b) = base {
             if !bases.contains(&b) {
                 let p = dir.join(n);
-                storage.remove_file(&p).map_err(|e| LogError::io("remove orphan index", &p, e))?;
+                storage
+                    .remove_file(&p)
+                    .map_err(|e| LogError::io("remove orphan index", &p, e))?;
             }
         }
     }
     let mut map = BTreeMap::new();
     if bases.is_empty() {
         let seg = Segment::create(storage, dir, Offset(0))?;
-        storage.sync_dir(dir).map_err(|e| LogError::io("fsync partition dir", dir, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| LogError::io("fsync partition dir", dir, e))?;
         map.insert(0, Arc::new(seg));
         return Ok(map);
     }
-    let (active_base, sealed) = bases.split_last().ok_or_else(|| LogError::Internal("no segments".into()))?;
+    let (active_base, sealed) = bases
+        .split_last()
+        .ok_or_else(|| LogError::Internal("no segments".into()))?;
     let mut prev_end: Option<i64> = None;
     for &base in sealed {
         let seg = Segment::open_sealed(storage, dir, base, interval)?;
@@ -340,13 +394,19 @@ fn check_order(dir: &Path, base: Offset, prev_end: Option<i64>) -> Result<()> {
 }
 
 /// Used by the cleaner and tests: every batch of a segment, in order.
-pub(crate) fn for_each_batch(seg: &Segment, mut f: impl FnMut(crate::batch::BatchView<'_>) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_batch(
+    seg: &Segment,
+    mut f: impl FnMut(crate::batch::BatchView<'_>) -> Result<()>,
+) -> Result<()> {
     let mut at = seg.base;
     loop {
-        let Some(bytes) = seg.read(at, 1024 * 1024)? else { return Ok(()) };
+        let Some(bytes) = seg.read(at, 1024 * 1024)? else {
+            return Ok(());
+        };
         let mut next = at;
         for b in BatchIter::new(&bytes) {
-            let b = b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
+            let b =
+                b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
             if b.header.next_offset() <= at {
                 continue;
             }
@@ -359,4 +419,3 @@ pub(crate) fn for_each_batch(seg: &Segment, mut f: impl FnMut(crate::batch::Batc
         at = next;
     }
 }
-

@@ -80,7 +80,11 @@ impl AppendQueue {
     }
 
     /// Enqueues, waiting up to `max_block` for room.
-    pub fn push(&self, req: AppendRequest, max_block: Duration) -> Result<(), (AppendRequest, PushError)> {
+    pub fn push(
+        &self,
+        req: AppendRequest,
+        max_block: Duration,
+    ) -> Result<(), (AppendRequest, PushError)> {
         let start = Instant::now();
         let mut s = self.lock();
         loop {
@@ -108,7 +112,11 @@ impl AppendQueue {
 
     /// Takes queued requests up to `max_bytes` (at least one), waiting up to `timeout` (forever
     /// if `None`) for the first. Returns `(requests, closed)`.
-    pub fn pop_group(&self, max_bytes: usize, timeout: Option<Duration>) -> (Vec<AppendRequest>, bool) {
+    pub fn pop_group(
+        &self,
+        max_bytes: usize,
+        timeout: Option<Duration>,
+    ) -> (Vec<AppendRequest>, bool) {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut s = self.lock();
         while s.items.is_empty() && !s.closed {
@@ -119,7 +127,11 @@ impl AppendQueue {
                     if now >= d {
                         return (Vec::new(), false);
                     }
-                    s = self.not_empty.wait_timeout(s, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                    s = self
+                        .not_empty
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
             }
         }

@@ -77,7 +77,8 @@ impl Segment {
         let file = storage
             .open(&path, OpenMode::CreateTruncate)
             .map_err(|e| LogError::io("create segment", &path, e))?;
-        file.sync_data().map_err(|e| LogError::io("fsync new segment", &path, e))?;
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync new segment", &path, e))?;
         Ok(Segment {
             base,
             path,
@@ -88,7 +89,12 @@ impl Segment {
     }
 
     /// Opens an existing segment file with a given index.
-    fn with_index(storage: &dyn Storage, dir: &Path, base: Offset, index: SegmentIndex) -> Result<Segment> {
+    fn with_index(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: Offset,
+        index: SegmentIndex,
+    ) -> Result<Segment> {
         let path = dir.join(file_name(base, "log"));
         let file = storage
             .open(&path, OpenMode::ReadWrite)
@@ -104,13 +110,21 @@ impl Segment {
     }
 
     /// Opens a sealed segment, loading its index files or rebuilding them from the data.
-    pub fn open_sealed(storage: &dyn Storage, dir: &Path, base: Offset, interval: u32) -> Result<Segment> {
+    pub fn open_sealed(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: Offset,
+        interval: u32,
+    ) -> Result<Segment> {
         let path = dir.join(file_name(base, "log"));
         let file = storage
             .open(&path, OpenMode::ReadOnly)
             .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
-        let read = |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
+        let len = file
+            .len()
+            .map_err(|e| LogError::io("stat segment", &path, e))?;
+        let read =
+            |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
         let loaded = match (read("index"), read("timeindex")) {
             (Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
             _ => None,
@@ -138,20 +152,29 @@ impl Segment {
 
     /// Recovers the active segment: validates every batch (length, magic, offsets, CRC) and
     /// truncates a torn tail. Returns the segment and the number of bytes truncated.
-    pub fn recover_active(storage: &dyn Storage, dir: &Path, base: Offset, interval: u32) -> Result<(Segment, u64)> {
+    pub fn recover_active(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: Offset,
+        interval: u32,
+    ) -> Result<(Segment, u64)> {
         let path = dir.join(file_name(base, "log"));
         let file = storage
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file.len().map_err(|e| LogError::io("stat segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| LogError::io("stat segment", &path, e))?;
         let (index, stop) = scan(&file, &path, base, len, interval, true)?;
         let mut truncated = 0;
         if let Some(stop) = stop {
             truncated = len - stop.position;
             tracing::warn!(segment = %path.display(), position = stop.position, bytes = truncated,
                 reason = %stop.reason, "truncating torn tail of the active segment");
-            file.set_len(stop.position).map_err(|e| LogError::io("truncate torn tail", &path, e))?;
-            file.sync_data().map_err(|e| LogError::io("fsync after truncate", &path, e))?;
+            file.set_len(stop.position)
+                .map_err(|e| LogError::io("truncate torn tail", &path, e))?;
+            file.sync_data()
+                .map_err(|e| LogError::io("fsync after truncate", &path, e))?;
         }
         let size = index.size;
         Ok((
@@ -206,7 +229,13 @@ impl Segment {
                 .map_err(|e| LogError::io("read segment", &self.path, e))?;
             let mut at = 0usize;
             while at + HEADER_LEN <= n {
-                let h = self.checked_header(&buf[at..n], prev_next, contiguous, pos + at as u64, limit)?;
+                let h = self.checked_header(
+                    &buf[at..n],
+                    prev_next,
+                    contiguous,
+                    pos + at as u64,
+                    limit,
+                )?;
                 if h.next_offset() > offset {
                     return Ok(Some((pos + at as u64, h)));
                 }
@@ -214,7 +243,11 @@ impl Segment {
                 at += h.total_len();
             }
             if at == 0 && n < HEADER_LEN {
-                return Err(corrupted(&self.path, prev_next.unwrap_or(self.base), "partial batch header inside the readable range"));
+                return Err(corrupted(
+                    &self.path,
+                    prev_next.unwrap_or(self.base),
+                    "partial batch header inside the readable range",
+                ));
             }
             pos += at as u64;
         }
@@ -224,15 +257,38 @@ impl Segment {
     /// Parses a header and checks it against where it sits: inside the readable range, and at
     /// the offset the previous batch (or index entry) says. `baseOffset` is outside the CRC, so
     /// this check is what catches a flipped bit there.
-    fn checked_header(&self, buf: &[u8], prev_next: Option<Offset>, contiguous: bool, pos: u64, limit: u64) -> Result<BatchHeader> {
+    fn checked_header(
+        &self,
+        buf: &[u8],
+        prev_next: Option<Offset>,
+        contiguous: bool,
+        pos: u64,
+        limit: u64,
+    ) -> Result<BatchHeader> {
         let at = prev_next.unwrap_or(self.base);
-        let h = BatchHeader::parse(buf).map_err(|e| corrupted(&self.path, at, format!("at byte {pos}: {e}")))?;
+        let h = BatchHeader::parse(buf)
+            .map_err(|e| corrupted(&self.path, at, format!("at byte {pos}: {e}")))?;
         if pos + h.total_len() as u64 > limit {
-            return Err(corrupted(&self.path, at, format!("batch at byte {pos} runs past the segment's valid end")));
+            return Err(corrupted(
+                &self.path,
+                at,
+                format!("batch at byte {pos} runs past the segment's valid end"),
+            ));
         }
-        let misplaced = if contiguous && prev_next.is_some() { h.base_offset != at } else { h.base_offset < at };
+        let misplaced = if contiguous && prev_next.is_some() {
+            h.base_offset != at
+        } else {
+            h.base_offset < at
+        };
         if misplaced || h.last_offset() < h.base_offset {
-            return Err(corrupted(&self.path, at, format!("batch at byte {pos} has offset {} where {at} was expected", h.base_offset)));
+            return Err(corrupted(
+                &self.path,
+                at,
+                format!(
+                    "batch at byte {pos} has offset {} where {at} was expected",
+                    h.base_offset
+                ),
+            ));
         }
         Ok(h)
     }
@@ -258,12 +314,22 @@ impl Segment {
             let view = match BatchView::parse(&buf[at..]) {
                 Ok(v) => v,
                 Err(BatchError::Truncated { .. }) if at > 0 => break,
-                Err(e) => return Err(corrupted(&self.path, prev_next.unwrap_or(first.base_offset), e.to_string())),
+                Err(e) => {
+                    return Err(corrupted(
+                        &self.path,
+                        prev_next.unwrap_or(first.base_offset),
+                        e.to_string(),
+                    ))
+                }
             };
             if let Some(p) = prev_next {
                 let b = view.header.base_offset;
                 if b < p || (contiguous && b != p) {
-                    return Err(corrupted(&self.path, p, format!("batch has offset {b} where {p} was expected")));
+                    return Err(corrupted(
+                        &self.path,
+                        p,
+                        format!("batch has offset {b} where {p} was expected"),
+                    ));
                 }
             }
             view.verify_crc()
@@ -277,11 +343,18 @@ impl Segment {
 }
 
 /// Writes `.index` and `.timeindex` crash-safely.
-pub fn write_index_files(storage: &dyn Storage, dir: &Path, base: Offset, index: &SegmentIndex) -> Result<()> {
+pub fn write_index_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: Offset,
+    index: &SegmentIndex,
+) -> Result<()> {
     let op = dir.join(file_name(base, "index"));
-    write_atomic(storage, &op, &index.encode_offset_file()).map_err(|e| LogError::io("write index", &op, e))?;
+    write_atomic(storage, &op, &index.encode_offset_file())
+        .map_err(|e| LogError::io("write index", &op, e))?;
     let tp = dir.join(file_name(base, "timeindex"));
-    write_atomic(storage, &tp, &index.encode_time_file()).map_err(|e| LogError::io("write time index", &tp, e))?;
+    write_atomic(storage, &tp, &index.encode_time_file())
+        .map_err(|e| LogError::io("write time index", &tp, e))?;
     Ok(())
 }
 
@@ -313,12 +386,22 @@ pub fn scan(
             if rest.is_empty() {
                 break;
             }
-            let stop = |reason: String| Ok((index.clone(), Some(ScanStop { position: pos + at as u64, reason })));
+            let stop = |reason: String| {
+                Ok((
+                    index.clone(),
+                    Some(ScanStop {
+                        position: pos + at as u64,
+                        reason,
+                    }),
+                ))
+            };
             let view = match BatchView::parse(rest) {
                 Ok(v) => v,
                 Err(BatchError::Truncated { needed, .. }) => {
                     if pos + at as u64 + needed as u64 > len {
-                        return stop(format!("incomplete batch: needs {needed} bytes, file ends first"));
+                        return stop(format!(
+                            "incomplete batch: needs {needed} bytes, file ends first"
+                        ));
                     }
                     if at == 0 {
                         // A batch larger than the chunk: read it whole next round.
@@ -329,9 +412,16 @@ pub fn scan(
                 Err(e) => return stop(e.to_string()),
             };
             let h = view.header;
-            let misplaced = if strict { h.base_offset != expected } else { h.base_offset < expected };
+            let misplaced = if strict {
+                h.base_offset != expected
+            } else {
+                h.base_offset < expected
+            };
             if misplaced || h.last_offset() < h.base_offset {
-                return stop(format!("batch offset {} where >= {} was expected", h.base_offset, expected));
+                return stop(format!(
+                    "batch offset {} where >= {} was expected",
+                    h.base_offset, expected
+                ));
             }
             if strict {
                 if let Err(e) = view.verify_crc() {

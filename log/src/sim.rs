@@ -82,7 +82,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn not_found(p: &Path) -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", p.display()))
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", p.display()),
+    )
 }
 
 impl SimStorage {
@@ -289,7 +292,10 @@ impl Storage for SimStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let mut s = lock(&self.state);
-        s.live.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+        s.live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -320,7 +326,12 @@ impl Storage for SimStorage {
         };
         moved(&mut s.live);
         moved(&mut s.durable);
-        let dirs: Vec<PathBuf> = s.dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+        let dirs: Vec<PathBuf> = s
+            .dirs
+            .iter()
+            .filter(|p| p.starts_with(from))
+            .cloned()
+            .collect();
         for d in dirs {
             s.dirs.remove(&d);
             if let Ok(rest) = d.strip_prefix(from) {

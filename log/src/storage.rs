@@ -37,6 +37,10 @@ pub trait StorageFile: Send + Sync + Debug {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Current length.
     fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
 
     /// Reads until `buf` is full or end of file; returns bytes read.
     fn read_full_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {

@@ -101,7 +101,10 @@ impl Writer {
                 true
             }
             Err(e) => {
-                self.poison(format!("fdatasync of {} failed: {e}", self.active.path.display()));
+                self.poison(format!(
+                    "fdatasync of {} failed: {e}",
+                    self.active.path.display()
+                ));
                 false
             }
         }
@@ -109,7 +112,11 @@ impl Writer {
 
     fn poison(&self, cause: String) {
         tracing::error!(topic = %self.shared.topic, partition = %self.shared.id, %cause, "partition poisoned");
-        let mut p = self.shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self
+            .shared
+            .poisoned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if p.is_none() {
             *p = Some(cause);
         }
@@ -144,7 +151,8 @@ impl Writer {
         while let Some(mut req) = group.next() {
             let span: i64 = req.batches.iter().map(|b| b.offset_span()).sum();
             if self.needs_roll(req.bytes, span) {
-                let committed = self.commit(std::mem::take(&mut pending), std::mem::take(&mut headers));
+                let committed =
+                    self.commit(std::mem::take(&mut pending), std::mem::take(&mut headers));
                 if let Err(e) = committed.and_then(|()| self.roll()) {
                     let msg = e.to_string();
                     self.poison(format!("segment roll failed: {msg}"));
@@ -170,7 +178,9 @@ impl Writer {
                 match BatchHeader::parse(&batch.bytes) {
                     Ok(h) => headers.push((h, pos)),
                     Err(e) => {
-                        let _ = req.ack.send(Err(LogError::Internal(format!("encoded batch unreadable: {e}"))));
+                        let _ = req.ack.send(Err(LogError::Internal(format!(
+                            "encoded batch unreadable: {e}"
+                        ))));
                         return;
                     }
                 }
@@ -197,7 +207,9 @@ impl Writer {
         }
         let seg = self.active.clone();
         let start_pos = seg.index().size;
-        let chunk_first = pending.first().map_or(self.next_offset, |p| p.outcome.base_offset.0);
+        let chunk_first = pending
+            .first()
+            .map_or(self.next_offset, |p| p.outcome.base_offset.0);
         if let Err(e) = seg.file.write_all_at(&self.buf, start_pos) {
             let err_text = e.to_string();
             let typed = LogError::io("append", &seg.path, e);
@@ -205,7 +217,9 @@ impl Writer {
             self.buf.clear();
             self.next_offset = chunk_first;
             if let Err(te) = seg.file.set_len(start_pos) {
-                self.poison(format!("rolling back a failed write ({err_text}) failed: {te}"));
+                self.poison(format!(
+                    "rolling back a failed write ({err_text}) failed: {te}"
+                ));
             }
             let path = seg.path.clone();
             Self::fail_all(pending.into_iter().map(|p| p.req), || {
@@ -231,8 +245,12 @@ impl Writer {
             self.buf.clear();
             let s = self.shared.clone();
             let cause = s.poison_cause().unwrap_or_default();
-            Self::fail_all(pending.into_iter().map(|p| p.req), || s.poisoned_error(cause.clone()));
-            return Err(LogError::Internal("fsync failed; partition poisoned".into()));
+            Self::fail_all(pending.into_iter().map(|p| p.req), || {
+                s.poisoned_error(cause.clone())
+            });
+            return Err(LogError::Internal(
+                "fsync failed; partition poisoned".into(),
+            ));
         }
         let interval = self.shared.config.index_interval_bytes;
         let new_size = {
@@ -244,8 +262,12 @@ impl Writer {
         };
         self.buf.clear();
         seg.set_readable(new_size);
-        self.shared.log_end.store(self.next_offset, Ordering::Release);
-        self.shared.high_watermark.store(self.next_offset, Ordering::Release);
+        self.shared
+            .log_end
+            .store(self.next_offset, Ordering::Release);
+        self.shared
+            .high_watermark
+            .store(self.next_offset, Ordering::Release);
         self.shared.appended.notify(usize::MAX);
         for p in pending {
             let _ = p.req.ack.send(Ok(p.outcome));
@@ -264,7 +286,11 @@ impl Writer {
             .map_err(|e| LogError::io("fsync sealed segment", &self.active.path, e))?;
         self.dirty = false;
         self.active.write_index(storage, &shared.dir)?;
-        let seg = Arc::new(Segment::create(storage, &shared.dir, Offset(self.next_offset))?);
+        let seg = Arc::new(Segment::create(
+            storage,
+            &shared.dir,
+            Offset(self.next_offset),
+        )?);
         storage
             .sync_dir(&shared.dir)
             .map_err(|e| LogError::io("fsync partition dir", &shared.dir, e))?;

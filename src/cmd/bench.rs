@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use weir_log::storage::{DirLock, FileRef, OpenMode, StorageFile};
-use weir_log::{BatchBuilder, FlushPolicy, Log, LogOptions, Offset, PartitionId, Storage, Timestamp};
+use weir_log::{
+    BatchBuilder, FlushPolicy, Log, LogOptions, Offset, PartitionId, Storage, Timestamp,
+};
 
 use crate::cli::{BenchConsumeArgs, BenchProduceArgs};
 
@@ -104,7 +106,12 @@ fn payload(bytes: usize) -> Vec<u8> {
 }
 
 /// Prints progress to stderr every second until stopped.
-fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn progress(
+    label: &'static str,
+    done: Arc<AtomicU64>,
+    total: u64,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let start = Instant::now();
         while !stop.load(Ordering::Relaxed) {
@@ -112,14 +119,20 @@ fn progress(label: &'static str, done: Arc<AtomicU64>, total: u64, stop: Arc<Ato
             let secs = start.elapsed().as_secs();
             if secs >= 1 && start.elapsed().subsec_millis() < 200 {
                 let n = done.load(Ordering::Relaxed);
-                eprintln!("  {label}: {n}/{total} records ({:.0}%) after {secs} s", n as f64 * 100.0 / total.max(1) as f64);
+                eprintln!(
+                    "  {label}: {n}/{total} records ({:.0}%) after {secs} s",
+                    n as f64 * 100.0 / total.max(1) as f64
+                );
             }
         }
     })
 }
 
 pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
-    let flush: FlushPolicy = a.flush.parse().map_err(|e: String| anyhow::anyhow!("--flush {}: {e}", a.flush))?;
+    let flush: FlushPolicy = a
+        .flush
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--flush {}: {e}", a.flush))?;
     if a.producers == 0 || a.partitions == 0 || a.records == 0 {
         bail!("--records, --partitions and --producers must be at least 1");
     }
@@ -134,7 +147,10 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
             ..LogOptions::default()
         },
     )?;
-    let cfg = weir_log::TopicConfig::parse_pairs(&[format!("flush={flush}"), "max.message.bytes=16777216".to_string()])?;
+    let cfg = weir_log::TopicConfig::parse_pairs(&[
+        format!("flush={flush}"),
+        "max.message.bytes=16777216".to_string(),
+    ])?;
     log.create_topic("bench", a.partitions, cfg)?;
     let value = Arc::new(payload(a.record_bytes));
     let done = Arc::new(AtomicU64::new(0));
@@ -144,41 +160,47 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
     let start = Instant::now();
     let mut handles = Vec::new();
     for id in 0..a.producers {
-        let n = a.records / u64::from(a.producers) + u64::from(u64::from(id) < a.records % u64::from(a.producers));
+        let n = a.records / u64::from(a.producers)
+            + u64::from(u64::from(id) < a.records % u64::from(a.producers));
         let (log, value, done) = (log.clone(), value.clone(), done.clone());
-        let (partitions, batch_bytes, in_flight) = (a.partitions, a.batch_bytes, a.in_flight.max(1));
-        handles.push(std::thread::spawn(move || -> Result<(Histogram<u64>, u64)> {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut pending: VecDeque<(weir_log::AppendTicket, Instant, u64)> = VecDeque::new();
-            let mut sent = 0u64;
-            let mut appends = 0u64;
-            let mut partition = id % partitions;
-            let now = Timestamp(start_ms());
-            while sent < n {
-                let mut b = BatchBuilder::with_capacity(batch_bytes + 1024);
-                while sent < n && b.size() < batch_bytes {
-                    b.push_parts(None, Some(&value), &[], now);
-                    sent += 1;
+        let (partitions, batch_bytes, in_flight) =
+            (a.partitions, a.batch_bytes, a.in_flight.max(1));
+        handles.push(std::thread::spawn(
+            move || -> Result<(Histogram<u64>, u64)> {
+                let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut pending: VecDeque<(weir_log::AppendTicket, Instant, u64)> = VecDeque::new();
+                let mut sent = 0u64;
+                let mut appends = 0u64;
+                let mut partition = id % partitions;
+                let now = Timestamp(start_ms());
+                while sent < n {
+                    let mut b = BatchBuilder::with_capacity(batch_bytes + 1024);
+                    while sent < n && b.size() < batch_bytes {
+                        b.push_parts(None, Some(&value), &[], now);
+                        sent += 1;
+                    }
+                    let count = b.count() as u64;
+                    let ticket = log.submit_batch("bench", PartitionId(partition), b.finish())?;
+                    pending.push_back((ticket, Instant::now(), count));
+                    appends += 1;
+                    partition = (partition + 1) % partitions;
+                    while pending.len() >= in_flight {
+                        settle(&mut pending, &mut hist, &done)?;
+                    }
                 }
-                let count = b.count() as u64;
-                let ticket = log.submit_batch("bench", PartitionId(partition), b.finish())?;
-                pending.push_back((ticket, Instant::now(), count));
-                appends += 1;
-                partition = (partition + 1) % partitions;
-                while pending.len() >= in_flight {
+                while !pending.is_empty() {
                     settle(&mut pending, &mut hist, &done)?;
                 }
-            }
-            while !pending.is_empty() {
-                settle(&mut pending, &mut hist, &done)?;
-            }
-            Ok((hist, appends))
-        }));
+                Ok((hist, appends))
+            },
+        ));
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut appends = 0;
     for h in handles {
-        let (ph, n) = h.join().map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+        let (ph, n) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
         hist.add(ph)?;
         appends += n;
     }
@@ -186,13 +208,23 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     let fsyncs = syncs.load(Ordering::Relaxed) - syncs_before;
-    let bytes_on_disk: u64 = log.describe_topic("bench")?.partitions.iter().map(|p| p.bytes).sum();
+    let bytes_on_disk: u64 = log
+        .describe_topic("bench")?
+        .partitions
+        .iter()
+        .map(|p| p.bytes)
+        .sum();
     let records = a.records as f64;
     println!(
         "bench produce: {} records x {} B, {} partition(s), {} producer(s), flush={}, batch {} B, {} in flight",
         a.records, a.record_bytes, a.partitions, a.producers, flush, a.batch_bytes, a.in_flight
     );
-    println!("  throughput: {:.0} records/s, {:.1} MB/s of values, {:.1} MB/s written", records / secs, records * a.record_bytes as f64 / 1e6 / secs, bytes_on_disk as f64 / 1e6 / secs);
+    println!(
+        "  throughput: {:.0} records/s, {:.1} MB/s of values, {:.1} MB/s written",
+        records / secs,
+        records * a.record_bytes as f64 / 1e6 / secs,
+        bytes_on_disk as f64 / 1e6 / secs
+    );
     println!(
         "  append latency (submit to ack, {} appends): p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
         appends,
@@ -201,7 +233,10 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
         hist.value_at_quantile(0.999) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     );
-    println!("  fdatasync calls: {fsyncs} ({:.1} appends per fsync); elapsed {secs:.2} s", appends as f64 / fsyncs.max(1) as f64);
+    println!(
+        "  fdatasync calls: {fsyncs} ({:.1} appends per fsync); elapsed {secs:.2} s",
+        appends as f64 / fsyncs.max(1) as f64
+    );
     drop(log);
     drop(scratch);
     Ok(())
@@ -219,7 +254,9 @@ fn settle(
     hist: &mut Histogram<u64>,
     done: &AtomicU64,
 ) -> Result<()> {
-    let Some((t, at, n)) = pending.pop_front() else { return Ok(()) };
+    let Some((t, at, n)) = pending.pop_front() else {
+        return Ok(());
+    };
     t.wait()?;
     hist.saturating_record(at.elapsed().as_micros() as u64);
     done.fetch_add(n, Ordering::Relaxed);
@@ -238,9 +275,16 @@ pub fn consume(data_dir: &Path, a: BenchConsumeArgs) -> Result<()> {
             ..LogOptions::default()
         },
     )?;
-    log.create_topic("bench", 1, weir_log::TopicConfig::parse_pairs(&["flush=os"])?)?;
+    log.create_topic(
+        "bench",
+        1,
+        weir_log::TopicConfig::parse_pairs(&["flush=os"])?,
+    )?;
     let value = payload(a.record_bytes);
-    eprintln!("  writing {} records of {} B ...", a.records, a.record_bytes);
+    eprintln!(
+        "  writing {} records of {} B ...",
+        a.records, a.record_bytes
+    );
     let mut written = 0u64;
     let now = Timestamp(start_ms());
     let mut tickets = VecDeque::new();

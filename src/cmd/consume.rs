@@ -20,7 +20,10 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
     let partitions = log.partition_count(&args.topic)?;
     let parts: Vec<u32> = match args.partition {
         Some(p) if p >= partitions => {
-            bail!("topic `{}` has {partitions} partitions; partition {p} does not exist", args.topic)
+            bail!(
+                "topic `{}` has {partitions} partitions; partition {p} does not exist",
+                args.topic
+            )
         }
         Some(p) => vec![p],
         None => (0..partitions).collect(),
@@ -28,7 +31,12 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
     let mut positions = Vec::with_capacity(parts.len());
     let mut ends = Vec::with_capacity(parts.len());
     for &p in &parts {
-        positions.push(start_offset(&log, &args.topic, PartitionId(p), &args.offset)?);
+        positions.push(start_offset(
+            &log,
+            &args.topic,
+            PartitionId(p),
+            &args.offset,
+        )?);
         ends.push(log.latest_offset(&args.topic, PartitionId(p))?);
     }
     let stdout = std::io::stdout();
@@ -36,7 +44,11 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
     let mut printed = 0u64;
     let result = (|| -> Result<()> {
         loop {
-            let listener = if args.follow { Some(log.listen(&args.topic)?) } else { None };
+            let listener = if args.follow {
+                Some(log.listen(&args.topic)?)
+            } else {
+                None
+            };
             let mut progressed = false;
             let mut done = true;
             for (i, &p) in parts.iter().enumerate() {
@@ -80,8 +92,10 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == ErrorKind::BrokenPipe)
+    })
 }
 
 fn start_offset(log: &Log, topic: &str, p: PartitionId, spec: &str) -> Result<Offset> {
@@ -91,9 +105,9 @@ fn start_offset(log: &Log, topic: &str, p: PartitionId, spec: &str) -> Result<Of
         "earliest" => earliest,
         "latest" => latest,
         s => {
-            let n: i64 = s
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--offset `{s}`: expected earliest, latest, N or -N"))?;
+            let n: i64 = s.parse().map_err(|_| {
+                anyhow::anyhow!("--offset `{s}`: expected earliest, latest, N or -N")
+            })?;
             if n < 0 {
                 Offset((latest.0 + n).max(earliest.0))
             } else {

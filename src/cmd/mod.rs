@@ -17,7 +17,8 @@ pub fn open_log(cli_dir: &std::path::Path, background_cleaner: bool) -> Result<L
     if !background_cleaner {
         opts.cleaner_interval = None;
     }
-    Log::open_with(cli_dir, opts).with_context(|| format!("cannot open data directory {}", cli_dir.display()))
+    Log::open_with(cli_dir, opts)
+        .with_context(|| format!("cannot open data directory {}", cli_dir.display()))
 }
 
 pub fn run(cli: Cli) -> Result<()> {

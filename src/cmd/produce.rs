@@ -33,7 +33,10 @@ pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
     let partitions = log.partition_count(&args.topic)?;
     if let Some(p) = args.partition {
         if p >= partitions {
-            bail!("topic `{}` has {partitions} partitions; partition {p} does not exist", args.topic);
+            bail!(
+                "topic `{}` has {partitions} partitions; partition {p} does not exist",
+                args.topic
+            );
         }
     }
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(LINE_CHANNEL_MAX);
@@ -57,7 +60,10 @@ pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
         }
     });
     let start = Instant::now();
-    let mut stats = Stats { records: 0, bytes: 0 };
+    let mut stats = Stats {
+        records: 0,
+        bytes: 0,
+    };
     let mut in_flight: VecDeque<AppendTicket> = VecDeque::new();
     let mut round_robin = 0u32;
     let stdout = std::io::stdout();
@@ -136,10 +142,18 @@ fn split_line(line: Vec<u8>, sep: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
 }
 
 fn ack(in_flight: &mut VecDeque<AppendTicket>, out: &mut impl Write, print: bool) -> Result<()> {
-    let Some(t) = in_flight.pop_front() else { return Ok(()) };
-    let a = t.wait().context("append failed; records after the last printed ack were not acknowledged")?;
+    let Some(t) = in_flight.pop_front() else {
+        return Ok(());
+    };
+    let a = t
+        .wait()
+        .context("append failed; records after the last printed ack were not acknowledged")?;
     if print {
-        writeln!(out, "ack p={} offsets={}-{}", a.partition, a.base_offset, a.last_offset)?;
+        writeln!(
+            out,
+            "ack p={} offsets={}-{}",
+            a.partition, a.base_offset, a.last_offset
+        )?;
         out.flush()?;
     }
     Ok(())

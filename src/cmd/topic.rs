@@ -10,7 +10,11 @@ use crate::cli::TopicCmd;
 pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
     let log = super::open_log(dir, false)?;
     match cmd {
-        TopicCmd::Create { name, partitions, config } => {
+        TopicCmd::Create {
+            name,
+            partitions,
+            config,
+        } => {
             let overrides = TopicConfig::parse_pairs(&config)?;
             log.create_topic(&name, partitions, overrides)?;
             println!("created topic `{name}` with {partitions} partition(s)");
@@ -23,7 +27,10 @@ pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
         TopicCmd::Describe { name } => {
             let d = log.describe_topic(&name)?;
             println!("topic {}  partitions {}", d.name, d.partitions.len());
-            println!("{:>9}  {:>14}  {:>14}  {:>14}  {:>8}", "PARTITION", "START", "END", "BYTES", "SEGMENTS");
+            println!(
+                "{:>9}  {:>14}  {:>14}  {:>14}  {:>8}",
+                "PARTITION", "START", "END", "BYTES", "SEGMENTS"
+            );
             for p in &d.partitions {
                 println!(
                     "{:>9}  {:>14}  {:>14}  {:>14}  {:>8}",

@@ -6,7 +6,19 @@ use crate::util::{run, stderr, stdout};
 #[test]
 fn topic_lifecycle_and_describe() {
     let d = tempfile::tempdir().expect("tempdir");
-    let o = run(d.path(), &["topic", "create", "events", "--partitions", "4", "--config", "retention.ms=60000"], "");
+    let o = run(
+        d.path(),
+        &[
+            "topic",
+            "create",
+            "events",
+            "--partitions",
+            "4",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(d.path(), &["topic", "list"], "");
     assert_eq!(stdout(&o), "events\t4 partition(s)\n");
@@ -23,11 +35,21 @@ fn topic_lifecycle_and_describe() {
 #[test]
 fn produce_consume_round_trip_with_keys_and_formats() {
     let d = tempfile::tempdir().expect("tempdir");
-    run(d.path(), &["topic", "create", "kv", "--partitions", "3"], "");
-    let input: String = (0..300).map(|i| format!("user-{}:event-{i}\n", i % 10)).collect();
+    run(
+        d.path(),
+        &["topic", "create", "kv", "--partitions", "3"],
+        "",
+    );
+    let input: String = (0..300)
+        .map(|i| format!("user-{}:event-{i}\n", i % 10))
+        .collect();
     let o = run(d.path(), &["produce", "kv", "--key-separator", ":"], &input);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("produced 300 records"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("produced 300 records"),
+        "{}",
+        stderr(&o)
+    );
     let o = run(d.path(), &["consume", "kv", "-f", "%p|%o|%k|%s\\n"], "");
     assert!(o.status.success(), "{}", stderr(&o));
     let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
@@ -43,7 +65,20 @@ fn produce_consume_round_trip_with_keys_and_formats() {
         let prev = last_event.insert(key.to_string(), n);
         assert!(prev.is_none_or(|p| p < n), "per-key order: {l}");
     }
-    let o = run(d.path(), &["consume", "kv", "--partition", "0", "--offset", "-2", "-f", "%o\\n"], "");
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "kv",
+            "--partition",
+            "0",
+            "--offset",
+            "-2",
+            "-f",
+            "%o\\n",
+        ],
+        "",
+    );
     assert_eq!(stdout(&o).lines().count(), 2);
     let o = run(d.path(), &["consume", "kv", "--max-messages", "5"], "");
     assert_eq!(stdout(&o).lines().count(), 5);
@@ -56,10 +91,19 @@ fn errors_are_one_clear_line_and_exit_nonzero() {
     let cases: [(&[&str], &str); 6] = [
         (&["consume", "nope"], "error: topic `nope` does not exist"),
         (&["produce", "nope"], "error: topic `nope` does not exist"),
-        (&["consume", "t", "--partition", "5"], "error: topic `t` has 2 partitions; partition 5 does not exist"),
+        (
+            &["consume", "t", "--partition", "5"],
+            "error: topic `t` has 2 partitions; partition 5 does not exist",
+        ),
         (&["topic", "create", "t"], "error: topic `t` already exists"),
-        (&["topic", "create", "u", "--config", "retention.ms=soon"], "error: invalid config `retention.ms=soon`: expected an integer"),
-        (&["consume", "t", "-f", "%q"], "error: unknown placeholder `%q`"),
+        (
+            &["topic", "create", "u", "--config", "retention.ms=soon"],
+            "error: invalid config `retention.ms=soon`: expected an integer",
+        ),
+        (
+            &["consume", "t", "-f", "%q"],
+            "error: unknown placeholder `%q`",
+        ),
     ];
     for (args, want) in cases {
         let o = run(d.path(), args, "");

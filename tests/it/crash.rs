@@ -17,10 +17,25 @@ const PARTITIONS: u32 = 3;
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
-    let cycles: u64 = std::env::var("WEIR_CRASH_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let cycles: u64 = std::env::var("WEIR_CRASH_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let mut rng = Rng::from_env("kill_9_under_load");
     let d = tempfile::tempdir()?;
-    let o = run(d.path(), &["topic", "create", "load", "--partitions", &PARTITIONS.to_string(), "--config", "segment.bytes=65536"], "");
+    let o = run(
+        d.path(),
+        &[
+            "topic",
+            "create",
+            "load",
+            "--partitions",
+            &PARTITIONS.to_string(),
+            "--config",
+            "segment.bytes=65536",
+        ],
+        "",
+    );
     anyhow::ensure!(o.status.success(), "create failed");
     // What each partition must contain, in order: every line ever sent to it.
     let mut sent: Vec<Vec<String>> = vec![Vec::new(); PARTITIONS as usize];
@@ -37,13 +52,24 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
         drop(log);
 
         let mut child = weir(d.path())
-            .args(["produce", "load", "--key-separator", ":", "--print-acks", "--batch-records", "200"])
+            .args([
+                "produce",
+                "load",
+                "--key-separator",
+                ":",
+                "--print-acks",
+                "--batch-records",
+                "200",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?;
         let acks = Arc::new(Mutex::new(acked_through.clone()));
         let acks_reader = acks.clone();
         let reader = std::thread::spawn(move || {
@@ -67,7 +93,8 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
         let lines: Vec<(usize, String)> = (0..20_000)
             .map(|i| {
                 let key = format!("key-{}", i % 17);
-                let p = weir_log::partitioner::partition_for_key(key.as_bytes(), PARTITIONS).0 as usize;
+                let p =
+                    weir_log::partitioner::partition_for_key(key.as_bytes(), PARTITIONS).0 as usize;
                 (p, format!("{key}:c{cycle}-n{i}"))
             })
             .collect();
@@ -82,10 +109,18 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
         child.kill()?; // SIGKILL
         child.wait()?;
-        let lines = writer.join().map_err(|_| anyhow::anyhow!("writer panicked"))?;
-        reader.join().map_err(|_| anyhow::anyhow!("reader panicked"))?;
+        let lines = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))?;
         for (p, l) in lines {
-            sent[p].push(l.split_once(':').map(|(_, v)| v.to_string()).unwrap_or_default());
+            sent[p].push(
+                l.split_once(':')
+                    .map(|(_, v)| v.to_string())
+                    .unwrap_or_default(),
+            );
         }
         acked_through = acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     }
@@ -97,12 +132,21 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
         total_acked += acked_through[p] + 1;
     }
     eprintln!("{cycles} kill -9 cycles, {total_acked} acknowledged records all present");
-    anyhow::ensure!(total_acked > 0, "the producer never got an ack: the test did not test anything");
+    anyhow::ensure!(
+        total_acked > 0,
+        "the producer never got an ack: the test did not test anything"
+    );
     Ok(())
 }
 
 fn open(dir: &std::path::Path) -> anyhow::Result<Log> {
-    Ok(Log::open_with(dir, LogOptions { cleaner_interval: None, ..LogOptions::default() })?)
+    Ok(Log::open_with(
+        dir,
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?)
 }
 
 fn read_partition(log: &Log, p: u32) -> anyhow::Result<Vec<String>> {
@@ -115,7 +159,12 @@ fn read_partition(log: &Log, p: u32) -> anyhow::Result<Vec<String>> {
         }
         for r in f.records() {
             let r = r?;
-            anyhow::ensure!(r.offset.0 == out.len() as i64, "offset {} where {} was expected", r.offset, out.len());
+            anyhow::ensure!(
+                r.offset.0 == out.len() as i64,
+                "offset {} where {} was expected",
+                r.offset,
+                out.len()
+            );
             out.push(String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned());
         }
         at = f.next_offset();
@@ -123,7 +172,13 @@ fn read_partition(log: &Log, p: u32) -> anyhow::Result<Vec<String>> {
 }
 
 /// `have` must be a prefix of `sent` at least `acked_through + 1` long.
-fn check_prefix(have: &[String], sent: &[String], acked_through: i64, cycle: u64, p: usize) -> anyhow::Result<()> {
+fn check_prefix(
+    have: &[String],
+    sent: &[String],
+    acked_through: i64,
+    cycle: u64,
+    p: usize,
+) -> anyhow::Result<()> {
     let acked = (acked_through + 1) as usize;
     anyhow::ensure!(
         have.len() >= acked,
@@ -132,7 +187,10 @@ fn check_prefix(have: &[String], sent: &[String], acked_through: i64, cycle: u64
     );
     let mut seen = HashMap::new();
     for (i, v) in have.iter().enumerate() {
-        anyhow::ensure!(seen.insert(v.clone(), i).is_none(), "cycle {cycle}, partition {p}: duplicate {v} at offset {i}");
+        anyhow::ensure!(
+            seen.insert(v.clone(), i).is_none(),
+            "cycle {cycle}, partition {p}: duplicate {v} at offset {i}"
+        );
         anyhow::ensure!(
             sent.get(i) == Some(v),
             "cycle {cycle}, partition {p}: offset {i} holds {v}, expected {:?}",

@@ -13,7 +13,11 @@ fn round_trip_and_restart_persistence() -> anyhow::Result<()> {
         let log = open(dir.path());
         log.create_topic("t", 2, cfg(&["segment.bytes=2048"]))?;
         for i in 0..200 {
-            let ack = log.append("t", PartitionId(i % 2), &[Record::keyed(format!("k{i}"), format!("v{i}"))])?;
+            let ack = log.append(
+                "t",
+                PartitionId(i % 2),
+                &[Record::keyed(format!("k{i}"), format!("v{i}"))],
+            )?;
             assert_eq!(ack.base_offset, Offset(i64::from(i / 2)));
         }
         let d = log.describe_topic("t")?;
@@ -30,7 +34,11 @@ fn round_trip_and_restart_persistence() -> anyhow::Result<()> {
     // Appends continue at the next offset after restart.
     let ack = log.append("t", PartitionId(1), &[Record::value("after")])?;
     assert_eq!(ack.base_offset, Offset(100));
-    assert_eq!(log.topic_config("t")?.segment_bytes, 2048, "config survives restart");
+    assert_eq!(
+        log.topic_config("t")?.segment_bytes,
+        2048,
+        "config survives restart"
+    );
     Ok(())
 }
 
@@ -41,8 +49,15 @@ fn keyed_send_uses_kafkas_partitioner_and_keeps_per_key_order() -> anyhow::Resul
     log.create_topic("orders", 6, Default::default())?;
     for i in 0..60 {
         let key = format!("customer-{}", i % 5);
-        let ack = log.send("orders", Some(key.as_bytes()), Some(format!("{key}:{i}").as_bytes()))?;
-        assert_eq!(ack.partition, weir_log::partitioner::partition_for_key(key.as_bytes(), 6));
+        let ack = log.send(
+            "orders",
+            Some(key.as_bytes()),
+            Some(format!("{key}:{i}").as_bytes()),
+        )?;
+        assert_eq!(
+            ack.partition,
+            weir_log::partitioner::partition_for_key(key.as_bytes(), 6)
+        );
     }
     for p in 0..6 {
         let mut last: std::collections::HashMap<String, i32> = Default::default();
@@ -75,17 +90,36 @@ fn read_semantics_and_errors_name_the_thing() -> anyhow::Result<()> {
     assert_eq!(first.offset, Offset(4));
     assert_eq!(f.next_offset(), Offset(10));
     // At the end: empty, not an error.
-    assert!(log.read("t", PartitionId(0), Offset(10), 1 << 20)?.is_empty());
-    let e = log.read("t", PartitionId(0), Offset(11), 1 << 20).expect_err("past end");
+    assert!(log
+        .read("t", PartitionId(0), Offset(10), 1 << 20)?
+        .is_empty());
+    let e = log
+        .read("t", PartitionId(0), Offset(11), 1 << 20)
+        .expect_err("past end");
     assert!(matches!(e, LogError::OffsetOutOfRange { .. }), "{e}");
     assert!(e.to_string().contains("0..=10"), "{e}");
-    let e = log.read("t", PartitionId(3), Offset(0), 10).expect_err("partition");
-    assert_eq!(e.to_string(), "topic `t` has 1 partitions; partition 3 does not exist");
-    let e = log.read("nope", PartitionId(0), Offset(0), 10).expect_err("topic");
+    let e = log
+        .read("t", PartitionId(3), Offset(0), 10)
+        .expect_err("partition");
+    assert_eq!(
+        e.to_string(),
+        "topic `t` has 1 partitions; partition 3 does not exist"
+    );
+    let e = log
+        .read("nope", PartitionId(0), Offset(0), 10)
+        .expect_err("topic");
     assert_eq!(e.to_string(), "topic `nope` does not exist");
-    assert!(matches!(log.create_topic("t", 1, Default::default()), Err(LogError::TopicExists(_))));
-    assert!(matches!(log.create_topic("bad/name", 1, Default::default()), Err(LogError::InvalidTopicName { .. })));
-    let e = log.create_topic("x", 1, cfg(&["retention.ms=abc"])).expect_err("config");
+    assert!(matches!(
+        log.create_topic("t", 1, Default::default()),
+        Err(LogError::TopicExists(_))
+    ));
+    assert!(matches!(
+        log.create_topic("bad/name", 1, Default::default()),
+        Err(LogError::InvalidTopicName { .. })
+    ));
+    let e = log
+        .create_topic("x", 1, cfg(&["retention.ms=abc"]))
+        .expect_err("config");
     assert!(e.to_string().contains("retention.ms=abc"), "{e}");
     Ok(())
 }
@@ -96,7 +130,13 @@ fn long_poll_wakes_on_append_and_times_out_otherwise() -> anyhow::Result<()> {
     let log = open(dir.path());
     log.create_topic("t", 1, Default::default())?;
     let t0 = Instant::now();
-    let f = log.read_wait("t", PartitionId(0), Offset(0), 1024, Duration::from_millis(100))?;
+    let f = log.read_wait(
+        "t",
+        PartitionId(0),
+        Offset(0),
+        1024,
+        Duration::from_millis(100),
+    )?;
     assert!(f.is_empty());
     assert!(t0.elapsed() >= Duration::from_millis(100));
     let writer = log.clone();
@@ -104,7 +144,13 @@ fn long_poll_wakes_on_append_and_times_out_otherwise() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         writer.append("t", PartitionId(0), &[Record::value("hello")])
     });
-    let f = log.read_wait("t", PartitionId(0), Offset(0), 1024, Duration::from_secs(20))?;
+    let f = log.read_wait(
+        "t",
+        PartitionId(0),
+        Offset(0),
+        1024,
+        Duration::from_secs(20),
+    )?;
     assert_eq!(f.records().count(), 1);
     h.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
     Ok(())
@@ -114,14 +160,31 @@ fn long_poll_wakes_on_append_and_times_out_otherwise() -> anyhow::Result<()> {
 fn timestamp_lookup_and_log_append_time() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let log = open(dir.path());
-    log.create_topic("t", 1, cfg(&["segment.bytes=1024", "index.interval.bytes=100"]))?;
+    log.create_topic(
+        "t",
+        1,
+        cfg(&["segment.bytes=1024", "index.interval.bytes=100"]),
+    )?;
     for i in 0..100i64 {
-        log.append("t", PartitionId(0), &[Record::value(format!("{i:040}")).at(Timestamp(10_000 + i * 10))])?;
+        log.append(
+            "t",
+            PartitionId(0),
+            &[Record::value(format!("{i:040}")).at(Timestamp(10_000 + i * 10))],
+        )?;
     }
     let p = PartitionId(0);
-    assert_eq!(log.offset_for_timestamp("t", p, Timestamp(0))?, Some(Offset(0)));
-    assert_eq!(log.offset_for_timestamp("t", p, Timestamp(10_500))?, Some(Offset(50)));
-    assert_eq!(log.offset_for_timestamp("t", p, Timestamp(10_501))?, Some(Offset(51)));
+    assert_eq!(
+        log.offset_for_timestamp("t", p, Timestamp(0))?,
+        Some(Offset(0))
+    );
+    assert_eq!(
+        log.offset_for_timestamp("t", p, Timestamp(10_500))?,
+        Some(Offset(50))
+    );
+    assert_eq!(
+        log.offset_for_timestamp("t", p, Timestamp(10_501))?,
+        Some(Offset(51))
+    );
     assert_eq!(log.offset_for_timestamp("t", p, Timestamp(99_999))?, None);
 
     log.create_topic("lat", 1, cfg(&["message.timestamp.type=LogAppendTime"]))?;
@@ -139,7 +202,9 @@ fn limits_and_policy_violations_are_typed() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let log = open(dir.path());
     log.create_topic("small", 1, cfg(&["max.message.bytes=200"]))?;
-    let e = log.append("small", PartitionId(0), &[Record::value(vec![b'x'; 500])]).expect_err("too large");
+    let e = log
+        .append("small", PartitionId(0), &[Record::value(vec![b'x'; 500])])
+        .expect_err("too large");
     assert!(matches!(e, LogError::RecordTooLarge { .. }), "{e}");
     // Many small records are split into batches under the limit, appended atomically.
     let recs: Vec<Record> = (0..50).map(|i| Record::value(format!("{i:030}"))).collect();
@@ -148,7 +213,9 @@ fn limits_and_policy_violations_are_typed() -> anyhow::Result<()> {
     assert_eq!(read_all(&log, "small", 0)?.len(), 50);
 
     log.create_topic("kv", 1, cfg(&["cleanup.policy=compact"]))?;
-    let e = log.append("kv", PartitionId(0), &[Record::value("no key")]).expect_err("key needed");
+    let e = log
+        .append("kv", PartitionId(0), &[Record::value("no key")])
+        .expect_err("key needed");
     assert!(matches!(e, LogError::MissingKey(_)), "{e}");
     Ok(())
 }
@@ -164,7 +231,10 @@ fn delete_topic_removes_data_and_name_is_reusable() -> anyhow::Result<()> {
     assert!(!dir.path().join("topics/t").exists());
     log.create_topic("t", 1, Default::default())?;
     assert!(values(&log, "t", 0).is_empty());
-    assert!(matches!(log.delete_topic("none"), Err(LogError::UnknownTopic(_))));
+    assert!(matches!(
+        log.delete_topic("none"),
+        Err(LogError::UnknownTopic(_))
+    ));
     Ok(())
 }
 

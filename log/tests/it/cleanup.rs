@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use weir_log::{Log, LogError, LogOptions, ManualClock, Offset, PartitionId, Record, Timestamp};
 
-use crate::common::{cfg, read_all};
+use crate::common::{cfg, read_all, Row};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -40,7 +40,9 @@ fn retention_by_time_and_size_drops_whole_closed_segments() -> anyhow::Result<()
     assert!(deleted > 0);
     let start = log.earliest_offset("t", p)?;
     assert!(start > Offset(0));
-    let e = log.read("t", p, Offset(0), 1024).expect_err("below log start");
+    let e = log
+        .read("t", p, Offset(0), 1024)
+        .expect_err("below log start");
     match e {
         LogError::OffsetOutOfRange { log_start, .. } => assert_eq!(log_start, start),
         other => anyhow::bail!("expected OffsetOutOfRange, got {other}"),
@@ -50,13 +52,21 @@ fn retention_by_time_and_size_drops_whole_closed_segments() -> anyhow::Result<()
     assert_eq!(left.first().map(|r| r.0), Some(start.0));
     assert_eq!(left.last().map(|r| r.0), Some(44));
 
-    log.create_topic("sized", 1, cfg(&["segment.bytes=1024", "retention.bytes=3000"]))?;
+    log.create_topic(
+        "sized",
+        1,
+        cfg(&["segment.bytes=1024", "retention.bytes=3000"]),
+    )?;
     for i in 0..100 {
         log.append("sized", p, &[Record::value(format!("{i:080}"))])?;
     }
     log.run_retention()?;
     let info = log.describe_topic("sized")?.partitions[0].clone();
-    assert!(info.bytes <= 3000 + 1024, "size retention kept {} bytes", info.bytes);
+    assert!(
+        info.bytes <= 3000 + 1024,
+        "size retention kept {} bytes",
+        info.bytes
+    );
     assert_eq!(info.high_watermark, Offset(100));
     // Restart: the log start offset is where retention left it.
     drop(log);
@@ -65,20 +75,25 @@ fn retention_by_time_and_size_drops_whole_closed_segments() -> anyhow::Result<()
     Ok(())
 }
 
-fn key_value(r: &(i64, Option<Vec<u8>>, Option<Vec<u8>>)) -> (String, Option<String>) {
+fn key_value(r: &Row) -> (String, Option<String>) {
     let k = String::from_utf8(r.1.clone().unwrap_or_default()).expect("utf8");
     (k, r.2.clone().map(|v| String::from_utf8(v).expect("utf8")))
 }
 
 #[test]
-fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones() -> anyhow::Result<()> {
+fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones(
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let log = open_clocked(dir.path(), clock.clone());
     log.create_topic(
         "kv",
         1,
-        cfg(&["cleanup.policy=compact", "segment.bytes=1024", "delete.retention.ms=1000"]),
+        cfg(&[
+            "cleanup.policy=compact",
+            "segment.bytes=1024",
+            "delete.retention.ms=1000",
+        ]),
     )?;
     let p = PartitionId(0);
     let mut latest: HashMap<String, (i64, Option<String>)> = HashMap::new();
@@ -89,8 +104,14 @@ fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones(
         } else {
             Record::keyed(key.clone(), format!("v{i}"))
         };
-        let ack = log.append("kv", p, &[rec.clone()])?;
-        latest.insert(key, (ack.base_offset.0, rec.value.map(|v| String::from_utf8_lossy(&v).into_owned())));
+        let ack = log.append("kv", p, std::slice::from_ref(&rec))?;
+        latest.insert(
+            key,
+            (
+                ack.base_offset.0,
+                rec.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            ),
+        );
     }
     let before = read_all(&log, "kv", 0)?;
     let stats = log.compact_topic("kv")?;
@@ -101,7 +122,10 @@ fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones(
     for r in &after {
         assert_eq!(Some(r), by_offset.get(&r.0), "offset {} changed", r.0);
     }
-    assert!(after.windows(2).all(|w| w[0].0 < w[1].0), "offsets increase");
+    assert!(
+        after.windows(2).all(|w| w[0].0 < w[1].0),
+        "offsets increase"
+    );
     // Per key, the latest value is what a reader of the whole log ends with.
     let mut seen: HashMap<String, Option<String>> = HashMap::new();
     for r in &after {
@@ -116,7 +140,7 @@ fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones(
     let _ = active_base;
     assert!(after.len() < before.len() / 3);
     // Tombstones survive until delete.retention.ms, then go.
-    let tombstones = |rs: &[(i64, Option<Vec<u8>>, Option<Vec<u8>>)]| rs.iter().filter(|r| r.2.is_none()).count();
+    let tombstones = |rs: &[Row]| rs.iter().filter(|r| r.2.is_none()).count();
     let t_before = tombstones(&after);
     clock.advance(5_000);
     log.append("kv", p, &[Record::keyed("roll", vec![b'x'; 1000])])?;
@@ -138,11 +162,27 @@ fn min_compaction_lag_protects_recent_records() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let log = open_clocked(dir.path(), clock.clone());
-    log.create_topic("kv", 1, cfg(&["cleanup.policy=compact", "segment.bytes=1024", "min.compaction.lag.ms=60000"]))?;
+    log.create_topic(
+        "kv",
+        1,
+        cfg(&[
+            "cleanup.policy=compact",
+            "segment.bytes=1024",
+            "min.compaction.lag.ms=60000",
+        ]),
+    )?;
     for i in 0..100 {
-        log.append("kv", PartitionId(0), &[Record::keyed("same", format!("{i:050}"))])?;
+        log.append(
+            "kv",
+            PartitionId(0),
+            &[Record::keyed("same", format!("{i:050}"))],
+        )?;
     }
-    assert_eq!(log.compact_topic("kv")?.records_in, 0, "everything is younger than the lag");
+    assert_eq!(
+        log.compact_topic("kv")?.records_in,
+        0,
+        "everything is younger than the lag"
+    );
     clock.advance(61_000);
     assert!(log.compact_topic("kv")?.records_in > 0);
     Ok(())
@@ -155,15 +195,26 @@ fn interrupted_compaction_swap_is_finished_or_discarded_on_open() -> anyhow::Res
     let expected;
     {
         let log = crate::common::open(dir.path());
-        log.create_topic("kv", 1, cfg(&["cleanup.policy=compact", "segment.bytes=1024"]))?;
+        log.create_topic(
+            "kv",
+            1,
+            cfg(&["cleanup.policy=compact", "segment.bytes=1024"]),
+        )?;
         for i in 0..60 {
-            log.append("kv", PartitionId(0), &[Record::keyed(format!("k{}", i % 3), format!("{i:040}"))])?;
+            log.append(
+                "kv",
+                PartitionId(0),
+                &[Record::keyed(format!("k{}", i % 3), format!("{i:040}"))],
+            )?;
         }
         expected = read_all(&log, "kv", 0)?;
     }
     // A crash after step 1 (cleaned file written, not yet renamed): discarded.
     let first = pdir.join("00000000000000000000.log");
-    std::fs::write(pdir.join("00000000000000000000.log.cleaned"), b"half-written")?;
+    std::fs::write(
+        pdir.join("00000000000000000000.log.cleaned"),
+        b"half-written",
+    )?;
     {
         let log = crate::common::open(dir.path());
         assert_eq!(read_all(&log, "kv", 0)?, expected);
@@ -182,21 +233,38 @@ fn interrupted_compaction_swap_is_finished_or_discarded_on_open() -> anyhow::Res
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .filter(|n| n.ends_with(".log"))
         .collect();
-    let mut bases: Vec<String> = names.iter().map(|n| n.trim_end_matches(".log").to_string()).collect();
+    let mut bases: Vec<String> = names
+        .iter()
+        .map(|n| n.trim_end_matches(".log").to_string())
+        .collect();
     bases.sort();
-    let end = bases.get(1).cloned().expect("a segment after the compacted group");
-    std::fs::write(pdir.join(format!("00000000000000000000.{end}.swap")), &compacted_first)?;
+    let end = bases
+        .get(1)
+        .cloned()
+        .expect("a segment after the compacted group");
+    std::fs::write(
+        pdir.join(format!("00000000000000000000.{end}.swap")),
+        &compacted_first,
+    )?;
     {
         let log = crate::common::open(dir.path());
         let after = read_all(&log, "kv", 0)?;
         // Below `end`: the compacted group; from `end` on: the untouched original segments.
         let end: i64 = end.parse()?;
         let copy_log = crate::common::open(copy.path());
-        let mut want: Vec<_> = read_all(&copy_log, "kv", 0)?.into_iter().filter(|r| r.0 < end).collect();
+        let mut want: Vec<_> = read_all(&copy_log, "kv", 0)?
+            .into_iter()
+            .filter(|r| r.0 < end)
+            .collect();
         want.extend(expected.iter().filter(|r| r.0 >= end).cloned());
         assert_eq!(after, want);
         assert!(std::fs::read(&first)? == compacted_first);
-        let swaps = std::fs::read_dir(&pdir)?.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".swap"))).count();
+        let swaps = std::fs::read_dir(&pdir)?
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".swap"))
+            })
+            .count();
         assert_eq!(swaps, 0, "swap installed");
     }
     Ok(())

@@ -5,7 +5,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType,
 };
 use weir_log::batch::set_base_offset;
 use weir_log::{BatchBuilder, BatchView, Header, Offset, ProducerFields, Timestamp};
@@ -14,7 +15,12 @@ use weir_log::{BatchBuilder, BatchView, Header, Offset, ProducerFields, Timestam
 fn headers(pairs: &[(&str, Option<&[u8]>)]) -> IndexMap<StrBytes, Option<Bytes>> {
     pairs
         .iter()
-        .map(|(k, v)| (StrBytes::from_string(k.to_string()), v.map(Bytes::copy_from_slice)))
+        .map(|(k, v)| {
+            (
+                StrBytes::from_string(k.to_string()),
+                v.map(Bytes::copy_from_slice),
+            )
+        })
         .collect()
 }
 
@@ -73,7 +79,11 @@ fn kafka_protocol_batches_decode_in_ours() -> anyhow::Result<()> {
             timestamp: 1000 + i * 7,
             key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
             value: Some(Bytes::from(format!("value-{i}"))),
-            headers: if i == 4 { headers(&[("h", Some(b"x")), ("n", None)]) } else { Default::default() },
+            headers: if i == 4 {
+                headers(&[("h", Some(b"x")), ("n", None)])
+            } else {
+                Default::default()
+            },
         })
         .collect();
     let mut buf = BytesMut::new();

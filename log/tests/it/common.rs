@@ -51,11 +51,21 @@ pub fn opts_with(storage: Arc<dyn Storage>) -> LogOptions {
 }
 
 pub fn open(dir: &Path) -> Log {
-    Log::open_with(dir, LogOptions { cleaner_interval: None, ..LogOptions::default() }).expect("open log")
+    Log::open_with(
+        dir,
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open log")
 }
 
-/// Every (offset, key, value) of a partition from `from` to the high watermark.
-pub fn read_all(log: &Log, topic: &str, p: u32) -> anyhow::Result<Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+/// (offset, key, value) of one record.
+pub type Row = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Every record of a partition from the log start to the high watermark.
+pub fn read_all(log: &Log, topic: &str, p: u32) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::new();
     let mut at = log.earliest_offset(topic, PartitionId(p))?;
     loop {
@@ -65,7 +75,11 @@ pub fn read_all(log: &Log, topic: &str, p: u32) -> anyhow::Result<Vec<(i64, Opti
         }
         for r in f.records() {
             let r = r?;
-            out.push((r.offset.0, r.key.map(<[u8]>::to_vec), r.value.map(<[u8]>::to_vec)));
+            out.push((
+                r.offset.0,
+                r.key.map(<[u8]>::to_vec),
+                r.value.map(<[u8]>::to_vec),
+            ));
         }
         let next = f.next_offset();
         anyhow::ensure!(next > at, "read made no progress at {at}");

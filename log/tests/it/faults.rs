@@ -56,9 +56,16 @@ fn power_loss_keeps_every_acknowledged_append() -> anyhow::Result<()> {
         for (p, want) in acked.iter().enumerate() {
             let got = values(&log, "t", p as u32);
             for v in want {
-                assert!(got.contains(v), "round {round}: acknowledged {v} lost on partition {p}");
+                assert!(
+                    got.contains(v),
+                    "round {round}: acknowledged {v} lost on partition {p}"
+                );
             }
-            assert_eq!(got.len(), want.len(), "no duplicates, nothing unacknowledged invented");
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "no duplicates, nothing unacknowledged invented"
+            );
         }
     }
     Ok(())
@@ -130,9 +137,13 @@ fn failed_fsync_poisons_until_reopened() -> anyhow::Result<()> {
         eio_on_sync: Some(1),
         ..Faults::default()
     });
-    let e = log.append("t", PartitionId(0), &[Record::value("b")]).expect_err("fsync fails");
+    let e = log
+        .append("t", PartitionId(0), &[Record::value("b")])
+        .expect_err("fsync fails");
     assert!(matches!(e, LogError::Poisoned { .. }), "{e}");
-    let e = log.append("t", PartitionId(0), &[Record::value("c")]).expect_err("still poisoned");
+    let e = log
+        .append("t", PartitionId(0), &[Record::value("c")])
+        .expect_err("still poisoned");
     assert!(e.to_string().contains("reopen"), "{e}");
     // Reads go on; the failed append was never made visible.
     assert_eq!(values(&log, "t", 0), vec!["a"]);
@@ -171,6 +182,9 @@ fn group_commit_shares_fsyncs_between_concurrent_producers() -> anyhow::Result<(
     let (_, syncs_after) = sim.io_counts();
     let syncs = syncs_after - syncs_before;
     assert_eq!(values(&log, "t", 0).len(), 200);
-    assert!(syncs < 120, "200 appends from 8 producers took {syncs} fsyncs; group commit should share them");
+    assert!(
+        syncs < 120,
+        "200 appends from 8 producers took {syncs} fsyncs; group commit should share them"
+    );
     Ok(())
 }

@@ -14,9 +14,14 @@ fn random_operations_match_the_model() -> anyhow::Result<()> {
     let mut rng = Rng::from_env("random_operations_match_the_model");
     let mut sim = SimStorage::new();
     let partitions = 3u32;
-    let open = |sim: &SimStorage| Log::open_with("/m", opts_with(Arc::new(sim.clone()))).expect("open");
+    let open =
+        |sim: &SimStorage| Log::open_with("/m", opts_with(Arc::new(sim.clone()))).expect("open");
     let mut log = open(&sim);
-    log.create_topic("t", partitions, cfg(&["segment.bytes=1500", "index.interval.bytes=200"]))?;
+    log.create_topic(
+        "t",
+        partitions,
+        cfg(&["segment.bytes=1500", "index.interval.bytes=200"]),
+    )?;
     let mut model: Vec<Vec<String>> = vec![Vec::new(); partitions as usize];
     for step in 0..600 {
         match rng.below(100) {
@@ -30,20 +35,41 @@ fn random_operations_match_the_model() -> anyhow::Result<()> {
                     })
                     .collect();
                 let ack = log.append("t", PartitionId(p), &recs)?;
-                assert_eq!(ack.base_offset, Offset(model[p as usize].len() as i64), "step {step}");
-                model[p as usize].extend(recs.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()));
+                assert_eq!(
+                    ack.base_offset,
+                    Offset(model[p as usize].len() as i64),
+                    "step {step}"
+                );
+                model[p as usize].extend(recs.iter().map(|r| {
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+                }));
             }
             60..=89 => {
                 let p = rng.below(u64::from(partitions)) as usize;
                 let len = model[p].len() as u64;
                 let from = rng.below(len + 1);
-                let f = log.read("t", PartitionId(p as u32), Offset(from as i64), 1 + rng.below(3000) as usize)?;
+                let f = log.read(
+                    "t",
+                    PartitionId(p as u32),
+                    Offset(from as i64),
+                    1 + rng.below(3000) as usize,
+                )?;
                 let got: Vec<(i64, String)> = f
                     .records()
-                    .map(|r| r.map(|r| (r.offset.0, String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned())))
+                    .map(|r| {
+                        r.map(|r| {
+                            (
+                                r.offset.0,
+                                String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                    })
                     .collect::<Result<_, _>>()?;
                 if from < len {
-                    assert!(!got.is_empty(), "step {step}: read at {from} of {len} returned nothing");
+                    assert!(
+                        !got.is_empty(),
+                        "step {step}: read at {from} of {len} returned nothing"
+                    );
                 }
                 for (off, v) in got {
                     assert_eq!(&model[p][off as usize], &v, "step {step}: offset {off}");

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use weir_log::{LogError, Offset, PartitionId, Record};
 
-use crate::common::{cfg, open, read_all, values, Rng};
+use crate::common::{cfg, open, read_all, values, Rng, Row};
 
 fn segment_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("topics/t/0"))
@@ -25,14 +25,22 @@ fn torn_tail_is_truncated_at_every_byte_of_the_last_batch() -> anyhow::Result<()
         let log = open(dir.path());
         log.create_topic("t", 1, Default::default())?;
         for i in 0..4 {
-            log.append("t", PartitionId(0), &[Record::keyed(format!("k{i}"), format!("v{i}"))])?;
+            log.append(
+                "t",
+                PartitionId(0),
+                &[Record::keyed(format!("k{i}"), format!("v{i}"))],
+            )?;
         }
     }
     let seg = segment_files(dir.path(), "log").remove(0);
     let good_len = std::fs::metadata(&seg)?.len();
     {
         let log = open(dir.path());
-        log.append("t", PartitionId(0), &[Record::keyed("k4", "the last batch, torn")])?;
+        log.append(
+            "t",
+            PartitionId(0),
+            &[Record::keyed("k4", "the last batch, torn")],
+        )?;
     }
     let full = std::fs::read(&seg)?;
     for cut in good_len..full.len() as u64 {
@@ -46,9 +54,17 @@ fn torn_tail_is_truncated_at_every_byte_of_the_last_batch() -> anyhow::Result<()
             }
             std::fs::write(&seg, &bytes)?;
             let log = open(dir.path());
-            assert_eq!(values(&log, "t", 0), vec!["v0", "v1", "v2", "v3"], "cut at {cut}, fill {fill:?}");
+            assert_eq!(
+                values(&log, "t", 0),
+                vec!["v0", "v1", "v2", "v3"],
+                "cut at {cut}, fill {fill:?}"
+            );
             let ack = log.append("t", PartitionId(0), &[Record::value("next")])?;
-            assert_eq!(ack.base_offset, Offset(4), "next append gets the next offset (cut {cut})");
+            assert_eq!(
+                ack.base_offset,
+                Offset(4),
+                "next append gets the next offset (cut {cut})"
+            );
             drop(log);
             // Back to the torn state for the next round.
             std::fs::write(&seg, &full)?;
@@ -57,15 +73,21 @@ fn torn_tail_is_truncated_at_every_byte_of_the_last_batch() -> anyhow::Result<()
     Ok(())
 }
 
-fn fill_sealed(dir: &Path) -> anyhow::Result<Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
+fn fill_sealed(dir: &Path) -> anyhow::Result<Vec<Row>> {
     let log = open(dir);
-    log.create_topic("t", 1, cfg(&["segment.bytes=4096", "index.interval.bytes=256"]))?;
+    log.create_topic(
+        "t",
+        1,
+        cfg(&["segment.bytes=4096", "index.interval.bytes=256"]),
+    )?;
     for i in 0..120 {
-        let recs: Vec<Record> = (0..3).map(|j| Record::keyed(format!("k{i}-{j}"), format!("value-{i}-{j}"))).collect();
+        let recs: Vec<Record> = (0..3)
+            .map(|j| Record::keyed(format!("k{i}-{j}"), format!("value-{i}-{j}")))
+            .collect();
         log.append("t", PartitionId(0), &recs)?;
     }
     assert!(log.describe_topic("t")?.partitions[0].segments >= 3);
-    Ok(read_all(&log, "t", 0)?)
+    read_all(&log, "t", 0)
 }
 
 #[test]
@@ -94,7 +116,10 @@ fn bit_flip_in_sealed_segment_is_corrupted_never_wrong_data() -> anyhow::Result<
             }
         }
     }
-    assert!(corrupted_seen > 50, "nearly every flip is in checksummed or checked bytes");
+    assert!(
+        corrupted_seen > 50,
+        "nearly every flip is in checksummed or checked bytes"
+    );
     std::fs::write(&sealed, &pristine)?;
     assert_eq!(read_all(&open(dir.path()), "t", 0)?, original);
     Ok(())

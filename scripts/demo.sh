@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job for now: a walk-through of the embedded log with the `weir` CLI.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/setup.sh
+source scripts/env.sh
+cargo build --quiet --bin weir
+bash scripts/cache-rocksdb.sh
+weir="$CARGO_TARGET_DIR/debug/weir"
+export WEIR_DATA_DIR="${WEIR_DATA_DIR:-$root/weir-data}"
+step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+run() { step "weir $*"; "$weir" "$@"; }
+
+for t in demo-orders demo-profiles; do "$weir" topic delete "$t" >/dev/null 2>&1 || true; done
+echo "data directory: $WEIR_DATA_DIR"
+
+run topic create demo-orders --partitions 3 --config retention.ms=86400000
+step "printf 'alice:order-1 …' | weir produce demo-orders --key-separator :"
+printf 'alice:order-1 created\nbob:order-2 created\nalice:order-1 paid\ncarol:order-3 created\nbob:order-2 shipped\nalice:order-1 shipped\n' \
+  | "$weir" produce demo-orders --key-separator :
+run consume demo-orders -f 'partition %p offset %o  %k => %s\n'
+step "one key, one partition, in order"
+"$weir" consume demo-orders -f '%k\t%p\t%s\n' | sort -s -k1,1
+run topic describe demo-orders
+
+run topic create demo-profiles --config cleanup.policy=compact --config segment.bytes=1024
+step "200 updates of 4 keys, then compaction keeps the latest per key"
+for i in $(seq 1 200); do echo "user-$((i % 4)):{\"visits\": $i}"; done | "$weir" produce demo-profiles --key-separator :
+run topic compact demo-profiles
+run consume demo-profiles -f '%o  %k => %s\n' --offset -4
+
+run bench produce --records 1000000 --record-bytes 100 --flush os
+run bench consume --records 1000000
+echo
+echo "done. Try: $weir --data-dir $WEIR_DATA_DIR consume demo-orders --follow"

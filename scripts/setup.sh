@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent machine set-up for building and testing Weir on a fresh Debian machine of this
+# kind. Installs only what is missing; safe to run before every build.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup: need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated = 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  echo "setup: installing ${missing[*]}" >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# RocksDB's Rust bindings run bindgen at build time, which needs libclang (not in the image).
+apt_install libclang-dev
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; this machine kind ships Rust via rustup" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
+# shellcheck source=scripts/env.sh
+source "$root/scripts/env.sh"
+mkdir -p "$CARGO_TARGET_DIR"
+
+# Keep the persistent target dir bounded: drop incremental state when it grows past 30 GiB.
+size_kb=$(du -sk "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1 || echo 0)
+if [ "${size_kb:-0}" -gt $((30 * 1024 * 1024)) ]; then
+  echo "setup: $CARGO_TARGET_DIR is over 30 GiB; removing incremental caches" >&2
+  rm -rf "$CARGO_TARGET_DIR"/*/incremental
+fi
