@@ -2,6 +2,13 @@
 //! writes each group with one `write`, applies the flush policy once per group (group commit),
 //! rolls segments, and only then publishes the bytes to readers and acknowledges.
 //!
+//! Under `flush=batch` the fsync is pipelined: the writer hands each written group to a
+//! syncer thread and goes on writing the next one while the syncer runs one `fdatasync` for
+//! every group written so far, then publishes and acknowledges them. The disk never idles
+//! between a write and its fsync, and an ack still always follows the fsync that covers it.
+//! The hand-off channel is bounded, so writes run at most `SYNC_JOBS_MAX` groups ahead of
+//! the last fsync.
+//!
 //! Failure rules: a failed write is rolled back (`set_len` to the previous end) and its group
 //! is failed with a typed error; nothing of it was acknowledged or made visible. A failed
 //! `fdatasync` poisons the partition: the state of the file is unknown (the kernel may have
@@ -9,6 +16,7 @@
 //! recovery re-validates the tail.
 
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,6 +32,9 @@ use crate::types::{Offset, Timestamp};
 /// Bytes the writer takes from the queue per group: large enough that one fsync covers many
 /// producers' batches, small enough that the first waiter's latency stays bounded.
 const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Written groups waiting for the syncer: bounds how far writes run ahead of the last fsync
+/// (at most this many groups of up to `GROUP_BYTES_MAX`, plus the one being synced).
+const SYNC_JOBS_MAX: usize = 4;
 
 pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
     let active = shared
@@ -33,6 +44,17 @@ pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
         .ok_or_else(|| LogError::Internal("partition has no segment".into()))?;
     let next_offset = shared.log_end.load(Ordering::Acquire);
     let created = shared.clock.now();
+    let syncer = if shared.config.flush == FlushPolicy::Batch {
+        let (tx, rx) = mpsc::sync_channel::<SyncMsg>(SYNC_JOBS_MAX);
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("weir-s-{}-{}", shared.topic, shared.id))
+            .spawn(move || run_syncer(&s, &rx))
+            .map_err(|e| LogError::io("spawn syncer thread", &shared.dir, e))?;
+        Some((tx, handle))
+    } else {
+        None
+    };
     let mut writer = Writer {
         shared: shared.clone(),
         active,
@@ -41,6 +63,7 @@ pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
         dirty: false,
         last_sync: Instant::now(),
         buf: Vec::new(),
+        syncer,
     };
     std::thread::Builder::new()
         .name(format!("weir-w-{}-{}", shared.topic, shared.id))
@@ -61,6 +84,81 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     buf: Vec<u8>,
+    /// The pipelined syncer (only under `flush=batch`).
+    syncer: Option<(SyncSender<SyncMsg>, JoinHandle<()>)>,
+}
+
+/// Work for the syncer.
+enum SyncMsg {
+    /// A written group: fsync, then publish up to `end_pos` / `next_offset` and ack.
+    Job {
+        segment: Arc<Segment>,
+        end_pos: u64,
+        next_offset: i64,
+        acks: Vec<Pending>,
+    },
+    /// Reply once everything before this is synced (used before a roll).
+    Barrier(mpsc::Sender<()>),
+}
+
+/// The syncer loop: one `fdatasync` for every group queued since the last one.
+fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
+    while let Ok(first) = rx.recv() {
+        let mut msgs = vec![first];
+        msgs.extend(rx.try_iter());
+        let mut barriers = Vec::new();
+        let mut jobs = Vec::new();
+        for m in msgs {
+            match m {
+                SyncMsg::Barrier(reply) => barriers.push(reply),
+                SyncMsg::Job {
+                    segment,
+                    end_pos,
+                    next_offset,
+                    acks,
+                } => jobs.push((segment, end_pos, next_offset, acks)),
+            }
+        }
+        if let Some((segment, end_pos, next_offset, _)) = jobs.last() {
+            let (segment, end_pos, next_offset) = (segment.clone(), *end_pos, *next_offset);
+            let outcome = match shared.poison_cause() {
+                Some(cause) => Err(cause),
+                None => segment
+                    .file
+                    .sync_data()
+                    .map_err(|e| format!("fdatasync of {} failed: {e}", segment.path.display())),
+            };
+            match outcome {
+                Ok(()) => {
+                    segment.set_readable(end_pos);
+                    shared.high_watermark.store(next_offset, Ordering::Release);
+                    shared.appended.notify(usize::MAX);
+                    for (_, _, _, acks) in jobs {
+                        for p in acks {
+                            let _ = p.req.ack.send(Ok(p.outcome));
+                        }
+                    }
+                }
+                Err(cause) => {
+                    {
+                        let mut p = shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+                        if p.is_none() {
+                            tracing::error!(topic = %shared.topic, partition = %shared.id, %cause, "partition poisoned");
+                            *p = Some(cause.clone());
+                        }
+                    }
+                    for (_, _, _, acks) in jobs {
+                        for p in acks {
+                            let _ = p.req.ack.send(Err(shared.poisoned_error(cause.clone())));
+                        }
+                    }
+                }
+            }
+        }
+        for b in barriers {
+            let _ = b.send(());
+        }
+    }
 }
 
 impl Writer {
@@ -75,6 +173,10 @@ impl Writer {
                 if closed {
                     if self.dirty {
                         self.sync_or_poison();
+                    }
+                    if let Some((tx, handle)) = self.syncer.take() {
+                        drop(tx);
+                        let _ = handle.join();
                     }
                     return;
                 }
@@ -235,6 +337,30 @@ impl Writer {
             });
             return Err(typed);
         }
+        if let Some((tx, _)) = &self.syncer {
+            let interval = self.shared.config.index_interval_bytes;
+            let end_pos = {
+                let mut idx = seg.index_mut();
+                for (h, pos) in &headers {
+                    idx.on_batch(seg.base, h, *pos, interval);
+                }
+                idx.size
+            };
+            self.buf.clear();
+            self.shared
+                .log_end
+                .store(self.next_offset, Ordering::Release);
+            let job = SyncMsg::Job {
+                segment: seg,
+                end_pos,
+                next_offset: self.next_offset,
+                acks: pending,
+            };
+            if let Err(mpsc::SendError(SyncMsg::Job { acks, .. })) = tx.send(job) {
+                Self::fail_all(acks.into_iter().map(|p| p.req), || LogError::Closed);
+            }
+            return Ok(());
+        }
         self.dirty = true;
         let sync_now = match self.shared.config.flush {
             FlushPolicy::Batch => true,
@@ -280,6 +406,16 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let storage = shared.storage.as_ref();
+        if let Some((tx, _)) = &self.syncer {
+            // Everything written to the old segment is synced and acknowledged before it seals.
+            let (reply_tx, reply_rx) = mpsc::channel();
+            if tx.send(SyncMsg::Barrier(reply_tx)).is_ok() {
+                let _ = reply_rx.recv();
+            }
+            if let Some(cause) = shared.poison_cause() {
+                return Err(shared.poisoned_error(cause));
+            }
+        }
         self.active
             .file
             .sync_data()

@@ -260,15 +260,15 @@ fn queue_full_is_a_typed_error_after_max_block() -> anyhow::Result<()> {
     };
     let log = weir_log::Log::open_with("/q", opts)?;
     log.create_topic("t", 1, Default::default())?;
-    // A slow disk: each fsync takes 300 ms, so the writer holds one group while the queue
-    // (capacity: one request) fills behind it.
+    // A slow disk: each fsync takes 300 ms. The writer runs a few groups ahead of the syncer,
+    // then stalls, and the queue (capacity: one request) fills behind it.
     sim.inject(weir_log::sim::Faults {
         sync_delay: Some(Duration::from_millis(300)),
         ..Default::default()
     });
     let mut saw_full = false;
     let mut tickets = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..50 {
         match log.submit("t", PartitionId(0), &[Record::value(vec![0u8; 1000])]) {
             Ok(t) => tickets.push(t),
             Err(LogError::QueueFull { waited_ms, .. }) => {
