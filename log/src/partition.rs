@@ -369,6 +369,7 @@ fn recover(
     let (active_base, sealed) = bases
         .split_last()
         .ok_or_else(|| LogError::Internal("no segments".into()))?;
+    let clean = take_clean_marker(storage, dir, *active_base)?;
     let mut prev_end: Option<i64> = None;
     for &base in sealed {
         let seg = Segment::open_sealed(storage, dir, base, interval)?;
@@ -377,9 +378,61 @@ fn recover(
         map.insert(base.0, Arc::new(seg));
     }
     check_order(dir, *active_base, prev_end)?;
-    let (active, _truncated) = Segment::recover_active(storage, dir, *active_base, interval)?;
+    let active = match clean {
+        Some(size) => Segment::open_clean_active(storage, dir, *active_base, size)?,
+        None => None,
+    };
+    let active = match active {
+        Some(seg) => seg,
+        None => Segment::recover_active(storage, dir, *active_base, interval)?.0,
+    };
     map.insert(active_base.0, Arc::new(active));
     Ok(map)
+}
+
+/// Name of the marker a clean shutdown leaves in a partition directory.
+pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// Reads and removes the clean-shutdown marker: `Some(active segment size)` if the last close
+/// was clean and the marker names `active_base`. Removed before anything is written, so a crash
+/// after this open never trusts it.
+fn take_clean_marker(
+    storage: &dyn Storage,
+    dir: &Path,
+    active_base: Offset,
+) -> Result<Option<u64>> {
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let raw = crate::storage::read_all(storage, &path).unwrap_or_default();
+    storage
+        .remove_file(&path)
+        .map_err(|e| LogError::io("remove clean-shutdown marker", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync partition dir", dir, e))?;
+    let text = String::from_utf8_lossy(&raw);
+    let mut parts = text.split_whitespace().map(str::parse::<i64>);
+    match (parts.next(), parts.next()) {
+        (Some(Ok(base)), Some(Ok(size))) if base == active_base.0 && size >= 0 => {
+            Ok(Some(size as u64))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes the clean-shutdown marker for the active segment (after its index files).
+pub(crate) fn write_clean_marker(
+    storage: &dyn Storage,
+    dir: &Path,
+    active: &Segment,
+) -> Result<()> {
+    active.write_index(storage, dir)?;
+    let path = dir.join(CLEAN_SHUTDOWN_FILE);
+    let body = format!("{} {}\n", active.base.0, active.index().size);
+    crate::storage::write_atomic(storage, &path, body.as_bytes())
+        .map_err(|e| LogError::io("write clean-shutdown marker", &path, e))
 }
 
 fn check_order(dir: &Path, base: Offset, prev_end: Option<i64>) -> Result<()> {

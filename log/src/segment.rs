@@ -150,6 +150,40 @@ impl Segment {
         Ok(seg)
     }
 
+    /// Opens the active segment after a clean shutdown without scanning it: trusts its index
+    /// files if they are intact and describe exactly `size` bytes; `None` otherwise (then the
+    /// caller recovers it the slow way).
+    pub fn open_clean_active(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: Offset,
+        size: u64,
+    ) -> Result<Option<Segment>> {
+        let read =
+            |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
+        let path = dir.join(file_name(base, "log"));
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| LogError::io("open segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| LogError::io("stat segment", &path, e))?;
+        if len != size {
+            return Ok(None);
+        }
+        let index = match (read("index"), read("timeindex")) {
+            (Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
+            _ => None,
+        };
+        Ok(index.map(|index| Segment {
+            base,
+            path,
+            file,
+            readable: AtomicU64::new(index.size),
+            index: RwLock::new(index),
+        }))
+    }
+
     /// Recovers the active segment: validates every batch (length, magic, offsets, CRC) and
     /// truncates a torn tail. Returns the segment and the number of bytes truncated.
     pub fn recover_active(

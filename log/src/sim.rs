@@ -7,6 +7,8 @@
 //! contents, plus optionally a torn prefix of each file's unsynced appended tail.
 //!
 //! Simplification, stated: directories themselves (create, rename, remove) are durable at once.
+//!
+//! Also here, as test support: [`SeededRng`], the seeded random source randomized tests share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -379,5 +381,46 @@ impl Storage for SimStorage {
 
     fn lock_dir(&self, _path: &Path) -> io::Result<Option<Box<dyn DirLock>>> {
         Ok(Some(Box::new(SimLock)))
+    }
+}
+
+/// A small deterministic random source for randomized tests (SplitMix64). Seeded from the
+/// `SEED` environment variable, or the clock; the seed is printed so a failure replays.
+#[derive(Debug, Clone)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// Seeds from `SEED` or the clock and prints `<test>: SEED=<n>` to stderr.
+    pub fn from_env(test: &str) -> SeededRng {
+        let seed = std::env::var("SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(42)
+            });
+        eprintln!("{test}: SEED={seed}");
+        SeededRng(seed)
+    }
+
+    /// A fixed seed.
+    pub fn new(seed: u64) -> SeededRng {
+        SeededRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
     }
 }

@@ -178,6 +178,7 @@ impl Writer {
                         drop(tx);
                         let _ = handle.join();
                     }
+                    self.mark_clean();
                     return;
                 }
                 continue;
@@ -302,6 +303,34 @@ impl Writer {
         }
     }
 
+    /// After the last sync of a clean shutdown: leave the active segment's index and a marker
+    /// so the next open need not re-validate the whole active segment. Skipped when poisoned.
+    fn mark_clean(&mut self) {
+        if self.shared.poison_cause().is_some() || self.dirty {
+            return;
+        }
+        if let Err(e) = self.active.file.sync_data() {
+            self.poison(format!("fdatasync at shutdown failed: {e}"));
+            return;
+        }
+        let shared = self.shared.clone();
+        if let Err(e) =
+            crate::partition::write_clean_marker(shared.storage.as_ref(), &shared.dir, &self.active)
+        {
+            tracing::warn!(topic = %shared.topic, partition = %shared.id, error = %e, "could not mark a clean shutdown; the next open re-validates the active segment");
+        }
+    }
+
+    /// Adds the index entries of batches just written; returns the segment's new size.
+    fn index_written(&self, seg: &Segment, headers: &[(BatchHeader, u64)]) -> u64 {
+        let interval = self.shared.config.index_interval_bytes;
+        let mut idx = seg.index_mut();
+        for (h, pos) in headers {
+            idx.on_batch(seg.base, h, *pos, interval);
+        }
+        idx.size
+    }
+
     /// Writes the buffered chunk, applies the flush policy, publishes, acknowledges.
     fn commit(&mut self, pending: Vec<Pending>, headers: Vec<(BatchHeader, u64)>) -> Result<()> {
         if self.buf.is_empty() {
@@ -338,14 +367,7 @@ impl Writer {
             return Err(typed);
         }
         if let Some((tx, _)) = &self.syncer {
-            let interval = self.shared.config.index_interval_bytes;
-            let end_pos = {
-                let mut idx = seg.index_mut();
-                for (h, pos) in &headers {
-                    idx.on_batch(seg.base, h, *pos, interval);
-                }
-                idx.size
-            };
+            let end_pos = self.index_written(&seg, &headers);
             self.buf.clear();
             self.shared
                 .log_end
@@ -378,14 +400,7 @@ impl Writer {
                 "fsync failed; partition poisoned".into(),
             ));
         }
-        let interval = self.shared.config.index_interval_bytes;
-        let new_size = {
-            let mut idx = seg.index_mut();
-            for (h, pos) in &headers {
-                idx.on_batch(seg.base, h, *pos, interval);
-            }
-            idx.size
-        };
+        let new_size = self.index_written(&seg, &headers);
         self.buf.clear();
         seg.set_readable(new_size);
         self.shared

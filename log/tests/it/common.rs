@@ -7,35 +7,7 @@ use std::time::Duration;
 
 use weir_log::{Log, LogOptions, Offset, PartitionId, Storage};
 
-/// SplitMix64: tiny, deterministic, good enough for test schedules.
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from `SEED` if set, else from the clock; prints the seed so a failure replays.
-    pub fn from_env(test: &str) -> Rng {
-        let seed = std::env::var("SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(42)
-            });
-        eprintln!("{test}: SEED={seed}");
-        Rng(seed)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use weir_log::sim::SeededRng as Rng;
 
 pub fn cfg(pairs: &[&str]) -> BTreeMap<String, String> {
     weir_log::TopicConfig::parse_pairs(pairs).expect("test config")

@@ -52,6 +52,8 @@ fn torn_tail_is_truncated_at_every_byte_of_the_last_batch() -> anyhow::Result<()
             if bytes == full {
                 continue; // the fill byte equals what was there: nothing is torn
             }
+            // A torn write means the process died: it left no clean-shutdown marker.
+            let _ = std::fs::remove_file(dir.path().join("topics/t/0/clean-shutdown"));
             std::fs::write(&seg, &bytes)?;
             let log = open(dir.path());
             assert_eq!(
@@ -153,5 +155,45 @@ fn recovery_is_idempotent_and_keeps_offsets_stable() -> anyhow::Result<()> {
         let log = open(dir.path());
         assert_eq!(read_all(&log, "t", 0)?, original);
     }
+    Ok(())
+}
+
+#[test]
+fn clean_shutdown_marker_skips_the_scan_once_and_is_never_trusted_after_a_crash(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let marker = dir.path().join("topics/t/0/clean-shutdown");
+    {
+        let log = open(dir.path());
+        log.create_topic("t", 1, Default::default())?;
+        log.append(
+            "t",
+            PartitionId(0),
+            &[Record::value("a"), Record::value("b")],
+        )?;
+    }
+    assert!(marker.exists(), "a clean close leaves the marker");
+    {
+        let log = open(dir.path());
+        assert!(
+            !marker.exists(),
+            "opening consumes the marker before any write"
+        );
+        assert_eq!(values(&log, "t", 0), vec!["a", "b"]);
+        log.append("t", PartitionId(0), &[Record::value("c")])?;
+    }
+    // Garbage after a clean close (the marker's size no longer matches): the slow path runs
+    // and truncates it.
+    let seg = segment_files(dir.path(), "log").remove(0);
+    let mut bytes = std::fs::read(&seg)?;
+    bytes.extend_from_slice(&[0xA5; 100]);
+    std::fs::write(&seg, &bytes)?;
+    let log = open(dir.path());
+    assert_eq!(values(&log, "t", 0), vec!["a", "b", "c"]);
+    assert_eq!(
+        log.append("t", PartitionId(0), &[Record::value("d")])?
+            .base_offset,
+        Offset(3)
+    );
     Ok(())
 }
