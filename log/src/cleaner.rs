@@ -152,6 +152,7 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
     p.storage
         .sync_dir(&p.dir)
         .map_err(|e| LogError::io("fsync partition dir", &p.dir, e))?;
+    crate::partition::bump_layout_epoch(p.storage.as_ref(), &p.dir)?;
     Ok(doomed.len())
 }
 
@@ -247,6 +248,9 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
         if replace_group(p, &segs, &group, &out)? {
             stats.segments_out += 1;
         }
+    }
+    if stats.segments_out > 0 {
+        crate::partition::bump_layout_epoch(p.storage.as_ref(), &p.dir)?;
     }
     Ok(stats)
 }

@@ -127,8 +127,16 @@ pub enum LogError {
         cause: String,
     },
     /// Another process holds the data directory.
-    #[error("data directory {0} is locked by another process")]
-    Locked(PathBuf),
+    #[error("data directory {dir} is in use by another process{holder}; stop it first (reading with `weir consume` or `weir topic describe` works alongside it)")]
+    Locked {
+        /// The data directory.
+        dir: PathBuf,
+        /// " (pid N)" when known.
+        holder: String,
+    },
+    /// A write was attempted on a read-only view.
+    #[error("the log at {0} is open read-only (another process writes it); this needs the writing process")]
+    ReadOnly(PathBuf),
     /// The log (or this topic) was closed while the call was in flight.
     #[error("the log is closed")]
     Closed,

@@ -118,14 +118,31 @@ impl std::future::Future for AppendTicket {
     }
 }
 
+/// How often a read-only view looks for data another process appended.
+const READ_ONLY_POLL: Duration = Duration::from_millis(100);
+
 /// Waits for appends to a topic (register before reading, then wait, so no append is missed).
 #[derive(Debug)]
-pub struct AppendListener(EventListener);
+pub struct AppendListener(ListenerKind);
+
+#[derive(Debug)]
+enum ListenerKind {
+    /// Woken by this process's writers.
+    Event(EventListener),
+    /// A read-only view: poll the files.
+    Poll(Log, String),
+}
 
 impl AppendListener {
-    /// Blocks until something is appended or `timeout` passes; true if woken by an append.
+    /// Blocks until something is appended or `timeout` passes; true if something may be new.
     pub fn wait_timeout(self, timeout: Duration) -> bool {
-        self.0.wait_deadline(Instant::now() + timeout).is_some()
+        match self.0 {
+            ListenerKind::Event(l) => l.wait_deadline(Instant::now() + timeout).is_some(),
+            ListenerKind::Poll(log, topic) => {
+                std::thread::sleep(timeout.min(READ_ONLY_POLL));
+                log.refresh(&topic).is_ok()
+            }
+        }
     }
 }
 
@@ -136,7 +153,9 @@ struct Inner {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     cleaner_stop: (Mutex<bool>, Condvar),
     cleaner: Mutex<Option<JoinHandle<()>>>,
-    _lock: Box<dyn DirLock>,
+    /// `None` for a read-only view, which takes no lock.
+    _lock: Option<Box<dyn DirLock>>,
+    read_only: bool,
 }
 
 /// The log. Cheap to clone; the last clone dropped shuts it down (writers drain and sync).
@@ -178,16 +197,69 @@ impl Log {
 
     /// Opens with explicit options.
     pub fn open_with(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
-        let dir = dir.as_ref().to_path_buf();
+        Log::open_mode(dir.as_ref(), options, false)
+    }
+
+    /// Opens a read-only view that works while another process has the log open for writing:
+    /// it takes no lock, changes nothing on disk (no recovery, no index rebuild written), and
+    /// sees new data through [`Log::refresh`] (which [`Log::listen`] waits call for it).
+    /// Records become visible once written by the other process, which under `flush=batch`
+    /// can be just before its fsync. Appends and topic changes fail with `ReadOnly`.
+    pub fn open_read_only(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        Log::open_mode(
+            dir.as_ref(),
+            LogOptions {
+                cleaner_interval: None,
+                ..options
+            },
+            true,
+        )
+    }
+
+    /// Whether this is a read-only view.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(LogError::ReadOnly(self.inner.dir.clone()));
+        }
+        Ok(())
+    }
+
+    fn open_mode(dir: &Path, options: LogOptions, read_only: bool) -> Result<Log> {
+        let dir = dir.to_path_buf();
         let storage = options.storage.clone();
         let topics_dir = dir.join("topics");
+        if read_only && !storage.exists(&topics_dir) {
+            return Err(LogError::io(
+                "open data dir",
+                &topics_dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no Weir log here"),
+            ));
+        }
         storage
             .create_dir_all(&topics_dir)
             .map_err(|e| LogError::io("create data dir", &topics_dir, e))?;
-        let lock = storage
-            .lock_dir(&dir)
-            .map_err(|e| LogError::io("lock data dir", &dir, e))?
-            .ok_or_else(|| LogError::Locked(dir.clone()))?;
+        let lock = if read_only {
+            None
+        } else {
+            let lock = storage
+                .lock_dir(&dir)
+                .map_err(|e| LogError::io("lock data dir", &dir, e))?;
+            let Some(lock) = lock else {
+                let pid = read_all(storage.as_ref(), &dir.join("LOCK")).unwrap_or_default();
+                let pid = String::from_utf8_lossy(&pid).trim().to_string();
+                let holder = if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                };
+                return Err(LogError::Locked { dir, holder });
+            };
+            Some(lock)
+        };
         let inner = Arc::new(Inner {
             dir,
             options,
@@ -195,6 +267,7 @@ impl Log {
             cleaner_stop: (Mutex::new(false), Condvar::new()),
             cleaner: Mutex::new(None),
             _lock: lock,
+            read_only,
         });
         let log = Log { inner };
         for name in storage
@@ -203,9 +276,11 @@ impl Log {
         {
             let path = topics_dir.join(&name);
             if name.starts_with(".deleting-") || name.starts_with(".creating-") {
-                storage
-                    .remove_dir_all(&path)
-                    .map_err(|e| LogError::io("remove leftover topic dir", &path, e))?;
+                if !read_only {
+                    storage
+                        .remove_dir_all(&path)
+                        .map_err(|e| LogError::io("remove leftover topic dir", &path, e))?;
+                }
                 continue;
             }
             let cfg_path = path.join("config.json");
@@ -255,7 +330,11 @@ impl Log {
                 appended: appended.clone(),
             };
             let dir = self.inner.dir.join("topics").join(name).join(p.to_string());
-            partitions.push(Partition::open(name, PartitionId(p), dir, env)?);
+            partitions.push(if self.inner.read_only {
+                Partition::open_read_only(name, PartitionId(p), dir, env)?
+            } else {
+                Partition::open(name, PartitionId(p), dir, env)?
+            });
         }
         Ok(Arc::new(Topic {
             name: name.to_string(),
@@ -274,6 +353,7 @@ impl Log {
         partitions: u32,
         overrides: BTreeMap<String, String>,
     ) -> Result<()> {
+        self.writable()?;
         validate_topic_name(name)?;
         TopicConfig::from_overrides(partitions, &overrides)?;
         let storage = self.inner.options.storage.clone();
@@ -308,6 +388,7 @@ impl Log {
 
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.writable()?;
         let topic = self
             .topics_mut()
             .remove(name)
@@ -404,6 +485,7 @@ impl Log {
         partition: PartitionId,
         batches: Vec<EncodedBatch>,
     ) -> Result<AppendTicket> {
+        self.writable()?;
         let p = topic.partition(partition)?;
         if let Some(cause) = p.poison_cause() {
             return Err(p.poisoned_error(cause));
@@ -536,16 +618,38 @@ impl Log {
         loop {
             let listener = p.appended.listen();
             let fetch = p.read(offset, max_bytes)?;
-            if !fetch.is_empty() || Instant::now() >= deadline {
+            let now = Instant::now();
+            if !fetch.is_empty() || now >= deadline {
                 return Ok(fetch);
             }
-            listener.wait_deadline(deadline);
+            if self.inner.read_only {
+                std::thread::sleep((deadline - now).min(READ_ONLY_POLL));
+                p.refresh()?;
+            } else {
+                listener.wait_deadline(deadline);
+            }
         }
     }
 
     /// A listener woken by the next append to any partition of `topic`.
     pub fn listen(&self, topic: &str) -> Result<AppendListener> {
-        Ok(AppendListener(self.topic(topic)?.appended.listen()))
+        let t = self.topic(topic)?;
+        if self.inner.read_only {
+            return Ok(AppendListener(ListenerKind::Poll(
+                self.clone(),
+                topic.to_string(),
+            )));
+        }
+        Ok(AppendListener(ListenerKind::Event(t.appended.listen())))
+    }
+
+    /// Read-only views: take in what the writing process did since the last look (a no-op on
+    /// a writable log, which always sees its own appends).
+    pub fn refresh(&self, topic: &str) -> Result<()> {
+        for p in &self.topic(topic)?.partitions {
+            p.shared.refresh()?;
+        }
+        Ok(())
     }
 
     /// First offset still in the partition.
@@ -582,6 +686,7 @@ impl Log {
 
     /// Runs compaction now on every partition of a topic.
     pub fn compact_topic(&self, topic: &str) -> Result<CompactionStats> {
+        self.writable()?;
         let t = self.topic(topic)?;
         if !t.config.cleanup_compact {
             return Err(LogError::InvalidConfig {
@@ -611,6 +716,7 @@ impl Log {
 
     /// Runs retention now on every partition; returns the number of segments deleted.
     pub fn run_retention(&self) -> Result<usize> {
+        self.writable()?;
         let topics: Vec<Arc<Topic>> = self
             .inner
             .topics

@@ -103,8 +103,13 @@ pub struct PartitionShared {
     pub(crate) poisoned: Mutex<Option<String>>,
     pub(crate) queue: AppendQueue,
     pub(crate) appended: Arc<Event>,
-    /// Serialises retention and compaction on this partition.
+    /// Serialises retention and compaction on this partition (and refreshes of a read-only
+    /// view).
     pub(crate) cleaner_lock: Mutex<()>,
+    /// A view of a partition another process writes: no writer, refreshed from the files.
+    pub(crate) read_only: bool,
+    /// Read-only views: the writer's layout epoch last seen (see `bump_layout_epoch`).
+    pub(crate) seen_layout_epoch: Mutex<Vec<u8>>,
 }
 
 /// A partition and its writer thread.
@@ -232,6 +237,87 @@ impl PartitionShared {
         Ok(None)
     }
 
+    /// Read-only views only: re-reads the directory and takes in what the writing process
+    /// appended, rolled, deleted (retention) or merged (compaction) since the last look.
+    /// A segment compacted in place under the same name keeps serving its old bytes
+    /// (consistent, just not compacted) until the view is reopened.
+    pub(crate) fn refresh(&self) -> Result<()> {
+        if !self.read_only {
+            return Ok(());
+        }
+        let _guard = self.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let storage = self.storage.as_ref();
+        let interval = self.config.index_interval_bytes;
+        // Read the epoch before listing: a change after this point shows up next time.
+        let epoch = crate::storage::read_all(storage, &self.dir.join(LAYOUT_EPOCH_FILE))
+            .unwrap_or_default();
+        let epoch_changed = {
+            let mut seen = self
+                .seen_layout_epoch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let changed = *seen != epoch;
+            *seen = epoch;
+            changed
+        };
+        let layout = read_only_layout(storage, &self.dir)?;
+        let current: BTreeMap<i64, Arc<Segment>> = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let prev_active = current.keys().next_back().copied();
+        // Incremental when the sealed set only lost a prefix (retention) or gained a suffix
+        // (roll); anything else (a compaction merge) reloads every sealed segment.
+        let kept: Vec<i64> = current
+            .keys()
+            .copied()
+            .filter(|b| layout.iter().any(|(l, _)| l.0 == *b))
+            .collect();
+        let removed = current.len() - kept.len();
+        let removed_prefix = current.keys().take(removed).all(|b| !kept.contains(b));
+        let incremental = !epoch_changed
+            && removed_prefix
+            && kept.iter().zip(layout.iter()).all(|(a, (b, _))| *a == b.0);
+        let mut next = BTreeMap::new();
+        for (i, (base, path)) in layout.iter().enumerate() {
+            let is_active = i + 1 == layout.len();
+            let existing = current
+                .get(&base.0)
+                .filter(|s| &s.path == path && incremental);
+            let opened = match existing {
+                Some(seg) if is_active => seg.extend_read_only(interval).map(|_| seg.clone()),
+                Some(seg) if Some(base.0) != prev_active => Ok(seg.clone()),
+                _ if is_active => {
+                    Segment::open_active_read_only(storage, path, *base, interval).map(Arc::new)
+                }
+                _ => Segment::open_sealed_file(storage, &self.dir, path, *base, interval, false)
+                    .map(Arc::new),
+            };
+            match opened {
+                Ok(seg) => {
+                    next.insert(base.0, seg);
+                }
+                // Deleted by the writer between the listing and the open: it is gone.
+                Err(LogError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (Some(&start), Some(last)) = (next.keys().next(), next.values().next_back()) else {
+            return Ok(());
+        };
+        let end = last.index().next_offset;
+        *self.segments.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.log_start.store(start, Ordering::Release);
+        self.log_end.store(end, Ordering::Release);
+        let before = self.high_watermark.swap(end, Ordering::AcqRel);
+        if end > before {
+            self.appended.notify(usize::MAX);
+        }
+        Ok(())
+    }
+
     /// Summary for `describe`.
     pub fn info(&self) -> PartitionInfo {
         let segs = self.snapshot();
@@ -294,11 +380,46 @@ impl Partition {
             queue: AppendQueue::new(queue_bytes),
             appended,
             cleaner_lock: Mutex::new(()),
+            read_only: false,
+            seen_layout_epoch: Mutex::new(Vec::new()),
         });
         let writer = crate::writer::spawn(shared.clone())?;
         Ok(Partition {
             shared,
             writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Opens a read-only view of a partition that another process may be writing: no lock,
+    /// no recovery writes, no writer thread. `PartitionShared::refresh` picks up new data.
+    pub(crate) fn open_read_only(
+        topic: &str,
+        id: PartitionId,
+        dir: PathBuf,
+        env: PartitionEnv,
+    ) -> Result<Partition> {
+        let shared = Arc::new(PartitionShared {
+            topic: topic.to_string(),
+            id,
+            dir,
+            storage: env.storage,
+            clock: env.clock,
+            config: env.config,
+            segments: RwLock::new(BTreeMap::new()),
+            log_start: AtomicI64::new(0),
+            log_end: AtomicI64::new(0),
+            high_watermark: AtomicI64::new(0),
+            poisoned: Mutex::new(None),
+            queue: AppendQueue::new(0),
+            appended: env.appended,
+            cleaner_lock: Mutex::new(()),
+            read_only: true,
+            seen_layout_epoch: Mutex::new(Vec::new()),
+        });
+        shared.refresh()?;
+        Ok(Partition {
+            shared,
+            writer: Mutex::new(None),
         })
     }
 
@@ -390,6 +511,21 @@ fn recover(
     Ok(map)
 }
 
+/// A counter the writing process bumps after retention or compaction changed sealed
+/// segments, so read-only views in other processes know to reload them.
+pub(crate) const LAYOUT_EPOCH_FILE: &str = "layout-epoch";
+
+/// Bumps the layout epoch (crash-safe write). Called by the cleaner after it changed segments.
+pub(crate) fn bump_layout_epoch(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join(LAYOUT_EPOCH_FILE);
+    let current: u64 = crate::storage::read_all(storage, &path)
+        .ok()
+        .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
+        .unwrap_or(0);
+    crate::storage::write_atomic(storage, &path, format!("{}\n", current + 1).as_bytes())
+        .map_err(|e| LogError::io("write layout epoch", &path, e))
+}
+
 /// Name of the marker a clean shutdown leaves in a partition directory.
 pub(crate) const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
 
@@ -471,4 +607,28 @@ pub(crate) fn for_each_batch(
         }
         at = next;
     }
+}
+
+/// The segments of a partition as a reader not allowed to change anything must see them: every
+/// `.log`, except that an unfinished compaction swap stands in for the segments it replaces.
+fn read_only_layout(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Offset, PathBuf)>> {
+    let names = storage
+        .list_dir(dir)
+        .map_err(|e| LogError::io("list partition dir", dir, e))?;
+    let swaps: Vec<(i64, i64, &String)> = names
+        .iter()
+        .filter_map(|n| crate::cleaner::parse_swap_name(n).map(|(f, e)| (f, e, n)))
+        .collect();
+    let mut out: BTreeMap<i64, PathBuf> = BTreeMap::new();
+    for n in &names {
+        if let Some(b) = parse_base(n, "log") {
+            if !swaps.iter().any(|(f, e, _)| b.0 > *f && b.0 < *e) {
+                out.insert(b.0, dir.join(n));
+            }
+        }
+    }
+    for (f, _, n) in swaps {
+        out.insert(f, dir.join(n));
+    }
+    Ok(out.into_iter().map(|(b, p)| (Offset(b), p)).collect())
 }

@@ -88,27 +88,6 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment file with a given index.
-    fn with_index(
-        storage: &dyn Storage,
-        dir: &Path,
-        base: Offset,
-        index: SegmentIndex,
-    ) -> Result<Segment> {
-        let path = dir.join(file_name(base, "log"));
-        let file = storage
-            .open(&path, OpenMode::ReadWrite)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
-        let readable = AtomicU64::new(index.size);
-        Ok(Segment {
-            base,
-            path,
-            file,
-            index: RwLock::new(index),
-            readable,
-        })
-    }
-
     /// Opens a sealed segment, loading its index files or rebuilding them from the data.
     pub fn open_sealed(
         storage: &dyn Storage,
@@ -116,13 +95,33 @@ impl Segment {
         base: Offset,
         interval: u32,
     ) -> Result<Segment> {
-        let path = dir.join(file_name(base, "log"));
+        Segment::open_sealed_file(
+            storage,
+            dir,
+            &dir.join(file_name(base, "log")),
+            base,
+            interval,
+            true,
+        )
+    }
+
+    /// Opens a sealed segment stored at `path` (a `.log`, or a `.swap` for a read-only view).
+    /// Sealed segments are never written again, so the file is opened read-only. A rebuilt
+    /// index is written back only with `write_rebuilt_index` (never by a read-only log).
+    pub fn open_sealed_file(
+        storage: &dyn Storage,
+        dir: &Path,
+        path: &Path,
+        base: Offset,
+        interval: u32,
+        write_rebuilt_index: bool,
+    ) -> Result<Segment> {
         let file = storage
-            .open(&path, OpenMode::ReadOnly)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
+            .open(path, OpenMode::ReadOnly)
+            .map_err(|e| LogError::io("open segment", path, e))?;
         let len = file
             .len()
-            .map_err(|e| LogError::io("stat segment", &path, e))?;
+            .map_err(|e| LogError::io("stat segment", path, e))?;
         let read =
             |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
         let loaded = match (read("index"), read("timeindex")) {
@@ -132,22 +131,75 @@ impl Segment {
         let index = match loaded {
             Some(i) => i,
             None => {
-                tracing::warn!(segment = %path.display(), "index missing or damaged; rebuilding from the segment");
-                let (index, stop) = scan(&file, &path, base, len, interval, false)?;
+                if write_rebuilt_index {
+                    tracing::warn!(segment = %path.display(), "index missing or damaged; rebuilding from the segment");
+                }
+                let (index, stop) = scan(&file, path, base, len, interval, false)?;
                 if let Some(stop) = stop {
                     // Sealed data is never truncated; reads past this point report Corrupted.
                     tracing::warn!(segment = %path.display(), position = stop.position, reason = %stop.reason,
                         "sealed segment has an invalid batch; reads reaching it will fail with Corrupted");
-                } else {
+                } else if write_rebuilt_index {
                     write_index_files(storage, dir, base, &index)?;
                 }
                 index
             }
         };
-        drop(file);
-        let seg = Segment::with_index(storage, dir, base, index)?;
-        seg.readable.store(len, Ordering::Release);
-        Ok(seg)
+        Ok(Segment {
+            base,
+            path: path.to_path_buf(),
+            file,
+            index: RwLock::new(index),
+            readable: AtomicU64::new(len),
+        })
+    }
+
+    /// Opens the active segment of a log another process writes: validates what is there
+    /// (strictly, like recovery) but never truncates; readers see the valid prefix.
+    pub fn open_active_read_only(
+        storage: &dyn Storage,
+        path: &Path,
+        base: Offset,
+        interval: u32,
+    ) -> Result<Segment> {
+        let file = storage
+            .open(path, OpenMode::ReadOnly)
+            .map_err(|e| LogError::io("open segment", path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| LogError::io("stat segment", path, e))?;
+        let (index, _stop) = scan(&file, path, base, len, interval, true)?;
+        Ok(Segment {
+            base,
+            path: path.to_path_buf(),
+            file,
+            readable: AtomicU64::new(index.size),
+            index: RwLock::new(index),
+        })
+    }
+
+    /// Read-only view: takes in whatever valid batches another process appended since the
+    /// last look. Returns whether anything new became readable.
+    pub fn extend_read_only(&self, interval: u32) -> Result<bool> {
+        let len = self
+            .file
+            .len()
+            .map_err(|e| LogError::io("stat segment", &self.path, e))?;
+        let start = self.index().clone();
+        if len <= start.size {
+            return Ok(false);
+        }
+        let old = start.size;
+        let (index, _stop) = scan_from(
+            &self.file, &self.path, self.base, start, len, interval, true,
+        )?;
+        if index.size <= old {
+            return Ok(false);
+        }
+        let size = index.size;
+        *self.index_mut() = index;
+        self.set_readable(size);
+        Ok(true)
     }
 
     /// Opens the active segment after a clean shutdown without scanning it: trusts its index
@@ -403,10 +455,31 @@ pub fn scan(
     interval: u32,
     strict: bool,
 ) -> Result<(SegmentIndex, Option<ScanStop>)> {
-    let mut index = SegmentIndex::new(base);
-    let mut pos = 0u64;
+    scan_from(
+        file,
+        path,
+        base,
+        SegmentIndex::new(base),
+        len,
+        interval,
+        strict,
+    )
+}
+
+/// Like [`scan`], continuing from an index that already covers the start of the file.
+pub fn scan_from(
+    file: &FileRef,
+    path: &Path,
+    base: Offset,
+    start: SegmentIndex,
+    len: u64,
+    interval: u32,
+    strict: bool,
+) -> Result<(SegmentIndex, Option<ScanStop>)> {
+    let mut pos = start.size;
+    let mut expected = Offset(start.next_offset);
+    let mut index = start;
     let mut buf: Vec<u8> = Vec::new();
-    let mut expected = base;
     while pos < len {
         let want = ((len - pos) as usize).min(SCAN_CHUNK_BYTES.max(buf.capacity()));
         buf.resize(want, 0);

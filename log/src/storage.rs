@@ -158,7 +158,12 @@ impl Storage for FsStorage {
             .write(true)
             .open(path.join("LOCK"))?;
         match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(FsLock(file)))),
+            Ok(()) => {
+                // Say who holds it, for the error another process will print.
+                file.set_len(0)?;
+                file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)?;
+                Ok(Some(Box::new(FsLock(file))))
+            }
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }

@@ -16,7 +16,8 @@ const FETCH_BYTES: usize = 1024 * 1024;
 
 pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
     let format = Format::parse(&args.format).map_err(anyhow::Error::msg)?;
-    let log = super::open_log(dir, false)?;
+    // Read-only: a consumer never blocks a producer process, and follows its appends.
+    let log = super::open_log_read_only(dir)?;
     let partitions = log.partition_count(&args.topic)?;
     let parts: Vec<u32> = match args.partition {
         Some(p) if p >= partitions => {

@@ -21,6 +21,12 @@ pub fn open_log(cli_dir: &std::path::Path, background_cleaner: bool) -> Result<L
         .with_context(|| format!("cannot open data directory {}", cli_dir.display()))
 }
 
+/// Opens a read-only view: works while another `weir` process writes the same directory.
+pub fn open_log_read_only(dir: &std::path::Path) -> Result<Log> {
+    Log::open_read_only(dir, LogOptions::default())
+        .with_context(|| format!("cannot open data directory {}", dir.display()))
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Topic(t) => topic::run(&cli.data_dir, t),

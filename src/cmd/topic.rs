@@ -8,7 +8,13 @@ use weir_log::TopicConfig;
 use crate::cli::TopicCmd;
 
 pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
-    let log = super::open_log(dir, false)?;
+    // Listing and describing work alongside a writing process; changes need the lock.
+    let read_only = matches!(cmd, TopicCmd::List | TopicCmd::Describe { .. });
+    let log = if read_only {
+        super::open_log_read_only(dir)?
+    } else {
+        super::open_log(dir, false)?
+    };
     match cmd {
         TopicCmd::Create {
             name,

@@ -113,3 +113,91 @@ fn errors_are_one_clear_line_and_exit_nonzero() {
         assert_eq!(err.lines().count(), 1, "{args:?}: one line, got {err:?}");
     }
 }
+
+#[test]
+fn consume_follow_runs_alongside_a_producer_process() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let d = tempfile::tempdir().expect("tempdir");
+    run(
+        d.path(),
+        &["topic", "create", "live", "--partitions", "2"],
+        "",
+    );
+    // The follower starts first and must not block the producer that starts after it.
+    let mut follower = crate::util::weir(d.path())
+        .args([
+            "consume",
+            "live",
+            "--follow",
+            "--max-messages",
+            "4",
+            "-f",
+            "%s\\n",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn follower");
+    let mut producer = crate::util::weir(d.path())
+        .args(["produce", "live", "--key-separator", ":"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn producer");
+    let mut input = producer.stdin.take().expect("stdin");
+    for i in 0..4 {
+        writeln!(input, "k{i}:event-{i}").expect("write");
+        input.flush().expect("flush");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(input);
+    let out = producer.wait_with_output().expect("producer");
+    assert!(
+        out.status.success(),
+        "producer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = follower.stdout.take().expect("stdout");
+    let mut got: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let status = follower.wait().expect("follower");
+    assert!(status.success());
+    got.sort();
+    assert_eq!(got, vec!["event-0", "event-1", "event-2", "event-3"]);
+    // Describe works while nothing holds the lock, and while a writer does (read-only view).
+    let o = run(d.path(), &["topic", "describe", "live"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_second_writer_gets_a_clear_error_naming_the_holder() {
+    use std::process::Stdio;
+    let d = tempfile::tempdir().expect("tempdir");
+    run(d.path(), &["topic", "create", "t"], "");
+    let mut holder = crate::util::weir(d.path())
+        .args(["produce", "t"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn producer");
+    // Wait until the holder has the lock (its pid is written into LOCK).
+    let lock = d.path().join("LOCK");
+    for _ in 0..200 {
+        if std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == holder.id().to_string()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = run(d.path(), &["topic", "create", "u"], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("in use by another process (pid {})", holder.id())),
+        "{err}"
+    );
+    drop(holder.stdin.take());
+    holder.wait().expect("holder exits");
+}

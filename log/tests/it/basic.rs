@@ -244,7 +244,12 @@ fn second_process_cannot_open_the_same_directory() -> anyhow::Result<()> {
     let _log = open(dir.path());
     // A second open in this process holds another file description, so the lock refuses it.
     let e = weir_log::Log::open(dir.path()).expect_err("locked");
-    assert!(matches!(e, LogError::Locked(_)), "{e}");
+    assert!(matches!(e, LogError::Locked { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("(pid {})", std::process::id())),
+        "{e}"
+    );
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use weir_log::{Log, LogError, LogOptions, ManualClock, Offset, PartitionId, Record, Timestamp};
 
-use crate::common::{cfg, read_all, Row};
+use crate::common::{assert_rows_eq, cfg, read_all, Row};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -151,7 +151,7 @@ fn compaction_keeps_latest_per_key_with_original_offsets_and_expires_tombstones(
     // Compacted state survives restart, and the segments were merged.
     drop(log);
     let log = open_clocked(dir.path(), clock);
-    assert_eq!(read_all(&log, "kv", 0)?, final_);
+    assert_rows_eq(&read_all(&log, "kv", 0)?, &final_, "after restart");
     let segs = log.describe_topic("kv")?.partitions[0].segments;
     assert!(segs < 10, "compaction merged small segments ({segs})");
     Ok(())
@@ -217,7 +217,11 @@ fn interrupted_compaction_swap_is_finished_or_discarded_on_open() -> anyhow::Res
     )?;
     {
         let log = crate::common::open(dir.path());
-        assert_eq!(read_all(&log, "kv", 0)?, expected);
+        assert_rows_eq(
+            &read_all(&log, "kv", 0)?,
+            &expected,
+            "cleaned file discarded",
+        );
         assert!(!pdir.join("00000000000000000000.log.cleaned").exists());
     }
     // A crash after step 2 (swap committed, old files not yet removed): finished. Build the
@@ -257,7 +261,7 @@ fn interrupted_compaction_swap_is_finished_or_discarded_on_open() -> anyhow::Res
             .filter(|r| r.0 < end)
             .collect();
         want.extend(expected.iter().filter(|r| r.0 >= end).cloned());
-        assert_eq!(after, want);
+        assert_rows_eq(&after, &want, "swap finished");
         assert!(std::fs::read(&first)? == compacted_first);
         let swaps = std::fs::read_dir(&pdir)?
             .filter(|e| {

@@ -71,3 +71,22 @@ pub fn values(log: &Log, topic: &str, p: u32) -> Vec<String> {
 pub fn offset(n: i64) -> Offset {
     Offset(n)
 }
+
+/// Compares two record lists, reporting sizes and the first difference instead of dumping both.
+pub fn assert_rows_eq(got: &[Row], want: &[Row], what: &str) {
+    if got == want {
+        return;
+    }
+    let first = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    panic!(
+        "{what}: {} rows vs {} expected; first difference at index {first}: got offset {:?}, expected offset {:?}",
+        got.len(),
+        want.len(),
+        got.get(first).map(|r| r.0),
+        want.get(first).map(|r| r.0)
+    );
+}

@@ -6,4 +6,5 @@ mod codec;
 mod common;
 mod faults;
 mod model;
+mod read_only;
 mod recovery;

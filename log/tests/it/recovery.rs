@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use weir_log::{LogError, Offset, PartitionId, Record};
 
-use crate::common::{cfg, open, read_all, values, Rng, Row};
+use crate::common::{assert_rows_eq, cfg, open, read_all, values, Rng, Row};
 
 fn segment_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("topics/t/0"))
@@ -107,7 +107,7 @@ fn bit_flip_in_sealed_segment_is_corrupted_never_wrong_data() -> anyhow::Result<
         std::fs::write(&sealed, &bytes)?;
         let log = open(dir.path());
         match read_all(&log, "t", 0) {
-            Ok(got) => assert_eq!(got, original, "a flip at byte {at} returned different data"),
+            Ok(got) => assert_rows_eq(&got, &original, &format!("a flip at byte {at}")),
             Err(e) => {
                 let e = e.downcast::<LogError>()?;
                 match &e {
@@ -123,7 +123,7 @@ fn bit_flip_in_sealed_segment_is_corrupted_never_wrong_data() -> anyhow::Result<
         "nearly every flip is in checksummed or checked bytes"
     );
     std::fs::write(&sealed, &pristine)?;
-    assert_eq!(read_all(&open(dir.path()), "t", 0)?, original);
+    assert_rows_eq(&read_all(&open(dir.path()), "t", 0)?, &original, "restored");
     Ok(())
 }
 
@@ -139,7 +139,7 @@ fn missing_or_damaged_index_is_rebuilt() -> anyhow::Result<()> {
     std::fs::write(&times[1], &t)?;
     std::fs::write(&indexes[2], b"garbage")?;
     let log = open(dir.path());
-    assert_eq!(read_all(&log, "t", 0)?, original);
+    assert_rows_eq(&read_all(&log, "t", 0)?, &original, "reopened");
     assert!(indexes[0].exists(), "index file rewritten");
     // Lookups through rebuilt indexes land on the right record.
     let f = log.read("t", PartitionId(0), Offset(200), 1)?;
@@ -153,7 +153,7 @@ fn recovery_is_idempotent_and_keeps_offsets_stable() -> anyhow::Result<()> {
     let original = fill_sealed(dir.path())?;
     for _ in 0..3 {
         let log = open(dir.path());
-        assert_eq!(read_all(&log, "t", 0)?, original);
+        assert_rows_eq(&read_all(&log, "t", 0)?, &original, "reopened");
     }
     Ok(())
 }
