@@ -8,4 +8,10 @@ bash scripts/setup.sh
 source scripts/env.sh
 cargo test --workspace --all-targets --no-fail-fast
 cargo test --workspace --doc
+# Examples are documentation: they must keep running.
+for ex in examples/*.rs; do
+  name=$(basename "$ex" .rs)
+  echo "== example $name"
+  cargo run --quiet --example "$name"
+done
 bash scripts/cache-rocksdb.sh

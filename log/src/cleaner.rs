@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::batch::{rebuild_with, BatchView};
 use crate::error::{LogError, Result};
 use crate::partition::{for_each_batch, PartitionShared};
-use crate::segment::{file_name, parse_base, Segment};
+use crate::segment::{file_name, parse_base, IndexFiles, Segment};
 use crate::storage::{OpenMode, Storage};
 use crate::types::Offset;
 
@@ -301,11 +301,14 @@ fn replace_group(
         .sync_dir(dir)
         .map_err(|e| LogError::io("fsync partition dir", dir, e))?;
     finish_swap(storage, dir, first, end)?;
-    let seg = Arc::new(Segment::open_sealed(
+    let log_path = dir.join(file_name(first, "log"));
+    let seg = Arc::new(Segment::open_sealed_file(
         storage,
         dir,
+        &log_path,
         first,
         p.config.index_interval_bytes,
+        IndexFiles::BuildQuietly,
     )?);
     let mut map = p.segments.write().unwrap_or_else(|e| e.into_inner());
     for s in group {

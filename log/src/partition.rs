@@ -24,7 +24,7 @@ use crate::config::TopicConfig;
 use crate::error::{LogError, Result};
 use crate::queue::AppendQueue;
 use crate::record::RecordView;
-use crate::segment::{file_name, parse_base, Segment};
+use crate::segment::{file_name, parse_base, IndexFiles, Segment};
 use crate::storage::Storage;
 use crate::types::{Offset, PartitionId, Timestamp};
 
@@ -291,8 +291,15 @@ impl PartitionShared {
                 _ if is_active => {
                     Segment::open_active_read_only(storage, path, *base, interval).map(Arc::new)
                 }
-                _ => Segment::open_sealed_file(storage, &self.dir, path, *base, interval, false)
-                    .map(Arc::new),
+                _ => Segment::open_sealed_file(
+                    storage,
+                    &self.dir,
+                    path,
+                    *base,
+                    interval,
+                    IndexFiles::ReadOnly,
+                )
+                .map(Arc::new),
             };
             match opened {
                 Ok(seg) => {

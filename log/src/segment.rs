@@ -40,6 +40,17 @@ pub fn parse_base(name: &str, ext: &str) -> Option<Offset> {
     stem.parse().ok().map(Offset)
 }
 
+/// What to do when a sealed segment's index files are missing or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexFiles {
+    /// Rebuild and write them, with a warning: they should have been there (recovery).
+    RebuildLoudly,
+    /// Rebuild and write them quietly: the segment is new (compaction output).
+    BuildQuietly,
+    /// Rebuild in memory only: a read-only view writes nothing.
+    ReadOnly,
+}
+
 /// Why a scan stopped before the end of the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanStop {
@@ -101,20 +112,20 @@ impl Segment {
             &dir.join(file_name(base, "log")),
             base,
             interval,
-            true,
+            IndexFiles::RebuildLoudly,
         )
     }
 
     /// Opens a sealed segment stored at `path` (a `.log`, or a `.swap` for a read-only view).
     /// Sealed segments are never written again, so the file is opened read-only. A rebuilt
-    /// index is written back only with `write_rebuilt_index` (never by a read-only log).
+    /// index is written back unless `index_files` is `ReadOnly`.
     pub fn open_sealed_file(
         storage: &dyn Storage,
         dir: &Path,
         path: &Path,
         base: Offset,
         interval: u32,
-        write_rebuilt_index: bool,
+        index_files: IndexFiles,
     ) -> Result<Segment> {
         let file = storage
             .open(path, OpenMode::ReadOnly)
@@ -131,7 +142,7 @@ impl Segment {
         let index = match loaded {
             Some(i) => i,
             None => {
-                if write_rebuilt_index {
+                if index_files == IndexFiles::RebuildLoudly {
                     tracing::warn!(segment = %path.display(), "index missing or damaged; rebuilding from the segment");
                 }
                 let (index, stop) = scan(&file, path, base, len, interval, false)?;
@@ -139,7 +150,7 @@ impl Segment {
                     // Sealed data is never truncated; reads past this point report Corrupted.
                     tracing::warn!(segment = %path.display(), position = stop.position, reason = %stop.reason,
                         "sealed segment has an invalid batch; reads reaching it will fail with Corrupted");
-                } else if write_rebuilt_index {
+                } else if index_files != IndexFiles::ReadOnly {
                     write_index_files(storage, dir, base, &index)?;
                 }
                 index

@@ -233,10 +233,12 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
         hist.value_at_quantile(0.999) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     );
-    println!(
-        "  fdatasync calls: {fsyncs} ({:.1} appends per fsync); elapsed {secs:.2} s",
-        appends as f64 / fsyncs.max(1) as f64
-    );
+    let per_sync = if fsyncs == 0 {
+        "no fsync".to_string()
+    } else {
+        format!("{:.1} appends per fsync", appends as f64 / fsyncs as f64)
+    };
+    println!("  fdatasync calls: {fsyncs} ({per_sync}); elapsed {secs:.2} s");
     drop(log);
     drop(scratch);
     Ok(())

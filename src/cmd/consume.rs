@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use weir_log::{Log, Offset, PartitionId};
+use weir_log::{Log, LogError, Offset, PartitionId};
 
 use crate::cli::ConsumeArgs;
 use crate::format::Format;
@@ -57,9 +57,22 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
                     continue;
                 }
                 done = false;
-                let fetch = log
-                    .read(&args.topic, PartitionId(p), positions[i], FETCH_BYTES)
-                    .with_context(|| format!("reading {}/{p}", args.topic))?;
+                let fetch = match log.read(&args.topic, PartitionId(p), positions[i], FETCH_BYTES) {
+                    // Retention passed us while following: go on from the new start, loudly.
+                    Err(LogError::OffsetOutOfRange {
+                        log_start,
+                        requested,
+                        ..
+                    }) if requested < log_start => {
+                        eprintln!(
+                            "warning: {}/{p}: offsets {requested}..{log_start} were deleted by retention; continuing at {log_start}",
+                            args.topic
+                        );
+                        positions[i] = log_start;
+                        continue;
+                    }
+                    other => other.with_context(|| format!("reading {}/{p}", args.topic))?,
+                };
                 for r in fetch.records() {
                     let r = r.with_context(|| format!("decoding {}/{p}", args.topic))?;
                     if !args.follow && r.offset >= ends[i] {

@@ -29,7 +29,8 @@ struct Stats {
 }
 
 pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
-    let log = super::open_log(dir, false)?;
+    // A long-running producer also runs retention and compaction in the background.
+    let log = super::open_log(dir, true)?;
     let partitions = log.partition_count(&args.topic)?;
     if let Some(p) = args.partition {
         if p >= partitions {
