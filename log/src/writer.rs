@@ -44,7 +44,10 @@ pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
         .ok_or_else(|| LogError::Internal("partition has no segment".into()))?;
     let next_offset = shared.log_end.load(Ordering::Acquire);
     let created = shared.clock.now();
-    let syncer = if shared.config.flush == FlushPolicy::Batch {
+    let syncer = if matches!(
+        shared.config.flush,
+        FlushPolicy::Batch | FlushPolicy::IntervalMs(_)
+    ) {
         let (tx, rx) = mpsc::sync_channel::<SyncMsg>(SYNC_JOBS_MAX);
         let s = shared.clone();
         let handle = std::thread::Builder::new()
@@ -84,7 +87,8 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     buf: Vec<u8>,
-    /// The pipelined syncer (only under `flush=batch`).
+    /// The syncer thread: pipelined group commit under `flush=batch`, background fsyncs under
+    /// `flush.ms` (so an interval fsync never stalls appends).
     syncer: Option<(SyncSender<SyncMsg>, JoinHandle<()>)>,
 }
 
@@ -97,6 +101,8 @@ enum SyncMsg {
         next_offset: i64,
         acks: Vec<Pending>,
     },
+    /// `flush.ms`: fsync this segment in the background (appends were already acknowledged).
+    Background(Arc<Segment>),
     /// Reply once everything before this is synced (used before a roll).
     Barrier(mpsc::Sender<()>),
 }
@@ -108,9 +114,15 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
         msgs.extend(rx.try_iter());
         let mut barriers = Vec::new();
         let mut jobs = Vec::new();
+        let mut background: Vec<Arc<Segment>> = Vec::new();
         for m in msgs {
             match m {
                 SyncMsg::Barrier(reply) => barriers.push(reply),
+                SyncMsg::Background(seg) => {
+                    if !background.iter().any(|b| Arc::ptr_eq(b, &seg)) {
+                        background.push(seg);
+                    }
+                }
                 SyncMsg::Job {
                     segment,
                     end_pos,
@@ -155,6 +167,19 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
                 }
             }
         }
+        for seg in background {
+            if shared.poison_cause().is_some() {
+                break;
+            }
+            if let Err(e) = seg.file.sync_data() {
+                let cause = format!("fdatasync of {} failed: {e}", seg.path.display());
+                let mut p = shared.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+                if p.is_none() {
+                    tracing::error!(topic = %shared.topic, partition = %shared.id, %cause, "partition poisoned");
+                    *p = Some(cause);
+                }
+            }
+        }
         for b in barriers {
             let _ = b.send(());
         }
@@ -168,7 +193,7 @@ impl Writer {
             let (group, closed) = self.shared.queue.pop_group(GROUP_BYTES_MAX, timeout);
             if group.is_empty() {
                 if self.dirty && self.sync_due_in().is_some_and(|d| d.is_zero()) {
-                    self.sync_or_poison();
+                    self.interval_sync();
                 }
                 if closed {
                     if self.dirty {
@@ -194,6 +219,25 @@ impl Writer {
             return None;
         }
         Some(interval.saturating_sub(self.last_sync.elapsed()))
+    }
+
+    /// `flush.ms`: hands the fsync to the syncer so appends go on meanwhile; inline if the
+    /// syncer is gone. A sync still running keeps `dirty` set, so the next tick asks again.
+    fn interval_sync(&mut self) {
+        let sent = match &self.syncer {
+            Some((tx, _)) => match tx.try_send(SyncMsg::Background(self.active.clone())) {
+                Ok(()) => true,
+                Err(mpsc::TrySendError::Full(_)) => return,
+                Err(mpsc::TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        };
+        if sent {
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        } else {
+            self.sync_or_poison();
+        }
     }
 
     fn sync_or_poison(&mut self) -> bool {
@@ -366,7 +410,7 @@ impl Writer {
             });
             return Err(typed);
         }
-        if let Some((tx, _)) = &self.syncer {
+        if let (Some((tx, _)), FlushPolicy::Batch) = (&self.syncer, self.shared.config.flush) {
             let end_pos = self.index_written(&seg, &headers);
             self.buf.clear();
             self.shared
@@ -386,7 +430,12 @@ impl Writer {
         self.dirty = true;
         let sync_now = match self.shared.config.flush {
             FlushPolicy::Batch => true,
-            FlushPolicy::IntervalMs(_) => self.sync_due_in().is_some_and(|d| d.is_zero()),
+            FlushPolicy::IntervalMs(_) => {
+                if self.sync_due_in().is_some_and(|d| d.is_zero()) {
+                    self.interval_sync();
+                }
+                false
+            }
             FlushPolicy::Os => false,
         };
         if sync_now && !self.sync_or_poison() {

@@ -188,3 +188,39 @@ fn group_commit_shares_fsyncs_between_concurrent_producers() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[test]
+fn flush_ms_syncs_in_the_background_and_a_failed_sync_poisons() -> anyhow::Result<()> {
+    let sim = SimStorage::new();
+    let log = open_sim(&sim);
+    log.create_topic("t", 1, cfg(&["flush.ms=20"]))?;
+    let (_, before) = sim.io_counts();
+    log.append("t", PartitionId(0), &[Record::value("a")])?;
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let (_, after) = sim.io_counts();
+    assert!(
+        after > before,
+        "the interval fsync ran without further appends"
+    );
+    // What was synced survives power loss.
+    assert_eq!(values(&open_sim(&sim.crash(0, false)), "t", 0), vec!["a"]);
+    sim.inject(Faults {
+        eio_on_sync: Some(1),
+        ..Faults::default()
+    });
+    log.append("t", PartitionId(0), &[Record::value("b")])?; // acknowledged after the write
+    let mut poisoned = false;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        match log.append("t", PartitionId(0), &[Record::value("c")]) {
+            Err(LogError::Poisoned { .. }) => {
+                poisoned = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => anyhow::bail!("expected Poisoned, got {e}"),
+        }
+    }
+    assert!(poisoned, "a failed background fsync poisons the partition");
+    Ok(())
+}
