@@ -350,11 +350,21 @@ impl<'a> BatchView<'a> {
         if self.header.compression() != 0 {
             return Err(BatchError::Compressed(self.header.compression()));
         }
+        if self.header.record_count < 1 || self.header.last_offset_delta < 0 {
+            return Err(BatchError::Malformed(
+                "a batch needs at least one record and lastOffsetDelta >= 0",
+            ));
+        }
         let mut count = 0usize;
         let mut last_delta = -1i64;
         let mut iter = self.records();
         for rec in iter.by_ref() {
             let rec = rec?;
+            if !self.header.is_log_append_time() && rec.timestamp > self.header.max_timestamp {
+                return Err(BatchError::Malformed(
+                    "a record timestamp exceeds the batch maxTimestamp",
+                ));
+            }
             let delta = rec.offset.0 - self.header.base_offset.0;
             if delta <= last_delta || delta > i64::from(self.header.last_offset_delta) {
                 return Err(BatchError::Malformed(

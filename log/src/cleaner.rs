@@ -99,6 +99,10 @@ pub(crate) fn finish_swap(
     }
     remove_if_exists(storage, &dir.join(file_name(first, "index")))?;
     remove_if_exists(storage, &dir.join(file_name(first, "timeindex")))?;
+    // The unlinks must be durable before the rename that removes the `.swap` recovery redoes.
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync partition dir", dir, e))?;
     let swap = dir.join(swap_name(first, end));
     storage
         .rename(&swap, &dir.join(file_name(first, "log")))
@@ -115,6 +119,9 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
         return Ok(0);
     }
     let _guard = p.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
+    if p.deleted.load(Ordering::Acquire) {
+        return Ok(0);
+    }
     let segs = p.snapshot();
     let Some((active, sealed)) = segs.split_last() else {
         return Ok(0);
@@ -164,6 +171,9 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
         return Ok(stats);
     }
     let _guard = p.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
+    if p.deleted.load(Ordering::Acquire) {
+        return Ok(stats);
+    }
     let segs = p.snapshot();
     let now = p.clock.now().0;
     let Some((_, sealed)) = segs.split_last() else {
@@ -201,8 +211,11 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
     let mut group_bytes = 0u64;
     for seg in cleanable {
         let size = seg.readable();
+        // Index entries hold offsets relative to the group's base as u32: bound the span too.
+        let fits_offsets =
+            |g: &Vec<Arc<Segment>>| seg.index().next_offset - g[0].base.0 <= i64::from(u32::MAX);
         match groups.last_mut() {
-            Some(g) if group_bytes + size <= cfg.segment_bytes => {
+            Some(g) if group_bytes + size <= cfg.segment_bytes && fits_offsets(g) => {
                 g.push(seg.clone());
                 group_bytes += size;
             }

@@ -28,6 +28,10 @@ use crate::record::Record;
 use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
 use crate::types::{Offset, PartitionId, Timestamp};
 
+/// Largest single append (all its batches): one append is written as a unit into one
+/// segment, whose positions are 32-bit; callers with more data split it into several appends.
+const APPEND_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
+
 /// Longest topic name (Kafka's limit).
 const TOPIC_NAME_MAX: usize = 249;
 
@@ -151,7 +155,8 @@ struct Inner {
     dir: PathBuf,
     options: LogOptions,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    cleaner_stop: (Mutex<bool>, Condvar),
+    /// Shared with the cleaner thread, which must not keep `Inner` alive while it sleeps.
+    cleaner_stop: Arc<(Mutex<bool>, Condvar)>,
     cleaner: Mutex<Option<JoinHandle<()>>>,
     /// `None` for a read-only view, which takes no lock.
     _lock: Option<Box<dyn DirLock>>,
@@ -242,6 +247,13 @@ impl Log {
         storage
             .create_dir_all(&topics_dir)
             .map_err(|e| LogError::io("create data dir", &topics_dir, e))?;
+        if !read_only {
+            for d in [&dir, &topics_dir] {
+                storage
+                    .sync_dir(d)
+                    .map_err(|e| LogError::io("fsync data dir", d, e))?;
+            }
+        }
         let lock = if read_only {
             None
         } else {
@@ -264,7 +276,7 @@ impl Log {
             dir,
             options,
             topics: RwLock::new(BTreeMap::new()),
-            cleaner_stop: (Mutex::new(false), Condvar::new()),
+            cleaner_stop: Arc::new((Mutex::new(false), Condvar::new())),
             cleaner: Mutex::new(None),
             _lock: lock,
             read_only,
@@ -395,6 +407,13 @@ impl Log {
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         for p in &topic.partitions {
             p.shutdown();
+            // Wait out a cleaner pass on this partition, and stop any later one.
+            let _cleaning = p
+                .shared
+                .cleaner_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            p.shared.deleted.store(true, Ordering::Release);
         }
         let storage = self.inner.options.storage.clone();
         let topics_dir = self.inner.dir.join("topics");
@@ -501,7 +520,14 @@ impl Log {
             }));
             return Ok(AppendTicket { rx });
         }
-        let bytes = batches.iter().map(EncodedBatch::len).sum();
+        let bytes: usize = batches.iter().map(EncodedBatch::len).sum();
+        if bytes > APPEND_REQUEST_BYTES_MAX {
+            return Err(LogError::RecordTooLarge {
+                topic: topic.name.clone(),
+                size: bytes,
+                max: APPEND_REQUEST_BYTES_MAX,
+            });
+        }
         let req = AppendRequest {
             batches,
             bytes,
@@ -546,6 +572,14 @@ impl Log {
                 size: batch.len(),
                 max: t.config.max_message_bytes,
             });
+        }
+        if t.config.cleanup_compact {
+            let view = crate::batch::BatchView::parse(batch.as_bytes())?;
+            for r in view.records() {
+                if r?.key.is_none() {
+                    return Err(LogError::MissingKey(t.name.clone()));
+                }
+            }
         }
         self.enqueue(&t, partition, vec![batch])
     }
@@ -739,15 +773,17 @@ impl Log {
             return;
         };
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        let stop_signal = self.inner.cleaner_stop.clone();
         let handle = std::thread::Builder::new()
             .name("weir-cleaner".into())
             .spawn(move || loop {
                 {
-                    let Some(inner) = weak.upgrade() else { return };
-                    let (stop, cv) = &inner.cleaner_stop;
+                    // Sleep holding only the stop signal: dropping the last `Log` must shut
+                    // the log down at once, not after this sleep.
+                    let (stop, cv) = &*stop_signal;
                     let guard = stop.lock().unwrap_or_else(|e| e.into_inner());
                     let (guard, _) = cv
-                        .wait_timeout(guard, interval)
+                        .wait_timeout_while(guard, interval, |stopped| !*stopped)
                         .unwrap_or_else(|e| e.into_inner());
                     if *guard {
                         return;
@@ -789,7 +825,7 @@ impl Log {
 impl Drop for Inner {
     fn drop(&mut self) {
         {
-            let (stop, cv) = &self.cleaner_stop;
+            let (stop, cv) = &*self.cleaner_stop;
             *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
             cv.notify_all();
         }

@@ -24,7 +24,7 @@ use crate::config::TopicConfig;
 use crate::error::{LogError, Result};
 use crate::queue::AppendQueue;
 use crate::record::RecordView;
-use crate::segment::{file_name, parse_base, IndexFiles, Segment};
+use crate::segment::{file_name, parse_base, Extended, IndexFiles, Segment};
 use crate::storage::Storage;
 use crate::types::{Offset, PartitionId, Timestamp};
 
@@ -110,6 +110,9 @@ pub struct PartitionShared {
     pub(crate) read_only: bool,
     /// Read-only views: the writer's layout epoch last seen (see `bump_layout_epoch`).
     pub(crate) seen_layout_epoch: Mutex<Vec<u8>>,
+    /// Set (under `cleaner_lock`) when the topic is deleted: a cleaner pass that still holds
+    /// this partition must not touch a directory a new topic of the same name may own.
+    pub(crate) deleted: std::sync::atomic::AtomicBool,
 }
 
 /// A partition and its writer thread.
@@ -246,20 +249,27 @@ impl PartitionShared {
             return Ok(());
         }
         let _guard = self.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
+        // The writer may finish a compaction swap between our listing and our open: list again.
+        for _ in 0..READ_ONLY_REFRESH_ATTEMPTS {
+            if self.try_refresh()? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// One refresh attempt; `Ok(false)` if the directory changed under it (try again).
+    fn try_refresh(&self) -> Result<bool> {
         let storage = self.storage.as_ref();
         let interval = self.config.index_interval_bytes;
         // Read the epoch before listing: a change after this point shows up next time.
         let epoch = crate::storage::read_all(storage, &self.dir.join(LAYOUT_EPOCH_FILE))
             .unwrap_or_default();
-        let epoch_changed = {
-            let mut seen = self
-                .seen_layout_epoch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let changed = *seen != epoch;
-            *seen = epoch;
-            changed
-        };
+        let epoch_changed = *self
+            .seen_layout_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            != epoch;
         let layout = read_only_layout(storage, &self.dir)?;
         let current: BTreeMap<i64, Arc<Segment>> = self
             .segments
@@ -286,7 +296,13 @@ impl PartitionShared {
                 .get(&base.0)
                 .filter(|s| &s.path == path && incremental);
             let opened = match existing {
-                Some(seg) if is_active => seg.extend_read_only(interval).map(|_| seg.clone()),
+                Some(seg) if is_active => match seg.extend_read_only(interval)? {
+                    // The writer rolled back bytes we had seen (a failed write): start over.
+                    Extended::Diverged => {
+                        Segment::open_active_read_only(storage, path, *base, interval).map(Arc::new)
+                    }
+                    Extended::Same | Extended::Grew => Ok(seg.clone()),
+                },
                 Some(seg) if Some(base.0) != prev_active => Ok(seg.clone()),
                 _ if is_active => {
                     Segment::open_active_read_only(storage, path, *base, interval).map(Arc::new)
@@ -305,14 +321,23 @@ impl PartitionShared {
                 Ok(seg) => {
                     next.insert(base.0, seg);
                 }
-                // Deleted by the writer between the listing and the open: it is gone.
                 Err(LogError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    if path.extension().is_some_and(|e| e == "swap") {
+                        return Ok(false); // the swap was just installed: list again
+                    }
+                    // A segment deleted by retention between the listing and the open.
+                }
                 Err(e) => return Err(e),
             }
         }
+        *self
+            .seen_layout_epoch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = epoch;
         let (Some(&start), Some(last)) = (next.keys().next(), next.values().next_back()) else {
-            return Ok(());
+            return Ok(true);
         };
         let end = last.index().next_offset;
         *self.segments.write().unwrap_or_else(|e| e.into_inner()) = next;
@@ -322,7 +347,7 @@ impl PartitionShared {
         if end > before {
             self.appended.notify(usize::MAX);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Summary for `describe`.
@@ -366,6 +391,12 @@ impl Partition {
         storage
             .create_dir_all(&dir)
             .map_err(|e| LogError::io("create partition dir", &dir, e))?;
+        // The partition directory's own entry must be durable before anything in it is acked.
+        if let Some(topic_dir) = dir.parent() {
+            storage
+                .sync_dir(topic_dir)
+                .map_err(|e| LogError::io("fsync topic dir", topic_dir, e))?;
+        }
         let segments = recover(storage.as_ref(), &dir, config.index_interval_bytes)?;
         let first = segments.keys().next().copied().unwrap_or(0);
         let end = segments
@@ -389,6 +420,7 @@ impl Partition {
             cleaner_lock: Mutex::new(()),
             read_only: false,
             seen_layout_epoch: Mutex::new(Vec::new()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = crate::writer::spawn(shared.clone())?;
         Ok(Partition {
@@ -422,6 +454,7 @@ impl Partition {
             cleaner_lock: Mutex::new(()),
             read_only: true,
             seen_layout_epoch: Mutex::new(Vec::new()),
+            deleted: std::sync::atomic::AtomicBool::new(false),
         });
         shared.refresh()?;
         Ok(Partition {
@@ -517,6 +550,9 @@ fn recover(
     map.insert(active_base.0, Arc::new(active));
     Ok(map)
 }
+
+/// Listings a read-only refresh retries when the writer changes the directory under it.
+const READ_ONLY_REFRESH_ATTEMPTS: usize = 3;
 
 /// A counter the writing process bumps after retention or compaction changed sealed
 /// segments, so read-only views in other processes know to reload them.

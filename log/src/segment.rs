@@ -40,6 +40,17 @@ pub fn parse_base(name: &str, ext: &str) -> Option<Offset> {
     stem.parse().ok().map(Offset)
 }
 
+/// What a read-only view found when it looked at the active segment again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extended {
+    /// Nothing new.
+    Same,
+    /// New batches are readable.
+    Grew,
+    /// The file no longer continues what the view saw: reopen it.
+    Diverged,
+}
+
 /// What to do when a sealed segment's index files are missing or stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexFiles {
@@ -135,8 +146,11 @@ impl Segment {
             .map_err(|e| LogError::io("stat segment", path, e))?;
         let read =
             |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
-        let loaded = match (read("index"), read("timeindex")) {
-            (Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
+        // A `.swap` stands in for its segment in a read-only view; the `.index` files beside
+        // it still belong to the old segment.
+        let own_index = path == dir.join(file_name(base, "log"));
+        let loaded = match (own_index, read("index"), read("timeindex")) {
+            (true, Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
             _ => None,
         };
         let index = match loaded {
@@ -190,27 +204,39 @@ impl Segment {
     }
 
     /// Read-only view: takes in whatever valid batches another process appended since the
-    /// last look. Returns whether anything new became readable.
-    pub fn extend_read_only(&self, interval: u32) -> Result<bool> {
+    /// last look.
+    pub fn extend_read_only(&self, interval: u32) -> Result<Extended> {
         let len = self
             .file
             .len()
             .map_err(|e| LogError::io("stat segment", &self.path, e))?;
         let start = self.index().clone();
-        if len <= start.size {
-            return Ok(false);
+        if len < start.size {
+            return Ok(Extended::Diverged);
+        }
+        if len == start.size {
+            return Ok(Extended::Same);
         }
         let old = start.size;
-        let (index, _stop) = scan_from(
+        let (index, stop) = scan_from(
             &self.file, &self.path, self.base, start, len, interval, true,
         )?;
         if index.size <= old {
-            return Ok(false);
+            // Stuck where we left off on something that is not a batch still being written:
+            // the writer rewrote this region after a failed write.
+            let incomplete = stop
+                .as_ref()
+                .is_some_and(|s| s.reason.starts_with("incomplete batch"));
+            return Ok(if incomplete {
+                Extended::Same
+            } else {
+                Extended::Diverged
+            });
         }
         let size = index.size;
         *self.index_mut() = index;
         self.set_readable(size);
-        Ok(true)
+        Ok(Extended::Grew)
     }
 
     /// Opens the active segment after a clean shutdown without scanning it: trusts its index

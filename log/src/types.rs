@@ -16,7 +16,8 @@ impl Offset {
     }
     /// The offset `n` records after this one.
     pub fn plus(self, n: i64) -> Offset {
-        Offset(self.0 + n)
+        // Wrapping: offsets read from a corrupt file must not panic; checks catch the result.
+        Offset(self.0.wrapping_add(n))
     }
 }
 

@@ -300,9 +300,14 @@ impl Writer {
             if self.needs_roll(req.bytes, span) {
                 let committed =
                     self.commit(std::mem::take(&mut pending), std::mem::take(&mut headers));
-                if let Err(e) = committed.and_then(|()| self.roll()) {
+                // A failed commit (say ENOSPC) already failed its requests and rolled back;
+                // only a failed roll leaves the partition in an unknown state.
+                let rolled = committed.and_then(|()| {
+                    self.roll()
+                        .inspect_err(|e| self.poison(format!("segment roll failed: {e}")))
+                });
+                if let Err(e) = rolled {
                     let msg = e.to_string();
-                    self.poison(format!("segment roll failed: {msg}"));
                     let mut rest = vec![req];
                     rest.extend(group);
                     return Self::fail_all(rest, || LogError::Io {
@@ -325,10 +330,17 @@ impl Writer {
                 match BatchHeader::parse(&batch.bytes) {
                     Ok(h) => headers.push((h, pos)),
                     Err(e) => {
-                        let _ = req.ack.send(Err(LogError::Internal(format!(
-                            "encoded batch unreadable: {e}"
-                        ))));
-                        return;
+                        // Batches are validated before they are queued; this is our bug.
+                        // Nothing of this group is written: undo and fail all of it.
+                        let msg = format!("encoded batch unreadable: {e}");
+                        self.buf.clear();
+                        self.next_offset =
+                            pending.first().map_or(base, |p| p.outcome.base_offset.0);
+                        let mut rest: Vec<AppendRequest> =
+                            pending.into_iter().map(|p| p.req).collect();
+                        rest.push(req);
+                        rest.extend(group);
+                        return Self::fail_all(rest, || LogError::Internal(msg.clone()));
                     }
                 }
                 self.buf.extend_from_slice(&batch.bytes);
@@ -391,7 +403,12 @@ impl Writer {
             let is_full = matches!(typed, LogError::DiskFull { .. });
             self.buf.clear();
             self.next_offset = chunk_first;
-            if let Err(te) = seg.file.set_len(start_pos) {
+            // The rollback is made durable, so a failed append cannot reappear after a crash.
+            if let Err(te) = seg
+                .file
+                .set_len(start_pos)
+                .and_then(|()| seg.file.sync_data())
+            {
                 self.poison(format!(
                     "rolling back a failed write ({err_text}) failed: {te}"
                 ));

@@ -290,3 +290,26 @@ fn queue_full_is_a_typed_error_after_max_block() -> anyhow::Result<()> {
     assert!(saw_full, "a 1-byte queue must push back");
     Ok(())
 }
+
+#[test]
+fn dropping_the_log_shuts_it_down_at_once_even_with_the_cleaner_running() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let opts = || weir_log::LogOptions {
+        cleaner_interval: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let log = weir_log::Log::open_with(dir.path(), opts())?;
+    log.create_topic("t", 1, Default::default())?;
+    log.append("t", PartitionId(0), &[Record::value("a")])?;
+    let t0 = Instant::now();
+    drop(log);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "shutdown waited for the cleaner's sleep"
+    );
+    // The lock is released and the shutdown was clean.
+    assert!(dir.path().join("topics/t/0/clean-shutdown").exists());
+    let log = weir_log::Log::open_with(dir.path(), opts())?;
+    assert_eq!(values(&log, "t", 0), vec!["a"]);
+    Ok(())
+}

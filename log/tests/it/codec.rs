@@ -124,3 +124,23 @@ fn garbage_is_rejected_not_misread() {
     let err = weir_log::EncodedBatch::from_bytes(bytes).expect_err("bad crc");
     assert!(err.to_string().contains("CRC"), "{err}");
 }
+
+#[test]
+fn batches_from_outside_must_have_records_and_sane_offsets() {
+    // An empty batch whose lastOffsetDelta is -1 would move offsets backwards.
+    let mut bytes = BatchBuilder::with_capacity(64).finish().as_bytes().to_vec();
+    bytes[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = weir_log::batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = weir_log::EncodedBatch::from_bytes(bytes).expect_err("rejected");
+    assert!(err.to_string().contains("at least one record"), "{err}");
+    // A record newer than the batch's maxTimestamp would mislead the time index.
+    let mut b = BatchBuilder::with_capacity(64);
+    b.push_parts(None, Some(b"x"), &[], Timestamp(1000));
+    let mut bytes = b.finish().as_bytes().to_vec();
+    bytes[35..43].copy_from_slice(&500i64.to_be_bytes());
+    let crc = weir_log::batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let err = weir_log::EncodedBatch::from_bytes(bytes).expect_err("rejected");
+    assert!(err.to_string().contains("maxTimestamp"), "{err}");
+}
