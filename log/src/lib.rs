@@ -30,6 +30,7 @@ mod cleaner;
 pub mod clock;
 pub mod config;
 mod error;
+mod handles;
 mod index;
 #[allow(clippy::module_inception)]
 mod log;
@@ -40,6 +41,7 @@ mod record;
 mod segment;
 pub mod sim;
 pub mod storage;
+mod topic;
 mod types;
 mod writer;
 

@@ -13,15 +13,20 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use event_listener::{Event, EventListener, Listener};
+use event_listener::{Event, Listener};
 use tokio::sync::oneshot;
+
+pub use crate::handles::{AppendListener, AppendTicket};
+use crate::handles::{ListenerKind, READ_ONLY_POLL};
+pub use crate::topic::TopicDescription;
+use crate::topic::{validate_topic_name, Topic};
 
 use crate::batch::{BatchBuilder, EncodedBatch, HEADER_LEN};
 use crate::cleaner::{self, CompactionStats};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{effective_pairs, StoredTopicConfig, TopicConfig};
 use crate::error::{LogError, Result};
-use crate::partition::{Fetch, Partition, PartitionEnv, PartitionInfo, PartitionShared};
+use crate::partition::{Fetch, Partition, PartitionEnv};
 use crate::partitioner::partition_for_key;
 use crate::queue::{AppendOutcome, AppendRequest, PushError};
 use crate::record::Record;
@@ -31,9 +36,6 @@ use crate::types::{Offset, PartitionId, Timestamp};
 /// Largest single append (all its batches): one append is written as a unit into one
 /// segment, whose positions are 32-bit; callers with more data split it into several appends.
 const APPEND_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
-
-/// Longest topic name (Kafka's limit).
-const TOPIC_NAME_MAX: usize = 249;
 
 /// Options for opening a log.
 #[derive(Debug, Clone)]
@@ -62,94 +64,6 @@ impl Default for LogOptions {
     }
 }
 
-/// A topic: its config and partitions.
-#[derive(Debug)]
-struct Topic {
-    name: String,
-    stored: StoredTopicConfig,
-    config: Arc<TopicConfig>,
-    partitions: Vec<Partition>,
-    appended: Arc<Event>,
-    round_robin: AtomicU64,
-}
-
-impl Topic {
-    fn partition(&self, p: PartitionId) -> Result<&Arc<PartitionShared>> {
-        self.partitions
-            .get(p.0 as usize)
-            .map(|x| &x.shared)
-            .ok_or_else(|| LogError::UnknownPartition {
-                topic: self.name.clone(),
-                partition: p,
-                partitions: self.partitions.len() as u32,
-            })
-    }
-}
-
-/// Describes a topic.
-#[derive(Debug, Clone)]
-pub struct TopicDescription {
-    /// Name.
-    pub name: String,
-    /// (key, effective value, set explicitly).
-    pub config: Vec<(String, String, bool)>,
-    /// Per partition.
-    pub partitions: Vec<PartitionInfo>,
-}
-
-/// A pending append; wait for it (blocking) or `.await` it.
-#[derive(Debug)]
-pub struct AppendTicket {
-    rx: oneshot::Receiver<Result<AppendOutcome>>,
-}
-
-impl AppendTicket {
-    /// Blocks until the append is acknowledged or failed. Not for use inside an async task.
-    pub fn wait(self) -> Result<AppendOutcome> {
-        self.rx.blocking_recv().unwrap_or(Err(LogError::Closed))
-    }
-}
-
-impl std::future::Future for AppendTicket {
-    type Output = Result<AppendOutcome>;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(LogError::Closed)))
-    }
-}
-
-/// How often a read-only view looks for data another process appended.
-const READ_ONLY_POLL: Duration = Duration::from_millis(100);
-
-/// Waits for appends to a topic (register before reading, then wait, so no append is missed).
-#[derive(Debug)]
-pub struct AppendListener(ListenerKind);
-
-#[derive(Debug)]
-enum ListenerKind {
-    /// Woken by this process's writers.
-    Event(EventListener),
-    /// A read-only view: poll the files.
-    Poll(Log, String),
-}
-
-impl AppendListener {
-    /// Blocks until something is appended or `timeout` passes; true if something may be new.
-    pub fn wait_timeout(self, timeout: Duration) -> bool {
-        match self.0 {
-            ListenerKind::Event(l) => l.wait_deadline(Instant::now() + timeout).is_some(),
-            ListenerKind::Poll(log, topic) => {
-                std::thread::sleep(timeout.min(READ_ONLY_POLL));
-                log.refresh(&topic).is_ok()
-            }
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -167,31 +81,6 @@ struct Inner {
 #[derive(Debug, Clone)]
 pub struct Log {
     inner: Arc<Inner>,
-}
-
-fn validate_topic_name(name: &str) -> Result<()> {
-    let bad = |reason| {
-        Err(LogError::InvalidTopicName {
-            name: name.to_string(),
-            reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("empty");
-    }
-    if name.len() > TOPIC_NAME_MAX {
-        return bad("longer than 249 characters");
-    }
-    if name == "." || name == ".." {
-        return bad("`.` and `..` are reserved");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return bad("only ASCII letters, digits, `.`, `_` and `-` are allowed");
-    }
-    Ok(())
 }
 
 impl Log {

@@ -138,21 +138,13 @@ impl Segment {
         interval: u32,
         index_files: IndexFiles,
     ) -> Result<Segment> {
-        let file = storage
-            .open(path, OpenMode::ReadOnly)
-            .map_err(|e| LogError::io("open segment", path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| LogError::io("stat segment", path, e))?;
-        let read =
-            |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
+        let (file, len) = open_with_len(storage, path, OpenMode::ReadOnly)?;
         // A `.swap` stands in for its segment in a read-only view; the `.index` files beside
         // it still belong to the old segment.
         let own_index = path == dir.join(file_name(base, "log"));
-        let loaded = match (own_index, read("index"), read("timeindex")) {
-            (true, Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
-            _ => None,
-        };
+        let loaded = own_index
+            .then(|| load_index_files(storage, dir, base, len))
+            .flatten();
         let index = match loaded {
             Some(i) => i,
             None => {
@@ -187,12 +179,7 @@ impl Segment {
         base: Offset,
         interval: u32,
     ) -> Result<Segment> {
-        let file = storage
-            .open(path, OpenMode::ReadOnly)
-            .map_err(|e| LogError::io("open segment", path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| LogError::io("stat segment", path, e))?;
+        let (file, len) = open_with_len(storage, path, OpenMode::ReadOnly)?;
         let (index, _stop) = scan(&file, path, base, len, interval, true)?;
         Ok(Segment {
             base,
@@ -248,22 +235,12 @@ impl Segment {
         base: Offset,
         size: u64,
     ) -> Result<Option<Segment>> {
-        let read =
-            |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
         let path = dir.join(file_name(base, "log"));
-        let file = storage
-            .open(&path, OpenMode::ReadWrite)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| LogError::io("stat segment", &path, e))?;
+        let (file, len) = open_with_len(storage, &path, OpenMode::ReadWrite)?;
         if len != size {
             return Ok(None);
         }
-        let index = match (read("index"), read("timeindex")) {
-            (Some(o), Some(t)) => SegmentIndex::decode_files(&o, &t, len),
-            _ => None,
-        };
+        let index = load_index_files(storage, dir, base, len);
         Ok(index.map(|index| Segment {
             base,
             path,
@@ -282,12 +259,7 @@ impl Segment {
         interval: u32,
     ) -> Result<(Segment, u64)> {
         let path = dir.join(file_name(base, "log"));
-        let file = storage
-            .open(&path, OpenMode::ReadWrite)
-            .map_err(|e| LogError::io("open segment", &path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| LogError::io("stat segment", &path, e))?;
+        let (file, len) = open_with_len(storage, &path, OpenMode::ReadWrite)?;
         let (index, stop) = scan(&file, &path, base, len, interval, true)?;
         let mut truncated = 0;
         if let Some(stop) = stop {
@@ -579,4 +551,27 @@ pub fn scan_from(
         pos += at as u64;
     }
     Ok((index, None))
+}
+
+/// Opens a segment file and reads its length.
+fn open_with_len(storage: &dyn Storage, path: &Path, mode: OpenMode) -> Result<(FileRef, u64)> {
+    let file = storage
+        .open(path, mode)
+        .map_err(|e| LogError::io("open segment", path, e))?;
+    let len = file
+        .len()
+        .map_err(|e| LogError::io("stat segment", path, e))?;
+    Ok((file, len))
+}
+
+/// Loads a segment's `.index` and `.timeindex`; `None` if either is missing, damaged or does
+/// not describe a segment of `len` bytes.
+fn load_index_files(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: Offset,
+    len: u64,
+) -> Option<SegmentIndex> {
+    let read = |ext: &str| crate::storage::read_all(storage, &dir.join(file_name(base, ext))).ok();
+    SegmentIndex::decode_files(&read("index")?, &read("timeindex")?, len)
 }
