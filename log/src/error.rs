@@ -72,6 +72,32 @@ pub enum LogError {
     /// A compacted topic needs a key on every record.
     #[error("topic `{0}` has cleanup.policy=compact; every record needs a key")]
     MissingKey(String),
+    /// An idempotent producer's batch does not follow its previous one on this partition.
+    #[error("out-of-order sequence from producer {producer_id} on {topic}/{partition}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        /// Topic name.
+        topic: String,
+        /// Partition.
+        partition: PartitionId,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the partition expected next.
+        expected: i32,
+        /// The sequence the batch carried.
+        got: i32,
+    },
+    /// A newer instance of this producer (a higher epoch) has written here: this one is a zombie.
+    #[error(
+        "producer {producer_id} with epoch {epoch} is fenced: epoch {current_epoch} has taken over"
+    )]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The epoch the batch carried.
+        epoch: i16,
+        /// The current epoch.
+        current_epoch: i16,
+    },
     /// A batch handed to `append_batch` is not a valid RecordBatch v2.
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] crate::batch::BatchError),

@@ -8,6 +8,7 @@
 //! - [`Record`] / [`RecordView`]: what producers give and readers get.
 //! - [`BatchBuilder`] / [`EncodedBatch`]: Kafka RecordBatch v2, the on-disk and wire format.
 //! - [`TopicConfig`] / [`FlushPolicy`]: Kafka's topic keys, validated.
+//! - [`Producer`]: the idempotent producer (retries never duplicate).
 //! - [`Storage`]: the I/O trait; [`sim::SimStorage`] injects power loss, torn writes, ENOSPC.
 //!
 //! ```
@@ -36,6 +37,8 @@ mod index;
 mod log;
 mod partition;
 pub mod partitioner;
+mod producer;
+pub mod producer_state;
 mod queue;
 mod record;
 mod segment;
@@ -52,6 +55,7 @@ pub use config::{FlushPolicy, TimestampType, TopicConfig};
 pub use error::{LogError, Result};
 pub use log::{AppendListener, AppendTicket, Log, LogOptions, TopicDescription};
 pub use partition::{Fetch, PartitionInfo};
+pub use producer::{Producer, ProducerOptions};
 pub use queue::AppendOutcome;
 pub use record::{Header, Record, RecordView};
 pub use storage::{FsStorage, Storage};

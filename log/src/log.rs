@@ -33,6 +33,9 @@ use crate::record::Record;
 use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
 use crate::types::{Offset, PartitionId, Timestamp};
 
+/// Producer ids reserved per write of `producer-ids`: one fsync per this many producers.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
 /// Largest single append (all its batches): one append is written as a unit into one
 /// segment, whose positions are 32-bit; callers with more data split it into several appends.
 const APPEND_REQUEST_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -75,6 +78,8 @@ struct Inner {
     /// `None` for a read-only view, which takes no lock.
     _lock: Option<Box<dyn DirLock>>,
     read_only: bool,
+    /// Producer ids handed out from a block persisted ahead of use (`producer-ids`).
+    producer_ids: Mutex<(i64, i64)>,
 }
 
 /// The log. Cheap to clone; the last clone dropped shuts it down (writers drain and sync).
@@ -169,6 +174,7 @@ impl Log {
             cleaner: Mutex::new(None),
             _lock: lock,
             read_only,
+            producer_ids: Mutex::new((0, 0)),
         });
         let log = Log { inner };
         for name in storage
@@ -481,6 +487,38 @@ impl Log {
         records: &[Record],
     ) -> Result<AppendOutcome> {
         self.submit(topic, partition, records)?.wait()
+    }
+
+    /// A new producer id (with epoch 0) for an idempotent producer. Ids are unique for the
+    /// life of the data directory: they come from blocks whose end is persisted before use.
+    pub fn init_producer_id(&self) -> Result<(i64, i16)> {
+        self.writable()?;
+        let mut ids = self
+            .inner
+            .producer_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if ids.0 >= ids.1 {
+            let storage = self.inner.options.storage.as_ref();
+            let path = self.inner.dir.join("producer-ids");
+            let persisted: i64 = read_all(storage, &path)
+                .ok()
+                .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
+                .unwrap_or(0);
+            let start = persisted.max(ids.1);
+            let end = start + PRODUCER_ID_BLOCK;
+            write_atomic(storage, &path, format!("{end}\n").as_bytes())
+                .map_err(|e| LogError::io("persist producer id block", &path, e))?;
+            *ids = (start, end);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok((id, 0))
+    }
+
+    /// Now, by the log's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.options.clock.now()
     }
 
     /// The partition Kafka's default partitioner picks for `key`.

@@ -422,7 +422,8 @@ impl Partition {
             seen_layout_epoch: Mutex::new(Vec::new()),
             deleted: std::sync::atomic::AtomicBool::new(false),
         });
-        let writer = crate::writer::spawn(shared.clone())?;
+        let producers = rebuild_producer_states(&shared)?;
+        let writer = crate::writer::spawn(shared.clone(), producers)?;
         Ok(Partition {
             shared,
             writer: Mutex::new(Some(writer)),
@@ -674,4 +675,24 @@ fn read_only_layout(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Offset, Pa
         out.insert(f, dir.join(n));
     }
     Ok(out.into_iter().map(|(b, p)| (Offset(b), p)).collect())
+}
+
+/// Idempotent-producer state at open: the newest snapshot not beyond the log end, plus the
+/// producer batches written after it, read back from the segments.
+fn rebuild_producer_states(p: &PartitionShared) -> Result<crate::producer_state::ProducerStates> {
+    let end = Offset(p.log_end.load(Ordering::Acquire));
+    let loaded = crate::producer_state::load_snapshot(p.storage.as_ref(), &p.dir, end)?;
+    let (from, mut states) = loaded.unwrap_or_default();
+    for seg in p.snapshot() {
+        if seg.index().next_offset <= from.0 {
+            continue;
+        }
+        for_each_batch(&seg, |b| {
+            if b.header.base_offset >= from {
+                states.replay(&b.header);
+            }
+            Ok(())
+        })?;
+    }
+    Ok(states)
 }

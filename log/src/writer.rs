@@ -15,6 +15,7 @@
 //! dropped the dirty pages), so every later append fails until the log is reopened and
 //! recovery re-validates the tail.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::batch::{set_base_offset, set_log_append_time, BatchHeader};
 use crate::config::{FlushPolicy, TimestampType};
 use crate::error::{LogError, Result};
 use crate::partition::PartitionShared;
+use crate::producer_state::{write_snapshot, BatchMeta, ProducerEntry, ProducerStates, SeqCheck};
 use crate::queue::{AppendOutcome, AppendRequest};
 use crate::segment::Segment;
 use crate::types::{Offset, Timestamp};
@@ -36,7 +38,10 @@ const GROUP_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// (at most this many groups of up to `GROUP_BYTES_MAX`, plus the one being synced).
 const SYNC_JOBS_MAX: usize = 4;
 
-pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
+pub(crate) fn spawn(
+    shared: Arc<PartitionShared>,
+    producers: ProducerStates,
+) -> Result<JoinHandle<()>> {
     let active = shared
         .snapshot()
         .last()
@@ -59,6 +64,8 @@ pub(crate) fn spawn(shared: Arc<PartitionShared>) -> Result<JoinHandle<()>> {
         None
     };
     let mut writer = Writer {
+        producers,
+        overlay: HashMap::new(),
         shared: shared.clone(),
         active,
         active_created: created,
@@ -80,6 +87,10 @@ struct Pending {
 }
 
 struct Writer {
+    /// Idempotent-producer state as of what is written.
+    producers: ProducerStates,
+    /// Producer-state changes of the chunk being built; merged once it is written.
+    overlay: HashMap<i64, ProducerEntry>,
     shared: Arc<PartitionShared>,
     active: Arc<Segment>,
     active_created: Timestamp,
@@ -296,6 +307,25 @@ impl Writer {
         let mut headers: Vec<(BatchHeader, u64)> = Vec::new();
         let mut group = group.into_iter();
         while let Some(mut req) = group.next() {
+            match self.check_idempotence(&req) {
+                Err(e) => {
+                    let _ = req.ack.send(Err(e));
+                    continue;
+                }
+                Ok(Some(original)) => {
+                    // A retry of a batch already written: answer with its offsets, after the
+                    // flush policy for them is met (the ack rides with this chunk).
+                    let outcome = AppendOutcome {
+                        partition: self.shared.id,
+                        base_offset: Offset(original.base_offset),
+                        last_offset: Offset(original.last_offset),
+                        log_append_time: None,
+                    };
+                    pending.push(Pending { req, outcome });
+                    continue;
+                }
+                Ok(None) => {}
+            }
             let span: i64 = req.batches.iter().map(|b| b.offset_span()).sum();
             if self.needs_roll(req.bytes, span) {
                 let committed =
@@ -328,14 +358,20 @@ impl Writer {
                 }
                 let pos = seg_size + self.buf.len() as u64;
                 match BatchHeader::parse(&batch.bytes) {
-                    Ok(h) => headers.push((h, pos)),
+                    Ok(h) => {
+                        if h.producer_id >= 0 {
+                            self.producers.record(&mut self.overlay, &h);
+                        }
+                        headers.push((h, pos));
+                    }
                     Err(e) => {
                         // Batches are validated before they are queued; this is our bug.
                         // Nothing of this group is written: undo and fail all of it.
                         let msg = format!("encoded batch unreadable: {e}");
                         self.buf.clear();
-                        self.next_offset =
-                            pending.first().map_or(base, |p| p.outcome.base_offset.0);
+                        self.overlay.clear();
+                        // The first batch written in this chunk (retries wrote nothing).
+                        self.next_offset = headers.first().map_or(base, |(h, _)| h.base_offset.0);
                         let mut rest: Vec<AppendRequest> =
                             pending.into_iter().map(|p| p.req).collect();
                         rest.push(req);
@@ -370,11 +406,69 @@ impl Writer {
             return;
         }
         let shared = self.shared.clone();
+        let covers = Offset(self.next_offset);
+        if let Err(e) = write_snapshot(
+            shared.storage.as_ref(),
+            &shared.dir,
+            covers,
+            &self.producers,
+        ) {
+            tracing::warn!(error = %e, "could not snapshot producer state at shutdown; the next open replays it");
+        }
         if let Err(e) =
             crate::partition::write_clean_marker(shared.storage.as_ref(), &shared.dir, &self.active)
         {
             tracing::warn!(topic = %shared.topic, partition = %shared.id, error = %e, "could not mark a clean shutdown; the next open re-validates the active segment");
         }
+    }
+
+    /// Idempotence rules for a request from a producer with an id: `Ok(Some(meta))` for a
+    /// retry of a batch already in the log, `Ok(None)` to append.
+    fn check_idempotence(&self, req: &AppendRequest) -> Result<Option<BatchMeta>> {
+        let Some(first) = req.batches.first() else {
+            return Ok(None);
+        };
+        let h = BatchHeader::parse(&first.bytes).map_err(LogError::InvalidBatch)?;
+        if h.producer_id < 0 {
+            return Ok(None);
+        }
+        if req.batches.len() != 1 {
+            return Err(LogError::InvalidBatch(crate::batch::BatchError::Malformed(
+                "an append from an idempotent producer carries exactly one batch",
+            )));
+        }
+        let topic = &self.shared.topic;
+        match self
+            .producers
+            .check(&self.overlay, topic, self.shared.id.0, &h)?
+        {
+            SeqCheck::Append => Ok(None),
+            SeqCheck::Duplicate(m) => Ok(Some(m)),
+        }
+    }
+
+    /// Acknowledges a chunk that wrote nothing (only retries of batches already written),
+    /// once everything before it met the flush policy.
+    fn ack_without_write(&mut self, pending: Vec<Pending>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if let (Some((tx, _)), FlushPolicy::Batch) = (&self.syncer, self.shared.config.flush) {
+            let job = SyncMsg::Job {
+                segment: self.active.clone(),
+                end_pos: self.active.index().size,
+                next_offset: self.next_offset,
+                acks: pending,
+            };
+            if let Err(mpsc::SendError(SyncMsg::Job { acks, .. })) = tx.send(job) {
+                Self::fail_all(acks.into_iter().map(|p| p.req), || LogError::Closed);
+            }
+            return Ok(());
+        }
+        for p in pending {
+            let _ = p.req.ack.send(Ok(p.outcome));
+        }
+        Ok(())
     }
 
     /// Adds the index entries of batches just written; returns the segment's new size.
@@ -390,18 +484,20 @@ impl Writer {
     /// Writes the buffered chunk, applies the flush policy, publishes, acknowledges.
     fn commit(&mut self, pending: Vec<Pending>, headers: Vec<(BatchHeader, u64)>) -> Result<()> {
         if self.buf.is_empty() {
-            return Ok(());
+            return self.ack_without_write(pending);
         }
         let seg = self.active.clone();
         let start_pos = seg.index().size;
-        let chunk_first = pending
+        // The first batch written in this chunk (retries in `pending` wrote nothing).
+        let chunk_first = headers
             .first()
-            .map_or(self.next_offset, |p| p.outcome.base_offset.0);
+            .map_or(self.next_offset, |(h, _)| h.base_offset.0);
         if let Err(e) = seg.file.write_all_at(&self.buf, start_pos) {
             let err_text = e.to_string();
             let typed = LogError::io("append", &seg.path, e);
             let is_full = matches!(typed, LogError::DiskFull { .. });
             self.buf.clear();
+            self.overlay.clear();
             self.next_offset = chunk_first;
             // The rollback is made durable, so a failed append cannot reappear after a crash.
             if let Err(te) = seg
@@ -427,6 +523,7 @@ impl Writer {
             });
             return Err(typed);
         }
+        self.producers.commit(std::mem::take(&mut self.overlay));
         if let (Some((tx, _)), FlushPolicy::Batch) = (&self.syncer, self.shared.config.flush) {
             let end_pos = self.index_written(&seg, &headers);
             self.buf.clear();
@@ -517,6 +614,13 @@ impl Writer {
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.next_offset, seg.clone());
         tracing::debug!(topic = %shared.topic, partition = %shared.id, base = self.next_offset, "rolled segment");
+        // Producer state as of the new segment's base: recovery replays only from here.
+        write_snapshot(
+            storage,
+            &shared.dir,
+            Offset(self.next_offset),
+            &self.producers,
+        )?;
         self.active = seg;
         self.active_created = shared.clock.now();
         Ok(())

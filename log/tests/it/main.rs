@@ -5,6 +5,7 @@ mod cleanup;
 mod codec;
 mod common;
 mod faults;
+mod idempotence;
 mod model;
 mod read_only;
 mod recovery;
