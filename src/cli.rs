@@ -77,7 +77,8 @@ pub struct ProduceArgs {
     /// Split each line at the first SEP into key and value.
     #[arg(long, value_name = "SEP")]
     pub key_separator: Option<String>,
-    /// Print a line to stdout for every acknowledged append (`ack p=P offsets=A-B lines=X-Y`).
+    /// Print a line to stdout for every acknowledged append
+    /// (`ack p=P offsets=A-B producer=ID epoch=E seq=X-Y`).
     #[arg(long)]
     pub print_acks: bool,
     /// Most records per append.
@@ -138,6 +139,9 @@ pub struct BenchProduceArgs {
     /// Appends each producer keeps in flight.
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
+    /// Stamp producer id, epoch and sequences on every batch (idempotent producers).
+    #[arg(long)]
+    pub idempotent: bool,
 }
 
 #[derive(Debug, Args)]

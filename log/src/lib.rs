@@ -55,7 +55,7 @@ pub use config::{FlushPolicy, TimestampType, TopicConfig};
 pub use error::{LogError, Result};
 pub use log::{AppendListener, AppendTicket, Log, LogOptions, TopicDescription};
 pub use partition::{Fetch, PartitionInfo};
-pub use producer::{Producer, ProducerOptions};
+pub use producer::{Producer, ProducerOptions, Submitted};
 pub use queue::AppendOutcome;
 pub use record::{Header, Record, RecordView};
 pub use storage::{FsStorage, Storage};

@@ -35,6 +35,17 @@ impl Default for ProducerOptions {
     }
 }
 
+/// One queued batch of a [`Producer::submit`].
+#[derive(Debug)]
+pub struct Submitted {
+    /// Resolves when the batch is acknowledged.
+    pub ticket: AppendTicket,
+    /// Sequence of its first record.
+    pub first_sequence: i32,
+    /// Number of records.
+    pub records: u32,
+}
+
 /// An idempotent producer bound to a log.
 #[derive(Debug)]
 pub struct Producer {
@@ -119,28 +130,30 @@ impl Producer {
         }
     }
 
-    /// Queues one batch of records for a partition and returns at once (pipelining). The
-    /// sequence is consumed when the batch is queued; if the ticket then fails, later batches
-    /// to that partition fail with `OutOfOrderSequence` and the producer should be recreated.
+    /// Queues records for a partition and returns at once (pipelining): one append per batch
+    /// under `max.message.bytes`, each with its sequences. Sequences are consumed when a batch
+    /// is queued; if a ticket then fails, later batches to that partition fail with
+    /// `OutOfOrderSequence`, and the producer should be recreated.
     pub fn submit(
         &mut self,
         topic: &str,
         partition: PartitionId,
         records: &[Record],
-    ) -> Result<AppendTicket> {
-        let mut batches = self.encode(topic, partition, records)?;
-        if batches.len() != 1 {
-            return Err(LogError::RecordTooLarge {
-                topic: topic.to_string(),
-                size: batches.iter().map(EncodedBatch::len).sum(),
-                max: self.log.topic_config(topic)?.max_message_bytes,
+    ) -> Result<Vec<Submitted>> {
+        let batches = self.encode(topic, partition, records)?;
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let n = batch.record_count() as i32;
+            let first_sequence = self.next_sequence(topic, partition);
+            let ticket = self.log.submit_batch(topic, partition, batch)?;
+            self.advance(topic, partition, n);
+            out.push(Submitted {
+                ticket,
+                first_sequence,
+                records: n as u32,
             });
         }
-        let batch = batches.remove(0);
-        let n = batch.record_count() as i32;
-        let ticket = self.log.submit_batch(topic, partition, batch)?;
-        self.advance(topic, partition, n);
-        Ok(ticket)
+        Ok(out)
     }
 
     /// The next sequence for a partition.

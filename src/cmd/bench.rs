@@ -165,6 +165,7 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
         let (log, value, done) = (log.clone(), value.clone(), done.clone());
         let (partitions, batch_bytes, in_flight) =
             (a.partitions, a.batch_bytes, a.in_flight.max(1));
+        let idempotent = a.idempotent;
         handles.push(std::thread::spawn(
             move || -> Result<(Histogram<u64>, u64)> {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -173,13 +174,29 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
                 let mut appends = 0u64;
                 let mut partition = id % partitions;
                 let now = Timestamp(start_ms());
+                // Idempotent producers stamp (producer id, epoch, sequence) on every batch, and
+                // the partition checks them: the cost the benchmark compares.
+                let identity = if idempotent {
+                    Some(log.init_producer_id()?)
+                } else {
+                    None
+                };
+                let mut sequences = vec![0i32; partitions as usize];
                 while sent < n {
                     let mut b = BatchBuilder::with_capacity(batch_bytes + 1024);
+                    if let Some((producer_id, producer_epoch)) = identity {
+                        b = b.producer(weir_log::ProducerFields {
+                            producer_id,
+                            producer_epoch,
+                            base_sequence: sequences[partition as usize],
+                        });
+                    }
                     while sent < n && b.size() < batch_bytes {
                         b.push_parts(None, Some(&value), &[], now);
                         sent += 1;
                     }
                     let count = b.count() as u64;
+                    sequences[partition as usize] += count as i32;
                     let ticket = log.submit_batch("bench", PartitionId(partition), b.finish())?;
                     pending.push_back((ticket, Instant::now(), count));
                     appends += 1;
@@ -216,8 +233,15 @@ pub fn produce(data_dir: &Path, a: BenchProduceArgs) -> Result<()> {
         .sum();
     let records = a.records as f64;
     println!(
-        "bench produce: {} records x {} B, {} partition(s), {} producer(s), flush={}, batch {} B, {} in flight",
-        a.records, a.record_bytes, a.partitions, a.producers, flush, a.batch_bytes, a.in_flight
+        "bench produce: {} records x {} B, {} partition(s), {} {}producer(s), flush={}, batch {} B, {} in flight",
+        a.records,
+        a.record_bytes,
+        a.partitions,
+        a.producers,
+        if a.idempotent { "idempotent " } else { "" },
+        flush,
+        a.batch_bytes,
+        a.in_flight
     );
     println!(
         "  throughput: {:.0} records/s, {:.1} MB/s of values, {:.1} MB/s written",

@@ -13,15 +13,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use weir_log::{AppendTicket, PartitionId, Record};
+use weir_log::{PartitionId, Producer, Record, Submitted};
 
 use crate::cli::ProduceArgs;
 
 /// Lines buffered between the stdin reader and the producer: bounds memory when the log is
 /// slower than the input.
 const LINE_CHANNEL_MAX: usize = 64 * 1024;
-/// Appends in flight before the producer waits for the oldest ack (Kafka's default is 5).
-const IN_FLIGHT_MAX: usize = 8;
+/// Appends in flight before the producer waits for the oldest ack. At most 5, like Kafka's
+/// idempotent producer: a partition remembers a producer's last 5 batches, so any batch still
+/// in flight can be retried without a duplicate.
+const IN_FLIGHT_MAX: usize = weir_log::producer_state::BATCHES_PER_PRODUCER;
 
 struct Stats {
     records: u64,
@@ -65,7 +67,9 @@ pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
         records: 0,
         bytes: 0,
     };
-    let mut in_flight: VecDeque<AppendTicket> = VecDeque::new();
+    // Idempotent: the partition drops a retried batch instead of appending it twice.
+    let mut producer = Producer::new(&log)?;
+    let mut in_flight: VecDeque<Submitted> = VecDeque::new();
     let mut round_robin = 0u32;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -102,19 +106,19 @@ pub fn run(dir: &Path, args: ProduceArgs) -> Result<()> {
                 continue;
             }
             stats.records += recs.len() as u64;
-            in_flight.push_back(log.submit(&args.topic, PartitionId(p as u32), &recs)?);
-            while in_flight.len() > IN_FLIGHT_MAX {
-                ack(&mut in_flight, &mut out, args.print_acks)?;
+            in_flight.extend(producer.submit(&args.topic, PartitionId(p as u32), &recs)?);
+            while in_flight.len() >= IN_FLIGHT_MAX {
+                ack(&mut in_flight, &mut out, args.print_acks, &producer)?;
             }
         }
         if input_paused {
             while !in_flight.is_empty() {
-                ack(&mut in_flight, &mut out, args.print_acks)?;
+                ack(&mut in_flight, &mut out, args.print_acks, &producer)?;
             }
         }
     }
     while !in_flight.is_empty() {
-        ack(&mut in_flight, &mut out, args.print_acks)?;
+        ack(&mut in_flight, &mut out, args.print_acks, &producer)?;
     }
     let secs = start.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
@@ -142,18 +146,26 @@ fn split_line(line: Vec<u8>, sep: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
     }
 }
 
-fn ack(in_flight: &mut VecDeque<AppendTicket>, out: &mut impl Write, print: bool) -> Result<()> {
-    let Some(t) = in_flight.pop_front() else {
+fn ack(
+    in_flight: &mut VecDeque<Submitted>,
+    out: &mut impl Write,
+    print: bool,
+    producer: &Producer,
+) -> Result<()> {
+    let Some(s) = in_flight.pop_front() else {
         return Ok(());
     };
-    let a = t
+    let a = s
+        .ticket
         .wait()
         .context("append failed; records after the last printed ack were not acknowledged")?;
     if print {
+        let (pid, epoch) = producer.identity();
+        let last_seq = s.first_sequence.wrapping_add(s.records as i32 - 1) & i32::MAX;
         writeln!(
             out,
-            "ack p={} offsets={}-{}",
-            a.partition, a.base_offset, a.last_offset
+            "ack p={} offsets={}-{} producer={pid} epoch={epoch} seq={}-{last_seq}",
+            a.partition, a.base_offset, a.last_offset, s.first_sequence
         )?;
         out.flush()?;
     }

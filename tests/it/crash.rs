@@ -199,3 +199,177 @@ fn check_prefix(
     }
     Ok(())
 }
+
+/// An idempotent retry after `kill -9`: the newest batches the dead producer wrote (acked or
+/// still in flight when it died: what a real producer would retry) are sent again with the
+/// same producer id, epoch and sequences, and the log answers with their original offsets
+/// instead of appending them twice. Every acknowledged batch is there.
+#[test]
+fn retries_after_kill_9_are_deduplicated() -> anyhow::Result<()> {
+    let mut rng = Rng::from_env("retries_after_kill_9");
+    let d = tempfile::tempdir()?;
+    let o = run(d.path(), &["topic", "create", "once"], "");
+    anyhow::ensure!(o.status.success(), "create failed");
+    for cycle in 0..3u64 {
+        let mut child = weir(d.path())
+            .args([
+                "produce",
+                "once",
+                "--partition",
+                "0",
+                "--print-acks",
+                "--batch-records",
+                "100",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().ok_or_else(|| anyhow::anyhow!("stdin"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("stdout"))?;
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| parse_ack(&l))
+                .collect::<Vec<_>>()
+        });
+        let writer = std::thread::spawn(move || {
+            for i in 0..50_000 {
+                if writeln!(stdin, "c{cycle}-n{i}").is_err() {
+                    break;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100 + rng.below(200)));
+        child.kill()?;
+        child.wait()?;
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))?;
+        let acks = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("reader panicked"))?;
+        anyhow::ensure!(!acks.is_empty(), "cycle {cycle}: no ack before the kill");
+        let log = open(d.path())?;
+        let before = read_partition_of(&log, "once")?;
+        for a in &acks {
+            anyhow::ensure!(
+                before.len() as i64 > a.last,
+                "cycle {cycle}: acknowledged offsets {}-{} lost",
+                a.base,
+                a.last
+            );
+        }
+        let pid = acks[0].producer;
+        let newest = newest_batches_of(&log, "once", pid, 5)?;
+        anyhow::ensure!(
+            !newest.is_empty(),
+            "cycle {cycle}: no batch of producer {pid} found"
+        );
+        for (header, values) in newest {
+            let mut b = weir_log::BatchBuilder::with_capacity(64 * 1024).producer(
+                weir_log::ProducerFields {
+                    producer_id: header.producer_id,
+                    producer_epoch: header.producer_epoch,
+                    base_sequence: header.base_sequence,
+                },
+            );
+            for v in &values {
+                b.push_parts(None, Some(v.as_bytes()), &[], weir_log::Timestamp(0));
+            }
+            let ack = log
+                .submit_batch("once", PartitionId(0), b.finish())?
+                .wait()?;
+            anyhow::ensure!(
+                ack.base_offset == header.base_offset && ack.last_offset == header.last_offset(),
+                "cycle {cycle}: retry of seq {} got offsets {}-{}, originally {}-{}",
+                header.base_sequence,
+                ack.base_offset,
+                ack.last_offset,
+                header.base_offset,
+                header.last_offset()
+            );
+        }
+        let after = read_partition_of(&log, "once")?;
+        anyhow::ensure!(after == before, "cycle {cycle}: a retry changed the log");
+        let mut seen = std::collections::HashSet::new();
+        for v in &after {
+            anyhow::ensure!(seen.insert(v.clone()), "cycle {cycle}: {v} twice");
+        }
+    }
+    Ok(())
+}
+
+/// The newest `n` batches of producer `pid` in partition 0, with their values.
+fn newest_batches_of(
+    log: &Log,
+    topic: &str,
+    pid: i64,
+    n: usize,
+) -> anyhow::Result<Vec<(weir_log::BatchHeader, Vec<String>)>> {
+    let mut all = Vec::new();
+    let mut at = Offset(0);
+    loop {
+        let f = log.read(topic, PartitionId(0), at, 1 << 20)?;
+        if f.is_empty() {
+            break;
+        }
+        for b in weir_log::BatchIter::new(&f.batches) {
+            let b = b?;
+            if b.header.producer_id == pid {
+                let values = b
+                    .records()
+                    .map(|r| {
+                        r.map(|r| String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                all.push((b.header, values));
+            }
+        }
+        at = f.next_offset();
+    }
+    let skip = all.len().saturating_sub(n);
+    Ok(all.into_iter().skip(skip).collect())
+}
+
+struct AckLine {
+    base: i64,
+    last: i64,
+    producer: i64,
+}
+
+/// `ack p=0 offsets=A-B producer=ID epoch=E seq=X-Y`
+fn parse_ack(line: &str) -> Option<AckLine> {
+    let field = |name: &str| line.split_whitespace().find_map(|f| f.strip_prefix(name));
+    let range = |s: &str| -> Option<(i64, i64)> {
+        let (a, b) = s.split_once('-')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let (base, last) = range(field("offsets=")?)?;
+    range(field("seq=")?)?;
+    field("epoch=")?;
+    Some(AckLine {
+        base,
+        last,
+        producer: field("producer=")?.parse().ok()?,
+    })
+}
+
+fn read_partition_of(log: &Log, topic: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut at = Offset(0);
+    loop {
+        let f = log.read(topic, PartitionId(0), at, 1 << 20)?;
+        if f.is_empty() {
+            return Ok(out);
+        }
+        for r in f.records() {
+            out.push(String::from_utf8_lossy(r?.value.unwrap_or_default()).into_owned());
+        }
+        at = f.next_offset();
+    }
+}
