@@ -179,11 +179,28 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
     let Some((_, sealed)) = segs.split_last() else {
         return Ok(stats);
     };
+    // Never past the last stable offset: an open transaction may still abort, and its records
+    // must not displace the committed values they would supersede.
+    let lso = p.last_stable_offset().0;
     let cleanable: Vec<Arc<Segment>> = sealed
         .iter()
-        .take_while(|s| s.index().max_timestamp <= now - cfg.min_compaction_lag_ms)
+        .take_while(|s| {
+            let idx = s.index();
+            idx.max_timestamp <= now - cfg.min_compaction_lag_ms && idx.next_offset <= lso
+        })
         .cloned()
         .collect();
+    // Records of aborted transactions never count, and are dropped.
+    let aborted = p.aborted.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let is_aborted = |h: &crate::batch::BatchHeader| {
+        h.is_transactional()
+            && !h.is_control()
+            && aborted.iter().any(|a| {
+                a.producer_id == h.producer_id
+                    && a.first_offset <= h.base_offset.0
+                    && h.base_offset.0 <= a.last_offset
+            })
+    };
     // Latest offset per key over the cleanable range.
     let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
     let mut in_pass = 0usize;
@@ -192,6 +209,9 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
             break;
         }
         for_each_batch(seg, |b| {
+            if b.header.is_control() || is_aborted(&b.header) {
+                return Ok(());
+            }
             for r in b.records() {
                 let r = r.map_err(|e| corrupt(seg, &b, e))?;
                 if let Some(k) = r.key {
@@ -234,6 +254,11 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
             for_each_batch(seg, |b| {
                 if b.header.is_control() {
                     out.extend_from_slice(b.bytes);
+                    return Ok(());
+                }
+                if is_aborted(&b.header) {
+                    let n = u64::try_from(b.header.record_count).unwrap_or(0);
+                    stats.records_in += n;
                     return Ok(());
                 }
                 let mut keep = Vec::new();

@@ -54,7 +54,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, TimestampType, TopicConfig};
 pub use error::{LogError, Result};
 pub use log::{AppendListener, AppendTicket, Log, LogOptions, TopicDescription};
-pub use partition::{Fetch, PartitionInfo};
+pub use partition::{Fetch, Isolation, PartitionInfo};
 pub use producer::{Producer, ProducerOptions, Submitted};
 pub use queue::AppendOutcome;
 pub use record::{Header, Record, RecordView};

@@ -26,7 +26,7 @@ use crate::cleaner::{self, CompactionStats};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{effective_pairs, StoredTopicConfig, TopicConfig};
 use crate::error::{LogError, Result};
-use crate::partition::{Fetch, Partition, PartitionEnv};
+use crate::partition::{Fetch, Isolation, Partition, PartitionEnv};
 use crate::partitioner::partition_for_key;
 use crate::queue::{AppendOutcome, AppendRequest, PushError};
 use crate::record::Record;
@@ -562,6 +562,50 @@ impl Log {
         self.topic(topic)?
             .partition(partition)?
             .read(offset, max_bytes)
+    }
+
+    /// Reads with an isolation level: `ReadCommitted` stops at the last stable offset and
+    /// drops records of aborted transactions (see [`Fetch::records`]).
+    pub fn read_isolated(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<Fetch> {
+        self.topic(topic)?
+            .partition(partition)?
+            .read_isolated(offset, max_bytes, isolation)
+    }
+
+    /// The last stable offset: the end of what `ReadCommitted` readers may see.
+    pub fn last_stable_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
+        Ok(self
+            .topic(topic)?
+            .partition(partition)?
+            .last_stable_offset())
+    }
+
+    /// Writes a transaction marker (commit or abort) for `producer_id` to a partition: it ends
+    /// the producer's open transaction there. Markers from an older epoch are fenced.
+    pub fn write_marker(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<AppendOutcome> {
+        let batch = BatchBuilder::marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            self.now(),
+        );
+        self.submit_batch(topic, partition, batch)?.wait()
     }
 
     /// Like `read`, but waits up to `max_wait` for data if there is none yet (long poll).

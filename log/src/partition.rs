@@ -22,6 +22,7 @@ use crate::batch::{BatchIter, RecordIter};
 use crate::clock::Clock;
 use crate::config::TopicConfig;
 use crate::error::{LogError, Result};
+use crate::producer_state::AbortedTxn;
 use crate::queue::AppendQueue;
 use crate::record::RecordView;
 use crate::segment::{file_name, parse_base, Extended, IndexFiles, Segment};
@@ -39,9 +40,36 @@ pub struct Fetch {
     pub high_watermark: Offset,
     /// First offset still in the log.
     pub log_start: Offset,
+    /// Which records `records()` yields.
+    pub isolation: Isolation,
+    /// The last stable offset at the time of the read.
+    pub last_stable: Offset,
+    /// Under `ReadCommitted`: the aborted transactions that overlap the returned batches.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// What a reader sees of transactions (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything up to the high watermark, including records of open and aborted transactions.
+    #[default]
+    ReadUncommitted,
+    /// Only up to the last stable offset, without records of aborted transactions.
+    ReadCommitted,
 }
 
 impl Fetch {
+    /// Whether a batch's records belong to an aborted transaction (read_committed only).
+    fn is_aborted(&self, h: &crate::batch::BatchHeader) -> bool {
+        self.isolation == Isolation::ReadCommitted
+            && h.is_transactional()
+            && self.aborted.iter().any(|a| {
+                a.producer_id == h.producer_id
+                    && a.first_offset <= h.base_offset.0
+                    && h.base_offset.0 <= a.last_offset
+            })
+    }
+
     /// True if no batch was returned.
     pub fn is_empty(&self) -> bool {
         self.batches.is_empty()
@@ -55,7 +83,8 @@ impl Fetch {
             .map_or(self.from, |b| b.header.next_offset().max(self.from))
     }
 
-    /// Records at or after `from`, skipping control batches.
+    /// Records at or after `from`, skipping control batches and, under `ReadCommitted`, the
+    /// records of aborted transactions.
     pub fn records(
         &self,
     ) -> impl Iterator<Item = Result<RecordView<'_>, crate::batch::BatchError>> + '_ {
@@ -63,7 +92,9 @@ impl Fetch {
         BatchIter::new(&self.batches)
             .flat_map(|b| -> Box<dyn Iterator<Item = _>> {
                 match b {
-                    Ok(b) if b.header.is_control() => Box::new(std::iter::empty()),
+                    Ok(b) if b.header.is_control() || self.is_aborted(&b.header) => {
+                        Box::new(std::iter::empty())
+                    }
                     Ok(b) => Box::new(b.records() as RecordIter<'_>),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 }
@@ -100,6 +131,11 @@ pub struct PartitionShared {
     pub(crate) log_start: AtomicI64,
     pub(crate) log_end: AtomicI64,
     pub(crate) high_watermark: AtomicI64,
+    /// First offset of the oldest open transaction (`i64::MAX`: none). The last stable offset
+    /// is `min(high_watermark, first_unstable)`; stored before the high watermark moves.
+    pub(crate) first_unstable: AtomicI64,
+    /// Aborted transactions, for `read_committed` readers (replaced, never mutated in place).
+    pub(crate) aborted: RwLock<Arc<Vec<AbortedTxn>>>,
     pub(crate) poisoned: Mutex<Option<String>>,
     pub(crate) queue: AppendQueue,
     pub(crate) appended: Arc<Event>,
@@ -170,6 +206,9 @@ impl PartitionShared {
             batches: Bytes::new(),
             high_watermark: hw,
             log_start: start,
+            isolation: Isolation::ReadUncommitted,
+            last_stable: hw,
+            aborted: Vec::new(),
         };
         if offset >= hw {
             return Ok(fetch);
@@ -188,6 +227,59 @@ impl PartitionShared {
                 return Ok(fetch);
             }
         }
+        Ok(fetch)
+    }
+
+    /// The last stable offset: no open transaction starts below it.
+    pub fn last_stable_offset(&self) -> Offset {
+        // High watermark first: the stable bound that goes with it was stored before it.
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        let fu = self.first_unstable.load(Ordering::Acquire);
+        Offset(hw.min(fu))
+    }
+
+    /// Reads with an isolation level. `ReadCommitted` stops at the last stable offset and
+    /// hands out the aborted transactions that `Fetch::records` must drop.
+    pub fn read_isolated(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<Fetch> {
+        if isolation == Isolation::ReadUncommitted {
+            return self.read(offset, max_bytes);
+        }
+        let lso = self.last_stable_offset();
+        let mut fetch = self.read(offset, max_bytes)?;
+        fetch.isolation = Isolation::ReadCommitted;
+        fetch.last_stable = lso;
+        if offset >= lso {
+            fetch.batches = Bytes::new();
+            return Ok(fetch);
+        }
+        // Cut at the first batch at or past the stable offset (a transaction boundary).
+        let mut keep = 0usize;
+        let mut last = offset.0;
+        for b in BatchIter::new(&fetch.batches) {
+            let b =
+                b.map_err(|e| LogError::Internal(format!("validated batch failed to parse: {e}")))?;
+            if b.header.base_offset >= lso {
+                break;
+            }
+            keep += b.bytes.len();
+            last = b.header.last_offset().0;
+        }
+        fetch.batches = fetch.batches.slice(..keep);
+        let aborted = self
+            .aborted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        fetch.aborted = aborted
+            .iter()
+            .filter(|a| a.last_offset >= offset.0 && a.first_offset <= last)
+            .copied()
+            .collect();
         Ok(fetch)
     }
 
@@ -211,6 +303,9 @@ impl PartitionShared {
                     batches: bytes,
                     high_watermark: hw,
                     log_start: at,
+                    isolation: Isolation::ReadUncommitted,
+                    last_stable: hw,
+                    aborted: Vec::new(),
                 };
                 for b in BatchIter::new(&fetch.batches) {
                     let b = b.map_err(|e| {
@@ -414,6 +509,8 @@ impl Partition {
             log_start: AtomicI64::new(first),
             log_end: AtomicI64::new(end),
             high_watermark: AtomicI64::new(end),
+            first_unstable: AtomicI64::new(i64::MAX),
+            aborted: RwLock::new(Arc::new(Vec::new())),
             poisoned: Mutex::new(None),
             queue: AppendQueue::new(queue_bytes),
             appended,
@@ -423,6 +520,12 @@ impl Partition {
             deleted: std::sync::atomic::AtomicBool::new(false),
         });
         let producers = rebuild_producer_states(&shared)?;
+        shared.first_unstable.store(
+            producers.first_unstable().unwrap_or(i64::MAX),
+            Ordering::Release,
+        );
+        *shared.aborted.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(producers.aborted().to_vec());
         let writer = crate::writer::spawn(shared.clone(), producers)?;
         Ok(Partition {
             shared,
@@ -449,6 +552,8 @@ impl Partition {
             log_start: AtomicI64::new(0),
             log_end: AtomicI64::new(0),
             high_watermark: AtomicI64::new(0),
+            first_unstable: AtomicI64::new(i64::MAX),
+            aborted: RwLock::new(Arc::new(Vec::new())),
             poisoned: Mutex::new(None),
             queue: AppendQueue::new(0),
             appended: env.appended,
@@ -689,7 +794,7 @@ fn rebuild_producer_states(p: &PartitionShared) -> Result<crate::producer_state:
         }
         for_each_batch(&seg, |b| {
             if b.header.base_offset >= from {
-                states.replay(&b.header);
+                states.replay(&b);
             }
             Ok(())
         })?;

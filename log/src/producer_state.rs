@@ -3,6 +3,11 @@
 //! offsets instead of being appended twice, a sequence gap is refused, and an older epoch is
 //! fenced — Kafka's rules, enforced by the partition's single writer.
 //!
+//! Transactions: a producer's first transactional batch on the partition opens its
+//! transaction here (`txn_first_offset`); a control batch (commit or abort marker) closes it.
+//! The smallest open transaction's first offset bounds the last stable offset, and every
+//! aborted transaction is remembered (`AbortedTxn`) so `read_committed` readers can drop it.
+//!
 //! Durability: the state is derived from the batches themselves (their producer id, epoch and
 //! base sequence fields). Snapshots (`<offset>.snapshot`) are written at segment roll and clean
 //! shutdown; recovery loads the newest snapshot not beyond the log end and replays the batch
@@ -21,7 +26,7 @@ pub const BATCHES_PER_PRODUCER: usize = 5;
 /// Snapshots kept per partition (the newest, and one before it).
 const SNAPSHOTS_KEPT: usize = 2;
 const SNAPSHOT_MAGIC: &[u8; 4] = b"WPST";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 /// Where one batch of a producer landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,55 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// Newest last, at most `BATCHES_PER_PRODUCER`.
     pub batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's open transaction on this partition.
+    pub txn_first_offset: Option<i64>,
+}
+
+/// A transaction that ended with an abort marker: its records in `first_offset..=last_offset`
+/// (the marker's offset) from `producer_id` are not to be read by `read_committed` readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    /// The producer.
+    pub producer_id: i64,
+    /// First offset of the transaction on this partition.
+    pub first_offset: i64,
+    /// Offset of the abort marker.
+    pub last_offset: i64,
+}
+
+/// Changes of the chunk being written, applied by `commit` once the bytes are written.
+#[derive(Debug, Clone, Default)]
+pub struct StateDelta {
+    producers: HashMap<i64, ProducerEntry>,
+    aborted: Vec<AbortedTxn>,
+}
+
+impl StateDelta {
+    /// Drops the changes (the write failed).
+    pub fn clear(&mut self) {
+        self.producers.clear();
+        self.aborted.clear();
+    }
+}
+
+/// The type of a transaction marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerType {
+    /// The transaction aborted.
+    Abort,
+    /// The transaction committed.
+    Commit,
+}
+
+/// The marker type of a control batch (its record key is `version: i16, type: i16`).
+pub fn marker_type(batch: &crate::batch::BatchView<'_>) -> Option<MarkerType> {
+    let rec = batch.records().next()?.ok()?;
+    let key = rec.key?;
+    match key.get(2..4)? {
+        [0, 0] => Some(MarkerType::Abort),
+        [0, 1] => Some(MarkerType::Commit),
+        _ => None,
+    }
 }
 
 /// What to do with an incoming producer batch.
@@ -58,6 +112,10 @@ pub enum SeqCheck {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions as (first offset, producer id): the first bounds the stable offset.
+    ongoing: std::collections::BTreeSet<(i64, i64)>,
+    /// Aborted transactions, in marker order.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// `first` follows `last` (sequences wrap from `i32::MAX` to 0, as in Kafka).
@@ -81,19 +139,18 @@ pub fn last_sequence(first: i32, count: i32) -> i32 {
 
 impl ProducerStates {
     /// The entry of a producer, looking at uncommitted changes in `overlay` first.
-    fn entry<'a>(
-        &'a self,
-        overlay: &'a HashMap<i64, ProducerEntry>,
-        pid: i64,
-    ) -> Option<&'a ProducerEntry> {
-        overlay.get(&pid).or_else(|| self.producers.get(&pid))
+    fn entry<'a>(&'a self, overlay: &'a StateDelta, pid: i64) -> Option<&'a ProducerEntry> {
+        overlay
+            .producers
+            .get(&pid)
+            .or_else(|| self.producers.get(&pid))
     }
 
     /// Checks a batch from producer `pid`/`epoch` with sequences `first..=last` against the
     /// state (plus `overlay`, the changes of the group being written).
     pub fn check(
         &self,
-        overlay: &HashMap<i64, ProducerEntry>,
+        overlay: &StateDelta,
         topic: &str,
         partition: u32,
         h: &BatchHeader,
@@ -111,6 +168,10 @@ impl ProducerStates {
                 epoch: h.producer_epoch,
                 current_epoch: e.epoch,
             });
+        }
+        if h.is_control() {
+            // Markers carry no sequence; only the epoch matters.
+            return Ok(SeqCheck::Append);
         }
         if h.producer_epoch > e.epoch {
             // A new epoch starts its sequences again at 0.
@@ -141,38 +202,83 @@ impl ProducerStates {
     }
 
     /// Records an appended batch into `overlay` (merged by `commit` once it is written).
-    pub fn record(&self, overlay: &mut HashMap<i64, ProducerEntry>, h: &BatchHeader) {
+    /// `marker` is the type of a control batch.
+    pub fn record(&self, overlay: &mut StateDelta, h: &BatchHeader, marker: Option<MarkerType>) {
         let pid = h.producer_id;
         let mut e = self.entry(overlay, pid).cloned().unwrap_or_default();
         if h.producer_epoch != e.epoch {
             e.batches.clear();
             e.epoch = h.producer_epoch;
         }
-        e.batches.push_back(BatchMeta {
-            first_seq: h.base_sequence,
-            last_seq: last_sequence(h.base_sequence, h.record_count),
-            base_offset: h.base_offset.0,
-            last_offset: h.last_offset().0,
-        });
-        while e.batches.len() > BATCHES_PER_PRODUCER {
-            e.batches.pop_front();
+        if h.is_control() {
+            let first = e.txn_first_offset.take();
+            if let (Some(first_offset), Some(MarkerType::Abort)) = (first, marker) {
+                overlay.aborted.push(AbortedTxn {
+                    producer_id: pid,
+                    first_offset,
+                    last_offset: h.base_offset.0,
+                });
+            }
+        } else {
+            if h.is_transactional() && e.txn_first_offset.is_none() {
+                e.txn_first_offset = Some(h.base_offset.0);
+            }
+            e.batches.push_back(BatchMeta {
+                first_seq: h.base_sequence,
+                last_seq: last_sequence(h.base_sequence, h.record_count),
+                base_offset: h.base_offset.0,
+                last_offset: h.last_offset().0,
+            });
+            while e.batches.len() > BATCHES_PER_PRODUCER {
+                e.batches.pop_front();
+            }
         }
-        overlay.insert(pid, e);
+        overlay.producers.insert(pid, e);
     }
 
-    /// Makes the overlay's changes part of the state.
-    pub fn commit(&mut self, overlay: HashMap<i64, ProducerEntry>) {
-        self.producers.extend(overlay);
+    /// Makes the overlay's changes part of the state; true if aborted transactions were added.
+    pub fn commit(&mut self, overlay: &mut StateDelta) -> bool {
+        for (pid, new) in overlay.producers.drain() {
+            let old_first = self.producers.get(&pid).and_then(|e| e.txn_first_offset);
+            if old_first != new.txn_first_offset {
+                if let Some(f) = old_first {
+                    self.ongoing.remove(&(f, pid));
+                }
+                if let Some(f) = new.txn_first_offset {
+                    self.ongoing.insert((f, pid));
+                }
+            }
+            self.producers.insert(pid, new);
+        }
+        let added = !overlay.aborted.is_empty();
+        self.aborted.append(&mut overlay.aborted);
+        added
     }
 
     /// Applies a batch read back from the log (recovery replay).
-    pub fn replay(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 || h.is_control() || h.record_count < 1 {
+    pub fn replay(&mut self, batch: &crate::batch::BatchView<'_>) {
+        let h = &batch.header;
+        if h.producer_id < 0 || h.record_count < 1 {
             return;
         }
-        let mut overlay = HashMap::new();
-        self.record(&mut overlay, h);
-        self.commit(overlay);
+        let marker = if h.is_control() {
+            marker_type(batch)
+        } else {
+            None
+        };
+        let mut overlay = StateDelta::default();
+        self.record(&mut overlay, h, marker);
+        self.commit(&mut overlay);
+    }
+
+    /// First offset of the oldest open transaction, if any.
+    pub fn first_unstable(&self) -> Option<i64> {
+        self.ongoing.first().map(|&(o, _)| o)
+    }
+
+    /// Aborted transactions, in marker order.
+    pub fn aborted(&self) -> &[AbortedTxn] {
+        &self.aborted
     }
 
     /// Number of producers known.
@@ -203,6 +309,7 @@ impl ProducerStates {
             let e = &self.producers[pid];
             b.extend_from_slice(&pid.to_le_bytes());
             b.extend_from_slice(&e.epoch.to_le_bytes());
+            b.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_le_bytes());
             b.push(e.batches.len() as u8);
             for m in &e.batches {
                 b.extend_from_slice(&m.first_seq.to_le_bytes());
@@ -210,6 +317,12 @@ impl ProducerStates {
                 b.extend_from_slice(&m.base_offset.to_le_bytes());
                 b.extend_from_slice(&m.last_offset.to_le_bytes());
             }
+        }
+        b.extend_from_slice(&(self.aborted.len() as u32).to_le_bytes());
+        for a in &self.aborted {
+            b.extend_from_slice(&a.producer_id.to_le_bytes());
+            b.extend_from_slice(&a.first_offset.to_le_bytes());
+            b.extend_from_slice(&a.last_offset.to_le_bytes());
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -231,10 +344,11 @@ impl ProducerStates {
         }
         let covers = Offset(r.i64()?);
         let count = r.u32()?;
-        let mut producers = HashMap::new();
+        let mut states = ProducerStates::default();
         for _ in 0..count {
             let pid = r.i64()?;
             let epoch = r.i16()?;
+            let txn_first = r.i64()?;
             let n = r.u8()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
@@ -245,9 +359,28 @@ impl ProducerStates {
                     last_offset: r.i64()?,
                 });
             }
-            producers.insert(pid, ProducerEntry { epoch, batches });
+            let txn_first_offset = (txn_first >= 0).then_some(txn_first);
+            if let Some(f) = txn_first_offset {
+                states.ongoing.insert((f, pid));
+            }
+            states.producers.insert(
+                pid,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    txn_first_offset,
+                },
+            );
         }
-        (r.at == body.len()).then_some((covers, ProducerStates { producers }))
+        let aborted = r.u32()?;
+        for _ in 0..aborted {
+            states.aborted.push(AbortedTxn {
+                producer_id: r.i64()?,
+                first_offset: r.i64()?,
+                last_offset: r.i64()?,
+            });
+        }
+        (r.at == body.len()).then_some((covers, states))
     }
 }
 
@@ -366,11 +499,11 @@ mod tests {
     }
 
     fn apply(s: &mut ProducerStates, h: &BatchHeader) -> Result<SeqCheck> {
-        let mut overlay = HashMap::new();
+        let mut overlay = StateDelta::default();
         let c = s.check(&overlay, "t", 0, h)?;
         if c == SeqCheck::Append {
-            s.record(&mut overlay, h);
-            s.commit(overlay);
+            s.record(&mut overlay, h, None);
+            s.commit(&mut overlay);
         }
         Ok(c)
     }

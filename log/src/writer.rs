@@ -15,18 +15,19 @@
 //! dropped the dirty pages), so every later append fails until the log is reopened and
 //! recovery re-validates the tail.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::batch::{set_base_offset, set_log_append_time, BatchHeader};
+use crate::batch::{set_base_offset, set_log_append_time, BatchHeader, BatchView};
 use crate::config::{FlushPolicy, TimestampType};
 use crate::error::{LogError, Result};
 use crate::partition::PartitionShared;
-use crate::producer_state::{write_snapshot, BatchMeta, ProducerEntry, ProducerStates, SeqCheck};
+use crate::producer_state::{
+    marker_type, write_snapshot, BatchMeta, ProducerStates, SeqCheck, StateDelta,
+};
 use crate::queue::{AppendOutcome, AppendRequest};
 use crate::segment::Segment;
 use crate::types::{Offset, Timestamp};
@@ -65,7 +66,7 @@ pub(crate) fn spawn(
     };
     let mut writer = Writer {
         producers,
-        overlay: HashMap::new(),
+        overlay: StateDelta::default(),
         shared: shared.clone(),
         active,
         active_created: created,
@@ -90,7 +91,7 @@ struct Writer {
     /// Idempotent-producer state as of what is written.
     producers: ProducerStates,
     /// Producer-state changes of the chunk being built; merged once it is written.
-    overlay: HashMap<i64, ProducerEntry>,
+    overlay: StateDelta,
     shared: Arc<PartitionShared>,
     active: Arc<Segment>,
     active_created: Timestamp,
@@ -110,6 +111,8 @@ enum SyncMsg {
         segment: Arc<Segment>,
         end_pos: u64,
         next_offset: i64,
+        /// First offset of the oldest open transaction as of this group (`i64::MAX`: none).
+        first_unstable: i64,
         acks: Vec<Pending>,
     },
     /// `flush.ms`: fsync this segment in the background (appends were already acknowledged).
@@ -138,12 +141,14 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
                     segment,
                     end_pos,
                     next_offset,
+                    first_unstable,
                     acks,
-                } => jobs.push((segment, end_pos, next_offset, acks)),
+                } => jobs.push((segment, end_pos, next_offset, first_unstable, acks)),
             }
         }
-        if let Some((segment, end_pos, next_offset, _)) = jobs.last() {
-            let (segment, end_pos, next_offset) = (segment.clone(), *end_pos, *next_offset);
+        if let Some((segment, end_pos, next_offset, first_unstable, _)) = jobs.last() {
+            let (segment, end_pos, next_offset, first_unstable) =
+                (segment.clone(), *end_pos, *next_offset, *first_unstable);
             let outcome = match shared.poison_cause() {
                 Some(cause) => Err(cause),
                 None => segment
@@ -154,9 +159,14 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
             match outcome {
                 Ok(()) => {
                     segment.set_readable(end_pos);
+                    // The stable bound first, then the high watermark: a reader that sees the
+                    // new high watermark sees the open transactions that go with it.
+                    shared
+                        .first_unstable
+                        .store(first_unstable, Ordering::Release);
                     shared.high_watermark.store(next_offset, Ordering::Release);
                     shared.appended.notify(usize::MAX);
-                    for (_, _, _, acks) in jobs {
+                    for (_, _, _, _, acks) in jobs {
                         for p in acks {
                             let _ = p.req.ack.send(Ok(p.outcome));
                         }
@@ -170,7 +180,7 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
                             *p = Some(cause.clone());
                         }
                     }
-                    for (_, _, _, acks) in jobs {
+                    for (_, _, _, _, acks) in jobs {
                         for p in acks {
                             let _ = p.req.ack.send(Err(shared.poisoned_error(cause.clone())));
                         }
@@ -360,7 +370,14 @@ impl Writer {
                 match BatchHeader::parse(&batch.bytes) {
                     Ok(h) => {
                         if h.producer_id >= 0 {
-                            self.producers.record(&mut self.overlay, &h);
+                            let marker = if h.is_control() {
+                                BatchView::parse(&batch.bytes)
+                                    .ok()
+                                    .and_then(|v| marker_type(&v))
+                            } else {
+                                None
+                            };
+                            self.producers.record(&mut self.overlay, &h, marker);
                         }
                         headers.push((h, pos));
                     }
@@ -458,6 +475,7 @@ impl Writer {
                 segment: self.active.clone(),
                 end_pos: self.active.index().size,
                 next_offset: self.next_offset,
+                first_unstable: first_unstable_now(&self.producers),
                 acks: pending,
             };
             if let Err(mpsc::SendError(SyncMsg::Job { acks, .. })) = tx.send(job) {
@@ -469,6 +487,20 @@ impl Writer {
             let _ = p.req.ack.send(Ok(p.outcome));
         }
         Ok(())
+    }
+
+    /// Applies the producer-state changes of the chunk just written; publishes new aborted
+    /// transactions to readers; returns the first unstable offset (`i64::MAX`: none).
+    fn commit_producer_state(&mut self) -> i64 {
+        if self.producers.commit(&mut self.overlay) {
+            let list = Arc::new(self.producers.aborted().to_vec());
+            *self
+                .shared
+                .aborted
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = list;
+        }
+        first_unstable_now(&self.producers)
     }
 
     /// Adds the index entries of batches just written; returns the segment's new size.
@@ -523,7 +555,7 @@ impl Writer {
             });
             return Err(typed);
         }
-        self.producers.commit(std::mem::take(&mut self.overlay));
+        let first_unstable = self.commit_producer_state();
         if let (Some((tx, _)), FlushPolicy::Batch) = (&self.syncer, self.shared.config.flush) {
             let end_pos = self.index_written(&seg, &headers);
             self.buf.clear();
@@ -534,6 +566,7 @@ impl Writer {
                 segment: seg,
                 end_pos,
                 next_offset: self.next_offset,
+                first_unstable,
                 acks: pending,
             };
             if let Err(mpsc::SendError(SyncMsg::Job { acks, .. })) = tx.send(job) {
@@ -569,6 +602,9 @@ impl Writer {
         self.shared
             .log_end
             .store(self.next_offset, Ordering::Release);
+        self.shared
+            .first_unstable
+            .store(first_unstable, Ordering::Release);
         self.shared
             .high_watermark
             .store(self.next_offset, Ordering::Release);
@@ -625,4 +661,8 @@ impl Writer {
         self.active_created = shared.clock.now();
         Ok(())
     }
+}
+
+fn first_unstable_now(p: &ProducerStates) -> i64 {
+    p.first_unstable().unwrap_or(i64::MAX)
 }

@@ -116,6 +116,29 @@ impl BatchBuilder {
         self
     }
 
+    /// A transaction marker from `producer_id`/`producer_epoch`: a control batch with one
+    /// record whose key is (version 0, type: 0 abort, 1 commit) and whose value is
+    /// (version 0, coordinator epoch), as Kafka writes them.
+    pub fn marker(
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        ts: Timestamp,
+    ) -> EncodedBatch {
+        let mut b = BatchBuilder::with_capacity(HEADER_LEN + 32).producer(ProducerFields {
+            producer_id,
+            producer_epoch,
+            base_sequence: -1,
+        });
+        b.attributes |= attributes::CONTROL | attributes::TRANSACTIONAL;
+        let key = [0u8, 0, 0, u8::from(commit)];
+        let mut value = vec![0u8, 0];
+        value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+        b.push_parts(Some(&key), Some(&value), &[], ts);
+        b.finish()
+    }
+
     /// Number of records so far.
     pub fn count(&self) -> usize {
         self.count as usize

@@ -9,3 +9,4 @@ mod idempotence;
 mod model;
 mod read_only;
 mod recovery;
+mod transactions;
