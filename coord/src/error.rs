@@ -1,0 +1,81 @@
+//! Errors of the coordinators, sorted by whose fault they are. Group protocol outcomes that a
+//! well-behaved member handles by rejoining (`RebalanceInProgress`, `UnknownMember`,
+//! `IllegalGeneration`) are errors here, as in Kafka, so a stale member can never act.
+
+use weir_log::LogError;
+
+/// Errors returned by `weir-coord`.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The group is rebalancing; rejoin to get the new generation.
+    #[error("group `{0}` is rebalancing; rejoin the group")]
+    RebalanceInProgress(String),
+    /// The member is not (or no longer) in the group, e.g. after its session expired.
+    #[error("member `{member}` is not in group `{group}` (its session may have expired); rejoin")]
+    UnknownMember {
+        /// Group id.
+        group: String,
+        /// Member id.
+        member: String,
+    },
+    /// A request from an older generation (a zombie member after a rebalance).
+    #[error("generation {got} of group `{group}` is stale; the group is at generation {current}")]
+    IllegalGeneration {
+        /// Group id.
+        group: String,
+        /// Generation the request carried.
+        got: i32,
+        /// Current generation.
+        current: i32,
+    },
+    /// The members share no assignment protocol.
+    #[error("group `{0}`: members share no assignment protocol")]
+    InconsistentProtocol(String),
+    /// The group does not exist.
+    #[error("group `{0}` does not exist")]
+    UnknownGroup(String),
+    /// The operation needs a group without live members.
+    #[error("group `{group}` has {members} live member(s); stop them first")]
+    GroupNotEmpty {
+        /// Group id.
+        group: String,
+        /// Live members.
+        members: usize,
+    },
+    /// `auto.offset.reset=none` and no committed offset.
+    #[error(
+        "no committed offset for {topic}/{partition} in group `{group}` and auto.offset.reset=none"
+    )]
+    NoOffset {
+        /// Group id.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+    },
+    /// An argument is invalid.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// A stored offset record could not be decoded.
+    #[error("corrupted offset record in {topic}/{partition} at offset {offset}: {reason}")]
+    CorruptedOffsetRecord {
+        /// The offsets topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset of the record.
+        offset: i64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The coordinator has shut down.
+    #[error("the coordinator is closed")]
+    Closed,
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// Result alias.
+pub type Result<T, E = CoordError> = std::result::Result<T, E>;

@@ -1,0 +1,47 @@
+//! # weir-coord
+//!
+//! Coordination over Weir's log, with Kafka's semantics so the Kafka wire server can map
+//! Kafka's APIs straight onto it:
+//! - [`GroupCoordinator`]: consumer groups (classic protocol: members, generations, leader-
+//!   computed assignment, heartbeats, session and rebalance timeouts), committed offsets in the
+//!   compacted `__consumer_offsets` topic, lag, reset and delete.
+//! - [`Consumer`]: the embedded group consumer (subscribe, poll, commit, seek, pause/resume,
+//!   rebalance callbacks, `auto.offset.reset`, `read_committed`).
+//! - [`Assignor`]: the range and round-robin assignors.
+//!
+//! ```
+//! use std::time::Duration;
+//! use weir_coord::{Consumer, ConsumerConfig, GroupCoordinator, OffsetReset};
+//! let dir = tempfile::tempdir()?;
+//! let log = weir_log::Log::open(dir.path())?;
+//! log.create_topic("orders", 2, Default::default())?;
+//! log.send("orders", Some(b"alice"), Some(b"created"))?;
+//! let coord = GroupCoordinator::start(&log)?;
+//! let mut cfg = ConsumerConfig::new("billing");
+//! cfg.auto_offset_reset = OffsetReset::Earliest;
+//! let mut consumer = Consumer::new(&coord, cfg);
+//! consumer.subscribe(&["orders"])?;
+//! let records = consumer.poll(Duration::from_secs(5))?;
+//! assert_eq!(records.len(), 1);
+//! consumer.commit()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod assignor;
+mod consumer;
+mod error;
+mod group;
+pub mod offsets;
+
+pub use assignor::{Assignment, Assignor, Subscriptions};
+pub use consumer::{
+    decode_assignment, encode_assignment, encode_subscription, Consumer, ConsumerConfig,
+    ConsumerRecord, OffsetReset, RebalanceListener,
+};
+pub use error::{CoordError, Result};
+pub use group::{
+    GroupCoordinator, GroupDescription, GroupState, JoinRequest, JoinResponse, PartitionLag,
+};
