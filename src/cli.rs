@@ -29,6 +29,9 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print records of a topic.
     Consume(ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Measure the log's throughput and latency.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -93,9 +96,18 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all).
     #[arg(long)]
     pub partition: Option<u32>,
-    /// Where to start: earliest, latest, an offset N, or -N (N before the end).
+    /// Where to start: earliest, latest, an offset N, or -N (N before the end). With
+    /// `--group`: where to start partitions the group has no committed offset for
+    /// (earliest or latest).
     #[arg(long, default_value = "earliest", allow_hyphen_values = true)]
     pub offset: String,
+    /// Consume as a member of this consumer group, starting at its committed offsets and
+    /// committing what was printed.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// read_uncommitted (default) or read_committed (skip open and aborted transactions).
+    #[arg(long, default_value = "read_uncommitted")]
+    pub isolation: String,
     /// Stop after this many records.
     #[arg(long)]
     pub max_messages: Option<u64>,
@@ -106,6 +118,33 @@ pub struct ConsumeArgs {
     /// %s value, %T timestamp ms, %h headers, %% percent, \n newline, \t tab.
     #[arg(short = 'f', long = "format", default_value = "%s\\n")]
     pub format: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCmd {
+    /// List groups with their state.
+    List,
+    /// Per partition: owner, committed offset, log end and lag.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Set a group's committed offsets for a topic (refused while it has live members).
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// Topic whose offsets to set.
+        #[arg(long)]
+        topic: String,
+        /// earliest, latest, offset:N or timestamp:MS.
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete a group and its committed offsets (refused while it has live members).
+    Delete {
+        /// Group id.
+        group: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -79,7 +79,7 @@ impl Format {
         Ok(Format(pieces))
     }
 
-    /// Writes one record.
+    /// Writes one record read from the log.
     pub fn write(
         &self,
         out: &mut impl Write,
@@ -87,18 +87,34 @@ impl Format {
         partition: u32,
         r: &RecordView<'_>,
     ) -> io::Result<()> {
+        let headers: Vec<(&[u8], Option<&[u8]>)> = r.headers().map_while(Result::ok).collect();
+        self.write_fields(
+            out,
+            &Fields {
+                topic,
+                partition,
+                offset: r.offset.0,
+                timestamp: r.timestamp.0,
+                key: r.key,
+                value: r.value,
+                headers,
+            },
+        )
+    }
+
+    /// Writes one record given by its fields.
+    pub fn write_fields(&self, out: &mut impl Write, f: &Fields<'_>) -> io::Result<()> {
         for p in &self.0 {
             match p {
                 Piece::Text(t) => out.write_all(t)?,
-                Piece::Topic => out.write_all(topic.as_bytes())?,
-                Piece::Partition => write!(out, "{partition}")?,
-                Piece::Offset => write!(out, "{}", r.offset)?,
-                Piece::Key => out.write_all(r.key.unwrap_or_default())?,
-                Piece::Value => out.write_all(r.value.unwrap_or_default())?,
-                Piece::Timestamp => write!(out, "{}", r.timestamp)?,
+                Piece::Topic => out.write_all(f.topic.as_bytes())?,
+                Piece::Partition => write!(out, "{}", f.partition)?,
+                Piece::Offset => write!(out, "{}", f.offset)?,
+                Piece::Key => out.write_all(f.key.unwrap_or_default())?,
+                Piece::Value => out.write_all(f.value.unwrap_or_default())?,
+                Piece::Timestamp => write!(out, "{}", f.timestamp)?,
                 Piece::Headers => {
-                    for (i, h) in r.headers().enumerate() {
-                        let Ok((k, v)) = h else { break };
+                    for (i, (k, v)) in f.headers.iter().enumerate() {
                         if i > 0 {
                             out.write_all(b",")?;
                         }
@@ -111,6 +127,25 @@ impl Format {
         }
         Ok(())
     }
+}
+
+/// The fields a format can print.
+#[derive(Debug)]
+pub struct Fields<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp (ms).
+    pub timestamp: i64,
+    /// Key.
+    pub key: Option<&'a [u8]>,
+    /// Value.
+    pub value: Option<&'a [u8]>,
+    /// Headers.
+    pub headers: Vec<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 #[cfg(test)]

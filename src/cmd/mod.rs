@@ -2,6 +2,7 @@
 
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -31,7 +32,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Topic(t) => topic::run(&cli.data_dir, t),
         Command::Produce(a) => produce::run(&cli.data_dir, a),
+        Command::Consume(a) if a.group.is_some() => group::consume(&cli.data_dir, a),
         Command::Consume(a) => consume::run(&cli.data_dir, a),
+        Command::Group(g) => group::run(&cli.data_dir, g),
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
     }

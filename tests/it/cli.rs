@@ -201,3 +201,91 @@ fn a_second_writer_gets_a_clear_error_naming_the_holder() {
     drop(holder.stdin.take());
     holder.wait().expect("holder exits");
 }
+
+#[test]
+fn consumer_groups_from_the_cli_commit_what_was_printed_and_show_lag() {
+    let d = tempfile::tempdir().expect("tempdir");
+    run(
+        d.path(),
+        &["topic", "create", "orders", "--partitions", "2"],
+        "",
+    );
+    let input: String = (0..20).map(|i| format!("k{i}:v{i}\n")).collect();
+    run(
+        d.path(),
+        &["produce", "orders", "--key-separator", ":"],
+        &input,
+    );
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--max-messages",
+            "5",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 5);
+    let o = run(d.path(), &["group", "describe", "billing"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let total_lag: i64 = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("orders"))
+        .map(|l| {
+            l.split_whitespace()
+                .last()
+                .and_then(|x| x.parse::<i64>().ok())
+                .expect("lag column")
+        })
+        .sum();
+    assert_eq!(total_lag, 15, "{}", stdout(&o));
+    // The next member of the group continues where the first one stopped.
+    let o = run(d.path(), &["consume", "orders", "--group", "billing"], "");
+    assert_eq!(stdout(&o).lines().count(), 15);
+    let o = run(d.path(), &["group", "describe", "billing"], "");
+    assert!(
+        stdout(&o)
+            .lines()
+            .filter(|l| l.starts_with("orders"))
+            .all(|l| l.ends_with(" 0")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&run(d.path(), &["group", "list"], "")).contains("billing"));
+    let o = run(
+        d.path(),
+        &[
+            "group",
+            "reset-offsets",
+            "billing",
+            "--topic",
+            "orders",
+            "--to",
+            "earliest",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "orders",
+            "--group",
+            "billing",
+            "--isolation",
+            "read_committed",
+        ],
+        "",
+    );
+    assert_eq!(stdout(&o).lines().count(), 20);
+    assert!(run(d.path(), &["group", "delete", "billing"], "")
+        .status
+        .success());
+    let o = run(d.path(), &["group", "describe", "billing"], "");
+    assert_eq!(stderr(&o).trim(), "error: group `billing` does not exist");
+}
