@@ -153,6 +153,21 @@ pub enum BenchCmd {
     Produce(BenchProduceArgs),
     /// Read throughput from the page cache.
     Consume(BenchConsumeArgs),
+    /// Time for a consumer group to rebalance after a member leaves cleanly.
+    Rebalance(BenchRebalanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRebalanceArgs {
+    /// Members of the group.
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: u32,
+    /// Rounds to measure.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Args)]

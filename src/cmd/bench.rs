@@ -15,7 +15,7 @@ use weir_log::{
     BatchBuilder, FlushPolicy, Log, LogOptions, Offset, PartitionId, Storage, Timestamp,
 };
 
-use crate::cli::{BenchConsumeArgs, BenchProduceArgs};
+use crate::cli::{BenchConsumeArgs, BenchProduceArgs, BenchRebalanceArgs};
 
 /// The real file system, counting `fdatasync`s so the report can say how many acks each cost.
 #[derive(Debug, Default)]
@@ -365,6 +365,115 @@ pub fn consume(data_dir: &Path, a: BenchConsumeArgs) -> Result<()> {
         value_bytes as f64 / 1e6 / secs,
         fetch_bytes as f64 / 1e6 / secs
     );
+    drop(log);
+    drop(scratch);
+    Ok(())
+}
+
+/// One member of the measured group: polls until told to leave (cleanly) or stop, and
+/// publishes its generation and assignment size after each poll.
+fn rebalance_member(
+    coord: weir_coord::GroupCoordinator,
+    group: String,
+    leave: Arc<AtomicBool>,
+    view: Arc<std::sync::Mutex<(i32, usize)>>,
+) -> std::thread::JoinHandle<Result<()>> {
+    std::thread::spawn(move || {
+        let mut cfg = weir_coord::ConsumerConfig::new(group);
+        cfg.heartbeat_interval = Duration::from_millis(100);
+        cfg.auto_commit_interval = None;
+        let mut c = weir_coord::Consumer::new(&coord, cfg);
+        c.subscribe(&["bench"])?;
+        while !leave.load(Ordering::Acquire) {
+            c.poll(Duration::from_millis(5))?;
+            let generation = c.membership().1;
+            *view.lock().unwrap_or_else(|e| e.into_inner()) = (generation, c.assignment().len());
+        }
+        c.close()?;
+        Ok(())
+    })
+}
+
+pub fn rebalance(data_dir: &Path, a: BenchRebalanceArgs) -> Result<()> {
+    if a.members < 2 || a.partitions == 0 || a.rounds == 0 {
+        bail!("--members must be at least 2, --partitions and --rounds at least 1");
+    }
+    let scratch = Scratch::new(data_dir, "rebalance")?;
+    let log = Log::open_with(
+        &scratch.0,
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?;
+    log.create_topic("bench", a.partitions, Default::default())?;
+    let coord = weir_coord::GroupCoordinator::start(&log)?;
+    let mut times = Vec::new();
+    for round in 0..a.rounds {
+        let group = format!("bench-{round}");
+        let flags: Vec<Arc<AtomicBool>> = (0..a.members)
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect();
+        let views: Vec<Arc<std::sync::Mutex<(i32, usize)>>> =
+            (0..a.members).map(|_| Arc::default()).collect();
+        let handles: Vec<_> = (0..a.members)
+            .map(|i| {
+                rebalance_member(
+                    coord.clone(),
+                    group.clone(),
+                    flags[i].clone(),
+                    views[i].clone(),
+                )
+            })
+            .collect();
+        let stable = |members: &[Arc<std::sync::Mutex<(i32, usize)>>]| -> Option<i32> {
+            let vs: Vec<(i32, usize)> = members
+                .iter()
+                .map(|v| *v.lock().unwrap_or_else(|e| e.into_inner()))
+                .collect();
+            let g = vs.first()?.0;
+            (g > 0
+                && vs.iter().all(|v| v.0 == g)
+                && vs.iter().map(|v| v.1).sum::<usize>() == a.partitions as usize)
+                .then_some(g)
+        };
+        let wait = |members: &[Arc<std::sync::Mutex<(i32, usize)>>], after: i32| -> Result<i32> {
+            let t0 = Instant::now();
+            loop {
+                if let Some(g) = stable(members).filter(|g| *g > after) {
+                    return Ok(g);
+                }
+                if t0.elapsed() > Duration::from_secs(30) {
+                    bail!("the group did not stabilise within 30 s");
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let generation = wait(&views, 0)?;
+        let t0 = Instant::now();
+        flags[0].store(true, Ordering::Release);
+        wait(&views[1..], generation)?;
+        times.push(t0.elapsed());
+        for f in &flags {
+            f.store(true, Ordering::Release);
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("member thread panicked"))??;
+        }
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "bench rebalance: {} members, {} partitions, one member leaves cleanly ({} rounds)",
+        a.members, a.partitions, a.rounds
+    );
+    println!(
+        "  until the remaining members hold every partition in a new generation: median {:.1} ms, max {:.1} ms",
+        ms(times[times.len() / 2]),
+        ms(times[times.len() - 1])
+    );
+    drop(coord);
     drop(log);
     drop(scratch);
     Ok(())

@@ -37,5 +37,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Group(g) => group::run(&cli.data_dir, g),
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Rebalance(a)) => bench::rebalance(&cli.data_dir, a),
     }
 }
