@@ -560,6 +560,15 @@ impl GroupCoordinator {
         st.offsets.commit(&log, group, &entries)
     }
 
+    /// Makes offsets that a committed transaction wrote visible to the group.
+    pub(crate) fn apply_transactional_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, CommittedOffset)],
+    ) {
+        self.lock().offsets.apply_committed(group, offsets);
+    }
+
     /// A group's committed offsets.
     pub fn committed(&self, group: &str) -> BTreeMap<TopicPartition, CommittedOffset> {
         self.lock()

@@ -7,6 +7,8 @@
 //!   compacted `__consumer_offsets` topic, lag, reset and delete.
 //! - [`Consumer`]: the embedded group consumer (subscribe, poll, commit, seek, pause/resume,
 //!   rebalance callbacks, `auto.offset.reset`, `read_committed`).
+//! - [`TransactionCoordinator`] / [`TransactionalProducer`]: transactions (zombie fencing,
+//!   markers, offsets committed atomically with outputs, timeouts, recovery).
 //! - [`Assignor`]: the range and round-robin assignors.
 //!
 //! ```
@@ -35,6 +37,8 @@ mod consumer;
 mod error;
 mod group;
 pub mod offsets;
+mod producer;
+mod txn;
 
 pub use assignor::{Assignment, Assignor, Subscriptions};
 pub use consumer::{
@@ -45,3 +49,5 @@ pub use error::{CoordError, Result};
 pub use group::{
     GroupCoordinator, GroupDescription, GroupState, JoinRequest, JoinResponse, PartitionLag,
 };
+pub use producer::TransactionalProducer;
+pub use txn::{start, TransactionCoordinator, TxnMeta, TxnState, TXN_STATE_TOPIC};

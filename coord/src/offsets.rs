@@ -117,7 +117,14 @@ impl OffsetStore {
         for p in 0..log.partition_count(OFFSETS_TOPIC)? {
             let mut at = log.earliest_offset(OFFSETS_TOPIC, PartitionId(p))?;
             loop {
-                let f = log.read(OFFSETS_TOPIC, PartitionId(p), at, 1 << 20)?;
+                // Offsets committed inside a transaction count only once it committed.
+                let f = log.read_isolated(
+                    OFFSETS_TOPIC,
+                    PartitionId(p),
+                    at,
+                    1 << 20,
+                    weir_log::Isolation::ReadCommitted,
+                )?;
                 if f.is_empty() {
                     break;
                 }
@@ -184,6 +191,14 @@ impl OffsetStore {
             g.insert(tp.clone(), c.clone());
         }
         Ok(())
+    }
+
+    /// Records offsets that a committed transaction already wrote to the log.
+    pub fn apply_committed(&mut self, group: &str, offsets: &[(TopicPartition, CommittedOffset)]) {
+        let g = self.groups.entry(group.to_string()).or_default();
+        for (tp, c) in offsets {
+            g.insert(tp.clone(), c.clone());
+        }
     }
 
     /// Durably deletes every offset of a group (tombstones).

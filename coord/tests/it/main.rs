@@ -1,3 +1,4 @@
 //! Integration tests of `weir-coord`.
 
 mod groups;
+mod transactions;

@@ -1,0 +1,664 @@
+//! [`TransactionCoordinator`]: Kafka-style transactions over the log.
+//!
+//! A `transactional.id` maps to a producer id; `init_transactions` finishes whatever the last
+//! instance left (completes a decided transaction, aborts an undecided one) and bumps the
+//! epoch, fencing any older instance. A transaction adds partitions (and a group's offsets
+//! partition), is decided (`PrepareCommit` / `PrepareAbort`, persisted in the compacted
+//! `__transaction_state` topic: the commit point), then markers are written to every partition
+//! it touched — in parallel, so a commit costs one group-committed fsync per partition — and
+//! the transaction is completed. Transactions older than their timeout are aborted (with an
+//! epoch bump that fences their producer). On start, decided transactions are completed and
+//! undecided ones aborted before anything else reads the log.
+//!
+//! Offsets sent with `send_offsets_to_transaction` are written to `__consumer_offsets` as
+//! transactional records, so they commit or abort atomically with the outputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_log::{
+    BatchBuilder, Log, LogError, Offset, PartitionId, ProducerFields, Record, TopicConfig,
+};
+
+use crate::error::{CoordError, Result};
+use crate::group::GroupCoordinator;
+use crate::offsets::{
+    encode_key, encode_value, CommittedOffset, OffsetStore, TopicPartition, OFFSETS_TOPIC,
+};
+
+/// The internal topic of transaction states.
+pub const TXN_STATE_TOPIC: &str = "__transaction_state";
+const TXN_STATE_PARTITIONS: u32 = 4;
+const FORMAT_VERSION: u16 = 1;
+/// How often timed-out transactions are looked for.
+const TIMEOUT_TICK: Duration = Duration::from_millis(50);
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    /// No transaction open.
+    Empty,
+    /// Open: partitions are being written.
+    Ongoing,
+    /// Decided to commit; markers being written.
+    PrepareCommit,
+    /// Decided to abort; markers being written.
+    PrepareAbort,
+    /// Committed on every partition.
+    CompleteCommit,
+    /// Aborted on every partition.
+    CompleteAbort,
+}
+
+impl TxnState {
+    fn code(self) -> u8 {
+        self as u8
+    }
+    fn from_code(c: u8) -> Option<TxnState> {
+        Some(match c {
+            0 => TxnState::Empty,
+            1 => TxnState::Ongoing,
+            2 => TxnState::PrepareCommit,
+            3 => TxnState::PrepareAbort,
+            4 => TxnState::CompleteCommit,
+            5 => TxnState::CompleteAbort,
+            _ => return None,
+        })
+    }
+}
+
+/// A transactional id's state, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnMeta {
+    /// Producer id.
+    pub producer_id: i64,
+    /// Current epoch.
+    pub epoch: i16,
+    /// State.
+    pub state: TxnState,
+    /// Transaction timeout.
+    pub timeout: Duration,
+    /// Partitions the open transaction wrote.
+    pub partitions: BTreeSet<TopicPartition>,
+    /// Group offsets written inside the open transaction (applied when it commits).
+    pub offsets: Vec<(String, TopicPartition, Offset)>,
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    b.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8], usize);
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.0.get(self.1..self.1 + n)?;
+        self.1 += n;
+        Some(s)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<String> {
+        let n = self.u16()? as usize;
+        Some(std::str::from_utf8(self.take(n)?).ok()?.to_string())
+    }
+}
+
+impl TxnMeta {
+    /// Encodes the persisted value (see docs/format.md).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        b.extend_from_slice(&self.producer_id.to_be_bytes());
+        b.extend_from_slice(&self.epoch.to_be_bytes());
+        b.push(self.state.code());
+        b.extend_from_slice(&(self.timeout.as_millis() as i64).to_be_bytes());
+        b.extend_from_slice(&(self.partitions.len() as u32).to_be_bytes());
+        for (t, p) in &self.partitions {
+            put_str(&mut b, t);
+            b.extend_from_slice(&p.to_be_bytes());
+        }
+        b.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
+        for (g, (t, p), o) in &self.offsets {
+            put_str(&mut b, g);
+            put_str(&mut b, t);
+            b.extend_from_slice(&p.to_be_bytes());
+            b.extend_from_slice(&o.0.to_be_bytes());
+        }
+        b
+    }
+
+    /// Decodes a persisted value.
+    pub fn decode(b: &[u8]) -> Option<TxnMeta> {
+        let mut r = Reader(b, 0);
+        if r.u16()? != FORMAT_VERSION {
+            return None;
+        }
+        let producer_id = r.i64()?;
+        let epoch = i16::from_be_bytes(r.take(2)?.try_into().ok()?);
+        let state = TxnState::from_code(r.take(1)?[0])?;
+        let timeout = Duration::from_millis(u64::try_from(r.i64()?).ok()?);
+        let mut partitions = BTreeSet::new();
+        for _ in 0..r.u32()? {
+            partitions.insert((r.str()?, r.u32()?));
+        }
+        let mut offsets = Vec::new();
+        for _ in 0..r.u32()? {
+            offsets.push((r.str()?, (r.str()?, r.u32()?), Offset(r.i64()?)));
+        }
+        (r.1 == b.len()).then_some(TxnMeta {
+            producer_id,
+            epoch,
+            state,
+            timeout,
+            partitions,
+            offsets,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Txn {
+    meta: TxnMeta,
+    started: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Log,
+    groups: GroupCoordinator,
+    txns: Mutex<HashMap<String, Txn>>,
+    stopped: AtomicBool,
+    /// Fault injection for crash tests: stop a commit after this many markers.
+    crash_after_markers: AtomicUsize,
+    reaper: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The transaction coordinator. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct TransactionCoordinator {
+    inner: Arc<Inner>,
+}
+
+fn fenced(meta: &TxnMeta, epoch: i16) -> CoordError {
+    CoordError::Log(LogError::ProducerFenced {
+        producer_id: meta.producer_id,
+        epoch,
+        current_epoch: meta.epoch,
+    })
+}
+
+/// Starts both coordinators in the order recovery needs: transactions left decided or open by
+/// the last run are finished first, then committed offsets are loaded.
+pub fn start(log: &Log) -> Result<(GroupCoordinator, TransactionCoordinator)> {
+    let states = TransactionCoordinator::load_and_recover(log)?;
+    let groups = GroupCoordinator::start(log)?;
+    let txns = TransactionCoordinator::with_state(log, &groups, states)?;
+    Ok((groups, txns))
+}
+
+impl TransactionCoordinator {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Txn>> {
+        self.inner.txns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads `__transaction_state` and finishes every transaction the last run left decided
+    /// (markers, then complete) or open (abort).
+    fn load_and_recover(log: &Log) -> Result<HashMap<String, TxnMeta>> {
+        if !log.list_topics().iter().any(|t| t == TXN_STATE_TOPIC) {
+            let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
+            match log.create_topic(TXN_STATE_TOPIC, TXN_STATE_PARTITIONS, cfg) {
+                Ok(()) | Err(LogError::TopicExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut metas = HashMap::new();
+        for p in 0..log.partition_count(TXN_STATE_TOPIC)? {
+            let mut at = log.earliest_offset(TXN_STATE_TOPIC, PartitionId(p))?;
+            loop {
+                let f = log.read(TXN_STATE_TOPIC, PartitionId(p), at, 1 << 20)?;
+                if f.is_empty() {
+                    break;
+                }
+                for r in f.records() {
+                    let r = r.map_err(LogError::from)?;
+                    let id = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
+                    let meta = r.value.and_then(TxnMeta::decode).ok_or_else(|| {
+                        CoordError::CorruptedOffsetRecord {
+                            topic: TXN_STATE_TOPIC.into(),
+                            partition: p,
+                            offset: r.offset.0,
+                            reason: "bad transaction state".into(),
+                        }
+                    })?;
+                    metas.insert(id, meta);
+                }
+                at = f.next_offset();
+            }
+        }
+        for (id, meta) in metas.iter_mut() {
+            let commit = match meta.state {
+                TxnState::PrepareCommit => true,
+                TxnState::PrepareAbort | TxnState::Ongoing => false,
+                _ => continue,
+            };
+            tracing::warn!(transactional_id = %id, commit, "finishing a transaction left by the last run");
+            if !commit {
+                meta.state = TxnState::PrepareAbort;
+                persist(log, id, meta)?;
+            }
+            write_markers(log, meta, commit, None)?;
+            meta.state = if commit {
+                TxnState::CompleteCommit
+            } else {
+                TxnState::CompleteAbort
+            };
+            meta.partitions.clear();
+            meta.offsets.clear();
+            persist(log, id, meta)?;
+        }
+        Ok(metas)
+    }
+
+    fn with_state(
+        log: &Log,
+        groups: &GroupCoordinator,
+        metas: HashMap<String, TxnMeta>,
+    ) -> Result<TransactionCoordinator> {
+        let txns = metas
+            .into_iter()
+            .map(|(id, meta)| {
+                (
+                    id,
+                    Txn {
+                        meta,
+                        started: None,
+                    },
+                )
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            log: log.clone(),
+            groups: groups.clone(),
+            txns: Mutex::new(txns),
+            stopped: AtomicBool::new(false),
+            crash_after_markers: AtomicUsize::new(usize::MAX),
+            reaper: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("weir-txn-timeouts".into())
+            .spawn(move || abort_timed_out(&weak))
+            .map_err(|e| CoordError::Invalid(format!("cannot start the timeout thread: {e}")))?;
+        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(TransactionCoordinator { inner })
+    }
+
+    /// The log this coordinator serves.
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Registers (or re-registers) a transactional id: finishes the last instance's
+    /// transaction, bumps the epoch (fencing that instance) and returns (producer id, epoch).
+    pub fn init_transactions(
+        &self,
+        transactional_id: &str,
+        timeout: Duration,
+    ) -> Result<(i64, i16)> {
+        if transactional_id.is_empty() {
+            return Err(CoordError::Invalid(
+                "a transactional id must not be empty".into(),
+            ));
+        }
+        let log = &self.inner.log;
+        let mut txns = self.lock();
+        let txn = match txns.remove(transactional_id) {
+            Some(mut t) => {
+                t.meta.epoch = t
+                    .meta
+                    .epoch
+                    .checked_add(1)
+                    .ok_or_else(|| CoordError::Invalid("epoch exhausted".into()))?;
+                if matches!(
+                    t.meta.state,
+                    TxnState::Ongoing | TxnState::PrepareAbort | TxnState::PrepareCommit
+                ) {
+                    // The old instance's transaction ends under the new epoch, which fences it
+                    // on every partition it wrote; its calls here are fenced by the epoch too.
+                    let commit = t.meta.state == TxnState::PrepareCommit;
+                    finish(
+                        log,
+                        &self.inner.groups,
+                        transactional_id,
+                        &mut t.meta,
+                        commit,
+                        None,
+                    )?;
+                }
+                t.meta.timeout = timeout;
+                t.started = None;
+                t
+            }
+            None => {
+                let (producer_id, _) = log.init_producer_id()?;
+                Txn {
+                    meta: TxnMeta {
+                        producer_id,
+                        epoch: 0,
+                        state: TxnState::Empty,
+                        timeout,
+                        partitions: BTreeSet::new(),
+                        offsets: Vec::new(),
+                    },
+                    started: None,
+                }
+            }
+        };
+        persist(log, transactional_id, &txn.meta)?;
+        let ids = (txn.meta.producer_id, txn.meta.epoch);
+        txns.insert(transactional_id.to_string(), txn);
+        Ok(ids)
+    }
+
+    fn current<'a>(
+        txns: &'a mut HashMap<String, Txn>,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<&'a mut Txn> {
+        let t = txns.get_mut(id).ok_or_else(|| {
+            CoordError::Invalid(format!("transactional id `{id}` is not initialised"))
+        })?;
+        if t.meta.producer_id != producer_id || t.meta.epoch != epoch {
+            return Err(fenced(&t.meta, epoch));
+        }
+        Ok(t)
+    }
+
+    /// Adds partitions to the open transaction (opening it if needed); durable before return.
+    pub fn add_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[TopicPartition],
+    ) -> Result<()> {
+        let mut txns = self.lock();
+        let t = Self::current(&mut txns, id, producer_id, epoch)?;
+        if matches!(
+            t.meta.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            return Err(CoordError::Invalid(format!(
+                "transaction of `{id}` is completing"
+            )));
+        }
+        let new: Vec<&TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !t.meta.partitions.contains(*tp))
+            .collect();
+        if new.is_empty() && t.meta.state == TxnState::Ongoing {
+            return Ok(());
+        }
+        if t.meta.state != TxnState::Ongoing {
+            t.meta.state = TxnState::Ongoing;
+            t.meta.partitions.clear();
+            t.meta.offsets.clear();
+            t.started = Some(Instant::now());
+        }
+        t.meta.partitions.extend(new.into_iter().cloned());
+        persist(&self.inner.log, id, &t.meta)
+    }
+
+    /// Writes a group's offsets inside the open transaction: they become the group's committed
+    /// offsets only if the transaction commits. Uses the producer's sequence for that partition.
+    pub fn send_offsets(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        sequence: i32,
+        group: &str,
+        offsets: &[(TopicPartition, Offset)],
+    ) -> Result<i32> {
+        let part = OffsetStore::partition_of(group);
+        self.add_partitions(
+            id,
+            producer_id,
+            epoch,
+            &[(OFFSETS_TOPIC.to_string(), part.0)],
+        )?;
+        let now = self.inner.log.now();
+        let mut b = BatchBuilder::with_capacity(256)
+            .producer(ProducerFields {
+                producer_id,
+                producer_epoch: epoch,
+                base_sequence: sequence,
+            })
+            .transactional(true);
+        for (tp, o) in offsets {
+            let c = CommittedOffset {
+                offset: *o,
+                metadata: String::new(),
+                commit_time: now,
+            };
+            let r = Record::keyed(
+                Bytes::from(encode_key(group, &tp.0, tp.1)),
+                Bytes::from(encode_value(&c)),
+            );
+            b.push(&r, now);
+        }
+        let n = b.count() as i32;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.inner
+            .log
+            .submit_batch(OFFSETS_TOPIC, part, b.finish())?
+            .wait()?;
+        let mut txns = self.lock();
+        let t = Self::current(&mut txns, id, producer_id, epoch)?;
+        t.meta.offsets.extend(
+            offsets
+                .iter()
+                .map(|(tp, o)| (group.to_string(), tp.clone(), *o)),
+        );
+        Ok(n)
+    }
+
+    /// Commits or aborts the open transaction: persists the decision, writes a marker to every
+    /// partition in parallel, then completes it.
+    pub fn end_transaction(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let mut txns = self.lock();
+        let t = Self::current(&mut txns, id, producer_id, epoch)?;
+        if t.meta.state != TxnState::Ongoing {
+            // Nothing written since the last end: a no-op, as in Kafka.
+            return Ok(());
+        }
+        let crash_after = self.inner.crash_after_markers.load(Ordering::Acquire);
+        let crash = (crash_after != usize::MAX).then_some(crash_after);
+        finish(
+            &self.inner.log,
+            &self.inner.groups,
+            id,
+            &mut t.meta,
+            commit,
+            crash,
+        )?;
+        t.started = None;
+        Ok(())
+    }
+
+    /// The state of a transactional id.
+    pub fn describe(&self, id: &str) -> Option<TxnMeta> {
+        self.lock().get(id).map(|t| t.meta.clone())
+    }
+
+    /// Crash tests: the next commit stops after writing `n` markers, as a process killed
+    /// between markers would (the decision is already durable).
+    #[doc(hidden)]
+    pub fn inject_crash_after_markers(&self, n: usize) {
+        self.inner.crash_after_markers.store(n, Ordering::Release);
+    }
+}
+
+/// Persists a transactional id's state (one append to `__transaction_state`).
+fn persist(log: &Log, id: &str, meta: &TxnMeta) -> Result<()> {
+    let p = weir_log::partitioner::partition_for_key(id.as_bytes(), TXN_STATE_PARTITIONS);
+    log.append(
+        TXN_STATE_TOPIC,
+        p,
+        &[Record::keyed(id.to_string(), meta.encode())],
+    )?;
+    Ok(())
+}
+
+/// Writes commit or abort markers to every partition of the transaction, in parallel; with
+/// `crash_after`, stops after that many (fault injection).
+fn write_markers(
+    log: &Log,
+    meta: &TxnMeta,
+    commit: bool,
+    crash_after: Option<usize>,
+) -> Result<()> {
+    let mut tickets = Vec::with_capacity(meta.partitions.len());
+    for (i, (topic, p)) in meta.partitions.iter().enumerate() {
+        if crash_after.is_some_and(|n| i >= n) {
+            for t in tickets {
+                weir_log::AppendTicket::wait(t)?;
+            }
+            return Err(CoordError::Closed);
+        }
+        let batch = BatchBuilder::marker(meta.producer_id, meta.epoch, commit, 0, log.now());
+        tickets.push(log.submit_batch(topic, PartitionId(*p), batch)?);
+    }
+    for t in tickets {
+        t.wait()?;
+    }
+    Ok(())
+}
+
+/// Decide, mark, complete.
+fn finish(
+    log: &Log,
+    groups: &GroupCoordinator,
+    id: &str,
+    meta: &mut TxnMeta,
+    commit: bool,
+    crash_after: Option<usize>,
+) -> Result<()> {
+    meta.state = if commit {
+        TxnState::PrepareCommit
+    } else {
+        TxnState::PrepareAbort
+    };
+    persist(log, id, meta)?; // the commit point
+    write_markers(log, meta, commit, crash_after)?;
+    if commit {
+        let now = log.now();
+        let mut by_group: BTreeMap<String, Vec<(TopicPartition, CommittedOffset)>> =
+            BTreeMap::new();
+        for (g, tp, o) in &meta.offsets {
+            by_group.entry(g.clone()).or_default().push((
+                tp.clone(),
+                CommittedOffset {
+                    offset: *o,
+                    metadata: String::new(),
+                    commit_time: now,
+                },
+            ));
+        }
+        for (g, offsets) in by_group {
+            groups.apply_transactional_offsets(&g, &offsets);
+        }
+    }
+    meta.state = if commit {
+        TxnState::CompleteCommit
+    } else {
+        TxnState::CompleteAbort
+    };
+    meta.partitions.clear();
+    meta.offsets.clear();
+    persist(log, id, meta)
+}
+
+/// Aborts transactions open longer than their timeout, bumping the epoch so their producer is
+/// fenced.
+fn abort_timed_out(weak: &Weak<Inner>) {
+    loop {
+        std::thread::sleep(TIMEOUT_TICK);
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let mut txns = inner.txns.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, t) in txns.iter_mut() {
+            let overdue = t.meta.state == TxnState::Ongoing
+                && t.started.is_some_and(|s| s.elapsed() > t.meta.timeout);
+            if !overdue {
+                continue;
+            }
+            tracing::warn!(transactional_id = %id, "transaction timed out; aborting it and fencing its producer");
+            let Some(epoch) = t.meta.epoch.checked_add(1) else {
+                continue;
+            };
+            t.meta.epoch = epoch;
+            if let Err(e) = finish(&inner.log, &inner.groups, id, &mut t.meta, false, None) {
+                tracing::error!(transactional_id = %id, error = %e, "aborting a timed-out transaction failed");
+            }
+            t.started = None;
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Release);
+        if let Some(h) = self
+            .reaper
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trip() {
+        let m = TxnMeta {
+            producer_id: 5,
+            epoch: 3,
+            state: TxnState::PrepareCommit,
+            timeout: Duration::from_secs(60),
+            partitions: BTreeSet::from([("a".to_string(), 1), ("b".to_string(), 0)]),
+            offsets: vec![("g".into(), ("a".into(), 1), Offset(9))],
+        };
+        assert_eq!(TxnMeta::decode(&m.encode()), Some(m));
+    }
+}

@@ -1,0 +1,203 @@
+//! Transactions end to end: outputs on several partitions and a group's offsets commit or
+//! abort together; a second instance fences the first; a crash between markers is finished on
+//! restart on every partition; a transaction past its timeout is aborted.
+
+use std::time::Duration;
+
+use weir_coord::{CoordError, TransactionalProducer, TxnState};
+use weir_log::{Isolation, Log, LogError, LogOptions, Offset, PartitionId, Record};
+
+fn open(dir: &std::path::Path) -> Log {
+    Log::open_with(
+        dir,
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open log")
+}
+
+fn committed_values(log: &Log, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..log.partition_count(topic).expect("topic") {
+        let mut at = Offset(0);
+        loop {
+            let f = log
+                .read_isolated(topic, PartitionId(p), at, 1 << 20, Isolation::ReadCommitted)
+                .expect("read");
+            if f.is_empty() {
+                break;
+            }
+            for r in f.records() {
+                out.push(
+                    String::from_utf8_lossy(r.expect("record").value.unwrap_or_default())
+                        .into_owned(),
+                );
+            }
+            at = f.next_offset();
+        }
+    }
+    out.sort();
+    out
+}
+
+fn is_fenced(e: &CoordError) -> bool {
+    matches!(e, CoordError::Log(LogError::ProducerFenced { .. }))
+}
+
+#[test]
+fn outputs_and_offsets_commit_or_abort_together() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("in", 1, Default::default())?;
+    log.create_topic("out", 3, Default::default())?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app-1", Duration::from_secs(60))?;
+    p.begin()?;
+    for i in 0..6 {
+        p.send_to(
+            "out",
+            PartitionId(i % 3),
+            &[Record::value(format!("aborted-{i}"))],
+        )?;
+    }
+    p.send_offsets_to_transaction("app", &[(("in".into(), 0), Offset(3))])?;
+    p.abort()?;
+    assert!(committed_values(&log, "out").is_empty());
+    assert!(
+        groups.committed("app").is_empty(),
+        "aborted offsets are not committed"
+    );
+    p.begin()?;
+    for i in 0..6 {
+        p.submit(
+            "out",
+            PartitionId(i % 3),
+            &[Record::value(format!("ok-{i}"))],
+        )?;
+    }
+    p.send_offsets_to_transaction("app", &[(("in".into(), 0), Offset(6))])?;
+    // Nothing is visible to read_committed readers before the commit.
+    assert!(committed_values(&log, "out").is_empty());
+    p.commit()?;
+    assert_eq!(committed_values(&log, "out").len(), 6);
+    assert_eq!(
+        groups.committed("app")[&("in".to_string(), 0)].offset,
+        Offset(6)
+    );
+    // After a restart the committed offsets are read back (and the aborted ones are not).
+    drop((groups, txns, p));
+    drop(log);
+    let log = open(dir.path());
+    let (groups, _txns) = weir_coord::start(&log)?;
+    assert_eq!(
+        groups.committed("app")[&("in".to_string(), 0)].offset,
+        Offset(6)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_second_instance_fences_the_first() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("out", 2, Default::default())?;
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let mut first = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    first.begin()?;
+    first.send_to("out", PartitionId(0), &[Record::value("zombie-1")])?;
+    let mut second = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    assert!(second.identity().1 > first.identity().1);
+    // The first's next write fails on a partition it used and on a new one, and so does commit.
+    let e = first
+        .send_to("out", PartitionId(0), &[Record::value("zombie-2")])
+        .expect_err("fenced");
+    assert!(is_fenced(&e), "{e}");
+    let e = first
+        .send_to("out", PartitionId(1), &[Record::value("zombie-3")])
+        .expect_err("fenced");
+    assert!(is_fenced(&e), "{e}");
+    assert!(first.commit().is_err());
+    second.begin()?;
+    second.send_to("out", PartitionId(0), &[Record::value("live")])?;
+    second.commit()?;
+    assert_eq!(
+        committed_values(&log, "out"),
+        vec!["live"],
+        "the zombie's open transaction was aborted"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_crash_between_markers_is_finished_on_restart_on_every_partition() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path());
+        log.create_topic("out", 3, Default::default())?;
+        let (_groups, txns) = weir_coord::start(&log)?;
+        let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+        p.begin()?;
+        for i in 0..3 {
+            p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
+        }
+        txns.inject_crash_after_markers(1);
+        assert!(p.commit().is_err(), "the commit stopped after one marker");
+        // Partition 0 is committed, partitions 1 and 2 are not yet.
+        assert_eq!(committed_values(&log, "out"), vec!["v0"]);
+    }
+    let log = open(dir.path());
+    let (_groups, txns) = weir_coord::start(&log)?;
+    assert_eq!(
+        committed_values(&log, "out"),
+        vec!["v0", "v1", "v2"],
+        "the decided commit was finished"
+    );
+    assert_eq!(
+        txns.describe("app").map(|m| m.state),
+        Some(TxnState::CompleteCommit)
+    );
+    // An undecided transaction is aborted on restart instead.
+    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    p.send_to("out", PartitionId(1), &[Record::value("never")])?;
+    drop((p, txns, _groups));
+    drop(log);
+    let log = open(dir.path());
+    let (_groups, txns) = weir_coord::start(&log)?;
+    assert_eq!(committed_values(&log, "out"), vec!["v0", "v1", "v2"]);
+    assert_eq!(
+        log.last_stable_offset("out", PartitionId(1))?,
+        log.latest_offset("out", PartitionId(1))?
+    );
+    assert_eq!(
+        txns.describe("app").map(|m| m.state),
+        Some(TxnState::CompleteAbort)
+    );
+    Ok(())
+}
+
+#[test]
+fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("out", 1, Default::default())?;
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "slow", Duration::from_millis(200))?;
+    p.begin()?;
+    p.send_to("out", PartitionId(0), &[Record::value("late")])?;
+    assert!(
+        log.last_stable_offset("out", PartitionId(0))?
+            < log.latest_offset("out", PartitionId(0))?
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        log.last_stable_offset("out", PartitionId(0))?,
+        log.latest_offset("out", PartitionId(0))?
+    );
+    assert!(committed_values(&log, "out").is_empty());
+    let e = p.commit().expect_err("fenced");
+    assert!(is_fenced(&e), "{e}");
+    Ok(())
+}
