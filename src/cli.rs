@@ -196,6 +196,9 @@ pub struct BenchProduceArgs {
     /// Stamp producer id, epoch and sequences on every batch (idempotent producers).
     #[arg(long)]
     pub idempotent: bool,
+    /// Produce in transactions committed every N ms (transactional producers).
+    #[arg(long, value_name = "MS")]
+    pub transactional: Option<u64>,
 }
 
 #[derive(Debug, Args)]
