@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use weir_log::{Log, LogError, Offset, PartitionId};
+use weir_log::{Isolation, Log, LogError, Offset, PartitionId};
 
 use crate::cli::ConsumeArgs;
 use crate::format::Format;
@@ -16,6 +16,7 @@ const FETCH_BYTES: usize = 1024 * 1024;
 
 pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
     let format = Format::parse(&args.format).map_err(anyhow::Error::msg)?;
+    let isolation = super::group::parse_isolation(&args.isolation)?;
     // Read-only: a consumer never blocks a producer process, and follows its appends.
     let log = super::open_log_read_only(dir)?;
     let partitions = log.partition_count(&args.topic)?;
@@ -38,7 +39,10 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
             PartitionId(p),
             &args.offset,
         )?);
-        ends.push(log.latest_offset(&args.topic, PartitionId(p))?);
+        ends.push(match isolation {
+            Isolation::ReadCommitted => log.last_stable_offset(&args.topic, PartitionId(p))?,
+            Isolation::ReadUncommitted => log.latest_offset(&args.topic, PartitionId(p))?,
+        });
     }
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(256 * 1024, stdout.lock());
@@ -57,7 +61,13 @@ pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
                     continue;
                 }
                 done = false;
-                let fetch = match log.read(&args.topic, PartitionId(p), positions[i], FETCH_BYTES) {
+                let fetch = match log.read_isolated(
+                    &args.topic,
+                    PartitionId(p),
+                    positions[i],
+                    FETCH_BYTES,
+                    isolation,
+                ) {
                     // Retention passed us while following: go on from the new start, loudly.
                     Err(LogError::OffsetOutOfRange {
                         log_start,

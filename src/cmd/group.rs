@@ -82,7 +82,7 @@ fn describe(coord: &GroupCoordinator, group: &str) -> Result<()> {
     Ok(())
 }
 
-fn parse_isolation(s: &str) -> Result<Isolation> {
+pub(crate) fn parse_isolation(s: &str) -> Result<Isolation> {
     match s {
         "read_uncommitted" => Ok(Isolation::ReadUncommitted),
         "read_committed" => Ok(Isolation::ReadCommitted),
