@@ -24,6 +24,11 @@ step "one key, one partition, in order"
 "$weir" consume demo-orders -f '%k\t%p\t%s\n' | sort -s -k1,1
 run topic describe demo-orders
 
+step "a consumer group reads 4 records and commits them; describe shows the lag"
+"$weir" group delete demo-billing >/dev/null 2>&1 || true
+"$weir" consume demo-orders --group demo-billing --max-messages 4 -f '  %p/%o %k => %s\n'
+run group describe demo-billing
+
 run topic create demo-profiles --config cleanup.policy=compact --config segment.bytes=1024
 step "200 updates of 4 keys, then compaction keeps the latest per key"
 for i in $(seq 1 200); do echo "user-$((i % 4)):{\"visits\": $i}"; done | "$weir" produce demo-profiles --key-separator :
