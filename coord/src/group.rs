@@ -298,6 +298,19 @@ impl GroupCoordinator {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Waits for a change of any group (or a tick); fails once the coordinator stopped.
+    fn wait_change<'a>(&self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(CoordError::Closed);
+        }
+        Ok(self
+            .inner
+            .changed
+            .wait_timeout(st, REAPER_TICK * 5)
+            .unwrap_or_else(|e| e.into_inner())
+            .0)
+    }
+
     /// The log this coordinator serves.
     pub fn log(&self) -> &Log {
         &self.inner.log
@@ -426,15 +439,7 @@ impl GroupCoordinator {
                     members,
                 });
             }
-            if self.inner.stopped.load(Ordering::Acquire) {
-                return Err(CoordError::Closed);
-            }
-            st = self
-                .inner
-                .changed
-                .wait_timeout(st, REAPER_TICK * 5)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.wait_change(st)?;
         }
     }
 
@@ -482,15 +487,7 @@ impl GroupCoordinator {
             if let Some(a) = &m.assignment {
                 return Ok(a.clone());
             }
-            if self.inner.stopped.load(Ordering::Acquire) {
-                return Err(CoordError::Closed);
-            }
-            st = self
-                .inner
-                .changed
-                .wait_timeout(st, REAPER_TICK * 5)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = self.wait_change(st)?;
         }
     }
 

@@ -1,0 +1,373 @@
+//! A task: one partition of one input topic, its state stores, and its commits.
+//!
+//! The loop is read → process → (every commit interval) commit. Under exactly-once the commit
+//! is one log transaction of the task's own transactional producer (id `<app>-<topic>-<p>`):
+//! the interval's outputs, its stores' changelog records and the consumed input offset (as the
+//! group `<app>`'s committed offset) commit together or not at all; only then are the stores'
+//! writes applied to RocksDB. Starting a task fences any older instance of it (epoch bump) and
+//! aborts what that instance left open, restores the stores' changelog tails, and resumes at
+//! the committed offset — so the output is exactly that of a run without failures.
+//! At-least-once skips the transaction: outputs and changelog first, then the offset.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_coord::{GroupCoordinator, TransactionCoordinator, TransactionalProducer};
+use weir_log::{Isolation, Log, Offset, PartitionId, Producer, Record, Timestamp};
+
+use crate::error::{EngineError, Result};
+use crate::state::{ensure_changelog, KvStore};
+
+/// Delivery guarantee of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Outputs, state and input offsets commit atomically (the default).
+    ExactlyOnce,
+    /// Outputs may repeat after a crash; nothing is lost.
+    AtLeastOnce,
+}
+
+/// One input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    /// Partition it came from.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: Offset,
+    /// Its timestamp.
+    pub timestamp: Timestamp,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value.
+    pub value: Option<Bytes>,
+}
+
+/// What a processor gets: the task's stores and a place for outputs.
+#[derive(Debug)]
+pub struct TaskContext<'a> {
+    stores: &'a mut HashMap<String, KvStore>,
+    outputs: &'a mut Vec<(String, Record)>,
+}
+
+impl TaskContext<'_> {
+    /// A state store of this task, by name.
+    pub fn store(&mut self, name: &str) -> Result<&mut KvStore> {
+        self.stores
+            .get_mut(name)
+            .ok_or_else(|| EngineError::Plan(format!("the task has no store `{name}`")))
+    }
+
+    /// Emits a record to an output topic (partitioned by its key like Kafka's producer).
+    pub fn emit(&mut self, topic: &str, record: Record) {
+        self.outputs.push((topic.to_string(), record));
+    }
+}
+
+/// Batch-at-a-time processing logic of a task.
+pub trait Processor: Send {
+    /// Processes a batch of input records in offset order.
+    fn process(&mut self, ctx: &mut TaskContext<'_>, batch: &[InputRecord]) -> Result<()>;
+}
+
+/// Settings of a task.
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    /// Application id: the consumer group and the prefix of internal topics.
+    pub app: String,
+    /// Input topic.
+    pub topic: String,
+    /// Input partition.
+    pub partition: u32,
+    /// Names of the key-value stores the processor uses.
+    pub stores: Vec<String>,
+    /// How often outputs, state and offsets are committed.
+    pub commit_interval: Duration,
+    /// Delivery guarantee.
+    pub guarantee: Guarantee,
+    /// Where RocksDB state lives.
+    pub state_dir: PathBuf,
+    /// Most input records per processed batch.
+    pub max_batch_records: usize,
+}
+
+enum Output {
+    Transactional(TransactionalProducer),
+    Idempotent(Producer),
+}
+
+/// A running task.
+pub struct Task {
+    cfg: TaskConfig,
+    log: Log,
+    groups: GroupCoordinator,
+    output: Output,
+    stores: HashMap<String, KvStore>,
+    /// Next input offset to process.
+    position: Offset,
+    /// Outputs of the open interval.
+    outputs: Vec<(String, Record)>,
+    /// Input position at the last successful commit.
+    committed_position: Offset,
+    interval_start: Instant,
+    /// A commit failed: its outcome is unknown until the task is started again.
+    failed: bool,
+    commits: u64,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("app", &self.cfg.app)
+            .field("topic", &self.cfg.topic)
+            .field("partition", &self.cfg.partition)
+            .field("position", &self.position)
+            .field("commits", &self.commits)
+            .finish()
+    }
+}
+
+/// The changelog topic of a store.
+pub fn changelog_topic(app: &str, store: &str) -> String {
+    format!("{app}-{store}-changelog")
+}
+
+impl Task {
+    /// Starts (or restarts) a task: fences an older instance, restores state, resumes at the
+    /// committed offset.
+    pub fn start(
+        log: &Log,
+        groups: &GroupCoordinator,
+        txns: &TransactionCoordinator,
+        cfg: TaskConfig,
+    ) -> Result<Task> {
+        let partitions = log.partition_count(&cfg.topic)?;
+        if cfg.partition >= partitions {
+            return Err(EngineError::Plan(format!(
+                "topic `{}` has {partitions} partitions; task for partition {} cannot run",
+                cfg.topic, cfg.partition
+            )));
+        }
+        let output = match cfg.guarantee {
+            Guarantee::ExactlyOnce => {
+                let id = format!("{}-{}-{}", cfg.app, cfg.topic, cfg.partition);
+                Output::Transactional(TransactionalProducer::new(
+                    txns,
+                    &id,
+                    Duration::from_secs(60),
+                )?)
+            }
+            Guarantee::AtLeastOnce => Output::Idempotent(Producer::new(log)?),
+        };
+        let mut stores = HashMap::new();
+        for name in &cfg.stores {
+            let topic = changelog_topic(&cfg.app, name);
+            ensure_changelog(log, &topic, partitions)?;
+            let dir = cfg
+                .state_dir
+                .join(&cfg.app)
+                .join(format!("{}-{}", cfg.topic, cfg.partition))
+                .join(name);
+            let mut store = KvStore::open(name, &dir, &topic, PartitionId(cfg.partition))?;
+            store.restore(log)?;
+            stores.insert(name.clone(), store);
+        }
+        let tp = (cfg.topic.clone(), cfg.partition);
+        let position = match groups.committed(&cfg.app).get(&tp) {
+            Some(c) => c.offset,
+            None => log.earliest_offset(&cfg.topic, PartitionId(cfg.partition))?,
+        };
+        Ok(Task {
+            log: log.clone(),
+            groups: groups.clone(),
+            output,
+            stores,
+            position,
+            outputs: Vec::new(),
+            committed_position: position,
+            interval_start: Instant::now(),
+            failed: false,
+            commits: 0,
+            cfg,
+        })
+    }
+
+    /// The next input offset to process.
+    pub fn position(&self) -> Offset {
+        self.position
+    }
+
+    /// Commits so far.
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// Reads and processes one batch (empty when caught up); commits when the interval is due.
+    /// Returns the number of input records processed.
+    pub fn run_once(&mut self, processor: &mut dyn Processor) -> Result<usize> {
+        if self.failed {
+            return Err(EngineError::Internal(
+                "this task failed a commit; start it again".into(),
+            ));
+        }
+        let f = self.log.read_isolated(
+            &self.cfg.topic,
+            PartitionId(self.cfg.partition),
+            self.position,
+            1 << 20,
+            Isolation::ReadCommitted,
+        )?;
+        let mut batch = Vec::new();
+        for r in f.records() {
+            if batch.len() >= self.cfg.max_batch_records {
+                break;
+            }
+            let r = r.map_err(weir_log::LogError::from)?;
+            batch.push(InputRecord {
+                partition: self.cfg.partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key.map(Bytes::copy_from_slice),
+                value: r.value.map(Bytes::copy_from_slice),
+            });
+        }
+        let n = batch.len();
+        if let Some(last) = batch.last() {
+            let mut ctx = TaskContext {
+                stores: &mut self.stores,
+                outputs: &mut self.outputs,
+            };
+            processor.process(&mut ctx, &batch)?;
+            self.position = last.offset.plus(1);
+        } else if !f.batches.is_empty() {
+            // Only control batches or aborted records: step over them.
+            self.position = self.position.max(f.next_offset().min(f.last_stable));
+        }
+        if self.interval_start.elapsed() >= self.cfg.commit_interval {
+            self.commit()?;
+        }
+        Ok(n)
+    }
+
+    /// Commits the open interval: outputs, changelogs and the input offset, atomically under
+    /// exactly-once. A failed commit leaves its outcome unknown (it may have been decided), so
+    /// the task stops: drop it and start it again, which finishes or aborts that transaction,
+    /// restores the stores and resumes at the committed offset.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(EngineError::Internal(
+                "this task failed a commit; start it again".into(),
+            ));
+        }
+        self.interval_start = Instant::now();
+        if self.position == self.committed_position && self.outputs.is_empty() {
+            return Ok(());
+        }
+        match self.try_commit() {
+            Ok(last_changelog) => {
+                for (name, store) in self.stores.iter_mut() {
+                    store.committed(last_changelog.get(name).copied())?;
+                }
+                self.committed_position = self.position;
+                self.commits += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.failed = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn try_commit(&mut self) -> Result<HashMap<String, Offset>> {
+        let tp = (self.cfg.topic.clone(), self.cfg.partition);
+        let mut last_changelog = HashMap::new();
+        let outputs = std::mem::take(&mut self.outputs);
+        match &mut self.output {
+            Output::Transactional(p) => {
+                p.begin()?;
+                for ((topic, partition), records) in group_outputs(&self.log, outputs)? {
+                    for chunk in chunks(&records) {
+                        p.submit(&topic, PartitionId(partition), chunk)?;
+                    }
+                }
+                for (name, store) in &self.stores {
+                    let records = store.changelog_records();
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let (topic, partition) = store.changelog();
+                    let ack = p.send_to(topic, partition, &records)?;
+                    last_changelog.insert(name.clone(), ack.last_offset);
+                }
+                p.send_offsets_to_transaction(&self.cfg.app, &[(tp, self.position)])?;
+                p.commit()?;
+            }
+            Output::Idempotent(p) => {
+                for ((topic, partition), records) in group_outputs(&self.log, outputs)? {
+                    p.send_to(&topic, PartitionId(partition), &records)?;
+                }
+                for (name, store) in &self.stores {
+                    let records = store.changelog_records();
+                    if records.is_empty() {
+                        continue;
+                    }
+                    let (topic, partition) = store.changelog();
+                    let ack = p.send_to(topic, partition, &records)?;
+                    last_changelog.insert(name.clone(), ack.last_offset);
+                }
+                self.groups.commit_offsets(
+                    &self.cfg.app,
+                    -1,
+                    "",
+                    &[(tp, self.position, String::new())],
+                )?;
+            }
+        }
+        Ok(last_changelog)
+    }
+}
+
+/// Outputs by (topic, partition), keyed records placed by Kafka's partitioner, in emit order.
+fn group_outputs(
+    log: &Log,
+    outputs: Vec<(String, Record)>,
+) -> Result<std::collections::BTreeMap<(String, u32), Vec<Record>>> {
+    let mut by_partition: std::collections::BTreeMap<(String, u32), Vec<Record>> =
+        std::collections::BTreeMap::new();
+    for (topic, record) in outputs {
+        let partition = match &record.key {
+            Some(k) => log.partition_for(&topic, k)?.0,
+            None => 0,
+        };
+        by_partition
+            .entry((topic, partition))
+            .or_default()
+            .push(record);
+    }
+    Ok(by_partition)
+}
+
+/// Bytes of records per transactional batch: well under the default `max.message.bytes`.
+const OUTPUT_BATCH_BYTES: usize = 512 * 1024;
+
+/// Splits records into runs that fit one batch.
+fn chunks(records: &[Record]) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0usize, 0usize);
+    for (i, r) in records.iter().enumerate() {
+        let size =
+            32 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
+        if i > start && bytes + size > OUTPUT_BATCH_BYTES {
+            out.push(&records[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! Integration tests of `weir-engine`.
+
+mod state;
+mod task;
