@@ -7,6 +7,19 @@ pub enum EngineError {
     /// The pipeline definition is invalid (unknown topic, mismatched partitions, ...).
     #[error("invalid pipeline: {0}")]
     Plan(String),
+    /// A record could not be decoded or processed (a poison record). The pipeline stops here,
+    /// before committing past it.
+    #[error("cannot process {topic}/{partition} offset {offset}: {reason}")]
+    Poison {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Offset.
+        offset: weir_log::Offset,
+        /// What went wrong.
+        reason: String,
+    },
     /// A state store's RocksDB failed.
     #[error("state store `{store}` at {path}: {source}")]
     State {

@@ -1,6 +1,8 @@
 //! # weir-engine
 //!
-//! Weir's dataflow runtime. This first part is the state layer:
+//! Weir's dataflow runtime (issue 4, in progress):
+//! - [`Pipeline`]: the typed DSL (`stream → filter/map → key_by/group_by_key → count/reduce/
+//!   aggregate → to_topic`), built into a [`Topology`] and run as tasks.
 //! - [`KvStore`]: a task's key-value store in RocksDB, backed by a compacted changelog topic;
 //!   writes are applied to RocksDB only after their commit, with the changelog offset they
 //!   reach, so a restart restores just the changelog tail.
@@ -10,10 +12,16 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dsl;
 mod error;
+pub mod runtime;
+pub mod serde;
 pub mod state;
 pub mod task;
 
+pub use dsl::{Grouped, Pipeline, Stream, Table, Topology};
 pub use error::{EngineError, Result};
+pub use runtime::{RunOptions, RunningPipeline};
+pub use serde::{Json, RawBytes, Serde, Utf8};
 pub use state::{ensure_changelog, KvStore, RestoreStats};
 pub use task::{changelog_topic, Guarantee, InputRecord, Processor, Task, TaskConfig, TaskContext};

@@ -1,4 +1,5 @@
 //! Integration tests of `weir-engine`.
 
+mod dsl;
 mod state;
 mod task;

@@ -1,0 +1,219 @@
+//! Runs a [`Topology`]: one task per (sub-topology, partition), each on its own thread, each
+//! committing outputs, state and offsets every commit interval (in one transaction under
+//! exactly-once). Internal repartition topics are created with the partition count of the
+//! topic they re-key; unknown source or sink topics are a clear error before anything runs.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use weir_coord::{GroupCoordinator, TransactionCoordinator};
+use weir_log::Log;
+
+use crate::dsl::{SubTopology, Topology};
+use crate::error::{EngineError, Result};
+use crate::task::{Guarantee, InputRecord, Processor, Task, TaskConfig, TaskContext};
+
+/// How long an idle task sleeps before polling its partition again.
+const IDLE_SLEEP: Duration = Duration::from_millis(5);
+
+/// Settings for running a topology.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// `processing.guarantee`.
+    pub guarantee: Guarantee,
+    /// How often each task commits.
+    pub commit_interval: Duration,
+    /// Where RocksDB state lives.
+    pub state_dir: PathBuf,
+    /// Most input records per processed batch.
+    pub max_batch_records: usize,
+}
+
+impl RunOptions {
+    /// Exactly-once, 100 ms commits, state under `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            guarantee: Guarantee::ExactlyOnce,
+            commit_interval: Duration::from_millis(100),
+            state_dir: state_dir.into(),
+            max_batch_records: 1000,
+        }
+    }
+}
+
+struct SubProcessor(SubTopology);
+
+impl Processor for SubProcessor {
+    fn process(&mut self, ctx: &mut TaskContext<'_>, batch: &[InputRecord]) -> Result<()> {
+        for r in batch {
+            self.0.process(ctx, r)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a running pipeline.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Input records processed (all tasks).
+    pub records_in: AtomicU64,
+    /// Commits (all tasks).
+    pub commits: AtomicU64,
+    /// When a task last processed a record.
+    last_progress: Mutex<Option<Instant>>,
+}
+
+/// A running pipeline.
+#[derive(Debug)]
+pub struct RunningPipeline {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<Result<()>>>,
+    /// Live counters.
+    pub metrics: Arc<Metrics>,
+}
+
+impl RunningPipeline {
+    /// Asks every task to commit and stop, and waits; returns the first task error.
+    pub fn stop(self) -> Result<()> {
+        self.stop.store(true, Ordering::Release);
+        let mut first = Ok(());
+        for h in self.handles {
+            let r = h
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Internal("a task thread panicked".into())));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Waits until no task has processed anything for `quiet` (or `timeout` passes), then stops.
+    pub fn stop_when_idle(self, quiet: Duration, timeout: Duration) -> Result<()> {
+        let t0 = Instant::now();
+        loop {
+            let last = *self
+                .metrics
+                .last_progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let idle = last.map_or(t0.elapsed(), |l| l.elapsed());
+            if idle >= quiet
+                || t0.elapsed() >= timeout
+                || self.handles.iter().any(|h| h.is_finished())
+            {
+                return self.stop();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
+    let internal = |t: &str| topology.internal_topics.iter().any(|(i, _)| i == t);
+    for sub in topology
+        .subtopologies
+        .iter()
+        .filter(|s| !internal(&s.source))
+    {
+        log.partition_count(&sub.source).map_err(|_| {
+            EngineError::Plan(format!(
+                "pipeline `{}` reads topic `{}`, which does not exist",
+                topology.app, sub.source
+            ))
+        })?;
+    }
+    for sink in topology.sinks.iter().filter(|t| !internal(t)) {
+        log.partition_count(sink).map_err(|_| {
+            EngineError::Plan(format!(
+                "pipeline `{}` writes topic `{sink}`, which does not exist; create it first",
+                topology.app
+            ))
+        })?;
+    }
+    for (topic, like) in &topology.internal_topics {
+        if log.list_topics().iter().any(|t| t == topic) {
+            continue;
+        }
+        let partitions = log.partition_count(like)?;
+        match log.create_topic(topic, partitions, Default::default()) {
+            Ok(()) | Err(weir_log::LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Topology {
+    /// Starts one task per (sub-topology, partition) and returns at once.
+    pub fn run(
+        &self,
+        log: &Log,
+        groups: &GroupCoordinator,
+        txns: &TransactionCoordinator,
+        options: RunOptions,
+    ) -> Result<RunningPipeline> {
+        ensure_topics(log, self)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let metrics = Arc::new(Metrics::default());
+        let mut handles = Vec::new();
+        for sub in &self.subtopologies {
+            for partition in 0..log.partition_count(&sub.source)? {
+                let cfg = TaskConfig {
+                    app: self.app.clone(),
+                    topic: sub.source.clone(),
+                    partition,
+                    stores: sub.stores.clone(),
+                    commit_interval: options.commit_interval,
+                    guarantee: options.guarantee,
+                    state_dir: options.state_dir.clone(),
+                    max_batch_records: options.max_batch_records,
+                };
+                let (log, groups, txns, stop, metrics) = (
+                    log.clone(),
+                    groups.clone(),
+                    txns.clone(),
+                    stop.clone(),
+                    metrics.clone(),
+                );
+                let mut processor = SubProcessor(sub.clone());
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("weir-task-{}-{partition}", sub.source))
+                        .spawn(move || -> Result<()> {
+                            let mut task = Task::start(&log, &groups, &txns, cfg)?;
+                            while !stop.load(Ordering::Acquire) {
+                                let n = task.run_once(&mut processor)?;
+                                if n == 0 {
+                                    std::thread::sleep(IDLE_SLEEP);
+                                } else {
+                                    metrics.records_in.fetch_add(n as u64, Ordering::Relaxed);
+                                    *metrics
+                                        .last_progress
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                                }
+                            }
+                            let before = task.commits();
+                            task.commit()?;
+                            metrics
+                                .commits
+                                .fetch_add(task.commits() - before, Ordering::Relaxed);
+                            Ok(())
+                        })
+                        .map_err(|e| {
+                            EngineError::Internal(format!("cannot start a task thread: {e}"))
+                        })?,
+                );
+            }
+        }
+        Ok(RunningPipeline {
+            stop,
+            handles,
+            metrics,
+        })
+    }
+}
