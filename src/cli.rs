@@ -32,6 +32,9 @@ pub enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Run built-in pipelines of the dataflow engine.
+    #[command(subcommand)]
+    Pipeline(PipelineCmd),
     /// Measure the log's throughput and latency.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -144,6 +147,37 @@ pub enum GroupCmd {
     Delete {
         /// Group id.
         group: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCmd {
+    /// Run a built-in pipeline until stopped (or idle): `keyed-count` counts records per key
+    /// from INPUT into OUTPUT with RocksDB state, exactly once by default.
+    Run {
+        /// Built-in pipeline name: keyed-count.
+        name: String,
+        /// Application id (consumer group, internal topic prefix).
+        #[arg(long)]
+        app: String,
+        /// Input topic.
+        #[arg(long)]
+        input: String,
+        /// Output topic.
+        #[arg(long)]
+        output: String,
+        /// at_least_once instead of exactly_once.
+        #[arg(long)]
+        at_least_once: bool,
+        /// Commit interval in ms.
+        #[arg(long, default_value_t = 100)]
+        commit_ms: u64,
+        /// Stop after this many ms without input (default: run until killed).
+        #[arg(long)]
+        until_idle_ms: Option<u64>,
+        /// RocksDB state directory (default: DATA_DIR/state).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
     },
 }
 

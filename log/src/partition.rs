@@ -146,6 +146,8 @@ pub struct PartitionShared {
     pub(crate) read_only: bool,
     /// Read-only views: the writer's layout epoch last seen (see `bump_layout_epoch`).
     pub(crate) seen_layout_epoch: Mutex<Vec<u8>>,
+    /// Read-only views: producer and transaction state replayed so far (and up to where).
+    pub(crate) ro_states: Mutex<Option<(Offset, crate::producer_state::ProducerStates)>>,
     /// Set (under `cleaner_lock`) when the topic is deleted: a cleaner pass that still holds
     /// this partition must not touch a directory a new topic of the same name may own.
     pub(crate) deleted: std::sync::atomic::AtomicBool,
@@ -438,11 +440,41 @@ impl PartitionShared {
         *self.segments.write().unwrap_or_else(|e| e.into_inner()) = next;
         self.log_start.store(start, Ordering::Release);
         self.log_end.store(end, Ordering::Release);
+        // Transactions as of the new end, published before the high watermark moves so a
+        // read_committed reader of this view never runs past an open transaction.
+        self.refresh_transactions()?;
         let before = self.high_watermark.swap(end, Ordering::AcqRel);
         if end > before {
             self.appended.notify(usize::MAX);
         }
         Ok(true)
+    }
+
+    /// Read-only views: replays the producer fields of what was appended since the last look,
+    /// and publishes the open transactions and aborted ones for read_committed reads.
+    fn refresh_transactions(&self) -> Result<()> {
+        let mut guard = self.ro_states.lock().unwrap_or_else(|e| e.into_inner());
+        let first_look = guard.is_none();
+        let (from, mut states) = match guard.take() {
+            Some(x) => x,
+            None => {
+                let end = Offset(self.log_end.load(Ordering::Acquire));
+                crate::producer_state::load_snapshot(self.storage.as_ref(), &self.dir, end)?
+                    .unwrap_or_default()
+            }
+        };
+        let aborted_before = states.aborted().len();
+        let end = replay_into(self, from, &mut states)?;
+        self.first_unstable.store(
+            states.first_unstable().unwrap_or(i64::MAX),
+            Ordering::Release,
+        );
+        if first_look || states.aborted().len() != aborted_before {
+            *self.aborted.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(states.aborted().to_vec());
+        }
+        *guard = Some((end, states));
+        Ok(())
     }
 
     /// Summary for `describe`.
@@ -518,6 +550,7 @@ impl Partition {
             read_only: false,
             seen_layout_epoch: Mutex::new(Vec::new()),
             deleted: std::sync::atomic::AtomicBool::new(false),
+            ro_states: Mutex::new(None),
         });
         let producers = rebuild_producer_states(&shared)?;
         shared.first_unstable.store(
@@ -561,6 +594,7 @@ impl Partition {
             read_only: true,
             seen_layout_epoch: Mutex::new(Vec::new()),
             deleted: std::sync::atomic::AtomicBool::new(false),
+            ro_states: Mutex::new(None),
         });
         shared.refresh()?;
         Ok(Partition {
@@ -761,9 +795,12 @@ pub(crate) fn for_each_batch(
 /// The segments of a partition as a reader not allowed to change anything must see them: every
 /// `.log`, except that an unfinished compaction swap stands in for the segments it replaces.
 fn read_only_layout(storage: &dyn Storage, dir: &Path) -> Result<Vec<(Offset, PathBuf)>> {
-    let names = storage
-        .list_dir(dir)
-        .map_err(|e| LogError::io("list partition dir", dir, e))?;
+    let names = match storage.list_dir(dir) {
+        Ok(n) => n,
+        // The writer is creating this topic right now: nothing to read yet.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LogError::io("list partition dir", dir, e)),
+    };
     let swaps: Vec<(i64, i64, &String)> = names
         .iter()
         .filter_map(|n| crate::cleaner::parse_swap_name(n).map(|(f, e)| (f, e, n)))
@@ -788,6 +825,18 @@ fn rebuild_producer_states(p: &PartitionShared) -> Result<crate::producer_state:
     let end = Offset(p.log_end.load(Ordering::Acquire));
     let loaded = crate::producer_state::load_snapshot(p.storage.as_ref(), &p.dir, end)?;
     let (from, mut states) = loaded.unwrap_or_default();
+    replay_into(p, from, &mut states)?;
+    Ok(states)
+}
+
+/// Replays the producer fields of every batch at or after `from` into `states`; returns the
+/// offset after the last batch replayed (`from` if none).
+fn replay_into(
+    p: &PartitionShared,
+    from: Offset,
+    states: &mut crate::producer_state::ProducerStates,
+) -> Result<Offset> {
+    let mut end = from;
     for seg in p.snapshot() {
         if seg.index().next_offset <= from.0 {
             continue;
@@ -795,9 +844,10 @@ fn rebuild_producer_states(p: &PartitionShared) -> Result<crate::producer_state:
         for_each_batch(&seg, |b| {
             if b.header.base_offset >= from {
                 states.replay(&b);
+                end = end.max(b.header.next_offset());
             }
             Ok(())
         })?;
     }
-    Ok(states)
+    Ok(end)
 }

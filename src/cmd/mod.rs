@@ -3,6 +3,7 @@
 mod bench;
 mod consume;
 mod group;
+mod pipeline;
 mod produce;
 mod topic;
 
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Consume(a) if a.group.is_some() => group::consume(&cli.data_dir, a),
         Command::Consume(a) => consume::run(&cli.data_dir, a),
         Command::Group(g) => group::run(&cli.data_dir, g),
+        Command::Pipeline(p) => pipeline::run(&cli.data_dir, p),
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
         Command::Bench(BenchCmd::Rebalance(a)) => bench::rebalance(&cli.data_dir, a),

@@ -3,4 +3,5 @@
 
 mod cli;
 mod crash;
+mod engine_crash;
 mod util;

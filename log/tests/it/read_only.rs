@@ -140,3 +140,48 @@ fn refuses_writes_and_changes_nothing() -> anyhow::Result<()> {
     assert!(Log::open_read_only(dir.path().join("nothing-here"), LogOptions::default()).is_err());
     Ok(())
 }
+
+#[test]
+fn read_committed_through_a_view_hides_open_and_aborted_transactions() -> anyhow::Result<()> {
+    use weir_log::{BatchBuilder, Isolation, ProducerFields, Timestamp};
+    let txn = |pid: i64, v: &str| {
+        let mut b = BatchBuilder::with_capacity(64)
+            .producer(ProducerFields {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: 0,
+            })
+            .transactional(true);
+        b.push_parts(None, Some(v.as_bytes()), &[], Timestamp(1));
+        b.finish()
+    };
+    let dir = tempfile::tempdir()?;
+    let writer = crate::common::open(dir.path());
+    writer.create_topic("t", 1, Default::default())?;
+    writer
+        .submit_batch("t", PartitionId(0), txn(1, "aborted"))?
+        .wait()?;
+    writer.write_marker("t", PartitionId(0), 1, 0, false, 0)?;
+    writer.append("t", PartitionId(0), &[Record::value("plain")])?;
+    writer
+        .submit_batch("t", PartitionId(0), txn(2, "open"))?
+        .wait()?;
+    let view = ro(dir.path());
+    let read = |log: &Log| -> anyhow::Result<Vec<String>> {
+        let f = log.read_isolated(
+            "t",
+            PartitionId(0),
+            Offset(0),
+            1 << 20,
+            Isolation::ReadCommitted,
+        )?;
+        Ok(f.records()
+            .map(|r| r.map(|r| String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned()))
+            .collect::<Result<_, _>>()?)
+    };
+    assert_eq!(read(&view)?, vec!["plain"]);
+    writer.write_marker("t", PartitionId(0), 2, 0, true, 0)?;
+    view.refresh("t")?;
+    assert_eq!(read(&view)?, vec!["plain", "open"]);
+    Ok(())
+}
