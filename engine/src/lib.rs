@@ -21,7 +21,7 @@ pub mod task;
 
 pub use dsl::{Grouped, Pipeline, Stream, Table, Topology};
 pub use error::{EngineError, Result};
-pub use runtime::{RunOptions, RunningPipeline};
+pub use runtime::{dead_letter_topic, ErrorPolicy, Metrics, RunOptions, RunningPipeline};
 pub use serde::{Json, RawBytes, Serde, Utf8};
 pub use state::{ensure_changelog, KvStore, RestoreStats};
 pub use task::{changelog_topic, Guarantee, InputRecord, Processor, Task, TaskConfig, TaskContext};

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use weir_coord::{GroupCoordinator, TransactionCoordinator};
-use weir_log::Log;
+use weir_log::{Header, Log, Record};
 
 use crate::dsl::{SubTopology, Topology};
 use crate::error::{EngineError, Result};
@@ -19,9 +19,23 @@ use crate::task::{Guarantee, InputRecord, Processor, Task, TaskConfig, TaskConte
 /// How long an idle task sleeps before polling its partition again.
 const IDLE_SLEEP: Duration = Duration::from_millis(5);
 
+/// What to do with a record that cannot be processed (a poison record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Stop the pipeline with an error naming the topic, partition and offset.
+    Fail,
+    /// Count it and go on.
+    Skip,
+    /// Write the original record to `<app>.dlq` with the error and its origin in headers, in
+    /// the same transaction as the outputs (so the dead-letter topic is exact under replay).
+    DeadLetter,
+}
+
 /// Settings for running a topology.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    /// Poison records: fail, skip or dead-letter (default).
+    pub on_error: ErrorPolicy,
     /// `processing.guarantee`.
     pub guarantee: Guarantee,
     /// How often each task commits.
@@ -36,6 +50,7 @@ impl RunOptions {
     /// Exactly-once, 100 ms commits, state under `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> RunOptions {
         RunOptions {
+            on_error: ErrorPolicy::DeadLetter,
             guarantee: Guarantee::ExactlyOnce,
             commit_interval: Duration::from_millis(100),
             state_dir: state_dir.into(),
@@ -44,14 +59,55 @@ impl RunOptions {
     }
 }
 
-struct SubProcessor(SubTopology);
+struct SubProcessor {
+    sub: SubTopology,
+    policy: ErrorPolicy,
+    dlq: String,
+    metrics: Arc<Metrics>,
+}
 
 impl Processor for SubProcessor {
     fn process(&mut self, ctx: &mut TaskContext<'_>, batch: &[InputRecord]) -> Result<()> {
         for r in batch {
-            self.0.process(ctx, r)?;
+            match self.sub.process(ctx, r) {
+                Ok(()) => {}
+                Err(EngineError::Poison { reason, .. }) if self.policy != ErrorPolicy::Fail => {
+                    if self.policy == ErrorPolicy::DeadLetter {
+                        ctx.emit(&self.dlq, dead_letter(&self.sub.source, r, &reason));
+                        self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.metrics.skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+}
+
+/// The original record with the error and its origin in headers.
+fn dead_letter(topic: &str, r: &InputRecord, reason: &str) -> Record {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let h = |k: &str, v: String| Header {
+        key: k.to_string(),
+        value: Some(bytes::Bytes::from(v)),
+    };
+    Record {
+        key: r.key.clone(),
+        value: r.value.clone(),
+        headers: vec![
+            h("weir.error", reason.to_string()),
+            h("weir.source.topic", topic.to_string()),
+            h("weir.source.partition", r.partition.to_string()),
+            h("weir.source.offset", r.offset.to_string()),
+            h("weir.attempts", "1".to_string()),
+            h("weir.time", now.to_string()),
+        ],
+        timestamp: Some(r.timestamp),
     }
 }
 
@@ -62,6 +118,10 @@ pub struct Metrics {
     pub records_in: AtomicU64,
     /// Commits (all tasks).
     pub commits: AtomicU64,
+    /// Poison records written to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Poison records skipped.
+    pub skipped: AtomicU64,
     /// When a task last processed a record.
     last_progress: Mutex<Option<Instant>>,
 }
@@ -112,6 +172,11 @@ impl RunningPipeline {
     }
 }
 
+/// The dead-letter topic of an application.
+pub fn dead_letter_topic(app: &str) -> String {
+    format!("{app}.dlq")
+}
+
 fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
     let internal = |t: &str| topology.internal_topics.iter().any(|(i, _)| i == t);
     for sub in topology
@@ -133,6 +198,13 @@ fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
                 topology.app
             ))
         })?;
+    }
+    let dlq = dead_letter_topic(&topology.app);
+    if !log.list_topics().contains(&dlq) {
+        match log.create_topic(&dlq, 1, Default::default()) {
+            Ok(()) | Err(weir_log::LogError::TopicExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     for (topic, like) in &topology.internal_topics {
         if log.list_topics().iter().any(|t| t == topic) {
@@ -179,7 +251,12 @@ impl Topology {
                     stop.clone(),
                     metrics.clone(),
                 );
-                let mut processor = SubProcessor(sub.clone());
+                let mut processor = SubProcessor {
+                    sub: sub.clone(),
+                    policy: options.on_error,
+                    dlq: dead_letter_topic(&self.app),
+                    metrics: metrics.clone(),
+                };
                 handles.push(
                     std::thread::Builder::new()
                         .name(format!("weir-task-{}-{partition}", sub.source))

@@ -132,16 +132,84 @@ fn unknown_topics_and_poison_records_are_clear_errors() -> anyhow::Result<()> {
         .group_by_key()
         .reduce(|a, b| a + b)
         .to_topic("totals", Json, Json);
+    let mut opts = RunOptions::new(dir.path().join("state2"));
+    opts.on_error = weir_engine::ErrorPolicy::Fail;
     let e = p
         .build()?
-        .run(
-            &log,
-            &groups,
-            &txns,
-            RunOptions::new(dir.path().join("state2")),
-        )?
+        .run(&log, &groups, &txns, opts)?
         .stop_when_idle(Duration::from_millis(200), Duration::from_secs(10))
         .expect_err("poison");
     assert!(e.to_string().contains("orders/0 offset 0"), "{e}");
+    Ok(())
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_topic_exactly_once() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open_with(
+        dir.path().join("log"),
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?;
+    log.create_topic("amounts", 2, Default::default())?;
+    log.create_topic("sums", 1, Default::default())?;
+    let mut poison = 0;
+    for i in 0..1000u64 {
+        let key = format!("\"c{}\"", i % 7);
+        let value = if i % 100 == 42 {
+            poison += 1;
+            b"{broken".to_vec()
+        } else {
+            b"1".to_vec()
+        };
+        log.send("amounts", Some(key.as_bytes()), Some(&value))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let build = || {
+        let p = Pipeline::builder("summer");
+        p.stream::<String, u64>("amounts", Json, Json)
+            .group_by_key()
+            .reduce(|a, b| a + b)
+            .to_topic("sums", Json, Json);
+        p.build().expect("topology")
+    };
+    let mut opts = RunOptions::new(dir.path().join("state"));
+    opts.commit_interval = Duration::from_millis(10);
+    // Two runs: the second must not dead-letter anything again.
+    for _ in 0..2 {
+        build()
+            .run(&log, &groups, &txns, opts.clone())?
+            .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    }
+    let total: u64 = latest(&log, "sums").values().sum();
+    assert_eq!(total, 1000 - poison, "output == input - poison");
+    let f = log.read_isolated(
+        "summer.dlq",
+        PartitionId(0),
+        Offset(0),
+        1 << 20,
+        Isolation::ReadCommitted,
+    )?;
+    let dead: Vec<_> = f.records().collect::<Result<_, _>>()?;
+    assert_eq!(dead.len() as u64, poison, "DLQ == poison, exactly once");
+    let headers: BTreeMap<String, String> = dead[0]
+        .headers()
+        .map(|h| {
+            h.map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v.unwrap_or_default()).into_owned(),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    assert_eq!(headers["weir.source.topic"], "amounts");
+    assert!(headers["weir.error"].contains("value"), "{headers:?}");
+    assert!(
+        headers.contains_key("weir.source.offset") && headers.contains_key("weir.source.partition")
+    );
+    assert_eq!(dead[0].value, Some(&b"{broken"[..]));
     Ok(())
 }
