@@ -9,7 +9,8 @@ source "$root/scripts/env.sh"
 [ -n "${WEIR_ROCKSDB_KEY:-}" ] || exit 0
 dest="$WEIR_CACHE/rocksdb/$WEIR_ROCKSDB_KEY"
 [ -f "$dest/librocksdb.a" ] && exit 0
-lib=$(find "$CARGO_TARGET_DIR" -path '*librocksdb-sys-*/out/librocksdb.a' -print -quit 2>/dev/null || true)
+# The newest build: older ones (another opt-level or version) may still be in the target dir.
+lib=$(find "$CARGO_TARGET_DIR" -path '*librocksdb-sys-*/out/librocksdb.a' -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2- || true)
 [ -n "$lib" ] || exit 0
 mkdir -p "$dest"
 cp "$lib" "$dest/librocksdb.a.tmp" && mv "$dest/librocksdb.a.tmp" "$dest/librocksdb.a"

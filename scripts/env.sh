@@ -11,6 +11,9 @@ _rocksdb_key=""
 if [ -f "$_weir_root/Cargo.lock" ]; then
   _rocksdb_key=$(awk '/^name = "librocksdb-sys"/{getline; gsub(/[^0-9A-Za-z.+-]/,"",$3); print $3}' "$_weir_root/Cargo.lock" | head -n1)
 fi
+# The cached library is built with the dev profile's opt-level for librocksdb-sys (see
+# Cargo.toml); the key says so, so a change of either rebuilds it.
+[ -n "$_rocksdb_key" ] && _rocksdb_key="${_rocksdb_key}-O2"
 if [ -n "$_rocksdb_key" ] && [ -f "$WEIR_CACHE/rocksdb/$_rocksdb_key/librocksdb.a" ]; then
   export ROCKSDB_LIB_DIR="$WEIR_CACHE/rocksdb/$_rocksdb_key"
   export ROCKSDB_STATIC=1

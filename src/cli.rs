@@ -152,6 +152,13 @@ pub enum GroupCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCmd {
+    /// Applications that have run in this data directory (they have a dead-letter topic).
+    List,
+    /// Input lag, dead-letter depth and state changelogs of an application.
+    Describe {
+        /// Application id.
+        app: String,
+    },
     /// Run a built-in pipeline until stopped (or idle): `keyed-count` counts records per key
     /// from INPUT into OUTPUT with RocksDB state, exactly once by default.
     Run {
@@ -189,6 +196,27 @@ pub enum BenchCmd {
     Consume(BenchConsumeArgs),
     /// Time for a consumer group to rebalance after a member leaves cleanly.
     Rebalance(BenchRebalanceArgs),
+    /// Throughput of engine pipelines (stateless filter/map, or a keyed count with RocksDB).
+    Pipeline(BenchPipelineArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Input records.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Distinct keys for a keyed count with RocksDB state; 0 for a stateless filter/map.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+    /// Partitions of the input (= tasks).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// exactly_once, at_least_once, or both (one after the other, same data).
+    #[arg(long, default_value = "both")]
+    pub guarantee: String,
+    /// Commit interval in ms.
+    #[arg(long, default_value_t = 100)]
+    pub commit_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,10 @@ use weir_log::{Isolation, Log, Offset, PartitionId, Producer, Record, Timestamp}
 use crate::error::{EngineError, Result};
 use crate::state::{ensure_changelog, KvStore};
 
+/// Outputs plus state writes a task holds before it commits early: bounds a task's memory
+/// between commits (about 100 MB at 1 KB records).
+const PENDING_RECORDS_MAX: usize = 100_000;
+
 /// Delivery guarantee of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
@@ -244,7 +248,11 @@ impl Task {
             // Only control batches or aborted records: step over them.
             self.position = self.position.max(f.next_offset().min(f.last_stable));
         }
-        if self.interval_start.elapsed() >= self.cfg.commit_interval {
+        // Outputs and state writes wait in memory for the commit: commit early rather than let
+        // a fast input grow them without bound.
+        let pending_state: usize = self.stores.values().map(KvStore::pending_len).sum();
+        let full = self.outputs.len() + pending_state >= PENDING_RECORDS_MAX;
+        if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
             self.commit()?;
         }
         Ok(n)

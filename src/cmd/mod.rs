@@ -40,5 +40,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
         Command::Bench(BenchCmd::Rebalance(a)) => bench::rebalance(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(&cli.data_dir, a),
     }
 }

@@ -289,3 +289,81 @@ fn consumer_groups_from_the_cli_commit_what_was_printed_and_show_lag() {
     let o = run(d.path(), &["group", "describe", "billing"], "");
     assert_eq!(stderr(&o).trim(), "error: group `billing` does not exist");
 }
+
+#[test]
+fn pipelines_run_list_and_describe_from_the_cli() {
+    let d = tempfile::tempdir().expect("tempdir");
+    run(
+        d.path(),
+        &["topic", "create", "clicks", "--partitions", "2"],
+        "",
+    );
+    run(
+        d.path(),
+        &["topic", "create", "click-counts", "--partitions", "2"],
+        "",
+    );
+    let input: String = (0..50).map(|i| format!("user-{}:click\n", i % 5)).collect();
+    run(
+        d.path(),
+        &["produce", "clicks", "--key-separator", ":"],
+        &input,
+    );
+    let o = run(
+        d.path(),
+        &[
+            "pipeline",
+            "run",
+            "keyed-count",
+            "--app",
+            "clicker",
+            "--input",
+            "clicks",
+            "--output",
+            "click-counts",
+            "--until-idle-ms",
+            "500",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&run(d.path(), &["pipeline", "list"], "")).trim(),
+        "clicker"
+    );
+    let o = run(d.path(), &["pipeline", "describe", "clicker"], "");
+    let s = stdout(&o);
+    assert!(s.contains("clicker.dlq: 0 record(s)"), "{s}");
+    assert!(
+        s.lines()
+            .filter(|l| l.starts_with("clicks"))
+            .all(|l| l.ends_with(" 0")),
+        "lag 0 after the run: {s}"
+    );
+    assert!(
+        s.contains("state changelog clicker-aggregate-0-changelog"),
+        "{s}"
+    );
+    // Latest count per user is 10, read exactly once.
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "click-counts",
+            "--isolation",
+            "read_committed",
+            "-f",
+            "%k=%s\\n",
+        ],
+        "",
+    );
+    let mut latest = std::collections::BTreeMap::new();
+    for l in stdout(&o).lines() {
+        let (k, v) = l.split_once('=').expect("k=v");
+        latest.insert(k.to_string(), v.to_string());
+    }
+    assert_eq!(latest.len(), 5);
+    assert!(latest.values().all(|v| v == "10"), "{latest:?}");
+    let o = run(d.path(), &["pipeline", "describe", "nope"], "");
+    assert!(stderr(&o).contains("no pipeline `nope`"), "{}", stderr(&o));
+}
