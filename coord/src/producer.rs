@@ -80,6 +80,24 @@ impl TransactionalProducer {
         Ok(())
     }
 
+    /// Adds partitions to the open transaction in one durable step (instead of one per
+    /// partition on first use).
+    pub fn add_partitions(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.require_open()?;
+        let new: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| !self.added.contains(*tp))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.coord
+            .add_partitions(&self.id, self.producer_id, self.epoch, &new)?;
+        self.added.extend(new);
+        Ok(())
+    }
+
     fn add(&mut self, tp: &TopicPartition) -> Result<()> {
         if !self.added.contains(tp) {
             self.coord.add_partitions(

@@ -597,7 +597,10 @@ fn finish(
     };
     meta.partitions.clear();
     meta.offsets.clear();
-    persist(log, id, meta)
+    // `Complete*` is not persisted: the durable `Prepare*` already decides the outcome, and a
+    // recovery that finds it writes the (idempotent) markers again. This saves an fsync per
+    // commit; the next transaction's `Ongoing` record supersedes it.
+    Ok(())
 }
 
 /// Aborts transactions open longer than their timeout, bumping the epoch so their producer is

@@ -122,11 +122,18 @@ fn emit_all<K: Clone, V: Clone>(
     k: K,
     v: V,
 ) -> Result<()> {
-    let list = children.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for c in &list {
-        c(ctx, o, k.clone(), v.clone())?;
+    // Children are only added while the pipeline is built, never while it runs, and the graph
+    // has no cycles, so holding the lock across the calls cannot deadlock.
+    let list = children.lock().unwrap_or_else(|e| e.into_inner());
+    match list.split_last() {
+        None => Ok(()),
+        Some((last, rest)) => {
+            for c in rest {
+                c(ctx, o, k.clone(), v.clone())?;
+            }
+            last(ctx, o, k, v)
+        }
     }
-    Ok(())
 }
 
 fn poison(o: &Origin, what: &str, e: String) -> EngineError {

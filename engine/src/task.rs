@@ -295,7 +295,21 @@ impl Task {
         match &mut self.output {
             Output::Transactional(p) => {
                 p.begin()?;
-                for ((topic, partition), records) in group_outputs(&self.log, outputs)? {
+                let grouped = group_outputs(&self.log, outputs)?;
+                // Every partition of this transaction, added in one durable step.
+                let mut all: Vec<(String, u32)> = grouped.keys().cloned().collect();
+                for store in self.stores.values().filter(|s| s.pending_len() > 0) {
+                    let (t, p) = store.changelog();
+                    all.push((t.to_string(), p.0));
+                }
+                let offsets_partition =
+                    weir_coord::offsets::OffsetStore::partition_of(&self.cfg.app).0;
+                all.push((
+                    weir_coord::offsets::OFFSETS_TOPIC.to_string(),
+                    offsets_partition,
+                ));
+                p.add_partitions(&all)?;
+                for ((topic, partition), records) in grouped {
                     for chunk in chunks(&records) {
                         p.submit(&topic, PartitionId(partition), chunk)?;
                     }

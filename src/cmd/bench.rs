@@ -610,39 +610,31 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
     let now = Timestamp(start_ms());
     let note = "x".repeat(60);
     let mut pending = VecDeque::new();
-    let mut i = 0u64;
-    while i < a.records {
-        let mut builders: Vec<BatchBuilder> = (0..a.partitions)
-            .map(|_| BatchBuilder::with_capacity(256 * 1024))
-            .collect();
-        for _ in 0..10_000 {
-            if i >= a.records {
-                break;
-            }
-            let key = if a.keys > 0 {
-                format!("customer-{}", i % a.keys)
-            } else {
-                format!("customer-{}", i % 1000)
-            };
-            let value = serde_json::to_vec(&BenchOrder {
-                id: i,
-                amount: (i % 10) as i64 - 1,
-                note: note.clone(),
-            })?;
-            let p =
-                weir_log::partitioner::partition_for_key(key.as_bytes(), a.partitions).0 as usize;
-            builders[p].push_parts(Some(key.as_bytes()), Some(&value), &[], now);
-            i += 1;
-        }
-        for (p, b) in builders.into_iter().enumerate() {
-            if b.count() > 0 {
-                pending.push_back(log.submit_batch("in", PartitionId(p as u32), b.finish())?);
+    let mut builders: Vec<BatchBuilder> = (0..a.partitions)
+        .map(|_| BatchBuilder::with_capacity(300 * 1024))
+        .collect();
+    for i in 0..a.records {
+        let key = format!("customer-{}", i % if a.keys > 0 { a.keys } else { 1000 });
+        let value = serde_json::to_vec(&BenchOrder {
+            id: i,
+            amount: (i % 10) as i64 - 1,
+            note: note.clone(),
+        })?;
+        let p = weir_log::partitioner::partition_for_key(key.as_bytes(), a.partitions).0 as usize;
+        builders[p].push_parts(Some(key.as_bytes()), Some(&value), &[], now);
+        if builders[p].size() >= 256 * 1024 {
+            let full = std::mem::replace(&mut builders[p], BatchBuilder::with_capacity(300 * 1024));
+            pending.push_back(log.submit_batch("in", PartitionId(p as u32), full.finish())?);
+            while pending.len() > 8 {
+                if let Some(t) = pending.pop_front() {
+                    t.wait()?;
+                }
             }
         }
-        while pending.len() > 8 {
-            if let Some(t) = pending.pop_front() {
-                t.wait()?;
-            }
+    }
+    for (p, b) in builders.into_iter().enumerate() {
+        if b.count() > 0 {
+            pending.push_back(log.submit_batch("in", PartitionId(p as u32), b.finish())?);
         }
     }
     for t in pending {
