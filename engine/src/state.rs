@@ -268,7 +268,10 @@ impl KvStore {
             at = f.next_offset();
             if in_batch >= RESTORE_BATCH_RECORDS {
                 batch.put(META_CHANGELOG_OFFSET, at.0.to_be_bytes());
-                self.rocks(self.db.write_opt(std::mem::take(&mut batch), &write_options()))?;
+                self.rocks(
+                    self.db
+                        .write_opt(std::mem::take(&mut batch), &write_options()),
+                )?;
                 in_batch = 0;
                 tracing::info!(store = %self.name, restored = records, at = %at, "restoring from the changelog");
             }
