@@ -228,12 +228,13 @@ impl Task {
                 break;
             }
             let r = r.map_err(weir_log::LogError::from)?;
+            // Zero-copy: keys and values are slices of the fetched bytes.
             batch.push(InputRecord {
                 partition: self.cfg.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
-                key: r.key.map(Bytes::copy_from_slice),
-                value: r.value.map(Bytes::copy_from_slice),
+                key: r.key.map(|k| f.batches.slice_ref(k)),
+                value: r.value.map(|v| f.batches.slice_ref(v)),
             });
         }
         let n = batch.len();
@@ -358,9 +359,19 @@ fn group_outputs(
 ) -> Result<std::collections::BTreeMap<(String, u32), Vec<Record>>> {
     let mut by_partition: std::collections::BTreeMap<(String, u32), Vec<Record>> =
         std::collections::BTreeMap::new();
+    // Partition counts looked up once per topic, not once per record.
+    let mut counts: HashMap<String, u32> = HashMap::new();
     for (topic, record) in outputs {
+        let n = match counts.get(&topic) {
+            Some(n) => *n,
+            None => {
+                let n = log.partition_count(&topic)?;
+                counts.insert(topic.clone(), n);
+                n
+            }
+        };
         let partition = match &record.key {
-            Some(k) => log.partition_for(&topic, k)?.0,
+            Some(k) => weir_log::partitioner::partition_for_key(k, n).0,
             None => 0,
         };
         by_partition
