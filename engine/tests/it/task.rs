@@ -195,3 +195,53 @@ fn at_least_once_never_loses_but_may_repeat() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_second_instance_of_a_task_fences_the_first() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = Log::open_with(
+        dir.path().join("log"),
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        },
+    )?;
+    log.create_topic("in", 1, Default::default())?;
+    log.create_topic("counts-out", 1, Default::default())?;
+    for i in 0..50 {
+        log.send("in", Some(format!("k{}", i % 5).as_bytes()), Some(b"x"))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut processor = KeyedCount;
+    let mut zombie = Task::start(
+        &log,
+        &groups,
+        &txns,
+        config(dir.path(), 0, Guarantee::ExactlyOnce),
+    )?;
+    zombie.run_once(&mut processor)?;
+    // A second instance (on another machine: its own state directory) takes over.
+    let mut live = Task::start(
+        &log,
+        &groups,
+        &txns,
+        config(&dir.path().join("elsewhere"), 0, Guarantee::ExactlyOnce),
+    )?;
+    let e = zombie.commit().expect_err("the zombie is fenced");
+    assert!(e.to_string().contains("fenced"), "{e}");
+    assert!(
+        zombie.run_once(&mut processor).is_err(),
+        "a fenced task stops"
+    );
+    while live.run_once(&mut processor)? > 0 {}
+    live.commit()?;
+    let out = outputs(&log);
+    for counts in out.values() {
+        assert_eq!(
+            counts,
+            &(1..=10).collect::<Vec<u64>>(),
+            "only the live instance's output counts"
+        );
+    }
+    Ok(())
+}
