@@ -5,29 +5,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weir_engine::{Json, Pipeline, RunOptions, Utf8};
-use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId};
+use weir_log::{Isolation, Log, Offset, PartitionId};
 
 fn latest(log: &Log, topic: &str) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    for p in 0..log.partition_count(topic).expect("topic") {
-        let mut at = Offset(0);
-        loop {
-            let f = log
-                .read_isolated(topic, PartitionId(p), at, 1 << 20, Isolation::ReadCommitted)
-                .expect("read");
-            if f.is_empty() {
-                break;
-            }
-            for r in f.records() {
-                let r = r.expect("record");
-                let k: String = serde_json::from_slice(r.key.unwrap_or_default()).expect("key");
-                let v: u64 = serde_json::from_slice(r.value.unwrap_or_default()).expect("value");
-                out.insert(k, v);
-            }
-            at = f.next_offset();
-        }
-    }
-    out
+    crate::common::committed_by_key(log, topic, |k, v| {
+        (
+            serde_json::from_slice(k).expect("key"),
+            serde_json::from_slice::<u64>(v).expect("value"),
+        )
+    })
+    .into_iter()
+    .filter_map(|(k, vs)| vs.last().map(|v| (k, *v)))
+    .collect()
 }
 
 fn word_count(app: &str) -> weir_engine::Topology {
@@ -49,13 +38,7 @@ fn word_count(app: &str) -> weir_engine::Topology {
 #[test]
 fn word_count_is_exact_across_a_restart() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     log.create_topic("lines", 3, Default::default())?;
     log.create_topic("word-counts", 2, Default::default())?;
     let text = [
@@ -103,13 +86,7 @@ fn word_count_is_exact_across_a_restart() -> anyhow::Result<()> {
 #[test]
 fn unknown_topics_and_poison_records_are_clear_errors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     let (groups, txns) = weir_coord::start(&log)?;
     let e = word_count("wc")
         .run(
@@ -146,13 +123,7 @@ fn unknown_topics_and_poison_records_are_clear_errors() -> anyhow::Result<()> {
 #[test]
 fn poison_records_go_to_the_dead_letter_topic_exactly_once() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     log.create_topic("amounts", 2, Default::default())?;
     log.create_topic("sums", 1, Default::default())?;
     let mut poison = 0;

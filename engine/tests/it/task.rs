@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use weir_engine::{Guarantee, InputRecord, Processor, Result, Task, TaskConfig, TaskContext};
 use weir_log::sim::SeededRng;
-use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId, Record};
+use weir_log::{Log, PartitionId, Record};
 
 struct KeyedCount;
 
@@ -43,48 +43,19 @@ fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskCo
 }
 
 fn outputs(log: &Log) -> BTreeMap<String, Vec<u64>> {
-    let mut by_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for p in 0..log.partition_count("counts-out").expect("topic") {
-        let mut at = Offset(0);
-        loop {
-            let f = log
-                .read_isolated(
-                    "counts-out",
-                    PartitionId(p),
-                    at,
-                    1 << 20,
-                    Isolation::ReadCommitted,
-                )
-                .expect("read");
-            if f.is_empty() {
-                break;
-            }
-            for r in f.records() {
-                let r = r.expect("record");
-                let k = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
-                by_key.entry(k).or_default().push(
-                    String::from_utf8_lossy(r.value.unwrap_or_default())
-                        .parse()
-                        .expect("count"),
-                );
-            }
-            at = f.next_offset();
-        }
-    }
-    by_key
+    crate::common::committed_by_key(log, "counts-out", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).parse().expect("count"),
+        )
+    })
 }
 
 #[test]
 fn exactly_once_keyed_count_survives_crashes_between_and_inside_commits() -> anyhow::Result<()> {
     let mut rng = SeededRng::from_env("exactly_once_keyed_count");
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     log.create_topic("in", 2, Default::default())?;
     log.create_topic("counts-out", 3, Default::default())?;
     let keys = 20;
@@ -156,13 +127,7 @@ fn exactly_once_keyed_count_survives_crashes_between_and_inside_commits() -> any
 #[test]
 fn at_least_once_never_loses_but_may_repeat() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     log.create_topic("in", 1, Default::default())?;
     log.create_topic("counts-out", 1, Default::default())?;
     for i in 0..100 {
@@ -199,13 +164,7 @@ fn at_least_once_never_loses_but_may_repeat() -> anyhow::Result<()> {
 #[test]
 fn a_second_instance_of_a_task_fences_the_first() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let log = Log::open_with(
-        dir.path().join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = crate::common::open_log(dir.path());
     log.create_topic("in", 1, Default::default())?;
     log.create_topic("counts-out", 1, Default::default())?;
     for i in 0..50 {
