@@ -210,6 +210,54 @@ impl Pipeline {
         }
     }
 
+    /// Reads a (compacted) topic as a table: the latest value per key is kept in a store
+    /// (`table-<n>`, backed by its changelog), a tombstone deletes the key, and every change is
+    /// available as a stream (`to_stream`). Records whose key cannot be decoded are poison.
+    pub fn table<K, V>(
+        &self,
+        topic: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> Table<K, Option<V>>
+    where
+        K: Clone + Send + Serialize + DeserializeOwned + 'static,
+        V: Clone + Send + Serialize + DeserializeOwned + 'static,
+    {
+        let store = format!("table-{}", self.next_id());
+        let children: Children<K, Option<V>> = new_children();
+        let c = children.clone();
+        let name = store.clone();
+        let entry: Entry = Arc::new(move |ctx, o, r| {
+            let k = key
+                .deserialize(r.key.as_deref().unwrap_or_default())
+                .map_err(|e| poison(o, "key", e))?;
+            let v = match r.value.as_deref() {
+                None => None,
+                Some(b) => Some(value.deserialize(b).map_err(|e| poison(o, "value", e))?),
+            };
+            let kb = Json.serialize(&k).map_err(|e| poison(o, "state key", e))?;
+            let s = ctx.store(&name)?;
+            match &v {
+                Some(v) => s.put(
+                    kb,
+                    Json.serialize(v).map_err(|e| poison(o, "state value", e))?,
+                ),
+                None => s.delete(kb),
+            }
+            emit_all(&c, ctx, o, k, v)
+        });
+        self.add_entry(topic, entry);
+        self.add_store(topic, &store);
+        Table {
+            changes: Stream {
+                pipeline: self.clone(),
+                source: topic.to_string(),
+                children,
+            },
+            store,
+        }
+    }
+
     /// The topology to run.
     pub fn build(&self) -> Result<Topology> {
         let s = self.state.borrow();

@@ -184,3 +184,59 @@ fn poison_records_go_to_the_dead_letter_topic_exactly_once() -> anyhow::Result<(
     assert_eq!(dead[0].value, Some(&b"{broken"[..]));
     Ok(())
 }
+
+#[test]
+fn a_table_keeps_the_latest_value_per_key_and_streams_its_changes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic(
+        "profiles",
+        2,
+        weir_log::TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
+    )?;
+    log.create_topic("profile-changes", 2, Default::default())?;
+    for (user, city) in [
+        ("ann", Some("Oslo")),
+        ("bob", Some("Rome")),
+        ("ann", Some("Lima")),
+        ("bob", None),
+    ] {
+        let key = serde_json::to_vec(user)?;
+        let value = city.map(serde_json::to_vec).transpose()?;
+        let p = log.partition_for("profiles", &key)?;
+        log.append(
+            "profiles",
+            p,
+            &[weir_log::Record {
+                key: Some(key.into()),
+                value: value.map(Into::into),
+                ..Default::default()
+            }],
+        )?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let p = Pipeline::builder("profiles-view");
+    let table = p.table::<String, String>("profiles", Json, Json);
+    assert!(table.store_name().starts_with("table-"));
+    table
+        .to_stream()
+        .map_values(|city: Option<String>| city.unwrap_or_else(|| "(deleted)".into()))
+        .to_topic("profile-changes", Json, Json);
+    p.build()?
+        .run(
+            &log,
+            &groups,
+            &txns,
+            RunOptions::new(dir.path().join("state")),
+        )?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    let changes = crate::common::committed_by_key(&log, "profile-changes", |k, v| {
+        (
+            serde_json::from_slice(k).expect("key"),
+            serde_json::from_slice::<String>(v).expect("value"),
+        )
+    });
+    assert_eq!(changes["ann"], vec!["Oslo", "Lima"]);
+    assert_eq!(changes["bob"], vec!["Rome", "(deleted)"]);
+    Ok(())
+}
