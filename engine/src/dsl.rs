@@ -41,14 +41,15 @@ type Entry = Arc<dyn Fn(&mut TaskContext<'_>, &Origin, &InputRecord) -> Result<(
 /// A branch predicate.
 pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
-/// One sub-topology: a source topic, its entry points and the stores its operators use.
+/// One sub-topology: its input topics (a main source plus co-partitioned tables it joins),
+/// their entry points, and the stores its operators use.
 #[derive(Clone)]
 pub struct SubTopology {
-    /// The topic (and partitions) it reads.
+    /// The main topic (and partitions) it reads.
     pub source: String,
     /// State stores of its tasks.
     pub stores: Vec<String>,
-    entries: Vec<Entry>,
+    entries: BTreeMap<String, Vec<Entry>>,
 }
 
 impl std::fmt::Debug for SubTopology {
@@ -62,15 +63,24 @@ impl std::fmt::Debug for SubTopology {
 }
 
 impl SubTopology {
-    /// Runs one input record through every operator fed by this source.
+    /// Input topics other than the main one (tables joined by its streams).
+    pub fn co_sources(&self) -> Vec<String> {
+        self.entries
+            .keys()
+            .filter(|t| **t != self.source)
+            .cloned()
+            .collect()
+    }
+
+    /// Runs one input record through every operator fed by its topic.
     pub fn process(&self, ctx: &mut TaskContext<'_>, record: &InputRecord) -> Result<()> {
         let origin = Origin {
-            topic: Arc::from(self.source.as_str()),
+            topic: record.topic.clone(),
             partition: record.partition,
             offset: record.offset,
             timestamp: record.timestamp,
         };
-        for e in &self.entries {
+        for e in self.entries.get(&*record.topic).into_iter().flatten() {
             e(ctx, &origin, record)?;
         }
         Ok(())
@@ -93,6 +103,8 @@ pub struct Topology {
 #[derive(Default)]
 struct PlanState {
     subs: BTreeMap<String, SubTopology>,
+    /// A sub-topology merged into another (a joined table): its source → the host's.
+    aliases: BTreeMap<String, String>,
     internal: Vec<(String, String)>,
     sinks: Vec<String>,
     next_id: usize,
@@ -160,24 +172,56 @@ impl Pipeline {
         s.next_id - 1
     }
 
+    fn host(s: &PlanState, topic: &str) -> String {
+        let mut t = topic.to_string();
+        while let Some(next) = s.aliases.get(&t) {
+            t = next.clone();
+        }
+        t
+    }
+
     fn add_entry(&self, topic: &str, entry: Entry) {
         let mut s = self.state.borrow_mut();
+        let host = Self::host(&s, topic);
         s.subs
-            .entry(topic.to_string())
+            .entry(host.clone())
             .or_insert_with(|| SubTopology {
-                source: topic.to_string(),
+                source: host,
                 stores: Vec::new(),
-                entries: Vec::new(),
+                entries: BTreeMap::new(),
             })
             .entries
+            .entry(topic.to_string())
+            .or_default()
             .push(entry);
     }
 
     fn add_store(&self, topic: &str, store: &str) {
         let mut s = self.state.borrow_mut();
-        if let Some(sub) = s.subs.get_mut(topic) {
+        let host = Self::host(&s, topic);
+        if let Some(sub) = s.subs.get_mut(&host) {
             sub.stores.push(store.to_string());
         }
+    }
+
+    /// Runs the sub-topology reading `from` inside the one reading `into` (a join): one task
+    /// per partition then reads both topics and owns both's stores.
+    fn merge(&self, from: &str, into: &str) {
+        let mut s = self.state.borrow_mut();
+        let (from, into) = (Self::host(&s, from), Self::host(&s, into));
+        if from == into {
+            return;
+        }
+        let Some(moved) = s.subs.remove(&from) else {
+            return;
+        };
+        if let Some(host) = s.subs.get_mut(&into) {
+            for (topic, entries) in moved.entries {
+                host.entries.entry(topic).or_default().extend(entries);
+            }
+            host.stores.extend(moved.stores);
+        }
+        s.aliases.insert(from, into);
     }
 
     /// Reads a topic as a stream of typed records.
@@ -480,6 +524,45 @@ where
                 Ok(())
             }));
         self.pipeline.stream::<K2, V>(&topic, Json, Json)
+    }
+}
+
+impl<K, V> Stream<K, V>
+where
+    K: Clone + Send + Serialize + DeserializeOwned + 'static,
+    V: Clone + Send + 'static,
+{
+    /// Joins each record with the current value of its key in a table read with `table()`
+    /// (inner join: records whose key is not in the table are dropped). The stream and the
+    /// table topic must be co-partitioned (same partition count, same keys); their task reads
+    /// the table ahead of the stream.
+    pub fn join<T, R>(
+        &self,
+        table: &Table<K, Option<T>>,
+        joiner: impl Fn(V, T) -> R + Send + Sync + 'static,
+    ) -> Stream<K, R>
+    where
+        T: Clone + Send + Serialize + DeserializeOwned + 'static,
+        R: Clone + Send + 'static,
+    {
+        self.pipeline.merge(&table.changes.source, &self.source);
+        let store = table.store.clone();
+        self.derive(move |ctx, o, k, v, c| {
+            let kb = Json.serialize(&k).map_err(|e| poison(o, "join key", e))?;
+            let found = ctx.store(&store)?.get(&kb)?;
+            match found {
+                None => Ok(()),
+                Some(b) => {
+                    let t: T = Json
+                        .deserialize(&b)
+                        .map_err(|e| EngineError::StateCorrupted {
+                            store: store.clone(),
+                            reason: e,
+                        })?;
+                    emit_all(c, ctx, o, k, joiner(v, t))
+                }
+            }
+        })
     }
 }
 

@@ -179,17 +179,16 @@ pub fn dead_letter_topic(app: &str) -> String {
 
 fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
     let internal = |t: &str| topology.internal_topics.iter().any(|(i, _)| i == t);
-    for sub in topology
-        .subtopologies
-        .iter()
-        .filter(|s| !internal(&s.source))
-    {
-        log.partition_count(&sub.source).map_err(|_| {
-            EngineError::Plan(format!(
-                "pipeline `{}` reads topic `{}`, which does not exist",
-                topology.app, sub.source
-            ))
-        })?;
+    for sub in &topology.subtopologies {
+        let inputs = std::iter::once(sub.source.clone()).chain(sub.co_sources());
+        for topic in inputs.filter(|t| !internal(t)) {
+            log.partition_count(&topic).map_err(|_| {
+                EngineError::Plan(format!(
+                    "pipeline `{}` reads topic `{topic}`, which does not exist",
+                    topology.app
+                ))
+            })?;
+        }
     }
     for sink in topology.sinks.iter().filter(|t| !internal(t)) {
         log.partition_count(sink).map_err(|_| {
@@ -237,6 +236,7 @@ impl Topology {
                 let cfg = TaskConfig {
                     app: self.app.clone(),
                     topic: sub.source.clone(),
+                    co_topics: sub.co_sources(),
                     partition,
                     stores: sub.stores.clone(),
                     commit_interval: options.commit_interval,

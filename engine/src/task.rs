@@ -36,6 +36,8 @@ pub enum Guarantee {
 /// One input record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputRecord {
+    /// Topic it came from.
+    pub topic: std::sync::Arc<str>,
     /// Partition it came from.
     pub partition: u32,
     /// Its offset.
@@ -82,6 +84,9 @@ pub struct TaskConfig {
     pub app: String,
     /// Input topic.
     pub topic: String,
+    /// Further inputs, co-partitioned with `topic` and read before it in every round (the
+    /// tables a stream joins); their offsets commit with the rest.
+    pub co_topics: Vec<String>,
     /// Input partition.
     pub partition: u32,
     /// Names of the key-value stores the processor uses.
@@ -108,12 +113,13 @@ pub struct Task {
     groups: GroupCoordinator,
     output: Output,
     stores: HashMap<String, KvStore>,
-    /// Next input offset to process.
-    position: Offset,
+    /// Inputs in read order (co-topics first, `topic` last) and the next offset of each.
+    inputs: Vec<std::sync::Arc<str>>,
+    positions: Vec<Offset>,
     /// Outputs of the open interval.
     outputs: Vec<(String, Record)>,
-    /// Input position at the last successful commit.
-    committed_position: Offset,
+    /// Positions at the last successful commit.
+    committed_positions: Vec<Offset>,
     interval_start: Instant,
     /// A commit failed: its outcome is unknown until the task is started again.
     failed: bool,
@@ -126,7 +132,7 @@ impl std::fmt::Debug for Task {
             .field("app", &self.cfg.app)
             .field("topic", &self.cfg.topic)
             .field("partition", &self.cfg.partition)
-            .field("position", &self.position)
+            .field("positions", &self.positions)
             .field("commits", &self.commits)
             .finish()
     }
@@ -177,19 +183,36 @@ impl Task {
             store.restore(log)?;
             stores.insert(name.clone(), store);
         }
-        let tp = (cfg.topic.clone(), cfg.partition);
-        let position = match groups.committed(&cfg.app).get(&tp) {
-            Some(c) => c.offset,
-            None => log.earliest_offset(&cfg.topic, PartitionId(cfg.partition))?,
-        };
+        let inputs: Vec<std::sync::Arc<str>> = cfg
+            .co_topics
+            .iter()
+            .chain(std::iter::once(&cfg.topic))
+            .map(|t| std::sync::Arc::from(t.as_str()))
+            .collect();
+        let committed = groups.committed(&cfg.app);
+        let mut positions = Vec::with_capacity(inputs.len());
+        for t in &inputs {
+            let n = log.partition_count(t)?;
+            if n != partitions {
+                return Err(EngineError::Plan(format!(
+                    "`{t}` has {n} partitions and `{}` has {partitions}: inputs of one task must be co-partitioned",
+                    cfg.topic
+                )));
+            }
+            positions.push(match committed.get(&(t.to_string(), cfg.partition)) {
+                Some(c) => c.offset,
+                None => log.earliest_offset(t, PartitionId(cfg.partition))?,
+            });
+        }
         Ok(Task {
             log: log.clone(),
             groups: groups.clone(),
             output,
             stores,
-            position,
+            inputs,
+            committed_positions: positions.clone(),
+            positions,
             outputs: Vec::new(),
-            committed_position: position,
             interval_start: Instant::now(),
             failed: false,
             commits: 0,
@@ -197,9 +220,9 @@ impl Task {
         })
     }
 
-    /// The next input offset to process.
+    /// The next offset to process of the main input topic.
     pub fn position(&self) -> Offset {
-        self.position
+        self.positions.last().copied().unwrap_or_default()
     }
 
     /// Commits so far.
@@ -215,10 +238,32 @@ impl Task {
                 "this task failed a commit; start it again".into(),
             ));
         }
+        let mut n = 0;
+        // Co-inputs (tables) first: a stream record meets the table as of everything before it.
+        for i in 0..self.inputs.len() {
+            n = self.process_input(i, processor)?;
+            if n > 0 {
+                break;
+            }
+        }
+        // Outputs and state writes wait in memory for the commit: commit early rather than let
+        // a fast input grow them without bound.
+        let pending_state: usize = self.stores.values().map(KvStore::pending_len).sum();
+        let full = self.outputs.len() + pending_state >= PENDING_RECORDS_MAX;
+        if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
+            self.commit()?;
+        }
+        Ok(n)
+    }
+
+    /// Reads and processes one batch of input `i`; returns the records processed.
+    fn process_input(&mut self, i: usize, processor: &mut dyn Processor) -> Result<usize> {
+        let topic = self.inputs[i].clone();
+        let at = self.positions[i];
         let f = self.log.read_isolated(
-            &self.cfg.topic,
+            &topic,
             PartitionId(self.cfg.partition),
-            self.position,
+            at,
             1 << 20,
             Isolation::ReadCommitted,
         )?;
@@ -230,6 +275,7 @@ impl Task {
             let r = r.map_err(weir_log::LogError::from)?;
             // Zero-copy: keys and values are slices of the fetched bytes.
             batch.push(InputRecord {
+                topic: topic.clone(),
                 partition: self.cfg.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
@@ -237,26 +283,19 @@ impl Task {
                 value: r.value.map(|v| f.batches.slice_ref(v)),
             });
         }
-        let n = batch.len();
         if let Some(last) = batch.last() {
+            let next = last.offset.plus(1);
             let mut ctx = TaskContext {
                 stores: &mut self.stores,
                 outputs: &mut self.outputs,
             };
             processor.process(&mut ctx, &batch)?;
-            self.position = last.offset.plus(1);
+            self.positions[i] = next;
         } else if !f.batches.is_empty() {
             // Only control batches or aborted records: step over them.
-            self.position = self.position.max(f.next_offset().min(f.last_stable));
+            self.positions[i] = at.max(f.next_offset().min(f.last_stable));
         }
-        // Outputs and state writes wait in memory for the commit: commit early rather than let
-        // a fast input grow them without bound.
-        let pending_state: usize = self.stores.values().map(KvStore::pending_len).sum();
-        let full = self.outputs.len() + pending_state >= PENDING_RECORDS_MAX;
-        if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
-            self.commit()?;
-        }
-        Ok(n)
+        Ok(batch.len())
     }
 
     /// Commits the open interval: outputs, changelogs and the input offset, atomically under
@@ -270,7 +309,7 @@ impl Task {
             ));
         }
         self.interval_start = Instant::now();
-        if self.position == self.committed_position && self.outputs.is_empty() {
+        if self.positions == self.committed_positions && self.outputs.is_empty() {
             return Ok(());
         }
         match self.try_commit() {
@@ -278,7 +317,7 @@ impl Task {
                 for (name, store) in self.stores.iter_mut() {
                     store.committed(last_changelog.get(name).copied())?;
                 }
-                self.committed_position = self.position;
+                self.committed_positions = self.positions.clone();
                 self.commits += 1;
                 Ok(())
             }
@@ -290,7 +329,12 @@ impl Task {
     }
 
     fn try_commit(&mut self) -> Result<HashMap<String, Offset>> {
-        let tp = (self.cfg.topic.clone(), self.cfg.partition);
+        let offsets: Vec<((String, u32), Offset)> = self
+            .inputs
+            .iter()
+            .zip(&self.positions)
+            .map(|(t, o)| ((t.to_string(), self.cfg.partition), *o))
+            .collect();
         let mut last_changelog = HashMap::new();
         let outputs = std::mem::take(&mut self.outputs);
         match &mut self.output {
@@ -324,7 +368,7 @@ impl Task {
                     let ack = p.send_to(topic, partition, &records)?;
                     last_changelog.insert(name.clone(), ack.last_offset);
                 }
-                p.send_offsets_to_transaction(&self.cfg.app, &[(tp, self.position)])?;
+                p.send_offsets_to_transaction(&self.cfg.app, &offsets)?;
                 p.commit()?;
             }
             Output::Idempotent(p) => {
@@ -340,12 +384,12 @@ impl Task {
                     let ack = p.send_to(topic, partition, &records)?;
                     last_changelog.insert(name.clone(), ack.last_offset);
                 }
-                self.groups.commit_offsets(
-                    &self.cfg.app,
-                    -1,
-                    "",
-                    &[(tp, self.position, String::new())],
-                )?;
+                let entries: Vec<((String, u32), Offset, String)> = offsets
+                    .iter()
+                    .map(|(tp, o)| (tp.clone(), *o, String::new()))
+                    .collect();
+                self.groups
+                    .commit_offsets(&self.cfg.app, -1, "", &entries)?;
             }
         }
         Ok(last_changelog)

@@ -240,3 +240,84 @@ fn a_table_keeps_the_latest_value_per_key_and_streams_its_changes() -> anyhow::R
     assert_eq!(changes["bob"], vec!["Rome", "(deleted)"]);
     Ok(())
 }
+
+#[test]
+fn a_stream_joins_the_current_value_of_a_table() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic(
+        "customers",
+        3,
+        weir_log::TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
+    )?;
+    log.create_topic("purchases", 3, Default::default())?;
+    log.create_topic("enriched", 2, Default::default())?;
+    log.create_topic("mismatched", 2, Default::default())?;
+    let send = |topic: &str, key: &str, value: &str| -> anyhow::Result<()> {
+        let k = serde_json::to_vec(key)?;
+        log.send(topic, Some(&k), Some(&serde_json::to_vec(value)?))?;
+        Ok(())
+    };
+    send("customers", "ann", "Oslo")?;
+    send("customers", "bob", "Rome")?;
+    send("purchases", "ann", "book")?;
+    send("purchases", "bob", "lamp")?;
+    send("purchases", "eve", "kite")?; // no customer: dropped by the inner join
+    let (groups, txns) = weir_coord::start(&log)?;
+    let p = Pipeline::builder("enricher");
+    let customers = p.table::<String, String>("customers", Json, Json);
+    p.stream::<String, String>("purchases", Json, Json)
+        .join(&customers, |item, city| format!("{item} to {city}"))
+        .to_topic("enriched", Json, Json);
+    let topology = p.build()?;
+    assert_eq!(
+        topology.subtopologies.len(),
+        1,
+        "the joined table runs in the stream's tasks"
+    );
+    let opts = RunOptions::new(dir.path().join("state"));
+    topology
+        .run(&log, &groups, &txns, opts.clone())?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    let decode = |k: &[u8], v: &[u8]| -> (String, String) {
+        (
+            serde_json::from_slice(k).expect("key"),
+            serde_json::from_slice(v).expect("value"),
+        )
+    };
+    let out = crate::common::committed_by_key(&log, "enriched", decode);
+    assert_eq!(out["ann"], vec!["book to Oslo"]);
+    assert_eq!(out["bob"], vec!["lamp to Rome"]);
+    assert!(!out.contains_key("eve"));
+    // The table keeps up: ann moves, then buys again (after a restart, from restored state).
+    send("customers", "ann", "Lima")?;
+    send("purchases", "ann", "hat")?;
+    let p = Pipeline::builder("enricher");
+    let customers = p.table::<String, String>("customers", Json, Json);
+    p.stream::<String, String>("purchases", Json, Json)
+        .join(&customers, |item, city| format!("{item} to {city}"))
+        .to_topic("enriched", Json, Json);
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    let out = crate::common::committed_by_key(&log, "enriched", decode);
+    assert_eq!(out["ann"], vec!["book to Oslo", "hat to Lima"]);
+    // Joining topics that are not co-partitioned is refused with a clear error.
+    let p = Pipeline::builder("bad-join");
+    let customers = p.table::<String, String>("customers", Json, Json);
+    p.stream::<String, String>("enriched", Json, Json)
+        .join(&customers, |a, b| format!("{a}{b}"))
+        .to_topic("mismatched", Json, Json);
+    let e = p
+        .build()?
+        .run(
+            &log,
+            &groups,
+            &txns,
+            RunOptions::new(dir.path().join("state3")),
+        )?
+        .stop_when_idle(Duration::from_millis(200), Duration::from_secs(10))
+        .expect_err("co-partitioning");
+    assert!(e.to_string().contains("co-partitioned"), "{e}");
+    Ok(())
+}

@@ -33,6 +33,7 @@ fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskCo
     TaskConfig {
         app: "counter".into(),
         topic: "in".into(),
+        co_topics: Vec::new(),
         partition,
         stores: vec!["counts".into()],
         commit_interval: Duration::from_secs(3600), // commits are driven by the test
