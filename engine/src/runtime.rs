@@ -44,6 +44,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Most input records per processed batch.
     pub max_batch_records: usize,
+    /// Worker threads the tasks share (default: the machine's cores).
+    pub workers: usize,
 }
 
 impl RunOptions {
@@ -55,6 +57,7 @@ impl RunOptions {
             commit_interval: Duration::from_millis(100),
             state_dir: state_dir.into(),
             max_batch_records: 1000,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -177,6 +180,46 @@ pub fn dead_letter_topic(app: &str) -> String {
     format!("{app}.dlq")
 }
 
+/// A worker: starts its tasks, then runs them in turn until stopped; on stop each commits.
+fn run_worker(
+    log: &Log,
+    groups: &GroupCoordinator,
+    txns: &TransactionCoordinator,
+    work: Vec<(TaskConfig, SubProcessor)>,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut tasks = Vec::with_capacity(work.len());
+    for (cfg, processor) in work {
+        tasks.push((Task::start(log, groups, txns, cfg)?, processor));
+    }
+    while !stop.load(Ordering::Acquire) {
+        let mut busy = false;
+        for (task, processor) in tasks.iter_mut() {
+            let n = task.run_once(processor)?;
+            if n > 0 {
+                busy = true;
+                metrics.records_in.fetch_add(n as u64, Ordering::Relaxed);
+                *metrics
+                    .last_progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+        }
+        if !busy {
+            std::thread::sleep(IDLE_SLEEP);
+        }
+    }
+    for (task, _) in tasks.iter_mut() {
+        let before = task.commits();
+        task.commit()?;
+        metrics
+            .commits
+            .fetch_add(task.commits() - before, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
 fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
     let internal = |t: &str| topology.internal_topics.iter().any(|(i, _)| i == t);
     for sub in &topology.subtopologies {
@@ -230,7 +273,12 @@ impl Topology {
         ensure_topics(log, self)?;
         let stop = Arc::new(AtomicBool::new(false));
         let metrics = Arc::new(Metrics::default());
-        let mut handles = Vec::new();
+        // Tasks are dealt round-robin to a small pool of workers; a worker runs its tasks in
+        // turn, so a task's state is only ever touched by one thread.
+        let workers = options.workers.max(1);
+        let mut assigned: Vec<Vec<(TaskConfig, SubProcessor)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut next = 0usize;
         for sub in &self.subtopologies {
             for partition in 0..log.partition_count(&sub.source)? {
                 let cfg = TaskConfig {
@@ -244,48 +292,37 @@ impl Topology {
                     state_dir: options.state_dir.clone(),
                     max_batch_records: options.max_batch_records,
                 };
-                let (log, groups, txns, stop, metrics) = (
-                    log.clone(),
-                    groups.clone(),
-                    txns.clone(),
-                    stop.clone(),
-                    metrics.clone(),
-                );
-                let mut processor = SubProcessor {
+                let processor = SubProcessor {
                     sub: sub.clone(),
                     policy: options.on_error,
                     dlq: dead_letter_topic(&self.app),
                     metrics: metrics.clone(),
                 };
-                handles.push(
-                    std::thread::Builder::new()
-                        .name(format!("weir-task-{}-{partition}", sub.source))
-                        .spawn(move || -> Result<()> {
-                            let mut task = Task::start(&log, &groups, &txns, cfg)?;
-                            while !stop.load(Ordering::Acquire) {
-                                let n = task.run_once(&mut processor)?;
-                                if n == 0 {
-                                    std::thread::sleep(IDLE_SLEEP);
-                                } else {
-                                    metrics.records_in.fetch_add(n as u64, Ordering::Relaxed);
-                                    *metrics
-                                        .last_progress
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                                }
-                            }
-                            let before = task.commits();
-                            task.commit()?;
-                            metrics
-                                .commits
-                                .fetch_add(task.commits() - before, Ordering::Relaxed);
-                            Ok(())
-                        })
-                        .map_err(|e| {
-                            EngineError::Internal(format!("cannot start a task thread: {e}"))
-                        })?,
-                );
+                assigned[next % workers].push((cfg, processor));
+                next += 1;
             }
+        }
+        let mut handles = Vec::new();
+        for (w, work) in assigned
+            .into_iter()
+            .enumerate()
+            .filter(|(_, t)| !t.is_empty())
+        {
+            let (log, groups, txns, stop, metrics) = (
+                log.clone(),
+                groups.clone(),
+                txns.clone(),
+                stop.clone(),
+                metrics.clone(),
+            );
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("weir-worker-{w}"))
+                    .spawn(move || run_worker(&log, &groups, &txns, work, &stop, &metrics))
+                    .map_err(|e| {
+                        EngineError::Internal(format!("cannot start a worker thread: {e}"))
+                    })?,
+            );
         }
         Ok(RunningPipeline {
             stop,
