@@ -24,6 +24,9 @@ use crate::state::{ensure_changelog, KvStore};
 /// between commits (about 100 MB at 1 KB records).
 const PENDING_RECORDS_MAX: usize = 100_000;
 
+/// Committed records of a repartition topic that trigger a purge.
+const PURGE_MIN_RECORDS: i64 = 1000;
+
 /// Delivery guarantee of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guarantee {
@@ -319,11 +322,32 @@ impl Task {
                 }
                 self.committed_positions = self.positions.clone();
                 self.commits += 1;
+                self.purge_repartition_inputs();
                 Ok(())
             }
             Err(e) => {
                 self.failed = true;
                 Err(e)
+            }
+        }
+    }
+
+    /// Internal repartition topics are read by this application only: once their records are
+    /// committed they are deleted (Kafka's DeleteRecords), in steps of at least
+    /// `PURGE_MIN_RECORDS` so a purge costs little.
+    fn purge_repartition_inputs(&self) {
+        let prefix = format!("{}-repartition-", self.cfg.app);
+        let p = PartitionId(self.cfg.partition);
+        for (topic, pos) in self.inputs.iter().zip(&self.committed_positions) {
+            if !topic.starts_with(&prefix) {
+                continue;
+            }
+            let start = self.log.earliest_offset(topic, p).unwrap_or(*pos);
+            if pos.0 - start.0 < PURGE_MIN_RECORDS {
+                continue;
+            }
+            if let Err(e) = self.log.delete_records(topic, p, *pos) {
+                tracing::warn!(topic = %topic, partition = %p, error = %e, "purging a repartition topic failed");
             }
         }
     }

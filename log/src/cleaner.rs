@@ -144,7 +144,11 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
     if doomed.is_empty() {
         return Ok(0);
     }
-    let new_start = segs.get(doomed.len()).map_or(active.base, |s| s.base);
+    // Never below a start set by `delete_records_before`.
+    let new_start = segs
+        .get(doomed.len())
+        .map_or(active.base, |s| s.base)
+        .max(Offset(p.log_start.load(Ordering::Acquire)));
     {
         let mut map = p.segments.write().unwrap_or_else(|e| e.into_inner());
         p.log_start.store(new_start.0, Ordering::Release);
@@ -161,6 +165,61 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
         .map_err(|e| LogError::io("fsync partition dir", &p.dir, e))?;
     crate::partition::bump_layout_epoch(p.storage.as_ref(), &p.dir)?;
     Ok(doomed.len())
+}
+
+/// The file holding a log start offset set above the first segment's base.
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+
+/// Reads the persisted log start offset of a partition, if any.
+pub(crate) fn read_log_start(storage: &dyn Storage, dir: &Path) -> Option<i64> {
+    let b = crate::storage::read_all(storage, &dir.join(LOG_START_FILE)).ok()?;
+    String::from_utf8_lossy(&b).trim().parse().ok()
+}
+
+/// Kafka's DeleteRecords: makes everything below `before` (at most the high watermark)
+/// unreadable. The new start is persisted before it takes effect; whole segments below it are
+/// deleted. Returns the log start offset after the call.
+pub(crate) fn delete_records_before(p: &PartitionShared, before: Offset) -> Result<Offset> {
+    let _guard = p.cleaner_lock.lock().unwrap_or_else(|e| e.into_inner());
+    let current = Offset(p.log_start.load(Ordering::Acquire));
+    if p.deleted.load(Ordering::Acquire) {
+        return Ok(current);
+    }
+    let before = before.min(Offset(p.high_watermark.load(Ordering::Acquire)));
+    if before <= current {
+        return Ok(current);
+    }
+    let path = p.dir.join(LOG_START_FILE);
+    crate::storage::write_atomic(
+        p.storage.as_ref(),
+        &path,
+        format!("{}\n", before.0).as_bytes(),
+    )
+    .map_err(|e| LogError::io("persist log start offset", &path, e))?;
+    let segs = p.snapshot();
+    let sealed = segs.split_last().map_or(&[][..], |(_, s)| s);
+    let doomed: Vec<Arc<Segment>> = sealed
+        .iter()
+        .take_while(|s| s.index().next_offset <= before.0)
+        .cloned()
+        .collect();
+    {
+        let mut map = p.segments.write().unwrap_or_else(|e| e.into_inner());
+        p.log_start.store(before.0, Ordering::Release);
+        for s in &doomed {
+            map.remove(&s.base.0);
+        }
+    }
+    for s in &doomed {
+        remove_segment_files(p.storage.as_ref(), &p.dir, s.base)?;
+    }
+    if !doomed.is_empty() {
+        p.storage
+            .sync_dir(&p.dir)
+            .map_err(|e| LogError::io("fsync partition dir", &p.dir, e))?;
+        crate::partition::bump_layout_epoch(p.storage.as_ref(), &p.dir)?;
+    }
+    Ok(before)
 }
 
 /// One compaction pass over the cleanable sealed segments.

@@ -719,6 +719,19 @@ impl Log {
         Ok(total)
     }
 
+    /// Makes every record below `before` (at most the end of the readable log) unreadable, like
+    /// Kafka's DeleteRecords: the log start offset moves there (persisted), and whole segments
+    /// below it are deleted. Returns the new log start offset.
+    pub fn delete_records(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        before: Offset,
+    ) -> Result<Offset> {
+        self.writable()?;
+        cleaner::delete_records_before(self.topic(topic)?.partition(partition)?, before)
+    }
+
     /// Runs retention now on every partition; returns the number of segments deleted.
     pub fn run_retention(&self) -> Result<usize> {
         self.writable()?;

@@ -437,6 +437,8 @@ impl PartitionShared {
             return Ok(true);
         };
         let end = last.index().next_offset;
+        let persisted = crate::cleaner::read_log_start(storage, &self.dir).filter(|&o| o <= end);
+        let start = start.max(persisted.unwrap_or(0));
         *self.segments.write().unwrap_or_else(|e| e.into_inner()) = next;
         self.log_start.store(start, Ordering::Release);
         self.log_end.store(end, Ordering::Release);
@@ -525,11 +527,19 @@ impl Partition {
                 .map_err(|e| LogError::io("fsync topic dir", topic_dir, e))?;
         }
         let segments = recover(storage.as_ref(), &dir, config.index_interval_bytes)?;
-        let first = segments.keys().next().copied().unwrap_or(0);
         let end = segments
             .values()
             .last()
             .map_or(0, |s| s.index().next_offset);
+        // A start set by DeleteRecords may lie inside the first segment.
+        let persisted =
+            crate::cleaner::read_log_start(storage.as_ref(), &dir).filter(|&o| o <= end);
+        let first = segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(0)
+            .max(persisted.unwrap_or(0));
         let shared = Arc::new(PartitionShared {
             topic: topic.to_string(),
             id,

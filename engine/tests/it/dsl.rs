@@ -321,3 +321,40 @@ fn a_stream_joins_the_current_value_of_a_table() -> anyhow::Result<()> {
     assert!(e.to_string().contains("co-partitioned"), "{e}");
     Ok(())
 }
+
+#[test]
+fn repartition_topics_are_purged_up_to_committed_offsets() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic("events", 2, Default::default())?;
+    log.create_topic("per-type", 2, Default::default())?;
+    for i in 0..5000 {
+        let v = serde_json::to_vec(&format!("type-{}", i % 3))?;
+        log.send("events", Some(format!("\"e{i}\"").as_bytes()), Some(&v))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let p = Pipeline::builder("typer");
+    p.stream::<String, String>("events", Json, Json)
+        .key_by(|_, t| t.clone())
+        .group_by_key()
+        .count()
+        .to_topic("per-type", Json, Json);
+    let mut opts = RunOptions::new(dir.path().join("state"));
+    opts.commit_interval = Duration::from_millis(20);
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(400), Duration::from_secs(30))?;
+    let counts = latest(&log, "per-type");
+    assert_eq!(counts.values().sum::<u64>(), 5000);
+    let purged: i64 = (0..2)
+        .map(|p| {
+            log.earliest_offset("typer-repartition-0", PartitionId(p))
+                .map(|o| o.0)
+        })
+        .sum::<Result<i64, _>>()?;
+    assert!(
+        purged >= 1000,
+        "committed repartition records were deleted (log start offsets sum to {purged})"
+    );
+    Ok(())
+}

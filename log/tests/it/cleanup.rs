@@ -287,3 +287,46 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()>
     }
     Ok(())
 }
+
+#[test]
+fn delete_records_moves_the_log_start_durably_and_drops_whole_segments() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let p = PartitionId(0);
+    {
+        let log = crate::common::open(dir.path());
+        log.create_topic("t", 1, cfg(&["segment.bytes=1024"]))?;
+        for i in 0..100 {
+            log.append("t", p, &[Record::value(format!("{i:060}"))])?;
+        }
+        let segments_before = log.describe_topic("t")?.partitions[0].segments;
+        assert_eq!(log.delete_records("t", p, Offset(57))?, Offset(57));
+        assert!(
+            log.describe_topic("t")?.partitions[0].segments < segments_before,
+            "whole segments below were deleted"
+        );
+        assert!(matches!(
+            log.read("t", p, Offset(56), 1024),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        let first = read_all(&log, "t", 0)?;
+        assert_eq!(
+            first.first().map(|r| r.0),
+            Some(57),
+            "reading starts exactly at the new start"
+        );
+        // Never past the end, never backwards.
+        assert_eq!(log.delete_records("t", p, Offset(10_000))?, Offset(100));
+        assert_eq!(log.delete_records("t", p, Offset(3))?, Offset(100));
+    }
+    let log = crate::common::open(dir.path());
+    assert_eq!(
+        log.earliest_offset("t", p)?,
+        Offset(100),
+        "the start survives a restart"
+    );
+    assert_eq!(
+        log.append("t", p, &[Record::value("next")])?.base_offset,
+        Offset(100)
+    );
+    Ok(())
+}
