@@ -13,15 +13,14 @@
 //! owned twice within a generation. Committed offsets go through [`OffsetStore`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use weir_log::{Log, Offset, PartitionId, Timestamp};
 
 use crate::error::{CoordError, Result};
 use crate::offsets::{CommittedOffset, OffsetStore, TopicPartition};
+use crate::ticker::Ticker;
 
 /// How often the reaper looks for expired sessions and overdue rebalances.
 const REAPER_TICK: Duration = Duration::from_millis(20);
@@ -240,8 +239,8 @@ struct Inner {
     log: Log,
     state: Mutex<State>,
     changed: Condvar,
-    stopped: AtomicBool,
-    reaper: Mutex<Option<JoinHandle<()>>>,
+    /// Expires sessions and finishes overdue rebalances.
+    reaper: Mutex<Option<Ticker>>,
 }
 
 /// The group coordinator. Cheap to clone; the last clone dropped stops its reaper thread.
@@ -282,15 +281,16 @@ impl GroupCoordinator {
                 next_member: 0,
             }),
             changed: Condvar::new(),
-            stopped: AtomicBool::new(false),
             reaper: Mutex::new(None),
         });
-        let weak: Weak<Inner> = Arc::downgrade(&inner);
-        let handle = std::thread::Builder::new()
-            .name("weir-group-reaper".into())
-            .spawn(move || reap(&weak))
-            .map_err(|e| CoordError::Invalid(format!("cannot start the reaper thread: {e}")))?;
-        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let ticker = Ticker::spawn(
+            "weir-group-reaper",
+            REAPER_TICK,
+            Arc::downgrade(&inner),
+            reap,
+        )
+        .map_err(|e| CoordError::Invalid(format!("cannot start the reaper thread: {e}")))?;
+        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticker);
         Ok(GroupCoordinator { inner })
     }
 
@@ -298,11 +298,8 @@ impl GroupCoordinator {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for a change of any group (or a tick); fails once the coordinator stopped.
+    /// Waits for a change of any group (or a tick, which bounds a missed wake-up).
     fn wait_change<'a>(&self, st: MutexGuard<'a, State>) -> Result<MutexGuard<'a, State>> {
-        if self.inner.stopped.load(Ordering::Acquire) {
-            return Err(CoordError::Closed);
-        }
         Ok(self
             .inner
             .changed
@@ -759,55 +756,29 @@ impl GroupCoordinator {
     }
 }
 
-/// The reaper: expires sessions and completes overdue rebalances.
-fn reap(weak: &Weak<Inner>) {
-    loop {
-        std::thread::sleep(REAPER_TICK);
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.stopped.load(Ordering::Acquire) {
-            return;
+/// The reaper's tick: expires sessions and completes overdue rebalances.
+fn reap(inner: &Inner) {
+    let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    let mut changed = false;
+    for (id, g) in st.groups.iter_mut() {
+        let expired: Vec<String> = g
+            .members
+            .iter()
+            .filter(|(_, m)| !m.in_join && now.duration_since(m.last_heartbeat) > m.session_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for m in expired {
+            tracing::info!(group = %id, member = %m, "session expired; removing the member");
+            g.remove_member(&m, now);
+            changed = true;
         }
-        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let mut changed = false;
-        for (id, g) in st.groups.iter_mut() {
-            let expired: Vec<String> = g
-                .members
-                .iter()
-                .filter(|(_, m)| {
-                    !m.in_join && now.duration_since(m.last_heartbeat) > m.session_timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            for m in expired {
-                tracing::info!(group = %id, member = %m, "session expired; removing the member");
-                g.remove_member(&m, now);
-                changed = true;
-            }
-            let before = (g.state, g.generation);
-            g.try_complete_join(now);
-            changed |= before != (g.state, g.generation);
-        }
-        drop(st);
-        if changed {
-            inner.changed.notify_all();
-        }
+        let before = (g.state, g.generation);
+        g.try_complete_join(now);
+        changed |= before != (g.state, g.generation);
     }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Release);
-        self.changed.notify_all();
-        if let Some(h) = self
-            .reaper
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+    drop(st);
+    if changed {
+        inner.changed.notify_all();
     }
 }

@@ -38,6 +38,7 @@ mod error;
 mod group;
 pub mod offsets;
 mod producer;
+mod ticker;
 mod txn;
 
 pub use assignor::{Assignment, Assignor, Subscriptions};

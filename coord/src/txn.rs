@@ -14,9 +14,8 @@
 //! transactional records, so they commit or abort atomically with the outputs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +28,7 @@ use crate::group::GroupCoordinator;
 use crate::offsets::{
     encode_key, encode_value, CommittedOffset, OffsetStore, TopicPartition, OFFSETS_TOPIC,
 };
+use crate::ticker::Ticker;
 
 /// The internal topic of transaction states.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
@@ -179,10 +179,10 @@ struct Inner {
     log: Log,
     groups: GroupCoordinator,
     txns: Mutex<HashMap<String, Txn>>,
-    stopped: AtomicBool,
     /// Fault injection for crash tests: stop a commit after this many markers.
     crash_after_markers: AtomicUsize,
-    reaper: Mutex<Option<JoinHandle<()>>>,
+    /// Aborts timed-out transactions.
+    timeouts: Mutex<Option<Ticker>>,
 }
 
 /// The transaction coordinator. Cheap to clone.
@@ -292,16 +292,17 @@ impl TransactionCoordinator {
             log: log.clone(),
             groups: groups.clone(),
             txns: Mutex::new(txns),
-            stopped: AtomicBool::new(false),
             crash_after_markers: AtomicUsize::new(usize::MAX),
-            reaper: Mutex::new(None),
+            timeouts: Mutex::new(None),
         });
-        let weak = Arc::downgrade(&inner);
-        let handle = std::thread::Builder::new()
-            .name("weir-txn-timeouts".into())
-            .spawn(move || abort_timed_out(&weak))
-            .map_err(|e| CoordError::Invalid(format!("cannot start the timeout thread: {e}")))?;
-        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        let ticker = Ticker::spawn(
+            "weir-txn-timeouts",
+            TIMEOUT_TICK,
+            Arc::downgrade(&inner),
+            abort_timed_out,
+        )
+        .map_err(|e| CoordError::Invalid(format!("cannot start the timeout thread: {e}")))?;
+        *inner.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticker);
         Ok(TransactionCoordinator { inner })
     }
 
@@ -603,48 +604,25 @@ fn finish(
     Ok(())
 }
 
-/// Aborts transactions open longer than their timeout, bumping the epoch so their producer is
-/// fenced.
-fn abort_timed_out(weak: &Weak<Inner>) {
-    loop {
-        std::thread::sleep(TIMEOUT_TICK);
-        let Some(inner) = weak.upgrade() else { return };
-        if inner.stopped.load(Ordering::Acquire) {
-            return;
+/// The timeout tick: aborts transactions open longer than their timeout, bumping the epoch
+/// so their producer is fenced.
+fn abort_timed_out(inner: &Inner) {
+    let mut txns = inner.txns.lock().unwrap_or_else(|e| e.into_inner());
+    for (id, t) in txns.iter_mut() {
+        let overdue = t.meta.state == TxnState::Ongoing
+            && t.started.is_some_and(|s| s.elapsed() > t.meta.timeout);
+        if !overdue {
+            continue;
         }
-        let mut txns = inner.txns.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, t) in txns.iter_mut() {
-            let overdue = t.meta.state == TxnState::Ongoing
-                && t.started.is_some_and(|s| s.elapsed() > t.meta.timeout);
-            if !overdue {
-                continue;
-            }
-            tracing::warn!(transactional_id = %id, "transaction timed out; aborting it and fencing its producer");
-            let Some(epoch) = t.meta.epoch.checked_add(1) else {
-                continue;
-            };
-            t.meta.epoch = epoch;
-            if let Err(e) = finish(&inner.log, &inner.groups, id, &mut t.meta, false, None) {
-                tracing::error!(transactional_id = %id, error = %e, "aborting a timed-out transaction failed");
-            }
-            t.started = None;
+        tracing::warn!(transactional_id = %id, "transaction timed out; aborting it and fencing its producer");
+        let Some(epoch) = t.meta.epoch.checked_add(1) else {
+            continue;
+        };
+        t.meta.epoch = epoch;
+        if let Err(e) = finish(&inner.log, &inner.groups, id, &mut t.meta, false, None) {
+            tracing::error!(transactional_id = %id, error = %e, "aborting a timed-out transaction failed");
         }
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Release);
-        if let Some(h) = self
-            .reaper
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            if h.thread().id() != std::thread::current().id() {
-                let _ = h.join();
-            }
-        }
+        t.started = None;
     }
 }
 
