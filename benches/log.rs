@@ -49,14 +49,7 @@ fn codec(c: &mut Criterion) {
 
 fn append_and_read(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = Log::open_with(
-        dir.path(),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("log");
+    let log = Log::open_with(dir.path(), LogOptions::without_cleaner()).expect("log");
     log.create_topic(
         "b",
         1,

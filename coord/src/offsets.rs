@@ -115,21 +115,14 @@ impl OffsetStore {
         }
         let mut store = OffsetStore::default();
         for p in 0..log.partition_count(OFFSETS_TOPIC)? {
-            let mut at = log.earliest_offset(OFFSETS_TOPIC, PartitionId(p))?;
-            loop {
-                // Offsets committed inside a transaction count only once it committed.
-                let f = log.read_isolated(
-                    OFFSETS_TOPIC,
-                    PartitionId(p),
-                    at,
-                    1 << 20,
-                    weir_log::Isolation::ReadCommitted,
-                )?;
-                if f.is_empty() {
-                    break;
-                }
-                for r in f.records() {
-                    let r = r.map_err(weir_log::LogError::from)?;
+            let from = log.earliest_offset(OFFSETS_TOPIC, PartitionId(p))?;
+            // Offsets committed inside a transaction count only once it committed.
+            log.for_each_record(
+                OFFSETS_TOPIC,
+                PartitionId(p),
+                from,
+                weir_log::Isolation::ReadCommitted,
+                |r| {
                     let bad = |reason: &str| CoordError::CorruptedOffsetRecord {
                         topic: OFFSETS_TOPIC.into(),
                         partition: p,
@@ -153,9 +146,9 @@ impl OffsetStore {
                                 .insert((topic, partition), c);
                         }
                     }
-                }
-                at = f.next_offset();
-            }
+                    Ok::<(), CoordError>(())
+                },
+            )?;
         }
         store.groups.retain(|_, g| !g.is_empty());
         Ok(store)

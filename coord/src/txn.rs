@@ -225,14 +225,13 @@ impl TransactionCoordinator {
         }
         let mut metas = HashMap::new();
         for p in 0..log.partition_count(TXN_STATE_TOPIC)? {
-            let mut at = log.earliest_offset(TXN_STATE_TOPIC, PartitionId(p))?;
-            loop {
-                let f = log.read(TXN_STATE_TOPIC, PartitionId(p), at, 1 << 20)?;
-                if f.is_empty() {
-                    break;
-                }
-                for r in f.records() {
-                    let r = r.map_err(LogError::from)?;
+            let from = log.earliest_offset(TXN_STATE_TOPIC, PartitionId(p))?;
+            log.for_each_record(
+                TXN_STATE_TOPIC,
+                PartitionId(p),
+                from,
+                weir_log::Isolation::ReadUncommitted,
+                |r| {
                     let id = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
                     let meta = r.value.and_then(TxnMeta::decode).ok_or_else(|| {
                         CoordError::CorruptedOffsetRecord {
@@ -243,9 +242,9 @@ impl TransactionCoordinator {
                         }
                     })?;
                     metas.insert(id, meta);
-                }
-                at = f.next_offset();
-            }
+                    Ok::<(), CoordError>(())
+                },
+            )?;
         }
         for (id, meta) in metas.iter_mut() {
             let commit = match meta.state {
@@ -254,18 +253,10 @@ impl TransactionCoordinator {
                 _ => continue,
             };
             tracing::warn!(transactional_id = %id, commit, "finishing a transaction left by the last run");
-            if !commit {
-                meta.state = TxnState::PrepareAbort;
-                persist(log, id, meta)?;
-            }
-            write_markers(log, meta, commit, None)?;
-            meta.state = if commit {
-                TxnState::CompleteCommit
-            } else {
-                TxnState::CompleteAbort
-            };
-            meta.partitions.clear();
-            meta.offsets.clear();
+            // No group coordinator yet: offsets committed here are read from the log when it
+            // starts, after this.
+            finish(log, None, id, meta, commit, None)?;
+            // Persist the completion, so the next start need not write these markers again.
             persist(log, id, meta)?;
         }
         Ok(metas)
@@ -341,7 +332,7 @@ impl TransactionCoordinator {
                     let commit = t.meta.state == TxnState::PrepareCommit;
                     finish(
                         log,
-                        &self.inner.groups,
+                        Some(&self.inner.groups),
                         transactional_id,
                         &mut t.meta,
                         commit,
@@ -498,7 +489,7 @@ impl TransactionCoordinator {
         let crash = (crash_after != usize::MAX).then_some(crash_after);
         finish(
             &self.inner.log,
-            &self.inner.groups,
+            Some(&self.inner.groups),
             id,
             &mut t.meta,
             commit,
@@ -560,7 +551,7 @@ fn write_markers(
 /// Decide, mark, complete.
 fn finish(
     log: &Log,
-    groups: &GroupCoordinator,
+    groups: Option<&GroupCoordinator>,
     id: &str,
     meta: &mut TxnMeta,
     commit: bool,
@@ -588,7 +579,9 @@ fn finish(
             ));
         }
         for (g, offsets) in by_group {
-            groups.apply_transactional_offsets(&g, &offsets);
+            if let Some(groups) = groups {
+                groups.apply_transactional_offsets(&g, &offsets);
+            }
         }
     }
     meta.state = if commit {
@@ -619,7 +612,14 @@ fn abort_timed_out(inner: &Inner) {
             continue;
         };
         t.meta.epoch = epoch;
-        if let Err(e) = finish(&inner.log, &inner.groups, id, &mut t.meta, false, None) {
+        if let Err(e) = finish(
+            &inner.log,
+            Some(&inner.groups),
+            id,
+            &mut t.meta,
+            false,
+            None,
+        ) {
             tracing::error!(transactional_id = %id, error = %e, "aborting a timed-out transaction failed");
         }
         t.started = None;

@@ -245,37 +245,31 @@ impl KvStore {
     pub fn restore(&mut self, log: &Log) -> Result<RestoreStats> {
         let start = Instant::now();
         let (topic, p) = (self.changelog_topic.clone(), self.changelog_partition);
-        let mut at = self.covered.max(log.earliest_offset(&topic, p)?);
-        let from = at;
+        let from = self.covered.max(log.earliest_offset(&topic, p)?);
         let mut records = 0u64;
         let mut batch = WriteBatch::default();
-        let mut in_batch = 0usize;
-        loop {
-            let f = log.read_isolated(&topic, p, at, 1 << 20, Isolation::ReadCommitted)?;
-            if f.is_empty() {
-                break;
+        let (name, path, db) = (&self.name, &self.path, &self.db);
+        let at = log.for_each_record(&topic, p, from, Isolation::ReadCommitted, |r| {
+            let key = user_key(r.key.unwrap_or_default());
+            match r.value {
+                Some(v) => batch.put(key, v),
+                None => batch.delete(key),
             }
-            for r in f.records() {
-                let r = r.map_err(weir_log::LogError::from)?;
-                let key = user_key(r.key.unwrap_or_default());
-                match r.value {
-                    Some(v) => batch.put(key, v),
-                    None => batch.delete(key),
-                }
-                records += 1;
-                in_batch += 1;
+            records += 1;
+            if records.is_multiple_of(RESTORE_BATCH_RECORDS as u64) {
+                // Everything up to this record is in the batch: a restart may resume after it.
+                let next = r.offset.plus(1);
+                batch.put(META_CHANGELOG_OFFSET, next.0.to_be_bytes());
+                db.write_opt(std::mem::take(&mut batch), &write_options())
+                    .map_err(|source| EngineError::State {
+                        store: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                tracing::info!(store = %name, restored = records, at = %next, "restoring from the changelog");
             }
-            at = f.next_offset();
-            if in_batch >= RESTORE_BATCH_RECORDS {
-                batch.put(META_CHANGELOG_OFFSET, at.0.to_be_bytes());
-                self.rocks(
-                    self.db
-                        .write_opt(std::mem::take(&mut batch), &write_options()),
-                )?;
-                in_batch = 0;
-                tracing::info!(store = %self.name, restored = records, at = %at, "restoring from the changelog");
-            }
-        }
+            Ok::<(), EngineError>(())
+        })?;
         batch.put(META_CHANGELOG_OFFSET, at.0.to_be_bytes());
         self.rocks(self.db.write_opt(batch, &write_options()))?;
         self.covered = at;

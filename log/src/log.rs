@@ -67,6 +67,17 @@ impl Default for LogOptions {
     }
 }
 
+impl LogOptions {
+    /// Defaults without the background cleaner (short-lived tools and tests; retention and
+    /// compaction then run only when asked).
+    pub fn without_cleaner() -> LogOptions {
+        LogOptions {
+            cleaner_interval: None,
+            ..LogOptions::default()
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     dir: PathBuf,
@@ -562,6 +573,34 @@ impl Log {
         self.topic(topic)?
             .partition(partition)?
             .read(offset, max_bytes)
+    }
+
+    /// Calls `f` for every record of a partition from `from` to the end readable now (the
+    /// high watermark, or the last stable offset under `ReadCommitted`), fetch by fetch.
+    /// Returns the offset after the last batch read.
+    pub fn for_each_record<E: From<LogError>>(
+        &self,
+        topic: &str,
+        partition: PartitionId,
+        from: Offset,
+        isolation: Isolation,
+        mut f: impl FnMut(&crate::RecordView<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Offset, E> {
+        let mut at = from;
+        loop {
+            let fetch = self.read_isolated(topic, partition, at, 1 << 20, isolation)?;
+            if fetch.is_empty() {
+                return Ok(at);
+            }
+            for r in fetch.records() {
+                f(&r.map_err(LogError::from)?)?;
+            }
+            let next = fetch.next_offset();
+            if next <= at {
+                return Ok(at);
+            }
+            at = next;
+        }
     }
 
     /// Reads with an isolation level: `ReadCommitted` stops at the last stable offset and

@@ -297,13 +297,7 @@ pub fn consume(data_dir: &Path, a: BenchConsumeArgs) -> Result<()> {
         bail!("--records must be at least 1");
     }
     let scratch = Scratch::new(data_dir, "consume")?;
-    let log = Log::open_with(
-        &scratch.0,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = Log::open_with(&scratch.0, LogOptions::without_cleaner())?;
     log.create_topic(
         "bench",
         1,
@@ -402,13 +396,7 @@ pub fn rebalance(data_dir: &Path, a: BenchRebalanceArgs) -> Result<()> {
         bail!("--members must be at least 2, --partitions and --rounds at least 1");
     }
     let scratch = Scratch::new(data_dir, "rebalance")?;
-    let log = Log::open_with(
-        &scratch.0,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = Log::open_with(&scratch.0, LogOptions::without_cleaner())?;
     log.create_topic("bench", a.partitions, Default::default())?;
     let coord = weir_coord::GroupCoordinator::start(&log)?;
     let mut times = Vec::new();
@@ -594,13 +582,7 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
         bail!("--records and --partitions must be at least 1");
     }
     let scratch = Scratch::new(data_dir, "pipeline")?;
-    let log = Log::open_with(
-        scratch.0.join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = Log::open_with(scratch.0.join("log"), LogOptions::without_cleaner())?;
     log.create_topic(
         "in",
         a.partitions,

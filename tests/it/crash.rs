@@ -140,13 +140,7 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
 }
 
 fn open(dir: &std::path::Path) -> anyhow::Result<Log> {
-    Ok(Log::open_with(
-        dir,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?)
+    Ok(Log::open_with(dir, LogOptions::without_cleaner())?)
 }
 
 fn read_partition(log: &Log, p: u32) -> anyhow::Result<Vec<String>> {

@@ -23,13 +23,7 @@ fn records() -> u64 {
 }
 
 fn seed(dir: &Path, n: u64) -> anyhow::Result<()> {
-    let log = Log::open_with(
-        dir,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )?;
+    let log = Log::open_with(dir, LogOptions::without_cleaner())?;
     log.create_topic("in", 4, Default::default())?;
     log.create_topic("out", 2, Default::default())?;
     let mut per_partition: BTreeMap<u32, Vec<weir_log::Record>> = BTreeMap::new();

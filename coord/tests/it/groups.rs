@@ -10,14 +10,7 @@ use weir_coord::{Consumer, ConsumerConfig, CoordError, GroupCoordinator, OffsetR
 use weir_log::{Log, LogOptions, Offset, PartitionId, Record};
 
 fn open(dir: &std::path::Path) -> Log {
-    Log::open_with(
-        dir,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log")
+    Log::open_with(dir, LogOptions::without_cleaner()).expect("open log")
 }
 
 fn config(group: &str, client: &str) -> ConsumerConfig {

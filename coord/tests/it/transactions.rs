@@ -8,35 +8,23 @@ use weir_coord::{CoordError, TransactionalProducer, TxnState};
 use weir_log::{Isolation, Log, LogError, LogOptions, Offset, PartitionId, Record};
 
 fn open(dir: &std::path::Path) -> Log {
-    Log::open_with(
-        dir,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log")
+    Log::open_with(dir, LogOptions::without_cleaner()).expect("open log")
 }
 
 fn committed_values(log: &Log, topic: &str) -> Vec<String> {
     let mut out = Vec::new();
     for p in 0..log.partition_count(topic).expect("topic") {
-        let mut at = Offset(0);
-        loop {
-            let f = log
-                .read_isolated(topic, PartitionId(p), at, 1 << 20, Isolation::ReadCommitted)
-                .expect("read");
-            if f.is_empty() {
-                break;
-            }
-            for r in f.records() {
-                out.push(
-                    String::from_utf8_lossy(r.expect("record").value.unwrap_or_default())
-                        .into_owned(),
-                );
-            }
-            at = f.next_offset();
-        }
+        log.for_each_record(
+            topic,
+            PartitionId(p),
+            Offset(0),
+            Isolation::ReadCommitted,
+            |r| {
+                out.push(String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned());
+                Ok::<(), LogError>(())
+            },
+        )
+        .expect("read");
     }
     out.sort();
     out

@@ -9,14 +9,7 @@ const CL: &str = "app-counts-changelog";
 const P: PartitionId = PartitionId(0);
 
 fn open_log(dir: &std::path::Path) -> Log {
-    Log::open_with(
-        dir.join("log"),
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("log")
+    Log::open_with(dir.join("log"), LogOptions::without_cleaner()).expect("log")
 }
 
 /// Commits a store's interval the way a task does: changelog records first, then RocksDB.

@@ -23,14 +23,7 @@ pub fn opts_with(storage: Arc<dyn Storage>) -> LogOptions {
 }
 
 pub fn open(dir: &Path) -> Log {
-    Log::open_with(
-        dir,
-        LogOptions {
-            cleaner_interval: None,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log")
+    Log::open_with(dir, LogOptions::without_cleaner()).expect("open log")
 }
 
 /// (offset, key, value) of one record.
