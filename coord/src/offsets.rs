@@ -105,14 +105,8 @@ pub struct OffsetStore {
 impl OffsetStore {
     /// Creates the offsets topic if needed and loads every committed offset.
     pub fn open(log: &Log) -> Result<OffsetStore> {
-        if !log.list_topics().iter().any(|t| t == OFFSETS_TOPIC) {
-            let cfg =
-                TopicConfig::parse_pairs(&["cleanup.policy=compact", "segment.bytes=104857600"])?;
-            match log.create_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, cfg) {
-                Ok(()) | Err(weir_log::LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact", "segment.bytes=104857600"])?;
+        log.ensure_topic(OFFSETS_TOPIC, OFFSETS_PARTITIONS, cfg)?;
         let mut store = OffsetStore::default();
         for p in 0..log.partition_count(OFFSETS_TOPIC)? {
             let from = log.earliest_offset(OFFSETS_TOPIC, PartitionId(p))?;

@@ -216,13 +216,8 @@ impl TransactionCoordinator {
     /// Reads `__transaction_state` and finishes every transaction the last run left decided
     /// (markers, then complete) or open (abort).
     fn load_and_recover(log: &Log) -> Result<HashMap<String, TxnMeta>> {
-        if !log.list_topics().iter().any(|t| t == TXN_STATE_TOPIC) {
-            let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
-            match log.create_topic(TXN_STATE_TOPIC, TXN_STATE_PARTITIONS, cfg) {
-                Ok(()) | Err(LogError::TopicExists(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
+        log.ensure_topic(TXN_STATE_TOPIC, TXN_STATE_PARTITIONS, cfg)?;
         let mut metas = HashMap::new();
         for p in 0..log.partition_count(TXN_STATE_TOPIC)? {
             let from = log.earliest_offset(TXN_STATE_TOPIC, PartitionId(p))?;

@@ -241,22 +241,9 @@ fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
             ))
         })?;
     }
-    let dlq = dead_letter_topic(&topology.app);
-    if !log.list_topics().contains(&dlq) {
-        match log.create_topic(&dlq, 1, Default::default()) {
-            Ok(()) | Err(weir_log::LogError::TopicExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    log.ensure_topic(&dead_letter_topic(&topology.app), 1, Default::default())?;
     for (topic, like) in &topology.internal_topics {
-        if log.list_topics().iter().any(|t| t == topic) {
-            continue;
-        }
-        let partitions = log.partition_count(like)?;
-        match log.create_topic(topic, partitions, Default::default()) {
-            Ok(()) | Err(weir_log::LogError::TopicExists(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        log.ensure_topic(topic, log.partition_count(like)?, Default::default())?;
     }
     Ok(())
 }

@@ -86,20 +86,14 @@ fn user_key(key: &[u8]) -> Vec<u8> {
 
 /// Creates a changelog topic (compacted, one partition per task) if it does not exist.
 pub fn ensure_changelog(log: &Log, topic: &str, partitions: u32) -> Result<()> {
-    if log.list_topics().iter().any(|t| t == topic) {
-        let have = log.partition_count(topic)?;
-        if have != partitions {
-            return Err(EngineError::Plan(format!(
-                "changelog `{topic}` has {have} partitions; the pipeline needs {partitions}"
-            )));
-        }
-        return Ok(());
-    }
     let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
-    match log.create_topic(topic, partitions, cfg) {
-        Ok(()) | Err(weir_log::LogError::TopicExists(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+    log.ensure_topic(topic, partitions, cfg)
+        .map_err(|e| match e {
+            weir_log::LogError::InvalidConfig { reason, .. } => EngineError::Plan(format!(
+                "changelog: {reason}; the pipeline needs {partitions}"
+            )),
+            other => other.into(),
+        })
 }
 
 impl KvStore {

@@ -304,6 +304,30 @@ impl Log {
         Ok(())
     }
 
+    /// Creates a topic unless it exists (also when another caller creates it at the same
+    /// moment). An existing topic must have `partitions` partitions.
+    pub fn ensure_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<()> {
+        if let Ok(have) = self.partition_count(name) {
+            if have != partitions {
+                return Err(LogError::InvalidConfig {
+                    key: "partitions".into(),
+                    value: partitions.to_string(),
+                    reason: format!("topic `{name}` exists with {have} partitions"),
+                });
+            }
+            return Ok(());
+        }
+        match self.create_topic(name, partitions, overrides) {
+            Ok(()) | Err(LogError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.writable()?;
