@@ -1,43 +1,55 @@
 //! The typed Rust DSL: `stream → filter/map → key_by/group_by_key → count/reduce/aggregate →
-//! to_topic`, in the spirit of Kafka Streams.
+//! to_topic`, in the spirit of Kafka Streams, executed batch at a time.
 //!
-//! Building a pipeline builds a push graph: every [`Stream`] keeps the operators fed by it, so a
-//! stream used twice (a fork) computes its upstream once. `key_by` writes to an internal
-//! repartition topic keyed by the new key and continues in a new sub-topology that reads it,
-//! so records of one key meet in one task. Aggregations keep their state in the task's
-//! RocksDB store (`<kind>-<n>`), backed by its changelog. [`Pipeline::build`] yields a
-//! [`Topology`] that the runtime runs as tasks (sub-topology × partition).
+//! Building a pipeline builds a push graph of operators. Each operator takes a whole batch
+//! (`Vec<Item<K, V>>`, one per input batch of the task) and hands its output batch to the
+//! operators it feeds, so per-record costs are the user's functions and serdes, not dispatch.
+//! A stream used twice (a fork) computes its upstream once and clones the batch per branch.
+//! Every [`Item`] remembers the index of the input record it came from: errors name that
+//! record (a poison record goes to the error policy, the rest of the batch goes on) and outputs
+//! take its timestamp. Operators are numbered as they are added; each call counts records in
+//! and out and its own time into the task's metrics.
+//!
+//! `key_by` writes to an internal repartition topic keyed by the new key and continues in a new
+//! sub-topology that reads it, so records of one key meet in one task. Aggregations keep their
+//! state in the task's RocksDB store (`<kind>-<n>`), backed by its changelog.
+//! [`Pipeline::build`] yields a [`Topology`] that the runtime runs as tasks
+//! (sub-topology × partition). The operator graph is fixed once built: adding operators to a
+//! pipeline whose topology already runs is not supported.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use weir_log::Record;
+use weir_log::{Record, Timestamp};
 
 use crate::error::{EngineError, Result};
 use crate::serde::{Json, Serde};
-use crate::task::{InputRecord, TaskContext};
+use crate::task::TaskContext;
 
-/// Where the record being processed came from (for errors and output timestamps).
-#[derive(Debug, Clone)]
-pub struct Origin {
-    /// Source topic of the sub-topology.
-    pub topic: Arc<str>,
-    /// The input record's partition, offset and timestamp.
-    pub partition: u32,
-    /// Offset.
-    pub offset: weir_log::Offset,
-    /// Timestamp.
-    pub timestamp: weir_log::Timestamp,
+/// A record between operators: its typed key and value, and the index (in the task's input
+/// batch) of the input record it derives from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item<K, V> {
+    /// Index of the originating input record in [`TaskContext::input`].
+    pub at: u32,
+    /// Key.
+    pub key: K,
+    /// Value.
+    pub value: V,
 }
 
-type Emit<K, V> = Arc<dyn Fn(&mut TaskContext<'_>, &Origin, K, V) -> Result<()> + Send + Sync>;
-type Children<K, V> = Arc<Mutex<Vec<Emit<K, V>>>>;
-type Entry = Arc<dyn Fn(&mut TaskContext<'_>, &Origin, &InputRecord) -> Result<()> + Send + Sync>;
+/// The unit operators exchange.
+pub type Batch<K, V> = Vec<Item<K, V>>;
+
+type Node<K, V> = Arc<dyn Fn(&mut TaskContext<'_>, Batch<K, V>) -> Result<()> + Send + Sync>;
+type Children<K, V> = Arc<Mutex<Vec<Node<K, V>>>>;
+type Entry = Arc<dyn Fn(&mut TaskContext<'_>) -> Result<()> + Send + Sync>;
 /// A branch predicate.
 pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
@@ -72,16 +84,14 @@ impl SubTopology {
             .collect()
     }
 
-    /// Runs one input record through every operator fed by its topic.
-    pub fn process(&self, ctx: &mut TaskContext<'_>, record: &InputRecord) -> Result<()> {
-        let origin = Origin {
-            topic: record.topic.clone(),
-            partition: record.partition,
-            offset: record.offset,
-            timestamp: record.timestamp,
+    /// Runs the context's input batch (records of one topic) through every operator fed by
+    /// its topic.
+    pub fn process(&self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        let Some(first) = ctx.input().first() else {
+            return Ok(());
         };
-        for e in self.entries.get(&*record.topic).into_iter().flatten() {
-            e(ctx, &origin, record)?;
+        for e in self.entries.get(&*first.topic).into_iter().flatten() {
+            e(ctx)?;
         }
         Ok(())
     }
@@ -98,6 +108,8 @@ pub struct Topology {
     pub internal_topics: Vec<(String, String)>,
     /// Topics written by sinks (must exist).
     pub sinks: Vec<String>,
+    /// Operator names, by operator id (for metrics).
+    pub operators: Vec<String>,
 }
 
 #[derive(Default)]
@@ -107,6 +119,7 @@ struct PlanState {
     aliases: BTreeMap<String, String>,
     internal: Vec<(String, String)>,
     sinks: Vec<String>,
+    operators: Vec<String>,
     next_id: usize,
 }
 
@@ -127,34 +140,34 @@ fn new_children<K, V>() -> Children<K, V> {
     Arc::new(Mutex::new(Vec::new()))
 }
 
+/// Hands a batch to every child: clones for all but the last, which takes it.
 fn emit_all<K: Clone, V: Clone>(
     children: &Children<K, V>,
     ctx: &mut TaskContext<'_>,
-    o: &Origin,
-    k: K,
-    v: V,
+    batch: Batch<K, V>,
 ) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     // Children are only added while the pipeline is built, never while it runs, and the graph
-    // has no cycles, so holding the lock across the calls cannot deadlock.
+    // has no cycles, so holding the lock (once per batch) across the calls cannot deadlock.
     let list = children.lock().unwrap_or_else(|e| e.into_inner());
     match list.split_last() {
         None => Ok(()),
         Some((last, rest)) => {
             for c in rest {
-                c(ctx, o, k.clone(), v.clone())?;
+                c(ctx, batch.clone())?;
             }
-            last(ctx, o, k, v)
+            last(ctx, batch)
         }
     }
 }
 
-fn poison(o: &Origin, what: &str, e: String) -> EngineError {
-    EngineError::Poison {
-        topic: o.topic.to_string(),
-        partition: o.partition,
-        offset: o.offset,
-        reason: format!("{what}: {e}"),
-    }
+/// The timestamp of the input record an item came from.
+fn timestamp_of(ctx: &TaskContext<'_>, at: u32) -> Timestamp {
+    ctx.input()
+        .get(at as usize)
+        .map_or(Timestamp(0), |r| r.timestamp)
 }
 
 impl Pipeline {
@@ -170,6 +183,13 @@ impl Pipeline {
         let mut s = self.state.borrow_mut();
         s.next_id += 1;
         s.next_id - 1
+    }
+
+    /// Numbers a new operator (its metrics slot).
+    fn add_operator(&self, name: String) -> usize {
+        let mut s = self.state.borrow_mut();
+        s.operators.push(name);
+        s.operators.len() - 1
     }
 
     fn host(s: &PlanState, topic: &str) -> String {
@@ -224,7 +244,8 @@ impl Pipeline {
         s.aliases.insert(from, into);
     }
 
-    /// Reads a topic as a stream of typed records.
+    /// Reads a topic as a stream of typed records. Records whose key or value cannot be
+    /// decoded are poison.
     pub fn stream<K, V>(
         &self,
         topic: &str,
@@ -235,16 +256,32 @@ impl Pipeline {
         K: Clone + Send + 'static,
         V: Clone + Send + 'static,
     {
+        let id = self.add_operator(format!("stream({topic})"));
         let children: Children<K, V> = new_children();
         let c = children.clone();
-        let entry: Entry = Arc::new(move |ctx, o, r| {
-            let k = key
-                .deserialize(r.key.as_deref().unwrap_or_default())
-                .map_err(|e| poison(o, "key", e))?;
-            let v = value
-                .deserialize(r.value.as_deref().unwrap_or_default())
-                .map_err(|e| poison(o, "value", e))?;
-            emit_all(&c, ctx, o, k, v)
+        let entry: Entry = Arc::new(move |ctx| {
+            let started = Instant::now();
+            let input = ctx.input();
+            let mut out = Vec::with_capacity(input.len());
+            for (i, r) in input.iter().enumerate() {
+                let k = match key.deserialize(r.key.as_deref().unwrap_or_default()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        ctx.poison(i, format!("key: {e}"));
+                        continue;
+                    }
+                };
+                match value.deserialize(r.value.as_deref().unwrap_or_default()) {
+                    Ok(v) => out.push(Item {
+                        at: i as u32,
+                        key: k,
+                        value: v,
+                    }),
+                    Err(e) => ctx.poison(i, format!("value: {e}")),
+                }
+            }
+            ctx.record_operator(id, input.len(), out.len(), started.elapsed());
+            emit_all(&c, ctx, out)
         });
         self.add_entry(topic, entry);
         Stream {
@@ -268,27 +305,54 @@ impl Pipeline {
         V: Clone + Send + Serialize + DeserializeOwned + 'static,
     {
         let store = format!("table-{}", self.next_id());
+        let id = self.add_operator(format!("table({topic}) -> {store}"));
         let children: Children<K, Option<V>> = new_children();
         let c = children.clone();
         let name = store.clone();
-        let entry: Entry = Arc::new(move |ctx, o, r| {
-            let k = key
-                .deserialize(r.key.as_deref().unwrap_or_default())
-                .map_err(|e| poison(o, "key", e))?;
-            let v = match r.value.as_deref() {
-                None => None,
-                Some(b) => Some(value.deserialize(b).map_err(|e| poison(o, "value", e))?),
-            };
-            let kb = Json.serialize(&k).map_err(|e| poison(o, "state key", e))?;
-            let s = ctx.store(&name)?;
-            match &v {
-                Some(v) => s.put(
-                    kb,
-                    Json.serialize(v).map_err(|e| poison(o, "state value", e))?,
-                ),
-                None => s.delete(kb),
+        let entry: Entry = Arc::new(move |ctx| {
+            let started = Instant::now();
+            let input = ctx.input();
+            let mut out = Vec::with_capacity(input.len());
+            for (i, r) in input.iter().enumerate() {
+                let k = match key.deserialize(r.key.as_deref().unwrap_or_default()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        ctx.poison(i, format!("key: {e}"));
+                        continue;
+                    }
+                };
+                let v = match r.value.as_deref().map(|b| value.deserialize(b)) {
+                    None => None,
+                    Some(Ok(v)) => Some(v),
+                    Some(Err(e)) => {
+                        ctx.poison(i, format!("value: {e}"));
+                        continue;
+                    }
+                };
+                let encoded = Json.serialize(&k).and_then(|kb| match &v {
+                    Some(v) => Json.serialize(v).map(|vb| (kb, Some(vb))),
+                    None => Ok((kb, None)),
+                });
+                let (kb, vb) = match encoded {
+                    Ok(e) => e,
+                    Err(e) => {
+                        ctx.poison(i, format!("state: {e}"));
+                        continue;
+                    }
+                };
+                let s = ctx.store(&name)?;
+                match vb {
+                    Some(vb) => s.put(kb, vb),
+                    None => s.delete(kb),
+                }
+                out.push(Item {
+                    at: i as u32,
+                    key: k,
+                    value: v,
+                });
             }
-            emit_all(&c, ctx, o, k, v)
+            ctx.record_operator(id, input.len(), out.len(), started.elapsed());
+            emit_all(&c, ctx, out)
         });
         self.add_entry(topic, entry);
         self.add_store(topic, &store);
@@ -316,6 +380,7 @@ impl Pipeline {
             subtopologies: s.subs.values().cloned().collect(),
             internal_topics: s.internal.clone(),
             sinks: s.sinks.clone(),
+            operators: s.operators.clone(),
         })
     }
 }
@@ -340,19 +405,28 @@ where
     K: Clone + Send + 'static,
     V: Clone + Send + 'static,
 {
-    fn derive<K2: Clone + Send + 'static, V2: Clone + Send + 'static>(
-        &self,
-        op: impl Fn(&mut TaskContext<'_>, &Origin, K, V, &Children<K2, V2>) -> Result<()>
-            + Send
-            + Sync
-            + 'static,
-    ) -> Stream<K2, V2> {
-        let children: Children<K2, V2> = new_children();
-        let c = children.clone();
+    fn add_child(&self, node: Node<K, V>) {
         self.children
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(move |ctx, o, k, v| op(ctx, o, k, v, &c)));
+            .push(node);
+    }
+
+    /// A new operator fed by this stream: `op` maps a batch to a batch.
+    fn derive<K2: Clone + Send + 'static, V2: Clone + Send + 'static>(
+        &self,
+        name: String,
+        op: impl Fn(&mut TaskContext<'_>, Batch<K, V>) -> Result<Batch<K2, V2>> + Send + Sync + 'static,
+    ) -> Stream<K2, V2> {
+        let id = self.pipeline.add_operator(name);
+        let children: Children<K2, V2> = new_children();
+        let c = children.clone();
+        self.add_child(Arc::new(move |ctx, batch| {
+            let (n, started) = (batch.len(), Instant::now());
+            let out = op(ctx, batch)?;
+            ctx.record_operator(id, n, out.len(), started.elapsed());
+            emit_all(&c, ctx, out)
+        }));
         Stream {
             pipeline: self.pipeline.clone(),
             source: self.source.clone(),
@@ -360,14 +434,26 @@ where
         }
     }
 
+    /// A terminal operator: `op` consumes a batch and returns how many records it wrote.
+    fn sink(
+        &self,
+        name: String,
+        op: impl Fn(&mut TaskContext<'_>, Batch<K, V>) -> Result<usize> + Send + Sync + 'static,
+    ) {
+        let id = self.pipeline.add_operator(name);
+        self.add_child(Arc::new(move |ctx, batch| {
+            let (n, started) = (batch.len(), Instant::now());
+            let out = op(ctx, batch)?;
+            ctx.record_operator(id, n, out, started.elapsed());
+            Ok(())
+        }));
+    }
+
     /// Keeps records for which `f` is true.
     pub fn filter(&self, f: impl Fn(&K, &V) -> bool + Send + Sync + 'static) -> Stream<K, V> {
-        self.derive(move |ctx, o, k, v, c| {
-            if f(&k, &v) {
-                emit_all(c, ctx, o, k, v)
-            } else {
-                Ok(())
-            }
+        self.derive("filter".into(), move |_, mut batch| {
+            batch.retain(|it| f(&it.key, &it.value));
+            Ok(batch)
         })
     }
 
@@ -376,7 +462,16 @@ where
         &self,
         f: impl Fn(V) -> V2 + Send + Sync + 'static,
     ) -> Stream<K, V2> {
-        self.derive(move |ctx, o, k, v, c| emit_all(c, ctx, o, k, f(v)))
+        self.derive("map_values".into(), move |_, batch| {
+            Ok(batch
+                .into_iter()
+                .map(|it| Item {
+                    at: it.at,
+                    key: it.key,
+                    value: f(it.value),
+                })
+                .collect())
+        })
     }
 
     /// Transforms keys and values. A changed key does not move records between tasks; use
@@ -389,9 +484,18 @@ where
         K2: Clone + Send + 'static,
         V2: Clone + Send + 'static,
     {
-        self.derive(move |ctx, o, k, v, c| {
-            let (k2, v2) = f(k, v);
-            emit_all(c, ctx, o, k2, v2)
+        self.derive("map".into(), move |_, batch| {
+            Ok(batch
+                .into_iter()
+                .map(|it| {
+                    let (key, value) = f(it.key, it.value);
+                    Item {
+                        at: it.at,
+                        key,
+                        value,
+                    }
+                })
+                .collect())
         })
     }
 
@@ -405,41 +509,54 @@ where
         V2: Clone + Send + 'static,
         I: IntoIterator<Item = (K2, V2)>,
     {
-        self.derive(move |ctx, o, k, v, c| {
-            for (k2, v2) in f(k, v) {
-                emit_all(c, ctx, o, k2, v2)?;
+        self.derive("flat_map".into(), move |_, batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            for it in batch {
+                let at = it.at;
+                out.extend(f(it.key, it.value).into_iter().map(|(key, value)| Item {
+                    at,
+                    key,
+                    value,
+                }));
             }
-            Ok(())
+            Ok(out)
         })
     }
 
     /// Calls `f` for every record (a side effect; it runs again for records reprocessed after
     /// a crash).
     pub fn for_each(&self, f: impl Fn(&K, &V) + Send + Sync + 'static) {
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(move |_, _, k, v| {
-                f(&k, &v);
-                Ok(())
-            }));
+        self.sink("for_each".into(), move |_, batch| {
+            for it in &batch {
+                f(&it.key, &it.value);
+            }
+            Ok(batch.len())
+        });
     }
 
-    /// Splits the stream: each record goes to the first branch whose predicate holds.
+    /// Splits the stream: each record goes to the first branch whose predicate holds (records
+    /// no predicate holds for are dropped).
     pub fn branch(&self, predicates: Vec<Predicate<K, V>>) -> Vec<Stream<K, V>> {
+        let id = self
+            .pipeline
+            .add_operator(format!("branch({})", predicates.len()));
         let outs: Vec<Children<K, V>> = predicates.iter().map(|_| new_children()).collect();
         let targets = outs.clone();
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(move |ctx, o, k, v| {
-                for (p, c) in predicates.iter().zip(&targets) {
-                    if p(&k, &v) {
-                        return emit_all(c, ctx, o, k, v);
-                    }
+        self.add_child(Arc::new(move |ctx, batch| {
+            let (n, started) = (batch.len(), Instant::now());
+            let mut split: Vec<Batch<K, V>> = targets.iter().map(|_| Vec::new()).collect();
+            for it in batch {
+                if let Some(b) = predicates.iter().position(|p| p(&it.key, &it.value)) {
+                    split[b].push(it);
                 }
-                Ok(())
-            }));
+            }
+            let out = split.iter().map(Vec::len).sum();
+            ctx.record_operator(id, n, out, started.elapsed());
+            for (c, b) in targets.iter().zip(split) {
+                emit_all(c, ctx, b)?;
+            }
+            Ok(())
+        }));
         outs.into_iter()
             .map(|children| Stream {
                 pipeline: self.pipeline.clone(),
@@ -449,29 +566,42 @@ where
             .collect()
     }
 
-    /// Writes the stream to a topic (partitioned by the serialized key, like Kafka).
+    /// Writes the stream to a topic (partitioned by the serialized key, like Kafka). A record
+    /// whose key or value cannot be encoded is poison.
     pub fn to_topic(&self, topic: &str, key: impl Serde<K>, value: impl Serde<V>) {
         let t = topic.to_string();
         self.pipeline.state.borrow_mut().sinks.push(t.clone());
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(move |ctx, o, k, v| {
-                let kb = key.serialize(&k).map_err(|e| poison(o, "output key", e))?;
-                let vb = value
-                    .serialize(&v)
-                    .map_err(|e| poison(o, "output value", e))?;
-                ctx.emit(
-                    &t,
-                    Record {
-                        key: Some(Bytes::from(kb)),
-                        value: Some(Bytes::from(vb)),
-                        headers: Vec::new(),
-                        timestamp: Some(o.timestamp),
-                    },
-                );
-                Ok(())
-            }));
+        self.sink(format!("to_topic({topic})"), move |ctx, batch| {
+            let mut written = 0;
+            for it in batch {
+                let encoded = key
+                    .serialize(&it.key)
+                    .map_err(|e| format!("output key: {e}"))
+                    .and_then(|kb| {
+                        value
+                            .serialize(&it.value)
+                            .map(|vb| (kb, vb))
+                            .map_err(|e| format!("output value: {e}"))
+                    });
+                match encoded {
+                    Ok((kb, vb)) => {
+                        let timestamp = timestamp_of(ctx, it.at);
+                        ctx.emit(
+                            &t,
+                            Record {
+                                key: Some(Bytes::from(kb)),
+                                value: Some(Bytes::from(vb)),
+                                headers: Vec::new(),
+                                timestamp: Some(timestamp),
+                            },
+                        )?;
+                        written += 1;
+                    }
+                    Err(reason) => ctx.poison(it.at as usize, reason),
+                }
+            }
+            Ok(written)
+        });
     }
 
     /// Groups by the current key, which must already decide the partition (records written
@@ -509,20 +639,24 @@ where
             s.internal.push((topic.clone(), self.source.clone()));
         }
         let t = topic.clone();
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(move |ctx, o, k, v| {
-                let k2 = f(&k, &v);
-                let kb = Json
+        self.sink(format!("key_by -> {topic}"), move |ctx, batch| {
+            let mut written = 0;
+            for it in batch {
+                let k2 = f(&it.key, &it.value);
+                let encoded = Json
                     .serialize(&k2)
-                    .map_err(|e| poison(o, "repartition key", e))?;
-                let vb = Json
-                    .serialize(&v)
-                    .map_err(|e| poison(o, "repartition value", e))?;
-                ctx.emit(&t, Record::keyed(kb, vb).at(o.timestamp));
-                Ok(())
-            }));
+                    .and_then(|kb| Json.serialize(&it.value).map(|vb| (kb, vb)));
+                match encoded {
+                    Ok((kb, vb)) => {
+                        let timestamp = timestamp_of(ctx, it.at);
+                        ctx.emit(&t, Record::keyed(kb, vb).at(timestamp))?;
+                        written += 1;
+                    }
+                    Err(e) => ctx.poison(it.at as usize, format!("repartition: {e}")),
+                }
+            }
+            Ok(written)
+        });
         self.pipeline.stream::<K2, V>(&topic, Json, Json)
     }
 }
@@ -547,21 +681,31 @@ where
     {
         self.pipeline.merge(&table.changes.source, &self.source);
         let store = table.store.clone();
-        self.derive(move |ctx, o, k, v, c| {
-            let kb = Json.serialize(&k).map_err(|e| poison(o, "join key", e))?;
-            let found = ctx.store(&store)?.get(&kb)?;
-            match found {
-                None => Ok(()),
-                Some(b) => {
+        self.derive(format!("join({store})"), move |ctx, batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            for it in batch {
+                let kb = match Json.serialize(&it.key) {
+                    Ok(kb) => kb,
+                    Err(e) => {
+                        ctx.poison(it.at as usize, format!("join key: {e}"));
+                        continue;
+                    }
+                };
+                if let Some(b) = ctx.store(&store)?.get(&kb)? {
                     let t: T = Json
                         .deserialize(&b)
                         .map_err(|e| EngineError::StateCorrupted {
                             store: store.clone(),
                             reason: e,
                         })?;
-                    emit_all(c, ctx, o, k, joiner(v, t))
+                    out.push(Item {
+                        at: it.at,
+                        key: it.key,
+                        value: joiner(it.value, t),
+                    });
                 }
             }
+            Ok(out)
         })
     }
 }
@@ -597,25 +741,45 @@ where
         let store = format!("aggregate-{}", self.stream.pipeline.next_id());
         self.stream.pipeline.add_store(&self.stream.source, &store);
         let name = store.clone();
-        let changes = self.stream.derive(move |ctx, o, k: K, v: V, c| {
-            let kb = Json.serialize(&k).map_err(|e| poison(o, "state key", e))?;
-            let s = ctx.store(&name)?;
-            let old: A = match s.get(&kb)? {
-                Some(b) => Json
-                    .deserialize(&b)
-                    .map_err(|e| EngineError::StateCorrupted {
-                        store: name.clone(),
-                        reason: e,
-                    })?,
-                None => init(),
-            };
-            let new = f(old, v);
-            let nb = Json
-                .serialize(&new)
-                .map_err(|e| poison(o, "state value", e))?;
-            s.put(kb, nb);
-            emit_all(c, ctx, o, k, new)
-        });
+        let changes = self
+            .stream
+            .derive(format!("aggregate -> {store}"), move |ctx, batch| {
+                let mut out = Vec::with_capacity(batch.len());
+                for it in batch {
+                    let kb = match Json.serialize(&it.key) {
+                        Ok(kb) => kb,
+                        Err(e) => {
+                            ctx.poison(it.at as usize, format!("state key: {e}"));
+                            continue;
+                        }
+                    };
+                    let s = ctx.store(&name)?;
+                    let old: A = match s.get(&kb)? {
+                        Some(b) => {
+                            Json.deserialize(&b)
+                                .map_err(|e| EngineError::StateCorrupted {
+                                    store: name.clone(),
+                                    reason: e,
+                                })?
+                        }
+                        None => init(),
+                    };
+                    let new = f(old, it.value);
+                    match Json.serialize(&new) {
+                        Ok(nb) => s.put(kb, nb),
+                        Err(e) => {
+                            ctx.poison(it.at as usize, format!("state value: {e}"));
+                            continue;
+                        }
+                    }
+                    out.push(Item {
+                        at: it.at,
+                        key: it.key,
+                        value: new,
+                    });
+                }
+                Ok(out)
+            });
         Table { changes, store }
     }
 

@@ -1,6 +1,6 @@
 //! # weir-engine
 //!
-//! Weir's dataflow runtime (issue 4, in progress):
+//! Weir's dataflow runtime:
 //! - [`Pipeline`]: the typed DSL (`stream → filter/map → key_by/group_by_key → count/reduce/
 //!   aggregate → to_topic`), built into a [`Topology`] and run as tasks.
 //! - [`KvStore`]: a task's key-value store in RocksDB, backed by a compacted changelog topic;
@@ -14,14 +14,22 @@
 
 pub mod dsl;
 mod error;
+pub mod metrics;
 pub mod runtime;
 pub mod serde;
 pub mod state;
 pub mod task;
 
-pub use dsl::{Grouped, Pipeline, Stream, Table, Topology};
+pub use dsl::{Batch, Grouped, Item, Pipeline, Stream, Table, Topology};
 pub use error::{EngineError, Result};
-pub use runtime::{dead_letter_topic, ErrorPolicy, Metrics, RunOptions, RunningPipeline};
+pub use metrics::{
+    LatencySummary, Metrics, MetricsSnapshot, OperatorCounters, OperatorSnapshot, TaskMetrics,
+    TaskSnapshot, TaskState,
+};
+pub use runtime::{dead_letter_topic, ErrorPolicy, RunOptions, RunningPipeline};
 pub use serde::{Json, RawBytes, Serde, Utf8};
 pub use state::{ensure_changelog, KvStore, RestoreStats};
-pub use task::{changelog_topic, Guarantee, InputRecord, Processor, Task, TaskConfig, TaskContext};
+pub use task::{
+    changelog_topic, fail_on_poison, GroupMembership, Guarantee, InputRecord, Processor, Task,
+    TaskConfig, TaskContext,
+};

@@ -9,12 +9,12 @@
 //! just the changelog tail beyond the stored offset — no wiping of state, unlike Kafka Streams
 //! under exactly-once. An empty or lost state directory is rebuilt from the whole changelog.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use bytes::Bytes;
 use rocksdb::{WriteBatch, DB};
+use rustc_hash::FxHashMap;
 use weir_log::{Isolation, Log, Offset, PartitionId, Record, TopicConfig};
 
 use crate::error::{EngineError, Result};
@@ -58,7 +58,7 @@ pub struct KvStore {
     db: DB,
     changelog_topic: String,
     changelog_partition: PartitionId,
-    pending: BTreeMap<Bytes, Option<Bytes>>,
+    pending: FxHashMap<Bytes, Option<Bytes>>,
     covered: Offset,
 }
 
@@ -76,6 +76,9 @@ impl std::fmt::Debug for KvStore {
             .finish()
     }
 }
+
+/// Keys up to this length are prefixed on the stack, not in a fresh allocation.
+const INLINE_KEY: usize = 128;
 
 fn user_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
@@ -116,6 +119,9 @@ impl KvStore {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
+        // ... and so does one in the memtable, where a miss would otherwise walk the skiplist.
+        opts.set_memtable_prefix_bloom_ratio(0.1);
+        opts.set_memtable_whole_key_filtering(true);
         let db = DB::open(&opts, &path).map_err(|source| EngineError::State {
             store: name.to_string(),
             path: path.clone(),
@@ -146,7 +152,7 @@ impl KvStore {
             db,
             changelog_topic: changelog_topic.to_string(),
             changelog_partition: partition,
-            pending: BTreeMap::new(),
+            pending: FxHashMap::default(),
             covered,
         })
     }
@@ -174,8 +180,15 @@ impl KvStore {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
-        let v = self.rocks(self.db.get(user_key(key)))?;
-        Ok(v.map(Bytes::from))
+        let v = if key.len() < INLINE_KEY {
+            let mut buf = [0u8; INLINE_KEY];
+            buf[0] = USER_PREFIX;
+            buf[1..=key.len()].copy_from_slice(key);
+            self.rocks(self.db.get_pinned(&buf[..=key.len()]))?
+        } else {
+            self.rocks(self.db.get_pinned(user_key(key)))?
+        };
+        Ok(v.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     /// Writes a key (buffered until the commit).
@@ -215,10 +228,14 @@ impl KvStore {
     /// new covered offset.
     pub fn committed(&mut self, last_offset: Option<Offset>) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for (k, v) in std::mem::take(&mut self.pending) {
+        let mut key = Vec::with_capacity(INLINE_KEY);
+        for (k, v) in self.pending.drain() {
+            key.clear();
+            key.push(USER_PREFIX);
+            key.extend_from_slice(&k);
             match v {
-                Some(v) => batch.put(user_key(&k), v),
-                None => batch.delete(user_key(&k)),
+                Some(v) => batch.put(&key, v),
+                None => batch.delete(&key),
             }
         }
         if let Some(last) = last_offset {
@@ -237,6 +254,15 @@ impl KvStore {
     /// Brings RocksDB up to the changelog's committed end, reading only what lies beyond the
     /// covered offset (all of it for a new or lost state directory).
     pub fn restore(&mut self, log: &Log) -> Result<RestoreStats> {
+        self.restore_with_progress(log, |_| {})
+    }
+
+    /// [`KvStore::restore`], calling `progress` every `RESTORE_BATCH_RECORDS` records.
+    pub fn restore_with_progress(
+        &mut self,
+        log: &Log,
+        mut progress: impl FnMut(&RestoreStats),
+    ) -> Result<RestoreStats> {
         let start = Instant::now();
         let (topic, p) = (self.changelog_topic.clone(), self.changelog_partition);
         let from = self.covered.max(log.earliest_offset(&topic, p)?);
@@ -260,7 +286,14 @@ impl KvStore {
                         path: path.clone(),
                         source,
                     })?;
-                tracing::info!(store = %name, restored = records, at = %next, "restoring from the changelog");
+                let rate = records as f64 / start.elapsed().as_secs_f64().max(1e-9);
+                tracing::info!(store = %name, restored = records, at = %next, rate, "restoring from the changelog");
+                progress(&RestoreStats {
+                    from,
+                    to: next,
+                    records,
+                    rate,
+                });
             }
             Ok::<(), EngineError>(())
         })?;

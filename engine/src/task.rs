@@ -9,8 +9,8 @@
 //! the committed offset — so the output is exactly that of a run without failures.
 //! At-least-once skips the transaction: outputs and changelog first, then the offset.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use weir_coord::{GroupCoordinator, TransactionCoordinator, TransactionalProducer
 use weir_log::{Isolation, Log, Offset, PartitionId, Producer, Record, Timestamp};
 
 use crate::error::{EngineError, Result};
+use crate::metrics::{TaskMetrics, TaskMetricsSlot, TaskState};
 use crate::state::{ensure_changelog, KvStore};
 
 /// Outputs plus state writes a task holds before it commits early: bounds a task's memory
@@ -40,7 +41,7 @@ pub enum Guarantee {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputRecord {
     /// Topic it came from.
-    pub topic: std::sync::Arc<str>,
+    pub topic: Arc<str>,
     /// Partition it came from.
     pub partition: u32,
     /// Its offset.
@@ -53,31 +54,152 @@ pub struct InputRecord {
     pub value: Option<Bytes>,
 }
 
-/// What a processor gets: the task's stores and a place for outputs.
+/// Outputs of the open commit interval, already placed in their partitions (Kafka's murmur2
+/// partitioner for keyed records; keyless records go to one partition per interval, rotating).
 #[derive(Debug)]
-pub struct TaskContext<'a> {
-    stores: &'a mut HashMap<String, KvStore>,
-    outputs: &'a mut Vec<(String, Record)>,
+pub(crate) struct Sinks {
+    log: Log,
+    topics: Vec<SinkBuffer>,
+    len: usize,
+    /// Partition for keyless records this interval.
+    rotation: u32,
 }
 
-impl TaskContext<'_> {
+#[derive(Debug)]
+struct SinkBuffer {
+    topic: Arc<str>,
+    partitions: Vec<Vec<Record>>,
+}
+
+impl Sinks {
+    fn new(log: &Log) -> Sinks {
+        Sinks {
+            log: log.clone(),
+            topics: Vec::new(),
+            len: 0,
+            rotation: 0,
+        }
+    }
+
+    fn emit(&mut self, topic: &str, record: Record) -> Result<()> {
+        // A task writes a handful of topics: a scan beats hashing the name.
+        let i = match self.topics.iter().position(|s| &*s.topic == topic) {
+            Some(i) => i,
+            None => {
+                let n = self.log.partition_count(topic)?;
+                self.topics.push(SinkBuffer {
+                    topic: Arc::from(topic),
+                    partitions: (0..n).map(|_| Vec::new()).collect(),
+                });
+                self.topics.len() - 1
+            }
+        };
+        let sink = &mut self.topics[i];
+        let n = sink.partitions.len() as u32;
+        let p = match &record.key {
+            Some(k) => weir_log::partitioner::partition_for_key(k, n).0,
+            None => self.rotation % n.max(1),
+        };
+        sink.partitions[p as usize].push(record);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Takes the buffered outputs: (topic, partition, records), non-empty only.
+    fn take(&mut self) -> Vec<(Arc<str>, u32, Vec<Record>)> {
+        self.len = 0;
+        self.rotation = self.rotation.wrapping_add(1);
+        let mut out = Vec::new();
+        for s in &mut self.topics {
+            for (p, records) in s.partitions.iter_mut().enumerate() {
+                if !records.is_empty() {
+                    out.push((s.topic.clone(), p as u32, std::mem::take(records)));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// What a processor gets for one input batch: the batch, the task's stores, a place for
+/// outputs and for poison records, and the task's metrics.
+#[derive(Debug)]
+pub struct TaskContext<'a> {
+    stores: &'a mut [KvStore],
+    sinks: &'a mut Sinks,
+    input: &'a [InputRecord],
+    poisoned: &'a mut Vec<(usize, String)>,
+    metrics: &'a mut TaskMetrics,
+}
+
+impl<'a> TaskContext<'a> {
     /// A state store of this task, by name.
     pub fn store(&mut self, name: &str) -> Result<&mut KvStore> {
         self.stores
-            .get_mut(name)
+            .iter_mut()
+            .find(|s| s.name() == name)
             .ok_or_else(|| EngineError::Plan(format!("the task has no store `{name}`")))
     }
 
-    /// Emits a record to an output topic (partitioned by its key like Kafka's producer).
-    pub fn emit(&mut self, topic: &str, record: Record) {
-        self.outputs.push((topic.to_string(), record));
+    /// Emits a record to an output topic (partitioned by its key like Kafka's producer). It
+    /// becomes visible when the interval commits.
+    pub fn emit(&mut self, topic: &str, record: Record) -> Result<()> {
+        self.sinks.emit(topic, record)
+    }
+
+    /// The input batch being processed.
+    pub fn input(&self) -> &'a [InputRecord] {
+        self.input
+    }
+
+    /// Marks input record `index` (of [`TaskContext::input`]) as poison: it is handled by the
+    /// pipeline's error policy (dead letter, skip or fail) once the batch is processed.
+    pub fn poison(&mut self, index: usize, reason: String) {
+        self.poisoned.push((index, reason));
+    }
+
+    /// Counts one call of operator `id`.
+    pub fn record_operator(
+        &mut self,
+        id: usize,
+        records_in: usize,
+        records_out: usize,
+        busy: Duration,
+    ) {
+        self.metrics
+            .record_operator(id, records_in, records_out, busy);
     }
 }
 
 /// Batch-at-a-time processing logic of a task.
 pub trait Processor: Send {
-    /// Processes a batch of input records in offset order.
-    fn process(&mut self, ctx: &mut TaskContext<'_>, batch: &[InputRecord]) -> Result<()>;
+    /// Processes a batch of input records of one topic, in offset order. Records it cannot
+    /// process are reported with [`TaskContext::poison`]; an `Err` fails the task.
+    fn process(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
+
+    /// Called with the records the batch reported as poison (index into the batch, reason),
+    /// still inside the interval: a processor may write them to a dead-letter topic.
+    fn poisoned(&mut self, ctx: &mut TaskContext<'_>, poisoned: &[(usize, String)]) -> Result<()> {
+        fail_on_poison(ctx, poisoned)
+    }
+}
+
+/// The error for the first poison record of a batch: topic, partition, offset and reason.
+pub fn fail_on_poison(ctx: &TaskContext<'_>, poisoned: &[(usize, String)]) -> Result<()> {
+    match poisoned.first() {
+        None => Ok(()),
+        Some((i, reason)) => {
+            let r = ctx.input.get(*i).ok_or_else(|| {
+                EngineError::Internal(format!("poison index {i} is outside the batch"))
+            })?;
+            Err(EngineError::Poison {
+                topic: r.topic.to_string(),
+                partition: r.partition,
+                offset: r.offset,
+                reason: reason.clone(),
+            })
+        }
+    }
 }
 
 /// Settings of a task.
@@ -109,24 +231,45 @@ enum Output {
     Idempotent(Producer),
 }
 
+/// One input of a task: where it is, and records fetched but not yet processed.
+struct Input {
+    topic: Arc<str>,
+    /// Next offset to process.
+    position: Offset,
+    /// Position at the last successful commit.
+    committed: Offset,
+    /// Fetched records from `fetched_at` on; one fetch (up to 1 MiB) feeds several batches.
+    fetched: Vec<InputRecord>,
+    fetched_at: usize,
+}
+
+/// Bytes one fetch reads from an input partition.
+const FETCH_BYTES: usize = 1 << 20;
+
+/// How a task commits offsets under at-least-once: as a standalone commit, or as the
+/// member of the application's consumer group.
+pub type GroupMembership = Arc<std::sync::Mutex<Option<(String, i32)>>>;
+
 /// A running task.
 pub struct Task {
     cfg: TaskConfig,
     log: Log,
     groups: GroupCoordinator,
     output: Output,
-    stores: HashMap<String, KvStore>,
-    /// Inputs in read order (co-topics first, `topic` last) and the next offset of each.
-    inputs: Vec<std::sync::Arc<str>>,
-    positions: Vec<Offset>,
+    stores: Vec<KvStore>,
+    /// Inputs in read order (co-topics first, `topic` last).
+    inputs: Vec<Input>,
     /// Outputs of the open interval.
-    outputs: Vec<(String, Record)>,
-    /// Positions at the last successful commit.
-    committed_positions: Vec<Offset>,
+    sinks: Sinks,
+    /// Input timestamps of the open interval (for end-to-end latency at commit).
+    interval_timestamps: Vec<i64>,
     interval_start: Instant,
     /// A commit failed: its outcome is unknown until the task is started again.
     failed: bool,
-    commits: u64,
+    poisoned: Vec<(usize, String)>,
+    metrics: TaskMetrics,
+    published: TaskMetricsSlot,
+    membership: Option<GroupMembership>,
 }
 
 impl std::fmt::Debug for Task {
@@ -135,8 +278,8 @@ impl std::fmt::Debug for Task {
             .field("app", &self.cfg.app)
             .field("topic", &self.cfg.topic)
             .field("partition", &self.cfg.partition)
-            .field("positions", &self.positions)
-            .field("commits", &self.commits)
+            .field("position", &self.position())
+            .field("commits", &self.metrics.commits)
             .finish()
     }
 }
@@ -155,6 +298,23 @@ impl Task {
         txns: &TransactionCoordinator,
         cfg: TaskConfig,
     ) -> Result<Task> {
+        let slot = Arc::new(std::sync::Mutex::new(TaskMetrics::new(
+            &cfg.topic,
+            cfg.partition,
+        )));
+        Task::start_observed(log, groups, txns, cfg, slot, None)
+    }
+
+    /// [`Task::start`], publishing metrics (restore progress included) into `published`; under
+    /// at-least-once, offsets commit as the group member in `membership` when there is one.
+    pub fn start_observed(
+        log: &Log,
+        groups: &GroupCoordinator,
+        txns: &TransactionCoordinator,
+        cfg: TaskConfig,
+        published: TaskMetricsSlot,
+        membership: Option<GroupMembership>,
+    ) -> Result<Task> {
         let partitions = log.partition_count(&cfg.topic)?;
         if cfg.partition >= partitions {
             return Err(EngineError::Plan(format!(
@@ -162,6 +322,14 @@ impl Task {
                 cfg.topic, cfg.partition
             )));
         }
+        let mut metrics = TaskMetrics::new(&cfg.topic, cfg.partition);
+        let publish = |m: &TaskMetrics| {
+            published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone_from(m);
+        };
+        publish(&metrics);
         let output = match cfg.guarantee {
             Guarantee::ExactlyOnce => {
                 let id = format!("{}-{}-{}", cfg.app, cfg.topic, cfg.partition);
@@ -173,7 +341,7 @@ impl Task {
             }
             Guarantee::AtLeastOnce => Output::Idempotent(Producer::new(log)?),
         };
-        let mut stores = HashMap::new();
+        let mut stores = Vec::new();
         for name in &cfg.stores {
             let topic = changelog_topic(&cfg.app, name);
             ensure_changelog(log, &topic, partitions)?;
@@ -183,18 +351,19 @@ impl Task {
                 .join(format!("{}-{}", cfg.topic, cfg.partition))
                 .join(name);
             let mut store = KvStore::open(name, &dir, &topic, PartitionId(cfg.partition))?;
-            store.restore(log)?;
-            stores.insert(name.clone(), store);
+            let before = metrics.restored_records;
+            let stats = store.restore_with_progress(log, |s| {
+                metrics.restored_records = before + s.records;
+                metrics.restore_rate = s.rate;
+                publish(&metrics);
+            })?;
+            metrics.restored_records = before + stats.records;
+            metrics.restore_rate = stats.rate;
+            stores.push(store);
         }
-        let inputs: Vec<std::sync::Arc<str>> = cfg
-            .co_topics
-            .iter()
-            .chain(std::iter::once(&cfg.topic))
-            .map(|t| std::sync::Arc::from(t.as_str()))
-            .collect();
         let committed = groups.committed(&cfg.app);
-        let mut positions = Vec::with_capacity(inputs.len());
-        for t in &inputs {
+        let mut inputs = Vec::new();
+        for t in cfg.co_topics.iter().chain(std::iter::once(&cfg.topic)) {
             let n = log.partition_count(t)?;
             if n != partitions {
                 return Err(EngineError::Plan(format!(
@@ -202,35 +371,72 @@ impl Task {
                     cfg.topic
                 )));
             }
-            positions.push(match committed.get(&(t.to_string(), cfg.partition)) {
+            let position = match committed.get(&(t.to_string(), cfg.partition)) {
                 Some(c) => c.offset,
                 None => log.earliest_offset(t, PartitionId(cfg.partition))?,
+            };
+            inputs.push(Input {
+                topic: Arc::from(t.as_str()),
+                position,
+                committed: position,
+                fetched: Vec::new(),
+                fetched_at: 0,
             });
         }
-        Ok(Task {
+        metrics.state = TaskState::Running;
+        let mut task = Task {
             log: log.clone(),
             groups: groups.clone(),
             output,
             stores,
             inputs,
-            committed_positions: positions.clone(),
-            positions,
-            outputs: Vec::new(),
+            sinks: Sinks::new(log),
+            interval_timestamps: Vec::new(),
             interval_start: Instant::now(),
             failed: false,
-            commits: 0,
+            poisoned: Vec::new(),
+            metrics,
+            published,
+            membership,
             cfg,
-        })
+        };
+        task.publish();
+        Ok(task)
     }
 
     /// The next offset to process of the main input topic.
     pub fn position(&self) -> Offset {
-        self.positions.last().copied().unwrap_or_default()
+        self.inputs.last().map(|i| i.position).unwrap_or_default()
     }
 
     /// Commits so far.
     pub fn commits(&self) -> u64 {
-        self.commits
+        self.metrics.commits
+    }
+
+    /// This task's metrics as of now.
+    pub fn metrics(&self) -> &TaskMetrics {
+        &self.metrics
+    }
+
+    /// Copies the metrics into the shared slot (with the main input's lag as of now).
+    fn publish(&mut self) {
+        let p = PartitionId(self.cfg.partition);
+        let position = self.position();
+        if let Ok(end) = self.log.latest_offset(&self.cfg.topic, p) {
+            self.metrics.lag = (end.0 - position.0).max(0);
+        }
+        self.metrics.position = position.0;
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone_from(&self.metrics);
+    }
+
+    /// Marks the task stopped (or failed) in its published metrics.
+    pub fn set_state(&mut self, state: TaskState) {
+        self.metrics.state = state;
+        self.publish();
     }
 
     /// Reads and processes one batch (empty when caught up); commits when the interval is due.
@@ -251,34 +457,36 @@ impl Task {
         }
         // Outputs and state writes wait in memory for the commit: commit early rather than let
         // a fast input grow them without bound.
-        let pending_state: usize = self.stores.values().map(KvStore::pending_len).sum();
-        let full = self.outputs.len() + pending_state >= PENDING_RECORDS_MAX;
+        let pending_state: usize = self.stores.iter().map(KvStore::pending_len).sum();
+        let full = self.sinks.len + pending_state >= PENDING_RECORDS_MAX;
         if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
             self.commit()?;
         }
         Ok(n)
     }
 
-    /// Reads and processes one batch of input `i`; returns the records processed.
-    fn process_input(&mut self, i: usize, processor: &mut dyn Processor) -> Result<usize> {
-        let topic = self.inputs[i].clone();
-        let at = self.positions[i];
+    /// Refills input `i`'s fetched records when they are used up; false when there is nothing
+    /// new to read.
+    fn fetch(&mut self, i: usize) -> Result<bool> {
+        let input = &mut self.inputs[i];
+        if input.fetched_at < input.fetched.len() {
+            return Ok(true);
+        }
+        input.fetched.clear();
+        input.fetched_at = 0;
+        let at = input.position;
         let f = self.log.read_isolated(
-            &topic,
+            &input.topic,
             PartitionId(self.cfg.partition),
             at,
-            1 << 20,
+            FETCH_BYTES,
             Isolation::ReadCommitted,
         )?;
-        let mut batch = Vec::new();
         for r in f.records() {
-            if batch.len() >= self.cfg.max_batch_records {
-                break;
-            }
             let r = r.map_err(weir_log::LogError::from)?;
             // Zero-copy: keys and values are slices of the fetched bytes.
-            batch.push(InputRecord {
-                topic: topic.clone(),
+            input.fetched.push(InputRecord {
+                topic: input.topic.clone(),
                 partition: self.cfg.partition,
                 offset: r.offset,
                 timestamp: r.timestamp,
@@ -286,19 +494,54 @@ impl Task {
                 value: r.value.map(|v| f.batches.slice_ref(v)),
             });
         }
-        if let Some(last) = batch.last() {
-            let next = last.offset.plus(1);
-            let mut ctx = TaskContext {
-                stores: &mut self.stores,
-                outputs: &mut self.outputs,
-            };
-            processor.process(&mut ctx, &batch)?;
-            self.positions[i] = next;
-        } else if !f.batches.is_empty() {
+        if input.fetched.is_empty() && !f.batches.is_empty() {
             // Only control batches or aborted records: step over them.
-            self.positions[i] = at.max(f.next_offset().min(f.last_stable));
+            input.position = at.max(f.next_offset().min(f.last_stable));
         }
-        Ok(batch.len())
+        Ok(!input.fetched.is_empty())
+    }
+
+    /// Processes the next batch of input `i`; returns the records processed.
+    fn process_input(&mut self, i: usize, processor: &mut dyn Processor) -> Result<usize> {
+        if !self.fetch(i)? {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let fetched = std::mem::take(&mut self.inputs[i].fetched);
+        let from = self.inputs[i].fetched_at;
+        let to = fetched.len().min(from + self.cfg.max_batch_records.max(1));
+        let batch = &fetched[from..to];
+        self.poisoned.clear();
+        let mut ctx = TaskContext {
+            stores: &mut self.stores,
+            sinks: &mut self.sinks,
+            input: batch,
+            poisoned: &mut self.poisoned,
+            metrics: &mut self.metrics,
+        };
+        let mut result = processor.process(&mut ctx);
+        if result.is_ok() && !ctx.poisoned.is_empty() {
+            let mut poisoned = std::mem::take(ctx.poisoned);
+            // A record is poison once, whichever operators failed on it.
+            poisoned.sort_by_key(|(i, _)| *i);
+            poisoned.dedup_by_key(|(i, _)| *i);
+            result = processor.poisoned(&mut ctx, &poisoned);
+        }
+        let next = batch.last().map(|r| r.offset.plus(1));
+        self.interval_timestamps
+            .extend(batch.iter().map(|r| r.timestamp.0));
+        let n = batch.len();
+        let input = &mut self.inputs[i];
+        input.fetched = fetched;
+        input.fetched_at = to;
+        result?;
+        if let Some(next) = next {
+            input.position = next;
+        }
+        self.metrics.records_in += n as u64;
+        self.metrics.batches += 1;
+        self.metrics.busy_ns += started.elapsed().as_nanos() as u64;
+        Ok(n)
     }
 
     /// Commits the open interval: outputs, changelogs and the input offset, atomically under
@@ -312,21 +555,34 @@ impl Task {
             ));
         }
         self.interval_start = Instant::now();
-        if self.positions == self.committed_positions && self.outputs.is_empty() {
+        let moved = self.inputs.iter().any(|i| i.position != i.committed);
+        if !moved && self.sinks.len == 0 {
             return Ok(());
         }
+        let started = Instant::now();
         match self.try_commit() {
             Ok(last_changelog) => {
-                for (name, store) in self.stores.iter_mut() {
-                    store.committed(last_changelog.get(name).copied())?;
+                for (store, last) in self.stores.iter_mut().zip(last_changelog) {
+                    store.committed(last)?;
                 }
-                self.committed_positions = self.positions.clone();
-                self.commits += 1;
+                for i in &mut self.inputs {
+                    i.committed = i.position;
+                }
+                self.metrics.record_commit(started.elapsed());
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                self.metrics
+                    .record_end_to_end(now, &self.interval_timestamps);
+                self.interval_timestamps.clear();
+                self.publish();
                 self.purge_repartition_inputs();
                 Ok(())
             }
             Err(e) => {
                 self.failed = true;
+                self.metrics.state = TaskState::Failed(e.to_string());
+                self.publish();
                 Err(e)
             }
         }
@@ -338,36 +594,40 @@ impl Task {
     fn purge_repartition_inputs(&self) {
         let prefix = format!("{}-repartition-", self.cfg.app);
         let p = PartitionId(self.cfg.partition);
-        for (topic, pos) in self.inputs.iter().zip(&self.committed_positions) {
-            if !topic.starts_with(&prefix) {
+        for input in &self.inputs {
+            if !input.topic.starts_with(&prefix) {
                 continue;
             }
-            let start = self.log.earliest_offset(topic, p).unwrap_or(*pos);
+            let pos = input.committed;
+            let start = self.log.earliest_offset(&input.topic, p).unwrap_or(pos);
             if pos.0 - start.0 < PURGE_MIN_RECORDS {
                 continue;
             }
-            if let Err(e) = self.log.delete_records(topic, p, *pos) {
-                tracing::warn!(topic = %topic, partition = %p, error = %e, "purging a repartition topic failed");
+            if let Err(e) = self.log.delete_records(&input.topic, p, pos) {
+                tracing::warn!(topic = %input.topic, partition = %p, error = %e, "purging a repartition topic failed");
             }
         }
     }
 
-    fn try_commit(&mut self) -> Result<HashMap<String, Offset>> {
+    /// Writes the interval; returns, per store (in order), the offset of its last changelog
+    /// record written (`None` when it wrote none).
+    fn try_commit(&mut self) -> Result<Vec<Option<Offset>>> {
         let offsets: Vec<((String, u32), Offset)> = self
             .inputs
             .iter()
-            .zip(&self.positions)
-            .map(|(t, o)| ((t.to_string(), self.cfg.partition), *o))
+            .map(|i| ((i.topic.to_string(), self.cfg.partition), i.position))
             .collect();
-        let mut last_changelog = HashMap::new();
-        let outputs = std::mem::take(&mut self.outputs);
+        let mut last_changelog = vec![None; self.stores.len()];
+        let outputs = self.sinks.take();
         match &mut self.output {
             Output::Transactional(p) => {
                 p.begin()?;
-                let grouped = group_outputs(&self.log, outputs)?;
                 // Every partition of this transaction, added in one durable step.
-                let mut all: Vec<(String, u32)> = grouped.keys().cloned().collect();
-                for store in self.stores.values().filter(|s| s.pending_len() > 0) {
+                let mut all: Vec<(String, u32)> = outputs
+                    .iter()
+                    .map(|(t, p, _)| (t.to_string(), *p))
+                    .collect();
+                for store in self.stores.iter().filter(|s| s.pending_len() > 0) {
                     let (t, p) = store.changelog();
                     all.push((t.to_string(), p.0));
                 }
@@ -378,76 +638,59 @@ impl Task {
                     offsets_partition,
                 ));
                 p.add_partitions(&all)?;
-                for ((topic, partition), records) in grouped {
-                    for chunk in chunks(&records) {
-                        p.submit(&topic, PartitionId(partition), chunk)?;
+                for (topic, partition, records) in &outputs {
+                    for chunk in chunks(records) {
+                        p.submit(topic, PartitionId(*partition), chunk)?;
                     }
                 }
-                for (name, store) in &self.stores {
+                for (i, store) in self.stores.iter().enumerate() {
                     let records = store.changelog_records();
                     if records.is_empty() {
                         continue;
                     }
                     let (topic, partition) = store.changelog();
-                    let ack = p.send_to(topic, partition, &records)?;
-                    last_changelog.insert(name.clone(), ack.last_offset);
+                    let mut last = None;
+                    for chunk in chunks(&records) {
+                        last = Some(p.send_to(topic, partition, chunk)?.last_offset);
+                    }
+                    last_changelog[i] = last;
                 }
                 p.send_offsets_to_transaction(&self.cfg.app, &offsets)?;
                 p.commit()?;
             }
             Output::Idempotent(p) => {
-                for ((topic, partition), records) in group_outputs(&self.log, outputs)? {
-                    p.send_to(&topic, PartitionId(partition), &records)?;
+                for (topic, partition, records) in &outputs {
+                    for chunk in chunks(records) {
+                        p.send_to(topic, PartitionId(*partition), chunk)?;
+                    }
                 }
-                for (name, store) in &self.stores {
+                for (i, store) in self.stores.iter().enumerate() {
                     let records = store.changelog_records();
                     if records.is_empty() {
                         continue;
                     }
                     let (topic, partition) = store.changelog();
-                    let ack = p.send_to(topic, partition, &records)?;
-                    last_changelog.insert(name.clone(), ack.last_offset);
+                    let mut last = None;
+                    for chunk in chunks(&records) {
+                        last = Some(p.send_to(topic, partition, chunk)?.last_offset);
+                    }
+                    last_changelog[i] = last;
                 }
                 let entries: Vec<((String, u32), Offset, String)> = offsets
                     .iter()
                     .map(|(tp, o)| (tp.clone(), *o, String::new()))
                     .collect();
+                let (member, generation) = self
+                    .membership
+                    .as_ref()
+                    .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                    .unwrap_or_else(|| (String::new(), -1));
                 self.groups
-                    .commit_offsets(&self.cfg.app, -1, "", &entries)?;
+                    .commit_offsets(&self.cfg.app, generation, &member, &entries)?;
             }
         }
         Ok(last_changelog)
     }
-}
-
-/// Outputs by (topic, partition), keyed records placed by Kafka's partitioner, in emit order.
-fn group_outputs(
-    log: &Log,
-    outputs: Vec<(String, Record)>,
-) -> Result<std::collections::BTreeMap<(String, u32), Vec<Record>>> {
-    let mut by_partition: std::collections::BTreeMap<(String, u32), Vec<Record>> =
-        std::collections::BTreeMap::new();
-    // Partition counts looked up once per topic, not once per record.
-    let mut counts: HashMap<String, u32> = HashMap::new();
-    for (topic, record) in outputs {
-        let n = match counts.get(&topic) {
-            Some(n) => *n,
-            None => {
-                let n = log.partition_count(&topic)?;
-                counts.insert(topic.clone(), n);
-                n
-            }
-        };
-        let partition = match &record.key {
-            Some(k) => weir_log::partitioner::partition_for_key(k, n).0,
-            None => 0,
-        };
-        by_partition
-            .entry((topic, partition))
-            .or_default()
-            .push(record);
-    }
-    Ok(by_partition)
 }
 
 /// Bytes of records per transactional batch: well under the default `max.message.bytes`.

@@ -6,15 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_engine::{Guarantee, InputRecord, Processor, Result, Task, TaskConfig, TaskContext};
+use weir_engine::{Guarantee, Processor, Result, Task, TaskConfig, TaskContext};
 use weir_log::sim::SeededRng;
 use weir_log::{Log, PartitionId, Record};
 
 struct KeyedCount;
 
 impl Processor for KeyedCount {
-    fn process(&mut self, ctx: &mut TaskContext<'_>, batch: &[InputRecord]) -> Result<()> {
-        for r in batch {
+    fn process(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        for r in ctx.input() {
             let key = r.key.clone().unwrap_or_default();
             let store = ctx.store("counts")?;
             let n: u64 = store
@@ -23,7 +23,7 @@ impl Processor for KeyedCount {
                 .unwrap_or(0)
                 + 1;
             store.put(key.clone(), n.to_string());
-            ctx.emit("counts-out", Record::keyed(key, n.to_string()));
+            ctx.emit("counts-out", Record::keyed(key, n.to_string()))?;
         }
         Ok(())
     }

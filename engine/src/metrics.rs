@@ -1,0 +1,377 @@
+//! Metrics of a running pipeline: per operator, per task, and end to end.
+//!
+//! Nothing on the hot path is shared between threads. A task counts into its own
+//! [`TaskMetrics`] (operators count into the task's slots through the `TaskContext`) and
+//! publishes a copy into its shared slot once per commit and during a restore; the pipeline's
+//! [`Metrics`] adds the published copies up when asked for a [`MetricsSnapshot`]. The only
+//! per-record shared counter is `records_in`, an atomic bumped once per processed batch.
+//!
+//! Latencies are hdrhistograms: end to end is commit time minus the input record's timestamp
+//! (when the output became visible to `read_committed` readers), in milliseconds; commit
+//! duration is in microseconds.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Largest end-to-end latency tracked (one day, in ms); larger values count as this.
+const E2E_MAX_MS: u64 = 86_400_000;
+/// Largest commit duration tracked (ten minutes, in µs).
+const COMMIT_MAX_US: u64 = 600_000_000;
+
+fn histogram(max: u64) -> Histogram<u64> {
+    // Bounds are constants within hdrhistogram's limits (low ≥ 1, high ≥ 2 × low, 3 digits).
+    match Histogram::new_with_bounds(1, max, 3) {
+        Ok(h) => h,
+        Err(_) => Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant digits")),
+    }
+}
+
+/// Counters of one operator in one task (or summed over tasks in a snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorCounters {
+    /// Records the operator received.
+    pub records_in: u64,
+    /// Records it passed on (emitted to its children, or written by a sink).
+    pub records_out: u64,
+    /// Non-empty batches it processed.
+    pub batches: u64,
+    /// Time spent in the operator itself (not in its children), in nanoseconds.
+    pub busy_ns: u64,
+}
+
+impl OperatorCounters {
+    fn add(&mut self, o: &OperatorCounters) {
+        self.records_in += o.records_in;
+        self.records_out += o.records_out;
+        self.batches += o.batches;
+        self.busy_ns += o.busy_ns;
+    }
+}
+
+/// What a task is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Restoring its stores from their changelogs.
+    Restoring,
+    /// Processing.
+    Running,
+    /// Stopped after a final commit.
+    Stopped,
+    /// Stopped by an error (its text).
+    Failed(String),
+}
+
+/// Live metrics of one task; the task owns one and publishes copies.
+#[derive(Debug, Clone)]
+pub struct TaskMetrics {
+    /// `topic/partition` of the task's main input.
+    pub task: String,
+    /// What it is doing.
+    pub state: TaskState,
+    /// Input records processed.
+    pub records_in: u64,
+    /// Input batches processed.
+    pub batches: u64,
+    /// Time spent processing (reading excluded), in nanoseconds.
+    pub busy_ns: u64,
+    /// Successful commits.
+    pub commits: u64,
+    /// Commit durations, in microseconds.
+    pub commit_us: Histogram<u64>,
+    /// Next offset of the main input to process.
+    pub position: i64,
+    /// Records of the main input not yet processed, as of the last publish.
+    pub lag: i64,
+    /// Changelog records restored when the task started (so far, while restoring).
+    pub restored_records: u64,
+    /// Restore rate in records per second.
+    pub restore_rate: f64,
+    /// Commit time minus input timestamp, per input record, in milliseconds.
+    pub end_to_end_ms: Histogram<u64>,
+    /// Per-operator counters, indexed by operator id.
+    pub operators: Vec<OperatorCounters>,
+}
+
+impl TaskMetrics {
+    /// Empty metrics of a task starting on `topic/partition`.
+    pub fn new(topic: &str, partition: u32) -> TaskMetrics {
+        TaskMetrics {
+            task: format!("{topic}/{partition}"),
+            state: TaskState::Restoring,
+            records_in: 0,
+            batches: 0,
+            busy_ns: 0,
+            commits: 0,
+            commit_us: histogram(COMMIT_MAX_US),
+            position: 0,
+            lag: 0,
+            restored_records: 0,
+            restore_rate: 0.0,
+            end_to_end_ms: histogram(E2E_MAX_MS),
+            operators: Vec::new(),
+        }
+    }
+
+    /// Adds one operator call's counts.
+    pub fn record_operator(
+        &mut self,
+        id: usize,
+        records_in: usize,
+        records_out: usize,
+        busy: Duration,
+    ) {
+        if self.operators.len() <= id {
+            self.operators.resize(id + 1, OperatorCounters::default());
+        }
+        let o = &mut self.operators[id];
+        o.records_in += records_in as u64;
+        o.records_out += records_out as u64;
+        o.batches += 1;
+        o.busy_ns += busy.as_nanos() as u64;
+    }
+
+    pub(crate) fn record_commit(&mut self, took: Duration) {
+        self.commits += 1;
+        self.commit_us
+            .saturating_record((took.as_micros() as u64).max(1));
+    }
+
+    pub(crate) fn record_end_to_end(&mut self, now_ms: i64, timestamps: &[i64]) {
+        for ts in timestamps {
+            self.end_to_end_ms
+                .saturating_record(now_ms.saturating_sub(*ts).max(0) as u64);
+        }
+    }
+}
+
+/// A task's published metrics, shared with the pipeline.
+pub type TaskMetricsSlot = Arc<Mutex<TaskMetrics>>;
+
+/// Percentiles of a latency histogram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    /// Values recorded.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl LatencySummary {
+    /// Summarizes a histogram.
+    pub fn of(h: &Histogram<u64>) -> LatencySummary {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        LatencySummary {
+            count: h.len(),
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One task in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// `topic/partition`.
+    pub task: String,
+    /// What it is doing.
+    pub state: TaskState,
+    /// Input records processed.
+    pub records_in: u64,
+    /// Input batches processed.
+    pub batches: u64,
+    /// Processing time, in milliseconds.
+    pub busy_ms: u64,
+    /// Successful commits.
+    pub commits: u64,
+    /// Commit durations, in microseconds.
+    pub commit_us: LatencySummary,
+    /// Next offset of the main input to process.
+    pub position: i64,
+    /// Records of the main input not yet processed.
+    pub lag: i64,
+    /// Changelog records restored at start.
+    pub restored_records: u64,
+    /// Restore rate, records per second.
+    pub restore_rate: f64,
+    /// End-to-end latency of this task's records, in milliseconds.
+    pub end_to_end_ms: LatencySummary,
+}
+
+/// One operator in a snapshot, summed over the tasks that run it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// Operator id (its position in the pipeline's plan).
+    pub id: usize,
+    /// What it is, e.g. `filter` or `to_topic(totals)`.
+    pub name: String,
+    /// Its counters.
+    #[serde(flatten)]
+    pub counters: OperatorCounters,
+}
+
+/// Everything measured about a running pipeline, at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSnapshot {
+    /// Application id.
+    pub app: String,
+    /// Process running the pipeline.
+    pub pid: u32,
+    /// Wall-clock time of the snapshot, ms since the epoch.
+    pub at_ms: i64,
+    /// Seconds since the pipeline started.
+    pub uptime_secs: f64,
+    /// Input records processed.
+    pub records_in: u64,
+    /// Successful commits.
+    pub commits: u64,
+    /// Commits per second since start.
+    pub commit_rate: f64,
+    /// Poison records written to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Poison records skipped.
+    pub skipped: u64,
+    /// Transient sink errors retried.
+    pub retries: u64,
+    /// End-to-end latency over all tasks, in milliseconds.
+    pub end_to_end_ms: LatencySummary,
+    /// Commit durations over all tasks, in microseconds.
+    pub commit_us: LatencySummary,
+    /// Per task.
+    pub tasks: Vec<TaskSnapshot>,
+    /// Per operator.
+    pub operators: Vec<OperatorSnapshot>,
+}
+
+/// Metrics of a running pipeline.
+#[derive(Debug)]
+pub struct Metrics {
+    app: String,
+    started: Instant,
+    operator_names: Vec<String>,
+    /// Input records processed (all tasks); bumped once per batch.
+    pub records_in: AtomicU64,
+    /// Commits (all tasks).
+    pub commits: AtomicU64,
+    /// Poison records written to the dead-letter topic.
+    pub dead_lettered: AtomicU64,
+    /// Poison records skipped.
+    pub skipped: AtomicU64,
+    /// Transient sink errors retried.
+    pub retries: AtomicU64,
+    /// When a task last processed a record.
+    pub(crate) last_progress: Mutex<Option<Instant>>,
+    tasks: Mutex<Vec<TaskMetricsSlot>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Metrics {
+    /// Metrics of pipeline `app` whose operators are named `operator_names` (by id).
+    pub fn new(app: &str, operator_names: Vec<String>) -> Metrics {
+        Metrics {
+            app: app.to_string(),
+            started: Instant::now(),
+            operator_names,
+            records_in: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            last_progress: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A slot for a new task's metrics.
+    pub fn register_task(&self, topic: &str, partition: u32) -> TaskMetricsSlot {
+        let slot = Arc::new(Mutex::new(TaskMetrics::new(topic, partition)));
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(slot.clone());
+        slot
+    }
+
+    /// Adds up the tasks' last published metrics.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let slots = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut e2e = histogram(E2E_MAX_MS);
+        let mut commit = histogram(COMMIT_MAX_US);
+        let mut ops = vec![OperatorCounters::default(); self.operator_names.len()];
+        let mut tasks = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let t = slot.lock().unwrap_or_else(|e| e.into_inner());
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = e2e.add(&t.end_to_end_ms);
+            let _ = commit.add(&t.commit_us);
+            for (i, o) in t.operators.iter().enumerate() {
+                if i >= ops.len() {
+                    ops.resize(i + 1, OperatorCounters::default());
+                }
+                ops[i].add(o);
+            }
+            tasks.push(TaskSnapshot {
+                task: t.task.clone(),
+                state: t.state.clone(),
+                records_in: t.records_in,
+                batches: t.batches,
+                busy_ms: t.busy_ns / 1_000_000,
+                commits: t.commits,
+                commit_us: LatencySummary::of(&t.commit_us),
+                position: t.position,
+                lag: t.lag,
+                restored_records: t.restored_records,
+                restore_rate: t.restore_rate,
+                end_to_end_ms: LatencySummary::of(&t.end_to_end_ms),
+            });
+        }
+        let uptime = self.started.elapsed().as_secs_f64();
+        let commits = self.commits.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            app: self.app.clone(),
+            pid: std::process::id(),
+            at_ms: now_ms(),
+            uptime_secs: uptime,
+            records_in: self.records_in.load(Ordering::Relaxed),
+            commits,
+            commit_rate: commits as f64 / uptime.max(1e-3),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            end_to_end_ms: LatencySummary::of(&e2e),
+            commit_us: LatencySummary::of(&commit),
+            tasks,
+            operators: ops
+                .into_iter()
+                .enumerate()
+                .map(|(id, counters)| OperatorSnapshot {
+                    id,
+                    name: self
+                        .operator_names
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| format!("operator-{id}")),
+                    counters,
+                })
+                .collect(),
+        }
+    }
+}
