@@ -152,9 +152,10 @@ pub enum GroupCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PipelineCmd {
-    /// Applications that have run in this data directory (they have a dead-letter topic).
+    /// Applications that have run in this data directory, running or not.
     List,
-    /// Input lag, dead-letter depth and state changelogs of an application.
+    /// An application's tasks, lag, commit rate, latencies, operators, dead-letter depth and
+    /// state changelogs (live figures while it runs, its last ones after).
     Describe {
         /// Application id.
         app: String,
@@ -185,6 +186,12 @@ pub enum PipelineCmd {
         /// RocksDB state directory (default: DATA_DIR/state).
         #[arg(long)]
         state_dir: Option<std::path::PathBuf>,
+        /// Poison records: dead_letter (to APP.dlq), skip, or fail.
+        #[arg(long, default_value = "dead_letter")]
+        on_error: String,
+        /// Worker threads (default: the machine's cores).
+        #[arg(long)]
+        workers: Option<usize>,
     },
 }
 

@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: the engine allocates a few small buffers per record (decoded keys and values,
+/// encoded outputs); mimalloc's thread-local free lists make that markedly cheaper than glibc's
+/// malloc (measured with `weir bench pipeline`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")

@@ -337,8 +337,14 @@ impl GroupMember {
             std::thread::Builder::new()
                 .name(format!("weir-member-{app}"))
                 .spawn(move || {
+                    let mut last = Instant::now();
                     while !stop.load(Ordering::Acquire) {
-                        std::thread::sleep(SESSION_TIMEOUT / 30);
+                        // Short sleeps, so that leaving does not wait for a heartbeat period.
+                        std::thread::sleep(Duration::from_millis(20));
+                        if last.elapsed() < SESSION_TIMEOUT / 10 {
+                            continue;
+                        }
+                        last = Instant::now();
                         let Some((id, generation)) =
                             state.lock().unwrap_or_else(|e| e.into_inner()).clone()
                         else {

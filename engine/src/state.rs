@@ -35,6 +35,14 @@ fn write_options() -> rocksdb::WriteOptions {
     wo
 }
 
+/// Point reads: block checksums are verified when files are written and compacted, so a
+/// lookup skips them.
+fn read_options() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.set_verify_checksums(false);
+    ro
+}
+
 /// Changelog records applied to RocksDB per write batch during a restore.
 const RESTORE_BATCH_RECORDS: usize = 10_000;
 
@@ -59,6 +67,9 @@ pub struct KvStore {
     changelog_topic: String,
     changelog_partition: PartitionId,
     pending: FxHashMap<Bytes, Option<Bytes>>,
+    read_options: rocksdb::ReadOptions,
+    /// Writes of the interval being committed, sorted by key (see `stage`).
+    staged: Vec<Record>,
     covered: Offset,
 }
 
@@ -153,6 +164,8 @@ impl KvStore {
             changelog_topic: changelog_topic.to_string(),
             changelog_partition: partition,
             pending: FxHashMap::default(),
+            read_options: read_options(),
+            staged: Vec::new(),
             covered,
         })
     }
@@ -180,13 +193,21 @@ impl KvStore {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
+        if !self.staged.is_empty() {
+            if let Ok(i) = self
+                .staged
+                .binary_search_by(|r| r.key.as_deref().unwrap_or_default().cmp(key))
+            {
+                return Ok(self.staged[i].value.clone());
+            }
+        }
         let v = if key.len() < INLINE_KEY {
             let mut buf = [0u8; INLINE_KEY];
             buf[0] = USER_PREFIX;
             buf[1..=key.len()].copy_from_slice(key);
-            self.rocks(self.db.get_pinned(&buf[..=key.len()]))?
+            self.rocks(self.db.get_pinned_opt(&buf[..=key.len()], &self.read_options))?
         } else {
-            self.rocks(self.db.get_pinned(user_key(key)))?
+            self.rocks(self.db.get_pinned_opt(user_key(key), &self.read_options))?
         };
         Ok(v.map(|v| Bytes::copy_from_slice(&v)))
     }
@@ -203,19 +224,37 @@ impl KvStore {
 
     /// Writes waiting for the commit.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.staged.len()
     }
 
-    /// The changelog records for this interval's writes (a tombstone for a delete).
-    pub fn changelog_records(&self) -> Vec<Record> {
-        self.pending
-            .iter()
-            .map(|(k, v)| Record {
-                key: Some(k.clone()),
-                value: v.clone(),
+    /// Moves this interval's writes into the changelog records to commit (a tombstone for a
+    /// delete), sorted by key, and returns them. The records are kept (moved, not copied)
+    /// until [`KvStore::committed`] applies them to RocksDB — in key order, which RocksDB's
+    /// memtable inserts much faster than random order.
+    pub fn stage(&mut self) -> &[Record] {
+        if !self.pending.is_empty() {
+            self.staged.extend(self.pending.drain().map(|(k, v)| Record {
+                key: Some(k),
+                value: v,
                 ..Record::default()
-            })
-            .collect()
+            }));
+            self.staged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            // A key staged twice (stage called again without a commit): keep the newest.
+            self.staged.dedup_by(|later, earlier| {
+                if later.key == earlier.key {
+                    std::mem::swap(later, earlier);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        &self.staged
+    }
+
+    /// The records [`KvStore::stage`] moved out, until the commit.
+    pub fn staged(&self) -> &[Record] {
+        &self.staged
     }
 
     /// Where this store's changelog lives.
@@ -223,17 +262,18 @@ impl KvStore {
         (&self.changelog_topic, self.changelog_partition)
     }
 
-    /// After the commit that wrote `changelog_records` succeeded with its last record at
-    /// `last_offset` (or with none, `None`): applies the writes to RocksDB in one batch with the
-    /// new covered offset.
+    /// After the commit that wrote the [`KvStore::stage`]d records succeeded with its last
+    /// record at `last_offset` (or with none, `None`): applies the writes to RocksDB in one
+    /// batch with the new covered offset.
     pub fn committed(&mut self, last_offset: Option<Offset>) -> Result<()> {
+        self.stage();
         let mut batch = WriteBatch::default();
         let mut key = Vec::with_capacity(INLINE_KEY);
-        for (k, v) in self.pending.drain() {
+        for r in self.staged.drain(..) {
             key.clear();
             key.push(USER_PREFIX);
-            key.extend_from_slice(&k);
-            match v {
+            key.extend_from_slice(r.key.as_deref().unwrap_or_default());
+            match r.value {
                 Some(v) => batch.put(&key, v),
                 None => batch.delete(&key),
             }
@@ -249,6 +289,7 @@ impl KvStore {
     /// Drops this interval's writes (the transaction aborted).
     pub fn aborted(&mut self) {
         self.pending.clear();
+        self.staged.clear();
     }
 
     /// Brings RocksDB up to the changelog's committed end, reading only what lies beyond the

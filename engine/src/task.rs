@@ -627,9 +627,11 @@ impl Task {
                     .iter()
                     .map(|(t, p, _)| (t.to_string(), *p))
                     .collect();
-                for store in self.stores.iter().filter(|s| s.pending_len() > 0) {
-                    let (t, p) = store.changelog();
-                    all.push((t.to_string(), p.0));
+                for store in self.stores.iter_mut() {
+                    if !store.stage().is_empty() {
+                        let (t, p) = store.changelog();
+                        all.push((t.to_string(), p.0));
+                    }
                 }
                 let offsets_partition =
                     weir_coord::offsets::OffsetStore::partition_of(&self.cfg.app).0;
@@ -643,14 +645,14 @@ impl Task {
                         p.submit(topic, PartitionId(*partition), chunk)?;
                     }
                 }
-                for (i, store) in self.stores.iter().enumerate() {
-                    let records = store.changelog_records();
-                    if records.is_empty() {
+                for (i, store) in self.stores.iter_mut().enumerate() {
+                    if store.stage().is_empty() {
                         continue;
                     }
+                    let records = store.staged();
                     let (topic, partition) = store.changelog();
                     let mut last = None;
-                    for chunk in chunks(&records) {
+                    for chunk in chunks(records) {
                         last = Some(p.send_to(topic, partition, chunk)?.last_offset);
                     }
                     last_changelog[i] = last;
@@ -664,14 +666,14 @@ impl Task {
                         p.send_to(topic, PartitionId(*partition), chunk)?;
                     }
                 }
-                for (i, store) in self.stores.iter().enumerate() {
-                    let records = store.changelog_records();
-                    if records.is_empty() {
+                for (i, store) in self.stores.iter_mut().enumerate() {
+                    if store.stage().is_empty() {
                         continue;
                     }
+                    let records = store.staged();
                     let (topic, partition) = store.changelog();
                     let mut last = None;
-                    for chunk in chunks(&records) {
+                    for chunk in chunks(records) {
                         last = Some(p.send_to(topic, partition, chunk)?.last_offset);
                     }
                     last_changelog[i] = last;

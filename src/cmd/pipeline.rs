@@ -1,10 +1,15 @@
-//! `weir pipeline run NAME`: built-in pipelines of the engine, for demos and crash tests.
+//! `weir pipeline run|list|describe`: built-in pipelines of the engine (for demos and crash
+//! tests), and watching any pipeline that ran in a data directory.
+//!
+//! A running pipeline writes its metrics snapshot to `DATA_DIR/pipelines/APP.json` every
+//! second (and at stop); `list` and `describe` read those files and the log (read-only), so
+//! they work from another terminal while the pipeline runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use weir_engine::{Guarantee, Json, Pipeline, RunOptions, Utf8};
+use anyhow::{bail, Context, Result};
+use weir_engine::{ErrorPolicy, Guarantee, Json, MetricsSnapshot, Pipeline, RunOptions, Utf8};
 
 use crate::cli::PipelineCmd;
 
@@ -16,11 +21,67 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
     }
 }
 
+fn metrics_dir(dir: &Path) -> PathBuf {
+    dir.join("pipelines")
+}
+
+fn metrics_file(dir: &Path, app: &str) -> PathBuf {
+    metrics_dir(dir).join(format!("{app}.json"))
+}
+
+fn read_snapshot(dir: &Path, app: &str) -> Result<Option<MetricsSnapshot>> {
+    let path = metrics_file(dir, app);
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!("{} is not a pipeline metrics snapshot", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// `running (pid N)` when the snapshot is fresh and its process is alive, else `stopped`.
+fn status(s: &MetricsSnapshot) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let alive = Path::new(&format!("/proc/{}", s.pid)).exists();
+    if alive && now - s.at_ms < 5_000 {
+        format!("running (pid {})", s.pid)
+    } else {
+        "stopped".to_string()
+    }
+}
+
 fn list(dir: &Path) -> Result<()> {
     let log = super::open_log_read_only(dir)?;
-    for t in log.list_topics() {
-        if let Some(app) = t.strip_suffix(".dlq") {
-            println!("{app}");
+    let mut apps: std::collections::BTreeSet<String> = log
+        .list_topics()
+        .iter()
+        .filter_map(|t| t.strip_suffix(".dlq").map(str::to_string))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(metrics_dir(dir)) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if let Some(app) = name.strip_suffix(".json") {
+                apps.insert(app.to_string());
+            }
+        }
+    }
+    println!(
+        "{:<32} {:<20} {:>14} {:>10}",
+        "APP", "STATUS", "RECORDS-IN", "COMMITS"
+    );
+    for app in apps {
+        match read_snapshot(dir, &app)? {
+            Some(s) => println!(
+                "{:<32} {:<20} {:>14} {:>10}",
+                app,
+                status(&s),
+                s.records_in,
+                s.commits
+            ),
+            None => println!("{app:<32} {:<20} {:>14} {:>10}", "stopped", "-", "-"),
         }
     }
     Ok(())
@@ -29,19 +90,90 @@ fn list(dir: &Path) -> Result<()> {
 fn describe(dir: &Path, app: &str) -> Result<()> {
     let log = super::open_log_read_only(dir)?;
     let dlq = weir_engine::dead_letter_topic(app);
-    if !log.list_topics().contains(&dlq) {
+    let snapshot = read_snapshot(dir, app)?;
+    if !log.list_topics().contains(&dlq) && snapshot.is_none() {
         bail!("no pipeline `{app}` has run in {}", dir.display());
     }
-    let dlq_depth: i64 = (0..log.partition_count(&dlq)?)
-        .map(|p| {
+    // Committed records, not offsets: transaction markers take offsets too.
+    let mut dlq_depth = 0u64;
+    if log.list_topics().contains(&dlq) {
+        for p in 0..log.partition_count(&dlq)? {
             let p = weir_log::PartitionId(p);
-            Ok(log.latest_offset(&dlq, p)?.0 - log.earliest_offset(&dlq, p)?.0)
-        })
-        .sum::<Result<i64>>()?;
-    println!("pipeline {app}  dead-letter topic {dlq}: {dlq_depth} record(s)");
+            let from = log.earliest_offset(&dlq, p)?;
+            log.for_each_record(&dlq, p, from, weir_log::Isolation::ReadCommitted, |_| {
+                dlq_depth += 1;
+                Ok::<(), weir_log::LogError>(())
+            })?;
+        }
+    }
+    match &snapshot {
+        None => println!("pipeline {app}  (no metrics: it has not run with this version)"),
+        Some(s) => {
+            println!(
+                "pipeline {app}  {}  up {:.1} s  records in {}  commits {} ({:.1}/s)",
+                status(s),
+                s.uptime_secs,
+                s.records_in,
+                s.commits,
+                s.commit_rate
+            );
+            println!(
+                "  end-to-end latency ms: p50 {}  p99 {}  p99.9 {}  max {}   commit µs: p50 {}  p99 {}",
+                s.end_to_end_ms.p50,
+                s.end_to_end_ms.p99,
+                s.end_to_end_ms.p999,
+                s.end_to_end_ms.max,
+                s.commit_us.p50,
+                s.commit_us.p99
+            );
+            println!(
+                "  poison records: {} dead-lettered, {} skipped   task restarts after transient errors: {}",
+                s.dead_lettered, s.skipped, s.retries
+            );
+        }
+    }
+    println!("  dead-letter topic {dlq}: {dlq_depth} record(s)");
+    if let Some(s) = &snapshot {
+        println!(
+            "\n{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10}",
+            "TASK", "STATE", "RECORDS-IN", "POSITION", "LAG", "COMMITS", "COMMIT-P99µs", "RESTORED"
+        );
+        for t in &s.tasks {
+            let state = match &t.state {
+                weir_engine::TaskState::Failed(e) => format!("failed: {e}"),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            println!(
+                "{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10}",
+                t.task,
+                state,
+                t.records_in,
+                t.position,
+                t.lag,
+                t.commits,
+                t.commit_us.p99,
+                t.restored_records
+            );
+        }
+        println!(
+            "\n{:>3} {:<44} {:>12} {:>12} {:>10} {:>10}",
+            "OP", "OPERATOR", "RECORDS-IN", "RECORDS-OUT", "BATCHES", "BUSY-MS"
+        );
+        for o in &s.operators {
+            println!(
+                "{:>3} {:<44} {:>12} {:>12} {:>10} {:>10}",
+                o.id,
+                o.name,
+                o.counters.records_in,
+                o.counters.records_out,
+                o.counters.batches,
+                o.counters.busy_ns / 1_000_000
+            );
+        }
+    }
     let groups = weir_coord::GroupCoordinator::start(&log)?;
     println!(
-        "{:<32} {:>9} {:>12} {:>12} {:>10}",
+        "\n{:<32} {:>9} {:>12} {:>12} {:>10}",
         "INPUT", "PARTITION", "COMMITTED", "LOG-END", "LAG"
     );
     for l in groups.lag(app, &[], weir_coord::decode_assignment)? {
@@ -80,9 +212,17 @@ fn run_builtin(dir: &Path, cmd: PipelineCmd) -> Result<()> {
         commit_ms,
         until_idle_ms,
         state_dir,
+        on_error,
+        workers,
     } = cmd
     else {
         bail!("not a run command");
+    };
+    let on_error = match on_error.as_str() {
+        "dead_letter" => ErrorPolicy::DeadLetter,
+        "skip" => ErrorPolicy::Skip,
+        "fail" => ErrorPolicy::Fail,
+        other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
     };
     let p = Pipeline::builder(&app);
     match name.as_str() {
@@ -99,15 +239,19 @@ fn run_builtin(dir: &Path, cmd: PipelineCmd) -> Result<()> {
     let (groups, txns) = weir_coord::start(&log)?;
     let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
     opts.commit_interval = Duration::from_millis(commit_ms.max(1));
+    opts.on_error = on_error;
+    opts.metrics_file = Some(metrics_file(dir, &app));
+    if let Some(w) = workers {
+        opts.workers = w.max(1);
+    }
     if at_least_once {
         opts.guarantee = Guarantee::AtLeastOnce;
     }
     let running = topology.run(&log, &groups, &txns, opts)?;
     match until_idle_ms {
         Some(ms) => running.stop_when_idle(Duration::from_millis(ms), Duration::from_secs(3600))?,
-        None => loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        },
+        // Runs until killed, or until a task fails for good.
+        None => running.wait()?,
     }
     Ok(())
 }

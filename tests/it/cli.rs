@@ -327,16 +327,41 @@ fn pipelines_run_list_and_describe_from_the_cli() {
         "",
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        stdout(&run(d.path(), &["pipeline", "list"], "")).trim(),
-        "clicker"
-    );
+    let list = stdout(&run(d.path(), &["pipeline", "list"], ""));
+    let row: Vec<&str> = list
+        .lines()
+        .find(|l| l.starts_with("clicker "))
+        .unwrap_or_else(|| panic!("no row for clicker: {list}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(&row[1..3], ["stopped", "50"], "{list}");
     let o = run(d.path(), &["pipeline", "describe", "clicker"], "");
     let s = stdout(&o);
+    assert!(s.contains("records in 50"), "{s}");
     assert!(s.contains("clicker.dlq: 0 record(s)"), "{s}");
+    // One task per input partition, both stopped cleanly, 50 records between them.
+    let tasks: Vec<Vec<&str>> = s
+        .lines()
+        .filter(|l| l.starts_with("clicks/"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(tasks.len(), 2, "{s}");
+    assert!(tasks.iter().all(|t| t[1] == "stopped"), "{s}");
+    let records: u64 = tasks.iter().map(|t| t[2].parse::<u64>().unwrap_or(0)).sum();
+    assert_eq!(records, 50, "{s}");
+    // Every operator saw all 50 records and passed them all on.
+    for op in ["stream(clicks)", "to_topic(click-counts)"] {
+        let line: Vec<&str> = s
+            .lines()
+            .find(|l| l.contains(op))
+            .unwrap_or_else(|| panic!("no operator {op}: {s}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(&line[2..4], ["50", "50"], "{op}: {s}");
+    }
     assert!(
         s.lines()
-            .filter(|l| l.starts_with("clicks"))
+            .filter(|l| l.starts_with("clicks "))
             .all(|l| l.ends_with(" 0")),
         "lag 0 after the run: {s}"
     );

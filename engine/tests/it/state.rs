@@ -14,7 +14,7 @@ fn open_log(dir: &std::path::Path) -> Log {
 
 /// Commits a store's interval the way a task does: changelog records first, then RocksDB.
 fn commit(log: &Log, store: &mut KvStore) -> anyhow::Result<()> {
-    let records = store.changelog_records();
+    let records = store.stage().to_vec();
     let last = if records.is_empty() {
         None
     } else {
@@ -71,7 +71,7 @@ fn restart_restores_only_the_changelog_tail() -> anyhow::Result<()> {
         // The next commit reached the changelog, then the process died before RocksDB.
         s.put("k0", "updated");
         s.put("late", "x");
-        log.append(CL, P, &s.changelog_records())?;
+        log.append(CL, P, &s.stage().to_vec())?;
     }
     let mut s = KvStore::open("counts", &state, CL, P)?;
     assert_eq!(get(&s, "late"), None);
