@@ -94,6 +94,8 @@ pub struct TaskMetrics {
     pub end_to_end_ms: Histogram<u64>,
     /// Per-operator counters, indexed by operator id.
     pub operators: Vec<OperatorCounters>,
+    /// Most outputs plus state writes held at once waiting for a commit.
+    pub buffered_max: u64,
 }
 
 impl TaskMetrics {
@@ -113,6 +115,7 @@ impl TaskMetrics {
             restore_rate: 0.0,
             end_to_end_ms: histogram(E2E_MAX_MS),
             operators: Vec::new(),
+            buffered_max: 0,
         }
     }
 
@@ -209,6 +212,8 @@ pub struct TaskSnapshot {
     pub restore_rate: f64,
     /// End-to-end latency of this task's records, in milliseconds.
     pub end_to_end_ms: LatencySummary,
+    /// Most outputs plus state writes held at once waiting for a commit.
+    pub buffered_max: u64,
 }
 
 /// One operator in a snapshot, summed over the tasks that run it.
@@ -341,6 +346,7 @@ impl Metrics {
                 restored_records: t.restored_records,
                 restore_rate: t.restore_rate,
                 end_to_end_ms: LatencySummary::of(&t.end_to_end_ms),
+                buffered_max: t.buffered_max,
             });
         }
         let uptime = self.started.elapsed().as_secs_f64();

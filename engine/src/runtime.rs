@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Most input records per processed batch.
     pub max_batch_records: usize,
+    /// Outputs plus state writes a task buffers before committing early (bounds memory).
+    pub max_buffered_records: usize,
     /// Worker threads the tasks share (default: the machine's cores).
     pub workers: usize,
     /// Where to write a [`MetricsSnapshot`] (JSON) every second and at stop, for
@@ -71,6 +73,7 @@ impl RunOptions {
             commit_interval: Duration::from_millis(100),
             state_dir: state_dir.into(),
             max_batch_records: 1000,
+            max_buffered_records: crate::task::MAX_BUFFERED_RECORDS,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metrics_file: None,
         }
@@ -582,6 +585,7 @@ impl Topology {
                     guarantee: options.guarantee,
                     state_dir: options.state_dir.clone(),
                     max_batch_records: options.max_batch_records,
+                    max_buffered_records: options.max_buffered_records.max(1),
                 };
                 let processor = SubProcessor {
                     sub: sub.clone(),

@@ -205,7 +205,10 @@ impl KvStore {
             let mut buf = [0u8; INLINE_KEY];
             buf[0] = USER_PREFIX;
             buf[1..=key.len()].copy_from_slice(key);
-            self.rocks(self.db.get_pinned_opt(&buf[..=key.len()], &self.read_options))?
+            self.rocks(
+                self.db
+                    .get_pinned_opt(&buf[..=key.len()], &self.read_options),
+            )?
         } else {
             self.rocks(self.db.get_pinned_opt(user_key(key), &self.read_options))?
         };
@@ -233,11 +236,12 @@ impl KvStore {
     /// memtable inserts much faster than random order.
     pub fn stage(&mut self) -> &[Record] {
         if !self.pending.is_empty() {
-            self.staged.extend(self.pending.drain().map(|(k, v)| Record {
-                key: Some(k),
-                value: v,
-                ..Record::default()
-            }));
+            self.staged
+                .extend(self.pending.drain().map(|(k, v)| Record {
+                    key: Some(k),
+                    value: v,
+                    ..Record::default()
+                }));
             self.staged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             // A key staged twice (stage called again without a commit): keep the newest.
             self.staged.dedup_by(|later, earlier| {

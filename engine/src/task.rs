@@ -21,9 +21,8 @@ use crate::error::{EngineError, Result};
 use crate::metrics::{TaskMetrics, TaskMetricsSlot, TaskState};
 use crate::state::{ensure_changelog, KvStore};
 
-/// Outputs plus state writes a task holds before it commits early: bounds a task's memory
-/// between commits (about 100 MB at 1 KB records).
-const PENDING_RECORDS_MAX: usize = 100_000;
+/// Default of [`TaskConfig::max_buffered_records`]: about 100 MB at 1 KB records.
+pub const MAX_BUFFERED_RECORDS: usize = 100_000;
 
 /// Committed records of a repartition topic that trigger a purge.
 const PURGE_MIN_RECORDS: i64 = 1000;
@@ -224,6 +223,9 @@ pub struct TaskConfig {
     pub state_dir: PathBuf,
     /// Most input records per processed batch.
     pub max_batch_records: usize,
+    /// Outputs plus state writes the task holds before it commits early: with the fetch
+    /// buffer (1 MiB) and one batch, this bounds the task's memory whatever the input rate.
+    pub max_buffered_records: usize,
 }
 
 enum Output {
@@ -458,7 +460,9 @@ impl Task {
         // Outputs and state writes wait in memory for the commit: commit early rather than let
         // a fast input grow them without bound.
         let pending_state: usize = self.stores.iter().map(KvStore::pending_len).sum();
-        let full = self.sinks.len + pending_state >= PENDING_RECORDS_MAX;
+        let buffered = self.sinks.len + pending_state;
+        self.metrics.buffered_max = self.metrics.buffered_max.max(buffered as u64);
+        let full = buffered >= self.cfg.max_buffered_records;
         if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
             self.commit()?;
         }

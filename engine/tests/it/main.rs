@@ -2,5 +2,6 @@
 
 mod common;
 mod dsl;
+mod runtime;
 mod state;
 mod task;

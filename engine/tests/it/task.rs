@@ -40,6 +40,7 @@ fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskCo
         guarantee,
         state_dir: dir.join("state"),
         max_batch_records: 17,
+        max_buffered_records: 100_000,
     }
 }
 
