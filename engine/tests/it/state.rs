@@ -71,7 +71,7 @@ fn restart_restores_only_the_changelog_tail() -> anyhow::Result<()> {
         // The next commit reached the changelog, then the process died before RocksDB.
         s.put("k0", "updated");
         s.put("late", "x");
-        log.append(CL, P, &s.stage().to_vec())?;
+        log.append(CL, P, s.stage())?;
     }
     let mut s = KvStore::open("counts", &state, CL, P)?;
     assert_eq!(get(&s, "late"), None);
