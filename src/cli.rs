@@ -205,6 +205,8 @@ pub enum BenchCmd {
     Rebalance(BenchRebalanceArgs),
     /// Throughput of engine pipelines (stateless filter/map, or a keyed count with RocksDB).
     Pipeline(BenchPipelineArgs),
+    /// Restart of a task holding a large committed state: time to its first output.
+    Restart(BenchRestartArgs),
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +226,19 @@ pub struct BenchPipelineArgs {
     /// Commit interval in ms.
     #[arg(long, default_value_t = 100)]
     pub commit_ms: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRestartArgs {
+    /// Committed state to build, in MiB (values of `--value-bytes` under distinct keys).
+    #[arg(long, default_value_t = 1024)]
+    pub state_mb: u64,
+    /// Bytes per state value.
+    #[arg(long, default_value_t = 1000)]
+    pub value_bytes: usize,
+    /// Restarts to measure.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Args)]

@@ -239,14 +239,15 @@ struct Inner {
     log: Log,
     state: Mutex<State>,
     changed: Condvar,
-    /// Expires sessions and finishes overdue rebalances.
-    reaper: Mutex<Option<Ticker>>,
 }
 
-/// The group coordinator. Cheap to clone; the last clone dropped stops its reaper thread.
+/// The group coordinator. Cheap to clone; the last clone dropped stops and joins its reaper
+/// thread, so that everything it holds (the log included) is released when the drop returns.
 #[derive(Debug, Clone)]
 pub struct GroupCoordinator {
     inner: Arc<Inner>,
+    /// Expires sessions and finishes overdue rebalances.
+    _reaper: Arc<Ticker>,
 }
 
 fn check_member<'a>(group_id: &str, g: &'a mut Group, member: &str) -> Result<&'a mut Member> {
@@ -281,7 +282,6 @@ impl GroupCoordinator {
                 next_member: 0,
             }),
             changed: Condvar::new(),
-            reaper: Mutex::new(None),
         });
         let ticker = Ticker::spawn(
             "weir-group-reaper",
@@ -290,8 +290,10 @@ impl GroupCoordinator {
             reap,
         )
         .map_err(|e| CoordError::Invalid(format!("cannot start the reaper thread: {e}")))?;
-        *inner.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticker);
-        Ok(GroupCoordinator { inner })
+        Ok(GroupCoordinator {
+            inner,
+            _reaper: Arc::new(ticker),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -1,6 +1,8 @@
 //! [`Ticker`]: a periodic background thread of a coordinator. It holds only a weak reference
-//! to its owner, so the owner's last handle going away stops it; the owner's `Drop` joins it
-//! (unless the ticker itself held that last handle, in which case it just ends).
+//! to its owner's state. The owner's handles share the `Ticker` (not the state), so the last
+//! handle dropped stops and joins the thread: a tick in progress finishes first, and the state
+//! is released before that drop returns (a reopen of the same log right after cannot find it
+//! still locked).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};

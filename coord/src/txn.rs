@@ -181,14 +181,15 @@ struct Inner {
     txns: Mutex<HashMap<String, Txn>>,
     /// Fault injection for crash tests: stop a commit after this many markers.
     crash_after_markers: AtomicUsize,
-    /// Aborts timed-out transactions.
-    timeouts: Mutex<Option<Ticker>>,
 }
 
-/// The transaction coordinator. Cheap to clone.
+/// The transaction coordinator. Cheap to clone; the last clone dropped stops and joins its
+/// timeout thread.
 #[derive(Debug, Clone)]
 pub struct TransactionCoordinator {
     inner: Arc<Inner>,
+    /// Aborts timed-out transactions.
+    _timeouts: Arc<Ticker>,
 }
 
 fn fenced(meta: &TxnMeta, epoch: i16) -> CoordError {
@@ -247,7 +248,14 @@ impl TransactionCoordinator {
                 TxnState::PrepareAbort | TxnState::Ongoing => false,
                 _ => continue,
             };
-            tracing::warn!(transactional_id = %id, commit, "finishing a transaction left by the last run");
+            // A decided commit is normal after any stop (its `Complete` state is not written, to
+            // save an fsync per commit); writing its markers again is harmless. An undecided
+            // transaction means the last run stopped inside it.
+            if commit {
+                tracing::debug!(transactional_id = %id, "completing the last run's committed transaction");
+            } else {
+                tracing::warn!(transactional_id = %id, "aborting a transaction left open by the last run");
+            }
             // No group coordinator yet: offsets committed here are read from the log when it
             // starts, after this.
             finish(log, None, id, meta, commit, None)?;
@@ -279,7 +287,6 @@ impl TransactionCoordinator {
             groups: groups.clone(),
             txns: Mutex::new(txns),
             crash_after_markers: AtomicUsize::new(usize::MAX),
-            timeouts: Mutex::new(None),
         });
         let ticker = Ticker::spawn(
             "weir-txn-timeouts",
@@ -288,8 +295,10 @@ impl TransactionCoordinator {
             abort_timed_out,
         )
         .map_err(|e| CoordError::Invalid(format!("cannot start the timeout thread: {e}")))?;
-        *inner.timeouts.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticker);
-        Ok(TransactionCoordinator { inner })
+        Ok(TransactionCoordinator {
+            inner,
+            _timeouts: Arc::new(ticker),
+        })
     }
 
     /// The log this coordinator serves.

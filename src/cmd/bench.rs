@@ -15,7 +15,9 @@ use weir_log::{
     BatchBuilder, FlushPolicy, Log, LogOptions, Offset, PartitionId, Storage, Timestamp,
 };
 
-use crate::cli::{BenchConsumeArgs, BenchPipelineArgs, BenchProduceArgs, BenchRebalanceArgs};
+use crate::cli::{
+    BenchConsumeArgs, BenchPipelineArgs, BenchProduceArgs, BenchRebalanceArgs, BenchRestartArgs,
+};
 
 /// The real file system, counting `fdatasync`s so the report can say how many acks each cost.
 #[derive(Debug, Default)]
@@ -677,6 +679,165 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
     }
     drop((groups, txns));
     drop(log);
+    drop(scratch);
+    Ok(())
+}
+
+/// Bytes under `dir`, recursively.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The pipeline of `bench restart`: the latest value per key (state), its length out.
+fn latest_value_pipeline() -> Result<weir_engine::Topology> {
+    use weir_engine::{Json, Pipeline, Utf8};
+    let p = Pipeline::builder("restart");
+    p.stream::<String, String>("in", Utf8, Utf8)
+        .group_by_key()
+        .aggregate(String::new, |_, v| v)
+        .to_stream()
+        .map_values(|v: String| v.len() as u64)
+        .to_topic("out", Utf8, Json);
+    Ok(p.build()?)
+}
+
+pub fn restart(data_dir: &Path, a: BenchRestartArgs) -> Result<()> {
+    use weir_engine::RunOptions;
+    if a.value_bytes == 0 || a.state_mb == 0 {
+        bail!("--state-mb and --value-bytes must be at least 1");
+    }
+    let scratch = Scratch::new(data_dir, "restart")?;
+    let log_dir = scratch.0.join("log");
+    let state_dir = scratch.0.join("state");
+    let keys = a.state_mb * 1024 * 1024 / a.value_bytes as u64;
+    let flush_os = || weir_log::TopicConfig::parse_pairs(&["flush=os"]);
+    {
+        let log = Log::open_with(&log_dir, LogOptions::without_cleaner())?;
+        log.create_topic("in", 1, flush_os()?)?;
+        log.create_topic("out", 1, flush_os()?)?;
+        eprintln!(
+            "  writing {keys} records of {} B under distinct keys ...",
+            a.value_bytes
+        );
+        let mut rng = weir_log::sim::SeededRng::new(7);
+        let mut b = BatchBuilder::with_capacity(1100 * 1024);
+        let now = Timestamp(start_ms());
+        let mut pending = VecDeque::new();
+        for k in 0..keys {
+            // Incompressible-ish values, so the state on disk is as large as it says.
+            let value: String = (0..a.value_bytes)
+                .map(|_| (b'a' + rng.below(26) as u8) as char)
+                .collect();
+            b.push_parts(
+                Some(format!("k{k}").as_bytes()),
+                Some(value.as_bytes()),
+                &[],
+                now,
+            );
+            if b.size() >= 900 * 1024 {
+                let full = std::mem::replace(&mut b, BatchBuilder::with_capacity(1100 * 1024));
+                pending.push_back(log.submit_batch("in", PartitionId(0), full.finish())?);
+                while pending.len() > 8 {
+                    if let Some(t) = pending.pop_front() {
+                        t.wait()?;
+                    }
+                }
+            }
+        }
+        if b.count() > 0 {
+            pending.push_back(log.submit_batch("in", PartitionId(0), b.finish())?);
+        }
+        for t in pending {
+            t.wait()?;
+        }
+        let (groups, txns) = weir_coord::start(&log)?;
+        let start = Instant::now();
+        let running =
+            latest_value_pipeline()?.run(&log, &groups, &txns, RunOptions::new(&state_dir))?;
+        while running.metrics.records_in.load(Ordering::Relaxed) < keys {
+            std::thread::sleep(Duration::from_millis(20));
+            if start.elapsed() > Duration::from_secs(3600) {
+                bail!("building the state did not finish within an hour");
+            }
+        }
+        running.stop()?;
+        eprintln!(
+            "  built the state: {keys} keys in {:.1} s ({:.0} records/s)",
+            start.elapsed().as_secs_f64(),
+            keys as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+    let state_bytes = dir_bytes(&state_dir);
+    let mut firsts = Vec::new();
+    for round in 0..a.rounds.max(1) {
+        // A new record for an existing key, written while the pipeline is down.
+        let out_end = {
+            let log = Log::open_with(&log_dir, LogOptions::without_cleaner())?;
+            log.append(
+                "in",
+                PartitionId(0),
+                &[weir_log::Record::keyed(format!("k{round}"), "restarted")],
+            )?;
+            log.latest_offset("out", PartitionId(0))?
+        };
+        let t0 = Instant::now();
+        let log = Log::open_with(&log_dir, LogOptions::without_cleaner())?;
+        let opened = t0.elapsed();
+        let (groups, txns) = weir_coord::start(&log)?;
+        let coordinators = t0.elapsed();
+        let running =
+            latest_value_pipeline()?.run(&log, &groups, &txns, RunOptions::new(&state_dir))?;
+        let first = loop {
+            let f = log.read_isolated(
+                "out",
+                PartitionId(0),
+                out_end,
+                1 << 16,
+                weir_log::Isolation::ReadCommitted,
+            )?;
+            if f.records().next().is_some() {
+                break t0.elapsed();
+            }
+            if t0.elapsed() > Duration::from_secs(600) {
+                bail!("no output within 10 minutes of the restart");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        let restored: u64 = running
+            .metrics()
+            .tasks
+            .iter()
+            .map(|t| t.restored_records)
+            .sum();
+        running.stop()?;
+        println!(
+            "bench restart: round {round}: {:.0} MiB of committed state ({keys} keys) — first output {:.0} ms after the restart began (log open {:.0} ms, coordinators {:.0} ms); changelog records restored: {restored}",
+            state_bytes as f64 / (1024.0 * 1024.0),
+            first.as_secs_f64() * 1000.0,
+            opened.as_secs_f64() * 1000.0,
+            (coordinators - opened).as_secs_f64() * 1000.0,
+        );
+        firsts.push(first);
+        drop((groups, txns));
+        drop(log);
+    }
+    firsts.sort();
+    println!(
+        "  restart to first output: median {:.0} ms, max {:.0} ms over {} round(s)",
+        firsts[firsts.len() / 2].as_secs_f64() * 1000.0,
+        firsts[firsts.len() - 1].as_secs_f64() * 1000.0,
+        firsts.len()
+    );
     drop(scratch);
     Ok(())
 }

@@ -41,5 +41,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
         Command::Bench(BenchCmd::Rebalance(a)) => bench::rebalance(&cli.data_dir, a),
         Command::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Restart(a)) => bench::restart(&cli.data_dir, a),
     }
 }
