@@ -187,3 +187,73 @@ fn a_slow_sink_throttles_the_source_and_buffers_stay_bounded() -> anyhow::Result
     assert_eq!(out.values().map(Vec::len).sum::<usize>(), n as usize);
     Ok(())
 }
+
+#[test]
+fn a_task_restarts_after_a_transient_sink_error_and_stays_exact() -> anyhow::Result<()> {
+    // The disk is full for one write somewhere in the task's start or its commits (the
+    // changelog topic, the transaction state, an output batch, a changelog batch, a marker or
+    // the offsets): the task fails, backs off, starts again — aborting or finishing its open
+    // transaction — and the output is still exactly one count per record.
+    for nth_write in [1, 4, 9, 17] {
+        let dir = tempfile::tempdir()?;
+        let sim = SimStorage::new();
+        let log = Log::open_with(
+            dir.path().join("log"),
+            LogOptions {
+                storage: Arc::new(sim.clone()),
+                ..LogOptions::without_cleaner()
+            },
+        )?;
+        log.create_topic("events", 1, Default::default())?;
+        log.create_topic("totals", 1, Default::default())?;
+        let records: Vec<Record> = (0..3000)
+            .map(|i| Record::keyed(format!("k{}", i % 7), "e"))
+            .collect();
+        log.append("events", weir_log::PartitionId(0), &records)?;
+        let (groups, txns) = weir_coord::start(&log)?;
+        let p = Pipeline::builder("retrying");
+        p.stream::<String, String>("events", Utf8, Utf8)
+            .group_by_key()
+            .count()
+            .to_topic("totals", Utf8, Json);
+        let mut opts = RunOptions::new(dir.path().join("state"));
+        opts.commit_interval = Duration::from_millis(10);
+        opts.max_batch_records = 100;
+        let running = p.build()?.run(&log, &groups, &txns, opts)?;
+        // From here on, tasks are starting (changelog topic, producer id, RocksDB) or running.
+        sim.inject(Faults {
+            enospc_on_write: Some(nth_write),
+            ..Faults::default()
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while groups
+            .committed("retrying")
+            .values()
+            .map(|c| c.offset.0)
+            .sum::<i64>()
+            < 3000
+        {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "write {nth_write}: no progress: {:?}",
+                running.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = running.metrics();
+        running.stop()?;
+        assert_eq!(s.retries, 1, "write {nth_write}: one restart");
+        let counts = crate::common::committed_by_key(&log, "totals", |k, v| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                serde_json::from_slice::<u64>(v).unwrap_or(0),
+            )
+        });
+        for (k, c) in &counts {
+            let want: Vec<u64> = (1..=c.len() as u64).collect();
+            assert_eq!(c, &want, "write {nth_write}, key {k}");
+        }
+        assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 3000);
+    }
+    Ok(())
+}
