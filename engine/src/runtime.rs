@@ -57,9 +57,6 @@ pub struct RunOptions {
     pub max_batch_records: usize,
     /// Outputs plus state writes a task buffers before committing early (bounds memory).
     pub max_buffered_records: usize,
-    /// Memory for caching committed state values, shared evenly by every store of every task
-    /// (Kafka Streams' record cache; RocksDB's own block cache comes on top).
-    pub state_cache_bytes: usize,
     /// Worker threads the tasks share (default: the machine's cores).
     pub workers: usize,
     /// Where to write a [`MetricsSnapshot`] (JSON) every second and at stop, for
@@ -77,7 +74,6 @@ impl RunOptions {
             state_dir: state_dir.into(),
             max_batch_records: 1000,
             max_buffered_records: crate::task::MAX_BUFFERED_RECORDS,
-            state_cache_bytes: 256 * 1024 * 1024,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             metrics_file: None,
         }
@@ -572,11 +568,6 @@ impl Topology {
             }
         }
         let member = GroupMember::join(groups, &self.app, partitions)?;
-        let mut store_instances = 0usize;
-        for sub in &self.subtopologies {
-            store_instances += sub.stores.len() * log.partition_count(&sub.source)? as usize;
-        }
-        let cache_bytes_per_store = options.state_cache_bytes / store_instances.max(1);
         // Tasks are dealt round-robin to a small pool of workers; a worker runs its tasks in
         // turn, so a task's state is only ever touched by one thread.
         let workers = options.workers.max(1);
@@ -595,7 +586,6 @@ impl Topology {
                     state_dir: options.state_dir.clone(),
                     max_batch_records: options.max_batch_records,
                     max_buffered_records: options.max_buffered_records.max(1),
-                    cache_bytes_per_store,
                 };
                 let processor = SubProcessor {
                     sub: sub.clone(),

@@ -8,12 +8,6 @@
 //! uncommitted write, a crash loses only what was not committed anyway, and a restart restores
 //! just the changelog tail beyond the stored offset — no wiping of state, unlike Kafka Streams
 //! under exactly-once. An empty or lost state directory is rebuilt from the whole changelog.
-//!
-//! Reads go through this interval's writes, then a bounded cache of committed values (filled
-//! by reads and, write-through, by every commit), then RocksDB. The cache holds exactly what
-//! RocksDB holds for its keys, so it never needs invalidating; it is two generations of hash
-//! maps (a hit in the old one moves to the new one; when the new one is full the old one is
-//! dropped), which approximates LRU at the cost of one map insert.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -65,60 +59,6 @@ pub struct RestoreStats {
     pub rate: f64,
 }
 
-/// Default bytes of committed values a store caches in memory.
-pub const DEFAULT_CACHE_BYTES: usize = 16 * 1024 * 1024;
-/// Bookkeeping bytes counted per cached entry besides its key and value.
-const CACHE_ENTRY_OVERHEAD: usize = 96;
-
-/// A bounded cache of committed values: two generations, see the module docs.
-#[derive(Default)]
-struct ReadCache {
-    young: FxHashMap<Bytes, Option<Bytes>>,
-    old: FxHashMap<Bytes, Option<Bytes>>,
-    young_bytes: usize,
-    /// Bytes one generation may hold (half the capacity); 0 disables the cache.
-    generation_bytes: usize,
-    hits: u64,
-    misses: u64,
-}
-
-impl ReadCache {
-    fn get(&mut self, key: &[u8]) -> Option<Option<Bytes>> {
-        if let Some(v) = self.young.get(key) {
-            self.hits += 1;
-            return Some(v.clone());
-        }
-        match self.old.remove_entry(key) {
-            Some((k, v)) => {
-                self.hits += 1;
-                self.insert(k, v.clone());
-                Some(v)
-            }
-            None => {
-                self.misses += 1;
-                None
-            }
-        }
-    }
-
-    fn insert(&mut self, key: Bytes, value: Option<Bytes>) {
-        if self.generation_bytes == 0 {
-            return;
-        }
-        let key_bytes = key.len() + CACHE_ENTRY_OVERHEAD;
-        let size = key_bytes + value.as_ref().map_or(0, Bytes::len);
-        if self.young_bytes + size > self.generation_bytes {
-            self.old = std::mem::take(&mut self.young);
-            self.young_bytes = 0;
-        }
-        self.young_bytes += size;
-        if let Some(previous) = self.young.insert(key, value) {
-            let replaced = key_bytes + previous.as_ref().map_or(0, Bytes::len);
-            self.young_bytes = self.young_bytes.saturating_sub(replaced);
-        }
-    }
-}
-
 /// One key-value store of one task.
 pub struct KvStore {
     name: String,
@@ -128,7 +68,6 @@ pub struct KvStore {
     changelog_partition: PartitionId,
     pending: FxHashMap<Bytes, Option<Bytes>>,
     read_options: rocksdb::ReadOptions,
-    cache: ReadCache,
     /// Writes of the interval being committed, sorted by key (see `stage`).
     staged: Vec<Record>,
     covered: Offset,
@@ -226,10 +165,6 @@ impl KvStore {
             changelog_partition: partition,
             pending: FxHashMap::default(),
             read_options: read_options(),
-            cache: ReadCache {
-                generation_bytes: DEFAULT_CACHE_BYTES / 2,
-                ..ReadCache::default()
-            },
             staged: Vec::new(),
             covered,
         })
@@ -253,21 +188,8 @@ impl KvStore {
         self.covered
     }
 
-    /// Sets the bytes of committed values kept in memory (0: none).
-    pub fn set_cache_bytes(&mut self, bytes: usize) {
-        self.cache = ReadCache {
-            generation_bytes: bytes / 2,
-            ..ReadCache::default()
-        };
-    }
-
-    /// Cache hits and misses so far.
-    pub fn cache_stats(&self) -> (u64, u64) {
-        (self.cache.hits, self.cache.misses)
-    }
-
-    /// Reads a key: this interval's writes first, then the cache, then RocksDB.
-    pub fn get(&mut self, key: &[u8]) -> Result<Option<Bytes>> {
+    /// Reads a key: this interval's writes first, then RocksDB.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
         }
@@ -278,9 +200,6 @@ impl KvStore {
             {
                 return Ok(self.staged[i].value.clone());
             }
-        }
-        if let Some(v) = self.cache.get(key) {
-            return Ok(v);
         }
         let v = if key.len() < INLINE_KEY {
             let mut buf = [0u8; INLINE_KEY];
@@ -293,14 +212,7 @@ impl KvStore {
         } else {
             self.rocks(self.db.get_pinned_opt(user_key(key), &self.read_options))?
         };
-        // Only hits are cached: a miss is usually followed by a write of that key, which the
-        // commit puts in the cache anyway.
-        Ok(v.map(|v| {
-            let v = Bytes::copy_from_slice(&v);
-            self.cache
-                .insert(Bytes::copy_from_slice(key), Some(v.clone()));
-            v
-        }))
+        Ok(v.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     /// Writes a key (buffered until the commit).
@@ -361,11 +273,11 @@ impl KvStore {
         self.stage();
         let mut batch = WriteBatch::default();
         let mut key = Vec::with_capacity(INLINE_KEY);
-        for r in &self.staged {
+        for r in self.staged.drain(..) {
             key.clear();
             key.push(USER_PREFIX);
             key.extend_from_slice(r.key.as_deref().unwrap_or_default());
-            match &r.value {
+            match r.value {
                 Some(v) => batch.put(&key, v),
                 None => batch.delete(&key),
             }
@@ -375,14 +287,7 @@ impl KvStore {
             batch.put(META_CHANGELOG_OFFSET, next.0.to_be_bytes());
             self.covered = next;
         }
-        self.rocks(self.db.write_opt(batch, &write_options()))?;
-        // Write-through: the cache holds what RocksDB now holds.
-        for r in self.staged.drain(..) {
-            if let Some(k) = r.key {
-                self.cache.insert(k, r.value);
-            }
-        }
-        Ok(())
+        self.rocks(self.db.write_opt(batch, &write_options()))
     }
 
     /// Drops this interval's writes (the transaction aborted).

@@ -226,8 +226,6 @@ pub struct TaskConfig {
     /// Outputs plus state writes the task holds before it commits early: with the fetch
     /// buffer (1 MiB) and one batch, this bounds the task's memory whatever the input rate.
     pub max_buffered_records: usize,
-    /// Bytes of committed values each store caches in memory.
-    pub cache_bytes_per_store: usize,
 }
 
 enum Output {
@@ -355,7 +353,6 @@ impl Task {
                 .join(format!("{}-{}", cfg.topic, cfg.partition))
                 .join(name);
             let mut store = KvStore::open(name, &dir, &topic, PartitionId(cfg.partition))?;
-            store.set_cache_bytes(cfg.cache_bytes_per_store);
             let before = metrics.restored_records;
             let stats = store.restore_with_progress(log, |s| {
                 metrics.restored_records = before + s.records;

@@ -41,7 +41,6 @@ fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskCo
         state_dir: dir.join("state"),
         max_batch_records: 17,
         max_buffered_records: 100_000,
-        cache_bytes_per_store: 1 << 20,
     }
 }
 
