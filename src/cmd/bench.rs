@@ -564,6 +564,20 @@ fn produce_transactional(
     Ok(())
 }
 
+/// CPU time used by this process so far (all threads, user + system), from /proc/self/stat;
+/// `None` where that file does not exist.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
+    // ticks of 1/100 s on Linux.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
 /// An order as the pipeline benchmark's JSON values carry it (about 100 bytes encoded).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct BenchOrder {
@@ -648,6 +662,7 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
         opts.guarantee = *guarantee;
         opts.commit_interval = Duration::from_millis(a.commit_ms.max(1));
         let start = Instant::now();
+        let cpu_start = process_cpu_seconds();
         let running = p.build()?.run(&log, &groups, &txns, opts)?;
         while running.metrics.records_in.load(Ordering::Relaxed) < a.records {
             std::thread::sleep(Duration::from_millis(5));
@@ -657,6 +672,9 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
         }
         running.stop()?;
         let secs = start.elapsed().as_secs_f64();
+        let cpu = process_cpu_seconds()
+            .zip(cpu_start)
+            .map(|(end, start)| end - start);
         let rate = a.records as f64 / secs;
         rates.push(rate);
         println!(
@@ -670,6 +688,12 @@ pub fn pipeline(data_dir: &Path, a: BenchPipelineArgs) -> Result<()> {
             rate,
             secs
         );
+        if let Some(cpu) = cpu {
+            println!(
+                "  CPU: {cpu:.2} core-seconds for all threads (task, log writers, RocksDB) = {:.0} records per core-second",
+                a.records as f64 / cpu.max(1e-3)
+            );
+        }
     }
     if rates.len() == 2 {
         println!(
