@@ -129,6 +129,10 @@ impl KvStore {
         // Most lookups of a growing key space miss: a bloom filter answers them from memory.
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
+        // A hash index inside each data block: a point lookup finds its key without a binary
+        // search over the block's restart points.
+        table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        table.set_data_block_hash_ratio(0.75);
         opts.set_block_based_table_factory(&table);
         // ... and so does one in the memtable, where a miss would otherwise walk the skiplist.
         opts.set_memtable_prefix_bloom_ratio(0.1);
