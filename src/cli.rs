@@ -119,8 +119,21 @@ pub struct ConsumeArgs {
     pub follow: bool,
     /// Output format (kcat placeholders): %t topic, %p partition, %o offset, %k key,
     /// %s value, %T timestamp ms, %h headers, %% percent, \n newline, \t tab.
-    #[arg(short = 'f', long = "format", default_value = "%s\\n")]
-    pub format: String,
+    /// Default: `%s\n`; for a dead-letter topic (`*.dlq`), each record's key and headers
+    /// (error, source topic, partition, offset, attempts, time).
+    #[arg(short = 'f', long = "format")]
+    pub format: Option<String>,
+}
+
+impl ConsumeArgs {
+    /// The output format: the one given, or the default for this topic.
+    pub fn format(&self) -> &str {
+        match &self.format {
+            Some(f) => f,
+            None if self.topic.ends_with(".dlq") => "%p/%o key=%k %h\\n",
+            None => "%s\\n",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,7 @@ use crate::format::Format;
 const FETCH_BYTES: usize = 1024 * 1024;
 
 pub fn run(dir: &Path, args: ConsumeArgs) -> Result<()> {
-    let format = Format::parse(&args.format).map_err(anyhow::Error::msg)?;
+    let format = Format::parse(args.format()).map_err(anyhow::Error::msg)?;
     let isolation = super::group::parse_isolation(&args.isolation)?;
     // Read-only: a consumer never blocks a producer process, and follows its appends.
     let log = super::open_log_read_only(dir)?;

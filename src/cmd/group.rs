@@ -96,7 +96,7 @@ pub fn consume(dir: &Path, args: ConsumeArgs) -> Result<()> {
     if args.partition.is_some() {
         bail!("--partition and --group do not go together: the group assigns partitions");
     }
-    let format = Format::parse(&args.format).map_err(anyhow::Error::msg)?;
+    let format = Format::parse(args.format()).map_err(anyhow::Error::msg)?;
     let log = super::open_log(dir, false)
         .context("consume --group commits offsets and needs the data directory")?;
     let partitions = log.partition_count(&args.topic)?;
