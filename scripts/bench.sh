@@ -27,3 +27,8 @@ dd_baseline
 b produce --records 2000000 --record-bytes 1000 --flush batch --producers 4
 dd_baseline
 b consume --records "$records" --record-bytes 100
+# The engine: stateless, keyed count (all-new keys, then 3 records per key), restart.
+b pipeline --records 3000000
+b pipeline --records 1000000 --keys 1000000
+b pipeline --records 3000000 --keys 1000000
+b restart --state-mb 1024
