@@ -74,7 +74,9 @@ fn main() -> anyhow::Result<()> {
         &txns,
         RunOptions::new(dir.path().join("state")),
     )?;
-    running.stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    running.wait_until_idle(Duration::from_millis(300), Duration::from_secs(30));
+    let metrics = running.metrics();
+    running.stop()?;
 
     for topic in ["customer-totals", "word-counts"] {
         println!("{topic} (read_committed, latest per key):");
@@ -99,5 +101,20 @@ fn main() -> anyhow::Result<()> {
             println!("  {k} = {v}");
         }
     }
+    // What the runtime measured: per operator, then per task.
+    println!("operators (records in -> out):");
+    for o in &metrics.operators {
+        println!(
+            "  {:>2} {:<36} {:>3} -> {:<3}",
+            o.id, o.name, o.counters.records_in, o.counters.records_out
+        );
+    }
+    println!(
+        "tasks: {}, commits: {}, end-to-end latency p50 {} ms / p99 {} ms",
+        metrics.tasks.len(),
+        metrics.commits,
+        metrics.end_to_end_ms.p50,
+        metrics.end_to_end_ms.p99
+    );
     Ok(())
 }

@@ -213,8 +213,9 @@ impl RunningPipeline {
         first
     }
 
-    /// Waits until no task has processed anything for `quiet` (or `timeout` passes), then stops.
-    pub fn stop_when_idle(self, quiet: Duration, timeout: Duration) -> Result<()> {
+    /// Waits until no task has processed anything for `quiet`; false if `timeout` passed first
+    /// or a task stopped with an error (which `stop` returns).
+    pub fn wait_until_idle(&self, quiet: Duration, timeout: Duration) -> bool {
         let t0 = Instant::now();
         loop {
             let last = *self
@@ -223,14 +224,20 @@ impl RunningPipeline {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             let idle = last.map_or(t0.elapsed(), |l| l.elapsed());
-            if idle >= quiet
-                || t0.elapsed() >= timeout
-                || self.handles.iter().any(|h| h.is_finished())
-            {
-                return self.stop();
+            if idle >= quiet {
+                return true;
+            }
+            if t0.elapsed() >= timeout || self.handles.iter().any(|h| h.is_finished()) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits until no task has processed anything for `quiet` (or `timeout` passes), then stops.
+    pub fn stop_when_idle(self, quiet: Duration, timeout: Duration) -> Result<()> {
+        self.wait_until_idle(quiet, timeout);
+        self.stop()
     }
 
     /// Waits until a task fails (or `stop` is called elsewhere); returns the first error.
