@@ -239,6 +239,10 @@ pub struct BenchPipelineArgs {
     /// Commit interval in ms.
     #[arg(long, default_value_t = 100)]
     pub commit_ms: u64,
+    /// Measure end-to-end latency instead: produce `--records` at this many records/s while
+    /// the pipeline runs, and report latency percentiles (record timestamp to commit).
+    #[arg(long)]
+    pub rate: Option<u64>,
 }
 
 #[derive(Debug, Args)]
