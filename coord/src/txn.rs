@@ -168,7 +168,7 @@ impl TxnMeta {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Txn {
     meta: TxnMeta,
     started: Option<Instant>,
@@ -320,7 +320,9 @@ impl TransactionCoordinator {
         }
         let log = &self.inner.log;
         let mut txns = self.lock();
-        let txn = match txns.remove(transactional_id) {
+        // Work on a copy: if finishing the old transaction or persisting fails, the entry stays
+        // as it was (still decided, still to be finished by the next attempt or by recovery).
+        let txn = match txns.get(transactional_id).cloned() {
             Some(mut t) => {
                 t.meta.epoch = t
                     .meta

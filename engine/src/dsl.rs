@@ -48,7 +48,10 @@ pub struct Item<K, V> {
 pub type Batch<K, V> = Vec<Item<K, V>>;
 
 type Node<K, V> = Arc<dyn Fn(&mut TaskContext<'_>, Batch<K, V>) -> Result<()> + Send + Sync>;
-type Children<K, V> = Arc<Mutex<Vec<Node<K, V>>>>;
+/// The operators a stream feeds. The list is replaced (never edited in place) when the
+/// pipeline is built, so running tasks take a snapshot under the lock and call the operators
+/// without it: tasks of one sub-topology on different workers never wait for each other.
+type Children<K, V> = Arc<Mutex<Arc<[Node<K, V>]>>>;
 type Entry = Arc<dyn Fn(&mut TaskContext<'_>) -> Result<()> + Send + Sync>;
 /// A branch predicate.
 pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
@@ -137,7 +140,7 @@ impl std::fmt::Debug for Pipeline {
 }
 
 fn new_children<K, V>() -> Children<K, V> {
-    Arc::new(Mutex::new(Vec::new()))
+    Arc::new(Mutex::new(Arc::from(Vec::new())))
 }
 
 /// Hands a batch to every child: clones for all but the last, which takes it.
@@ -149,9 +152,7 @@ fn emit_all<K: Clone, V: Clone>(
     if batch.is_empty() {
         return Ok(());
     }
-    // Children are only added while the pipeline is built, never while it runs, and the graph
-    // has no cycles, so holding the lock (once per batch) across the calls cannot deadlock.
-    let list = children.lock().unwrap_or_else(|e| e.into_inner());
+    let list = children.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match list.split_last() {
         None => Ok(()),
         Some((last, rest)) => {
@@ -406,10 +407,10 @@ where
     V: Clone + Send + 'static,
 {
     fn add_child(&self, node: Node<K, V>) {
-        self.children
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(node);
+        let mut list = self.children.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nodes: Vec<Node<K, V>> = list.iter().cloned().collect();
+        nodes.push(node);
+        *list = Arc::from(nodes);
     }
 
     /// A new operator fed by this stream: `op` maps a batch to a batch.

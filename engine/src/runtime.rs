@@ -85,6 +85,8 @@ const MAX_TASK_RESTARTS: u32 = 6;
 /// First backoff before restarting a task; doubles up to `RESTART_BACKOFF_MAX`.
 const RESTART_BACKOFF: Duration = Duration::from_millis(50);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A restarted task that has run this long without failing starts a fresh count of restarts.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 /// Session timeout of the pipeline's group membership; it heartbeats every third of it.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -249,6 +251,23 @@ impl RunningPipeline {
     }
 }
 
+impl Drop for RunningPipeline {
+    /// Dropped without `stop` (or after an error while starting): stop the workers without a
+    /// final commit being awaited by anyone, join every thread, leave the group.
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        if let Some(r) = self.reporter.take() {
+            let _ = r.join();
+        }
+        if let Some(m) = self.member.take() {
+            m.leave();
+        }
+    }
+}
+
 /// Writes a snapshot atomically (temporary file, then rename); errors are logged, not fatal.
 fn write_metrics(path: &std::path::Path, snapshot: &MetricsSnapshot) {
     let write = || -> std::io::Result<()> {
@@ -382,7 +401,12 @@ impl GroupMember {
         })
     }
 
-    fn leave(mut self) {
+    /// Stops heartbeating and leaves the group (also what dropping it does).
+    fn leave(self) {}
+}
+
+impl Drop for GroupMember {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(h) = self.heartbeat.take() {
             let _ = h.join();
@@ -400,9 +424,10 @@ struct TaskSlot {
     task: Option<Task>,
     published: TaskMetricsSlot,
     span: tracing::Span,
-    /// Failures since the last successful commit, and when to start again.
+    /// Failures in a row (reset by a commit or a healthy stretch), and when to start again.
     failures: u32,
     restart_at: Instant,
+    started_at: Instant,
 }
 
 /// What a worker shares with the pipeline.
@@ -434,7 +459,10 @@ impl TaskSlot {
                 env.membership.clone(),
             );
             match started {
-                Ok(t) => self.task = Some(t),
+                Ok(t) => {
+                    self.task = Some(t);
+                    self.started_at = Instant::now();
+                }
                 Err(e) => return self.failed(e, env).map(|()| 0),
             }
         }
@@ -448,6 +476,9 @@ impl TaskSlot {
                     env.metrics
                         .commits
                         .fetch_add(task.commits() - commits, Ordering::Relaxed);
+                    self.failures = 0;
+                } else if self.failures > 0 && self.started_at.elapsed() >= HEALTHY_AFTER {
+                    // Running fine for a while without anything to commit (an idle input).
                     self.failures = 0;
                 }
                 Ok(n)
@@ -608,11 +639,23 @@ impl Topology {
                     task: None,
                     failures: 0,
                     restart_at: Instant::now(),
+                    started_at: Instant::now(),
                 });
                 next += 1;
             }
         }
-        let mut handles = Vec::new();
+        // Built before any thread starts: an error below drops it, which stops and joins
+        // whatever did start and leaves the group.
+        let mut running = RunningPipeline {
+            stop: stop.clone(),
+            handles: Vec::new(),
+            member: None,
+            reporter: None,
+            metrics_file: options.metrics_file.clone(),
+            metrics: metrics.clone(),
+        };
+        let membership = member.state.clone();
+        running.member = Some(member);
         for (w, slots) in assigned
             .into_iter()
             .enumerate()
@@ -624,9 +667,9 @@ impl Topology {
                 txns: txns.clone(),
                 stop: stop.clone(),
                 metrics: metrics.clone(),
-                membership: Some(member.state.clone()),
+                membership: Some(membership.clone()),
             };
-            handles.push(
+            running.handles.push(
                 std::thread::Builder::new()
                     .name(format!("weir-worker-{w}"))
                     .spawn(move || run_worker(env, slots))
@@ -635,7 +678,7 @@ impl Topology {
                     })?,
             );
         }
-        let reporter = match &options.metrics_file {
+        running.reporter = match &options.metrics_file {
             None => None,
             Some(path) => {
                 let (path, metrics, stop) = (path.clone(), metrics.clone(), stop.clone());
@@ -658,13 +701,6 @@ impl Topology {
                 )
             }
         };
-        Ok(RunningPipeline {
-            stop,
-            handles,
-            member: Some(member),
-            reporter,
-            metrics_file: options.metrics_file.clone(),
-            metrics,
-        })
+        Ok(running)
     }
 }

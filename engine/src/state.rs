@@ -240,22 +240,29 @@ impl KvStore {
     /// memtable inserts much faster than random order.
     pub fn stage(&mut self) -> &[Record] {
         if !self.pending.is_empty() {
+            let restaged = !self.staged.is_empty();
             self.staged
                 .extend(self.pending.drain().map(|(k, v)| Record {
                     key: Some(k),
                     value: v,
                     ..Record::default()
                 }));
-            self.staged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-            // A key staged twice (stage called again without a commit): keep the newest.
-            self.staged.dedup_by(|later, earlier| {
-                if later.key == earlier.key {
-                    std::mem::swap(later, earlier);
-                    true
-                } else {
-                    false
-                }
-            });
+            if !restaged {
+                // Keys of one map: all distinct, so the order of equal keys is moot.
+                self.staged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            } else {
+                // Staged again before a commit: a key may be there twice, older first. A stable
+                // sort keeps that order and the dedup keeps the newer value.
+                self.staged.sort_by(|a, b| a.key.cmp(&b.key));
+                self.staged.dedup_by(|later, earlier| {
+                    if later.key == earlier.key {
+                        std::mem::swap(later, earlier);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
         }
         &self.staged
     }

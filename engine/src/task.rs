@@ -245,6 +245,12 @@ struct Input {
     fetched_at: usize,
 }
 
+/// How long an at-least-once offset commit waits out a rebalance of the application's group.
+const REBALANCE_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest time between two publications of a task's metrics.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+
 /// Bytes one fetch reads from an input partition.
 const FETCH_BYTES: usize = 1 << 20;
 
@@ -271,6 +277,7 @@ pub struct Task {
     poisoned: Vec<(usize, String)>,
     metrics: TaskMetrics,
     published: TaskMetricsSlot,
+    last_publish: Instant,
     membership: Option<GroupMembership>,
 }
 
@@ -324,7 +331,12 @@ impl Task {
                 cfg.topic, cfg.partition
             )));
         }
-        let mut metrics = TaskMetrics::new(&cfg.topic, cfg.partition);
+        // Counters carry over from an earlier instance of this task (a restart); the restore
+        // figures are this start's.
+        let mut metrics = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        metrics.state = TaskState::Restoring;
+        metrics.restored_records = 0;
+        metrics.restore_rate = 0.0;
         let publish = |m: &TaskMetrics| {
             published
                 .lock()
@@ -373,9 +385,17 @@ impl Task {
                     cfg.topic
                 )));
             }
+            let earliest = log.earliest_offset(t, PartitionId(cfg.partition))?;
             let position = match committed.get(&(t.to_string(), cfg.partition)) {
+                Some(c) if c.offset < earliest => {
+                    // Retention deleted records this application never processed (Kafka
+                    // Streams' `auto.offset.reset=earliest`): go on from what is left.
+                    tracing::warn!(topic = %t, partition = cfg.partition, committed = %c.offset, earliest = %earliest,
+                        "the committed offset is below the log start; records were deleted before they were processed");
+                    earliest
+                }
                 Some(c) => c.offset,
-                None => log.earliest_offset(t, PartitionId(cfg.partition))?,
+                None => earliest,
             };
             inputs.push(Input {
                 topic: Arc::from(t.as_str()),
@@ -399,6 +419,7 @@ impl Task {
             poisoned: Vec::new(),
             metrics,
             published,
+            last_publish: Instant::now(),
             membership,
             cfg,
         };
@@ -433,6 +454,7 @@ impl Task {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone_from(&self.metrics);
+        self.last_publish = Instant::now();
     }
 
     /// Marks the task stopped (or failed) in its published metrics.
@@ -446,7 +468,7 @@ impl Task {
     pub fn run_once(&mut self, processor: &mut dyn Processor) -> Result<usize> {
         if self.failed {
             return Err(EngineError::Internal(
-                "this task failed a commit; start it again".into(),
+                "this task failed (a batch or a commit); start it again".into(),
             ));
         }
         let mut n = 0;
@@ -465,6 +487,10 @@ impl Task {
         let full = buffered >= self.cfg.max_buffered_records;
         if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
             self.commit()?;
+        }
+        if self.last_publish.elapsed() >= PUBLISH_EVERY {
+            // Also while nothing commits (an idle or stuck input), so lag stays current.
+            self.publish();
         }
         Ok(n)
     }
@@ -532,13 +558,19 @@ impl Task {
             result = processor.poisoned(&mut ctx, &poisoned);
         }
         let next = batch.last().map(|r| r.offset.plus(1));
+        let n = batch.len();
+        if let Err(e) = result {
+            // The batch's partial outputs and state writes are in the open interval: nothing of
+            // this interval may commit. Like a failed commit, the task must be started again.
+            self.failed = true;
+            self.inputs[i].fetched = fetched;
+            return Err(e);
+        }
         self.interval_timestamps
             .extend(batch.iter().map(|r| r.timestamp.0));
-        let n = batch.len();
         let input = &mut self.inputs[i];
         input.fetched = fetched;
         input.fetched_at = to;
-        result?;
         if let Some(next) = next {
             input.position = next;
         }
@@ -645,7 +677,7 @@ impl Task {
                 ));
                 p.add_partitions(&all)?;
                 for (topic, partition, records) in &outputs {
-                    for chunk in chunks(records) {
+                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
                         p.submit(topic, PartitionId(*partition), chunk)?;
                     }
                 }
@@ -656,7 +688,7 @@ impl Task {
                     let records = store.staged();
                     let (topic, partition) = store.changelog();
                     let mut last = None;
-                    for chunk in chunks(records) {
+                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
                         last = Some(p.send_to(topic, partition, chunk)?.last_offset);
                     }
                     last_changelog[i] = last;
@@ -666,7 +698,7 @@ impl Task {
             }
             Output::Idempotent(p) => {
                 for (topic, partition, records) in &outputs {
-                    for chunk in chunks(records) {
+                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
                         p.send_to(topic, PartitionId(*partition), chunk)?;
                     }
                 }
@@ -677,7 +709,7 @@ impl Task {
                     let records = store.staged();
                     let (topic, partition) = store.changelog();
                     let mut last = None;
-                    for chunk in chunks(records) {
+                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
                         last = Some(p.send_to(topic, partition, chunk)?.last_offset);
                     }
                     last_changelog[i] = last;
@@ -686,13 +718,32 @@ impl Task {
                     .iter()
                     .map(|(tp, o)| (tp.clone(), *o, String::new()))
                     .collect();
-                let (member, generation) = self
-                    .membership
-                    .as_ref()
-                    .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
-                    .unwrap_or_else(|| (String::new(), -1));
-                self.groups
-                    .commit_offsets(&self.cfg.app, generation, &member, &entries)?;
+                // Outputs and changelog are written: only the offsets remain. A rebalance of
+                // the application's group (someone joined it) is waited out and the commit
+                // retried with the new generation, rather than failing the task — which
+                // would replay the interval into its state a second time.
+                let deadline = Instant::now() + REBALANCE_WAIT;
+                loop {
+                    let (member, generation) = self
+                        .membership
+                        .as_ref()
+                        .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                        .unwrap_or_else(|| (String::new(), -1));
+                    match self
+                        .groups
+                        .commit_offsets(&self.cfg.app, generation, &member, &entries)
+                    {
+                        Ok(()) => break,
+                        Err(
+                            weir_coord::CoordError::RebalanceInProgress(_)
+                            | weir_coord::CoordError::IllegalGeneration { .. }
+                            | weir_coord::CoordError::UnknownMember { .. },
+                        ) if Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
         Ok(last_changelog)
@@ -702,14 +753,32 @@ impl Task {
 /// Bytes of records per transactional batch: well under the default `max.message.bytes`.
 const OUTPUT_BATCH_BYTES: usize = 512 * 1024;
 
-/// Splits records into runs that fit one batch.
-fn chunks(records: &[Record]) -> Vec<&[Record]> {
+/// Bytes of records one output batch may carry on `topic`: `OUTPUT_BATCH_BYTES`, or less when
+/// the topic's `max.message.bytes` is smaller (less the batch header and some slack).
+fn batch_limit(log: &Log, topic: &str) -> Result<usize> {
+    let max = log.topic_config(topic)?.max_message_bytes;
+    Ok(OUTPUT_BATCH_BYTES.min(max.saturating_sub(1024)).max(1))
+}
+
+/// An upper bound of a record's encoded size in a batch: its key, value and headers plus the
+/// varint framing (at most 5 bytes per length or delta, a few of them).
+fn encoded_size(r: &Record) -> usize {
+    let headers: usize = r
+        .headers
+        .iter()
+        .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    32 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers
+}
+
+/// Splits records into runs whose encoded size stays under `limit` bytes (a record larger than
+/// that goes alone, and the log rejects it with `RecordTooLarge`, naming the topic).
+fn chunks(records: &[Record], limit: usize) -> Vec<&[Record]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0usize, 0usize);
     for (i, r) in records.iter().enumerate() {
-        let size =
-            32 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
-        if i > start && bytes + size > OUTPUT_BATCH_BYTES {
+        let size = encoded_size(r);
+        if i > start && bytes + size > limit {
             out.push(&records[start..i]);
             start = i;
             bytes = 0;

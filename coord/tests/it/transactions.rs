@@ -189,3 +189,54 @@ fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() -> anyhow
     assert!(is_fenced(&e), "{e}");
     Ok(())
 }
+
+#[test]
+fn a_failed_reinit_keeps_the_decided_transaction_for_the_next_attempt() -> anyhow::Result<()> {
+    // A commit stops after one marker (decided, unfinished). The next instance's
+    // `init_transactions` hits a full disk while finishing it: the decision must survive that
+    // failure, so that the attempt after finishes the commit on every partition.
+    let dir = tempfile::tempdir()?;
+    let sim = weir_log::sim::SimStorage::new();
+    let log = Log::open_with(
+        dir.path(),
+        LogOptions {
+            storage: std::sync::Arc::new(sim.clone()),
+            ..LogOptions::without_cleaner()
+        },
+    )?;
+    log.create_topic("out", 3, Default::default())?;
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    for i in 0..3 {
+        p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
+    }
+    txns.inject_crash_after_markers(1);
+    assert!(p.commit().is_err(), "the commit stopped after one marker");
+    drop(p);
+    sim.inject(weir_log::sim::Faults {
+        enospc_on_write: Some(1),
+        sticky_enospc: true,
+        ..Default::default()
+    });
+    let failed = TransactionalProducer::new(&txns, "app", Duration::from_secs(60));
+    assert!(
+        matches!(failed, Err(CoordError::Log(LogError::DiskFull { .. }))),
+        "{failed:?}"
+    );
+    sim.inject(weir_log::sim::Faults::default());
+    let _p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    assert_eq!(
+        committed_values(&log, "out"),
+        vec!["v0", "v1", "v2"],
+        "the decided commit was finished by the next attempt"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            log.last_stable_offset("out", PartitionId(i))?,
+            log.latest_offset("out", PartitionId(i))?,
+            "no transaction left open on partition {i}"
+        );
+    }
+    Ok(())
+}

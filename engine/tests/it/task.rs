@@ -206,3 +206,67 @@ fn a_second_instance_of_a_task_fences_the_first() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Fails every batch that holds a record with value `boom`, after emitting the batch's other
+/// records (partial effects of a failed batch).
+struct FailsOnBoom;
+
+impl Processor for FailsOnBoom {
+    fn process(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        for r in ctx.input() {
+            if r.value.as_deref() == Some(b"boom") {
+                return Err(weir_engine::EngineError::Internal("boom".into()));
+            }
+            ctx.emit("counts-out", Record::keyed("k", "partial"))?;
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_batch_fails_the_task_and_nothing_of_its_interval_commits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic("in", 1, Default::default())?;
+    log.create_topic("counts-out", 1, Default::default())?;
+    for v in ["a", "b", "boom", "c"] {
+        log.send("in", Some(b"k"), Some(v.as_bytes()))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut task = Task::start(
+        &log,
+        &groups,
+        &txns,
+        config(dir.path(), 0, Guarantee::ExactlyOnce),
+    )?;
+    assert!(task.run_once(&mut FailsOnBoom).is_err());
+    // The task refuses to go on (it would skip the batch) and to commit (partial effects).
+    assert!(task.run_once(&mut FailsOnBoom).is_err());
+    assert!(task.commit().is_err());
+    drop(task);
+    assert!(
+        outputs_raw(&log).is_empty(),
+        "nothing of the failed interval"
+    );
+    assert_eq!(task_position(&groups), None, "no offset committed");
+    Ok(())
+}
+
+fn outputs_raw(log: &Log) -> Vec<String> {
+    crate::common::committed_by_key(log, "counts-out", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        )
+    })
+    .into_values()
+    .flatten()
+    .collect()
+}
+
+fn task_position(groups: &weir_coord::GroupCoordinator) -> Option<i64> {
+    groups
+        .committed("counter")
+        .get(&("in".to_string(), 0))
+        .map(|c| c.offset.0)
+}
