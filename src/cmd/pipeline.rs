@@ -141,6 +141,10 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
         for t in &s.tasks {
             let state = match &t.state {
                 weir_engine::TaskState::Failed(e) => format!("failed: {e}"),
+                weir_engine::TaskState::Restoring => format!(
+                    "restoring ({} records so far, {:.0}/s)",
+                    t.restored_records, t.restore_rate
+                ),
                 other => format!("{other:?}").to_lowercase(),
             };
             println!(
