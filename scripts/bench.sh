@@ -32,6 +32,7 @@ b pipeline --records 3000000
 b pipeline --records 1000000 --keys 1000000
 b pipeline --records 3000000 --keys 1000000
 b restart --state-mb 1024
+b restart --state-mb 1024 --crash
 b pipeline --records 1000000 --rate 100000 --guarantee exactly_once
 b pipeline --records 1000000 --rate 100000 --guarantee exactly_once --commit-ms 10
 b pipeline --records 1000000 --rate 100000 --keys 100000 --guarantee exactly_once --commit-ms 10

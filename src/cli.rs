@@ -174,9 +174,10 @@ pub enum PipelineCmd {
         app: String,
     },
     /// Run a built-in pipeline until stopped (or idle): `keyed-count` counts records per key
-    /// from INPUT into OUTPUT with RocksDB state, exactly once by default.
+    /// from INPUT into OUTPUT with RocksDB state; `latest` keeps the latest value per key and
+    /// writes its length. Exactly once by default.
     Run {
-        /// Built-in pipeline name: keyed-count.
+        /// Built-in pipeline name: keyed-count or latest.
         name: String,
         /// Application id (consumer group, internal topic prefix).
         #[arg(long)]
@@ -256,6 +257,11 @@ pub struct BenchRestartArgs {
     /// Restarts to measure.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Also measure a restart after `kill -9`: the state is built by a `weir pipeline run`
+    /// child process killed right after it processed the last record (its unflushed RocksDB
+    /// memtables are lost and restored from the changelog), then a new child is timed.
+    #[arg(long)]
+    pub crash: bool,
 }
 
 #[derive(Debug, Args)]

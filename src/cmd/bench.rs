@@ -823,17 +823,115 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// `weir pipeline run latest` over the bench's scratch directory, as a child process.
+fn latest_child(scratch: &Path) -> Result<std::process::Child> {
+    Ok(std::process::Command::new(std::env::current_exe()?)
+        .arg("--data-dir")
+        .arg(scratch.join("log"))
+        .args([
+            "pipeline", "run", "latest", "--app", "restart", "--input", "in", "--output", "out",
+        ])
+        .arg("--state-dir")
+        .arg(scratch.join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
+}
+
+/// The child's last metrics snapshot, if it wrote one.
+fn child_metrics(scratch: &Path) -> Option<weir_engine::MetricsSnapshot> {
+    let b = std::fs::read(scratch.join("log/pipelines/restart.json")).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// `bench restart --crash`: a child builds the state and is SIGKILLed right after processing
+/// the last record; a new child is timed from its start to the output of a record appended
+/// in between.
+fn restart_after_kill(scratch: &Path, keys: u64) -> Result<()> {
+    let log_dir = scratch.join("log");
+    let start = Instant::now();
+    let mut child = latest_child(scratch)?;
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        if child_metrics(scratch).is_some_and(|m| m.records_in >= keys) {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the pipeline exited with {status} while building the state");
+        }
+        if start.elapsed() > Duration::from_secs(3600) {
+            bail!("building the state did not finish within an hour");
+        }
+    }
+    child.kill()?; // SIGKILL: unflushed memtables are lost
+    child.wait()?;
+    eprintln!(
+        "  built the state in a child process and killed it with SIGKILL after {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let state_bytes = dir_bytes(&scratch.join("state"));
+    let out_end = {
+        let log = Log::open_with(&log_dir, LogOptions::without_cleaner())?;
+        log.append(
+            "in",
+            PartitionId(0),
+            &[weir_log::Record::keyed("k0", "after the crash")],
+        )?;
+        log.latest_offset("out", PartitionId(0))?
+    };
+    let _ = std::fs::remove_file(log_dir.join("pipelines/restart.json"));
+    let view = Log::open_read_only(&log_dir, LogOptions::default())?;
+    let t0 = Instant::now();
+    let mut child = latest_child(scratch)?;
+    let first = 'wait: loop {
+        view.refresh("out")?;
+        let f = view.read_isolated(
+            "out",
+            PartitionId(0),
+            out_end,
+            1 << 20,
+            weir_log::Isolation::ReadCommitted,
+        )?;
+        for r in f.records() {
+            if r?.key == Some(b"k0".as_slice()) {
+                break 'wait t0.elapsed();
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the restarted pipeline exited with {status}");
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("no output within 10 minutes of the restart");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    // Its metrics (written every second) tell how much of the changelog it restored: the
+    // first snapshot written after the output appeared.
+    let seen_ms = start_ms();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let restored = loop {
+        if let Some(m) = child_metrics(scratch).filter(|m| m.at_ms >= seen_ms) {
+            break Some(m.tasks.iter().map(|t| t.restored_records).sum::<u64>());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill()?;
+    child.wait()?;
+    println!(
+        "bench restart --crash: {:.0} MiB of committed state ({keys} keys), writer SIGKILLed — first output {:.0} ms after the new process started (process start, log recovery, RocksDB open, changelog tail restore, commit); changelog records restored: {}",
+        state_bytes as f64 / (1024.0 * 1024.0),
+        first.as_secs_f64() * 1000.0,
+        restored.map_or("unknown".to_string(), |n| n.to_string()),
+    );
+    Ok(())
+}
+
 /// The pipeline of `bench restart`: the latest value per key (state), its length out.
 fn latest_value_pipeline() -> Result<weir_engine::Topology> {
-    use weir_engine::{Json, Pipeline, Utf8};
-    let p = Pipeline::builder("restart");
-    p.stream::<String, String>("in", Utf8, Utf8)
-        .group_by_key()
-        .aggregate(String::new, |_, v| v)
-        .to_stream()
-        .map_values(|v: String| v.len() as u64)
-        .to_topic("out", Utf8, Json);
-    Ok(p.build()?)
+    super::pipeline::builtin("latest", "restart", "in", "out")
 }
 
 pub fn restart(data_dir: &Path, a: BenchRestartArgs) -> Result<()> {
@@ -885,6 +983,12 @@ pub fn restart(data_dir: &Path, a: BenchRestartArgs) -> Result<()> {
         for t in pending {
             t.wait()?;
         }
+    }
+    if a.crash {
+        return restart_after_kill(&scratch.0, keys);
+    }
+    {
+        let log = Log::open_with(&log_dir, LogOptions::without_cleaner())?;
         let (groups, txns) = weir_coord::start(&log)?;
         let start = Instant::now();
         let running =

@@ -206,6 +206,31 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
     Ok(())
 }
 
+/// The built-in pipelines:
+/// - `keyed-count`: records per key (RocksDB state), each new count to OUTPUT;
+/// - `latest`: the latest value per key (a table in RocksDB), the value's length to OUTPUT.
+pub fn builtin(name: &str, app: &str, input: &str, output: &str) -> Result<weir_engine::Topology> {
+    let p = Pipeline::builder(app);
+    match name {
+        "keyed-count" => {
+            p.stream::<String, String>(input, Utf8, Utf8)
+                .group_by_key()
+                .count()
+                .to_topic(output, Utf8, Json);
+        }
+        "latest" => {
+            p.stream::<String, String>(input, Utf8, Utf8)
+                .group_by_key()
+                .aggregate(String::new, |_, v| v)
+                .to_stream()
+                .map_values(|v: String| v.len() as u64)
+                .to_topic(output, Utf8, Json);
+        }
+        other => bail!("unknown built-in pipeline `{other}`; available: keyed-count, latest"),
+    }
+    Ok(p.build()?)
+}
+
 fn run_builtin(dir: &Path, cmd: PipelineCmd) -> Result<()> {
     let PipelineCmd::Run {
         name,
@@ -228,17 +253,7 @@ fn run_builtin(dir: &Path, cmd: PipelineCmd) -> Result<()> {
         "fail" => ErrorPolicy::Fail,
         other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
     };
-    let p = Pipeline::builder(&app);
-    match name.as_str() {
-        "keyed-count" => {
-            p.stream::<String, String>(&input, Utf8, Utf8)
-                .group_by_key()
-                .count()
-                .to_topic(&output, Utf8, Json);
-        }
-        other => bail!("unknown built-in pipeline `{other}`; available: keyed-count"),
-    }
-    let topology = p.build()?;
+    let topology = builtin(&name, &app, &input, &output)?;
     let log = super::open_log(dir, true)?;
     let (groups, txns) = weir_coord::start(&log)?;
     let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
