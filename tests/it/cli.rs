@@ -392,3 +392,52 @@ fn pipelines_run_list_and_describe_from_the_cli() {
     let o = run(d.path(), &["pipeline", "describe", "nope"], "");
     assert!(stderr(&o).contains("no pipeline `nope`"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_latest_builtin_pipeline_keeps_the_latest_value_per_key() {
+    let d = tempfile::tempdir().expect("tempdir");
+    run(d.path(), &["topic", "create", "kv"], "");
+    run(d.path(), &["topic", "create", "kv-len"], "");
+    run(
+        d.path(),
+        &["produce", "kv", "--key-separator", ":"],
+        "a:1\nb:22\na:333\n",
+    );
+    let o = run(
+        d.path(),
+        &[
+            "pipeline",
+            "run",
+            "latest",
+            "--app",
+            "lengths",
+            "--input",
+            "kv",
+            "--output",
+            "kv-len",
+            "--until-idle-ms",
+            "300",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "kv-len",
+            "--isolation",
+            "read_committed",
+            "-f",
+            "%k=%s\\n",
+        ],
+        "",
+    );
+    assert_eq!(stdout(&o), "a=1\nb=2\na=3\n");
+    let o = run(d.path(), &["pipeline", "describe", "lengths"], "");
+    assert!(
+        stdout(&o).contains("state changelog lengths-aggregate-0-changelog"),
+        "{}",
+        stdout(&o)
+    );
+}
