@@ -194,7 +194,7 @@ fn a_task_restarts_after_a_transient_sink_error_and_stays_exact() -> anyhow::Res
     // changelog topic, the transaction state, an output batch, a changelog batch, a marker or
     // the offsets): the task fails, backs off, starts again — aborting or finishing its open
     // transaction — and the output is still exactly one count per record.
-    for nth_write in [1, 4, 9, 17] {
+    for nth_write in [1, 3, 6, 10] {
         let dir = tempfile::tempdir()?;
         let sim = SimStorage::new();
         let log = Log::open_with(
@@ -206,10 +206,13 @@ fn a_task_restarts_after_a_transient_sink_error_and_stays_exact() -> anyhow::Res
         )?;
         log.create_topic("events", 1, Default::default())?;
         log.create_topic("totals", 1, Default::default())?;
-        let records: Vec<Record> = (0..3000)
+        // Enough input for many commits (each is several writes) after the fault is armed.
+        let records: Vec<Record> = (0..20_000)
             .map(|i| Record::keyed(format!("k{}", i % 7), "e"))
             .collect();
-        log.append("events", weir_log::PartitionId(0), &records)?;
+        for chunk in records.chunks(5000) {
+            log.append("events", weir_log::PartitionId(0), chunk)?;
+        }
         let (groups, txns) = weir_coord::start(&log)?;
         let p = Pipeline::builder("retrying");
         p.stream::<String, String>("events", Utf8, Utf8)
@@ -231,7 +234,7 @@ fn a_task_restarts_after_a_transient_sink_error_and_stays_exact() -> anyhow::Res
             .values()
             .map(|c| c.offset.0)
             .sum::<i64>()
-            < 3000
+            < 20_000
         {
             anyhow::ensure!(
                 std::time::Instant::now() < deadline,
@@ -253,7 +256,7 @@ fn a_task_restarts_after_a_transient_sink_error_and_stays_exact() -> anyhow::Res
             let want: Vec<u64> = (1..=c.len() as u64).collect();
             assert_eq!(c, &want, "write {nth_write}, key {k}");
         }
-        assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 3000);
+        assert_eq!(counts.values().map(Vec::len).sum::<usize>(), 20_000);
     }
     Ok(())
 }
