@@ -96,6 +96,8 @@ pub struct TaskMetrics {
     pub operators: Vec<OperatorCounters>,
     /// Most outputs plus state writes held at once waiting for a commit.
     pub buffered_max: u64,
+    /// Poison records of committed intervals (dead-lettered or skipped, by the policy).
+    pub poison_records: u64,
 }
 
 impl TaskMetrics {
@@ -116,6 +118,7 @@ impl TaskMetrics {
             end_to_end_ms: histogram(E2E_MAX_MS),
             operators: Vec::new(),
             buffered_max: 0,
+            poison_records: 0,
         }
     }
 
@@ -245,9 +248,10 @@ pub struct MetricsSnapshot {
     pub commits: u64,
     /// Commits per second since start.
     pub commit_rate: f64,
-    /// Poison records written to the dead-letter topic.
+    /// Poison records written to the dead-letter topic (committed intervals only, so a
+    /// replay after a crash does not count them twice).
     pub dead_lettered: u64,
-    /// Poison records skipped.
+    /// Poison records skipped (committed intervals only).
     pub skipped: u64,
     /// Transient sink errors retried.
     pub retries: u64,
@@ -271,10 +275,8 @@ pub struct Metrics {
     pub records_in: AtomicU64,
     /// Commits (all tasks).
     pub commits: AtomicU64,
-    /// Poison records written to the dead-letter topic.
-    pub dead_lettered: AtomicU64,
-    /// Poison records skipped.
-    pub skipped: AtomicU64,
+    /// Poison records go to the dead-letter topic (else they are skipped or fail the task).
+    dead_letter: bool,
     /// Transient sink errors retried.
     pub retries: AtomicU64,
     /// When a task last processed a record.
@@ -289,16 +291,16 @@ fn now_ms() -> i64 {
 }
 
 impl Metrics {
-    /// Metrics of pipeline `app` whose operators are named `operator_names` (by id).
-    pub fn new(app: &str, operator_names: Vec<String>) -> Metrics {
+    /// Metrics of pipeline `app` whose operators are named `operator_names` (by id); poison
+    /// records count as dead-lettered when `dead_letter`, else as skipped.
+    pub fn new(app: &str, operator_names: Vec<String>, dead_letter: bool) -> Metrics {
         Metrics {
             app: app.to_string(),
             started: Instant::now(),
             operator_names,
+            dead_letter,
             records_in: AtomicU64::new(0),
             commits: AtomicU64::new(0),
-            dead_lettered: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             last_progress: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
@@ -322,11 +324,13 @@ impl Metrics {
         let mut commit = histogram(COMMIT_MAX_US);
         let mut ops = vec![OperatorCounters::default(); self.operator_names.len()];
         let mut tasks = Vec::with_capacity(slots.len());
+        let mut poison = 0u64;
         for slot in slots {
             let t = slot.lock().unwrap_or_else(|e| e.into_inner());
             // Same bounds on both sides, so adding cannot fail.
             let _ = e2e.add(&t.end_to_end_ms);
             let _ = commit.add(&t.commit_us);
+            poison += t.poison_records;
             for (i, o) in t.operators.iter().enumerate() {
                 if i >= ops.len() {
                     ops.resize(i + 1, OperatorCounters::default());
@@ -359,8 +363,8 @@ impl Metrics {
             records_in: self.records_in.load(Ordering::Relaxed),
             commits,
             commit_rate: commits as f64 / uptime.max(1e-3),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
+            dead_lettered: if self.dead_letter { poison } else { 0 },
+            skipped: if self.dead_letter { 0 } else { poison },
             retries: self.retries.load(Ordering::Relaxed),
             end_to_end_ms: LatencySummary::of(&e2e),
             commit_us: LatencySummary::of(&commit),

@@ -94,7 +94,6 @@ struct SubProcessor {
     sub: SubTopology,
     policy: ErrorPolicy,
     dlq: String,
-    metrics: Arc<Metrics>,
 }
 
 impl Processor for SubProcessor {
@@ -105,12 +104,7 @@ impl Processor for SubProcessor {
     fn poisoned(&mut self, ctx: &mut TaskContext<'_>, poisoned: &[(usize, String)]) -> Result<()> {
         match self.policy {
             ErrorPolicy::Fail => fail_on_poison(ctx, poisoned),
-            ErrorPolicy::Skip => {
-                self.metrics
-                    .skipped
-                    .fetch_add(poisoned.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
+            ErrorPolicy::Skip => Ok(()),
             ErrorPolicy::DeadLetter => {
                 let input = ctx.input();
                 for (i, reason) in poisoned {
@@ -118,9 +112,6 @@ impl Processor for SubProcessor {
                         ctx.emit(&self.dlq, dead_letter(r, reason))?;
                     }
                 }
-                self.metrics
-                    .dead_lettered
-                    .fetch_add(poisoned.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -596,7 +587,11 @@ impl Topology {
     ) -> Result<RunningPipeline> {
         ensure_topics(log, self)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let metrics = Arc::new(Metrics::new(&self.app, self.operators.clone()));
+        let metrics = Arc::new(Metrics::new(
+            &self.app,
+            self.operators.clone(),
+            options.on_error == ErrorPolicy::DeadLetter,
+        ));
         let mut partitions = Vec::new();
         for sub in &self.subtopologies {
             for topic in std::iter::once(sub.source.clone()).chain(sub.co_sources()) {
@@ -629,7 +624,6 @@ impl Topology {
                     sub: sub.clone(),
                     policy: options.on_error,
                     dlq: dead_letter_topic(&self.app),
-                    metrics: metrics.clone(),
                 };
                 assigned[next % workers].push(TaskSlot {
                     published: metrics.register_task(&cfg.topic, partition),

@@ -278,6 +278,8 @@ pub struct Task {
     metrics: TaskMetrics,
     published: TaskMetricsSlot,
     last_publish: Instant,
+    /// Poison records of the open interval (counted in the metrics when it commits).
+    interval_poisoned: u64,
     membership: Option<GroupMembership>,
 }
 
@@ -420,6 +422,7 @@ impl Task {
             metrics,
             published,
             last_publish: Instant::now(),
+            interval_poisoned: 0,
             membership,
             cfg,
         };
@@ -556,6 +559,7 @@ impl Task {
             poisoned.sort_by_key(|(i, _)| *i);
             poisoned.dedup_by_key(|(i, _)| *i);
             result = processor.poisoned(&mut ctx, &poisoned);
+            self.interval_poisoned += poisoned.len() as u64;
         }
         let next = batch.last().map(|r| r.offset.plus(1));
         let n = batch.len();
@@ -610,6 +614,7 @@ impl Task {
                     .map_or(0, |d| d.as_millis() as i64);
                 self.metrics
                     .record_end_to_end(now, &self.interval_timestamps);
+                self.metrics.poison_records += std::mem::take(&mut self.interval_poisoned);
                 self.interval_timestamps.clear();
                 self.publish();
                 self.purge_repartition_inputs();

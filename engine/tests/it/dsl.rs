@@ -149,10 +149,14 @@ fn poison_records_go_to_the_dead_letter_topic_exactly_once() -> anyhow::Result<(
     let mut opts = RunOptions::new(dir.path().join("state"));
     opts.commit_interval = Duration::from_millis(10);
     // Two runs: the second must not dead-letter anything again.
-    for _ in 0..2 {
-        build()
-            .run(&log, &groups, &txns, opts.clone())?
-            .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    for run in 0..2 {
+        let running = build().run(&log, &groups, &txns, opts.clone())?;
+        running.wait_until_idle(Duration::from_millis(300), Duration::from_secs(20));
+        let m = running.metrics();
+        running.stop()?;
+        let want = if run == 0 { poison } else { 0 };
+        assert_eq!(m.dead_lettered, want, "run {run}: dead-letter metric");
+        assert_eq!(m.skipped, 0);
     }
     let total: u64 = latest(&log, "sums").values().sum();
     assert_eq!(total, 1000 - poison, "output == input - poison");
