@@ -269,6 +269,7 @@ pub struct MetricsSnapshot {
 #[derive(Debug)]
 pub struct Metrics {
     app: String,
+    clock: Arc<dyn weir_log::Clock>,
     started: Instant,
     operator_names: Vec<String>,
     /// Input records processed (all tasks); bumped once per batch.
@@ -284,18 +285,19 @@ pub struct Metrics {
     tasks: Mutex<Vec<TaskMetricsSlot>>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 impl Metrics {
     /// Metrics of pipeline `app` whose operators are named `operator_names` (by id); poison
-    /// records count as dead-lettered when `dead_letter`, else as skipped.
-    pub fn new(app: &str, operator_names: Vec<String>, dead_letter: bool) -> Metrics {
+    /// records count as dead-lettered when `dead_letter`, else as skipped. Snapshots are
+    /// stamped by `clock` (the log's).
+    pub fn new(
+        app: &str,
+        operator_names: Vec<String>,
+        dead_letter: bool,
+        clock: Arc<dyn weir_log::Clock>,
+    ) -> Metrics {
         Metrics {
             app: app.to_string(),
+            clock,
             started: Instant::now(),
             operator_names,
             dead_letter,
@@ -358,7 +360,7 @@ impl Metrics {
         MetricsSnapshot {
             app: self.app.clone(),
             pid: std::process::id(),
-            at_ms: now_ms(),
+            at_ms: self.clock.now().0,
             uptime_secs: uptime,
             records_in: self.records_in.load(Ordering::Relaxed),
             commits,

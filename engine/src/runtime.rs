@@ -106,10 +106,10 @@ impl Processor for SubProcessor {
             ErrorPolicy::Fail => fail_on_poison(ctx, poisoned),
             ErrorPolicy::Skip => Ok(()),
             ErrorPolicy::DeadLetter => {
-                let input = ctx.input();
+                let (input, now) = (ctx.input(), ctx.now());
                 for (i, reason) in poisoned {
                     if let Some(r) = input.get(*i) {
-                        ctx.emit(&self.dlq, dead_letter(r, reason))?;
+                        ctx.emit(&self.dlq, dead_letter(r, reason, now))?;
                     }
                 }
                 Ok(())
@@ -119,11 +119,7 @@ impl Processor for SubProcessor {
 }
 
 /// The original record with the error and its origin in headers.
-fn dead_letter(r: &InputRecord, reason: &str) -> Record {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+fn dead_letter(r: &InputRecord, reason: &str, now: weir_log::Timestamp) -> Record {
     let h = |k: &str, v: String| Header {
         key: k.to_string(),
         value: Some(bytes::Bytes::from(v)),
@@ -137,7 +133,7 @@ fn dead_letter(r: &InputRecord, reason: &str) -> Record {
             h("weir.source.partition", r.partition.to_string()),
             h("weir.source.offset", r.offset.to_string()),
             h("weir.attempts", "1".to_string()),
-            h("weir.time", now.to_string()),
+            h("weir.time", now.0.to_string()),
         ],
         timestamp: Some(r.timestamp),
     }
@@ -146,12 +142,8 @@ fn dead_letter(r: &InputRecord, reason: &str) -> Record {
 /// Errors after which starting the task again can succeed: the environment was briefly
 /// unable (queue full, disk full, I/O) or the group is rebalancing.
 fn transient(e: &EngineError) -> bool {
-    let log = |e: &LogError| {
-        matches!(
-            e,
-            LogError::QueueFull { .. } | LogError::DiskFull { .. } | LogError::Io { .. }
-        )
-    };
+    // An I/O error is worth a restart too: the restart redoes the whole interval.
+    let log = |e: &LogError| e.is_transient() || matches!(e, LogError::Io { .. });
     match e {
         EngineError::Log(e) => log(e),
         EngineError::Coord(CoordError::Log(e)) => log(e),
@@ -591,6 +583,7 @@ impl Topology {
             &self.app,
             self.operators.clone(),
             options.on_error == ErrorPolicy::DeadLetter,
+            log.clock(),
         ));
         let mut partitions = Vec::new();
         for sub in &self.subtopologies {

@@ -146,6 +146,11 @@ impl<'a> TaskContext<'a> {
         self.sinks.emit(topic, record)
     }
 
+    /// Now, by the log's clock.
+    pub fn now(&self) -> Timestamp {
+        self.sinks.log.now()
+    }
+
     /// The input batch being processed.
     pub fn input(&self) -> &'a [InputRecord] {
         self.input
@@ -609,9 +614,7 @@ impl Task {
                     i.committed = i.position;
                 }
                 self.metrics.record_commit(started.elapsed());
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
+                let now = self.log.now().0;
                 self.metrics
                     .record_end_to_end(now, &self.interval_timestamps);
                 self.metrics.poison_records += std::mem::take(&mut self.interval_poisoned);
@@ -658,7 +661,7 @@ impl Task {
             .iter()
             .map(|i| ((i.topic.to_string(), self.cfg.partition), i.position))
             .collect();
-        let mut last_changelog = vec![None; self.stores.len()];
+        let last_changelog;
         let outputs = self.sinks.take();
         match &mut self.output {
             Output::Transactional(p) => {
@@ -682,43 +685,26 @@ impl Task {
                 ));
                 p.add_partitions(&all)?;
                 for (topic, partition, records) in &outputs {
-                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
-                        p.submit(topic, PartitionId(*partition), chunk)?;
-                    }
+                    in_batches(&self.log, topic, records, |chunk| {
+                        Ok(p.submit(topic, PartitionId(*partition), chunk)?)
+                    })?;
                 }
-                for (i, store) in self.stores.iter_mut().enumerate() {
-                    if store.stage().is_empty() {
-                        continue;
-                    }
-                    let records = store.staged();
-                    let (topic, partition) = store.changelog();
-                    let mut last = None;
-                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
-                        last = Some(p.send_to(topic, partition, chunk)?.last_offset);
-                    }
-                    last_changelog[i] = last;
-                }
+                last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
+                    Ok(p.send_to(t, part, r)?.last_offset)
+                })?;
                 p.send_offsets_to_transaction(&self.cfg.app, &offsets)?;
                 p.commit()?;
             }
             Output::Idempotent(p) => {
                 for (topic, partition, records) in &outputs {
-                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
+                    in_batches(&self.log, topic, records, |chunk| {
                         p.send_to(topic, PartitionId(*partition), chunk)?;
-                    }
+                        Ok(())
+                    })?;
                 }
-                for (i, store) in self.stores.iter_mut().enumerate() {
-                    if store.stage().is_empty() {
-                        continue;
-                    }
-                    let records = store.staged();
-                    let (topic, partition) = store.changelog();
-                    let mut last = None;
-                    for chunk in chunks(records, batch_limit(&self.log, topic)?) {
-                        last = Some(p.send_to(topic, partition, chunk)?.last_offset);
-                    }
-                    last_changelog[i] = last;
-                }
+                last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
+                    Ok(p.send_to(t, part, r)?.last_offset)
+                })?;
                 let entries: Vec<((String, u32), Offset, String)> = offsets
                     .iter()
                     .map(|(tp, o)| (tp.clone(), *o, String::new()))
@@ -757,6 +743,40 @@ impl Task {
 
 /// Bytes of records per transactional batch: well under the default `max.message.bytes`.
 const OUTPUT_BATCH_BYTES: usize = 512 * 1024;
+
+/// Hands `records` for `topic` to `write` in runs that fit one batch of that topic.
+fn in_batches(
+    log: &Log,
+    topic: &str,
+    records: &[Record],
+    mut write: impl FnMut(&[Record]) -> Result<()>,
+) -> Result<()> {
+    for chunk in chunks(records, batch_limit(log, topic)?) {
+        write(chunk)?;
+    }
+    Ok(())
+}
+
+/// Writes every store's staged changelog records with `send` (which returns the offset of the
+/// last record it wrote); returns, per store, the last offset written (`None`: nothing staged).
+fn write_changelogs(
+    log: &Log,
+    stores: &mut [KvStore],
+    mut send: impl FnMut(&str, PartitionId, &[Record]) -> Result<Offset>,
+) -> Result<Vec<Option<Offset>>> {
+    let mut last_changelog = vec![None; stores.len()];
+    for (i, store) in stores.iter_mut().enumerate() {
+        if store.stage().is_empty() {
+            continue;
+        }
+        let (topic, partition) = store.changelog();
+        in_batches(log, topic, store.staged(), |chunk| {
+            last_changelog[i] = Some(send(topic, partition, chunk)?);
+            Ok(())
+        })?;
+    }
+    Ok(last_changelog)
+}
 
 /// Bytes of records one output batch may carry on `topic`: `OUTPUT_BATCH_BYTES`, or less when
 /// the topic's `max.message.bytes` is smaller (less the batch header and some slack).

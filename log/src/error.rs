@@ -177,6 +177,12 @@ pub enum LogError {
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
 
 impl LogError {
+    /// The environment was briefly unable (a full append queue, a full disk): the write was
+    /// not done, and trying again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LogError::QueueFull { .. } | LogError::DiskFull { .. })
+    }
+
     /// Wraps an I/O error, turning ENOSPC into [`LogError::DiskFull`].
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> LogError {
         const ENOSPC: i32 = 28;

@@ -556,6 +556,11 @@ impl Log {
         self.inner.options.clock.now()
     }
 
+    /// The log's clock, for components that keep time without holding the log open.
+    pub fn clock(&self) -> Arc<dyn crate::Clock> {
+        self.inner.options.clock.clone()
+    }
+
     /// The partition Kafka's default partitioner picks for `key`.
     pub fn partition_for(&self, topic: &str, key: &[u8]) -> Result<PartitionId> {
         Ok(partition_for_key(key, self.partition_count(topic)?))

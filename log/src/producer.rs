@@ -56,12 +56,6 @@ pub struct Producer {
     options: ProducerOptions,
 }
 
-/// Errors worth retrying with the same batch: the outcome was "not written" or "unknown",
-/// and the partition's deduplication makes a second attempt safe either way.
-fn transient(e: &LogError) -> bool {
-    matches!(e, LogError::QueueFull { .. } | LogError::DiskFull { .. })
-}
-
 impl Producer {
     /// A producer with a fresh producer id.
     pub fn new(log: &Log) -> Result<Producer> {
@@ -233,7 +227,9 @@ impl Producer {
                     self.advance(topic, partition, n);
                     return Ok(ack);
                 }
-                Err(e) if transient(&e) && attempt < self.options.retries => {
+                // Transient errors are retried with the same batch: the outcome was "not written"
+                // or "unknown", and the partition's deduplication makes a retry safe either way.
+                Err(e) if e.is_transient() && attempt < self.options.retries => {
                     attempt += 1;
                     tracing::debug!(topic, partition = %partition, attempt, error = %e, "retrying the same batch");
                     std::thread::sleep(backoff);

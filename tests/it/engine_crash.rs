@@ -245,22 +245,27 @@ fn at_least_once_pipeline_loses_nothing_across_kill_9() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `weir pipeline run keyed-count` as `app` from topic `one` into `one-out`.
+fn count_one(dir: &Path, app: &str) -> std::process::Command {
+    let mut c = weir(dir);
+    c.args([
+        "pipeline",
+        "run",
+        "keyed-count",
+        "--app",
+        app,
+        "--input",
+        "one",
+        "--output",
+        "one-out",
+    ]);
+    c
+}
+
 /// Runs keyed-count over a one-partition topic until idle.
 fn drain(dir: &Path, app: &str) -> anyhow::Result<()> {
-    let out = weir(dir)
-        .args([
-            "pipeline",
-            "run",
-            "keyed-count",
-            "--app",
-            app,
-            "--input",
-            "one",
-            "--output",
-            "one-out",
-            "--until-idle-ms",
-            "1000",
-        ])
+    let out = count_one(dir, app)
+        .args(["--until-idle-ms", "1000"])
         .output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -293,18 +298,7 @@ fn a_crash_while_restoring_state_loses_and_repeats_nothing() -> anyhow::Result<(
     // records), and is killed while doing so.
     std::fs::remove_dir_all(d.path().join("state"))?;
     append_one_per_key(d.path(), KEYS, "b")?;
-    let mut child = weir(d.path())
-        .args([
-            "pipeline",
-            "run",
-            "keyed-count",
-            "--app",
-            "restorer",
-            "--input",
-            "one",
-            "--output",
-            "one-out",
-        ])
+    let mut child = count_one(d.path(), "restorer")
         .env("WEIR_LOG", "weir_engine=info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -363,18 +357,7 @@ fn a_crash_while_restoring_state_loses_and_repeats_nothing() -> anyhow::Result<(
 fn a_second_process_is_refused_while_the_first_is_paused() -> anyhow::Result<()> {
     let d = tempfile::tempdir()?;
     append_one_per_key(d.path(), 1000, "a")?;
-    let mut first = weir(d.path())
-        .args([
-            "pipeline",
-            "run",
-            "keyed-count",
-            "--app",
-            "solo",
-            "--input",
-            "one",
-            "--output",
-            "one-out",
-        ])
+    let mut first = count_one(d.path(), "solo")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -388,20 +371,8 @@ fn a_second_process_is_refused_while_the_first_is_paused() -> anyhow::Result<()>
         std::thread::sleep(Duration::from_millis(20));
     }
     signal(first.id(), "-STOP")?;
-    let second = weir(d.path())
-        .args([
-            "pipeline",
-            "run",
-            "keyed-count",
-            "--app",
-            "solo",
-            "--input",
-            "one",
-            "--output",
-            "one-out",
-            "--until-idle-ms",
-            "200",
-        ])
+    let second = count_one(d.path(), "solo")
+        .args(["--until-idle-ms", "200"])
         .output()?;
     signal(first.id(), "-CONT")?;
     first.kill()?;
