@@ -546,7 +546,14 @@ fn write_markers(
             return Err(CoordError::Closed);
         }
         let batch = BatchBuilder::marker(meta.producer_id, meta.epoch, commit, 0, log.now());
-        tickets.push(log.submit_batch(topic, PartitionId(*p), batch)?);
+        match log.submit_batch(topic, PartitionId(*p), batch) {
+            Ok(t) => tickets.push(t),
+            // A topic deleted since the transaction wrote to it holds nothing left to mark.
+            Err(LogError::UnknownTopic(_)) => {
+                tracing::debug!(topic = %topic, "skipping the marker of a deleted topic");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     for t in tickets {
         t.wait()?;

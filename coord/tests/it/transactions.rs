@@ -240,3 +240,32 @@ fn a_failed_reinit_keeps_the_decided_transaction_for_the_next_attempt() -> anyho
     }
     Ok(())
 }
+
+#[test]
+fn a_topic_deleted_after_a_transaction_does_not_block_its_id() -> anyhow::Result<()> {
+    // The last transaction of an id wrote to a topic that is deleted afterwards (a pipeline's
+    // changelog, say). Finishing that transaction again at the next start must skip the gone
+    // topic, not fail the coordinator or the id forever.
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path());
+        log.create_topic("out", 1, Default::default())?;
+        log.create_topic("gone", 1, Default::default())?;
+        let (_groups, txns) = weir_coord::start(&log)?;
+        let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+        p.begin()?;
+        p.send_to("out", PartitionId(0), &[Record::value("kept")])?;
+        p.send_to("gone", PartitionId(0), &[Record::value("deleted")])?;
+        p.commit()?;
+        drop((p, txns, _groups));
+        log.delete_topic("gone")?;
+    }
+    let log = open(dir.path());
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    p.send_to("out", PartitionId(0), &[Record::value("next")])?;
+    p.commit()?;
+    assert_eq!(committed_values(&log, "out"), vec!["kept", "next"]);
+    Ok(())
+}
