@@ -173,6 +173,16 @@ pub enum PipelineCmd {
         /// Application id.
         app: String,
     },
+    /// Start an application over: delete its committed offsets, internal topics (changelogs,
+    /// repartition topics, dead letters) and RocksDB state. Its next run reads its inputs from
+    /// the start. Stop it first.
+    Reset {
+        /// Application id.
+        app: String,
+        /// RocksDB state directory (default: DATA_DIR/state).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
+    },
     /// Run a built-in pipeline until stopped (or idle): `keyed-count` counts records per key
     /// from INPUT into OUTPUT with RocksDB state; `latest` keeps the latest value per key and
     /// writes its length. Exactly once by default.

@@ -185,6 +185,21 @@ impl TransactionalProducer {
         group: &str,
         offsets: &[(TopicPartition, Offset)],
     ) -> Result<()> {
+        let with: Vec<(TopicPartition, Offset, String)> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), *o, String::new()))
+            .collect();
+        self.send_offsets_with_metadata(group, &with)
+    }
+
+    /// [`TransactionalProducer::send_offsets_to_transaction`] with each offset's metadata
+    /// (Kafka's TxnOffsetCommit carries it too): it is committed, and read back with the
+    /// offset, only if the transaction commits.
+    pub fn send_offsets_with_metadata(
+        &mut self,
+        group: &str,
+        offsets: &[(TopicPartition, Offset, String)],
+    ) -> Result<()> {
         self.require_open()?;
         let tp = (
             OFFSETS_TOPIC.to_string(),

@@ -33,7 +33,9 @@ use crate::ticker::Ticker;
 /// The internal topic of transaction states.
 pub const TXN_STATE_TOPIC: &str = "__transaction_state";
 const TXN_STATE_PARTITIONS: u32 = 4;
-const FORMAT_VERSION: u16 = 1;
+/// Version 2 adds each offset's metadata; version 1 values (no metadata) are still read.
+const FORMAT_VERSION: u16 = 2;
+const FORMAT_VERSION_NO_METADATA: u16 = 1;
 /// How often timed-out transactions are looked for.
 const TIMEOUT_TICK: Duration = Duration::from_millis(50);
 
@@ -84,8 +86,9 @@ pub struct TxnMeta {
     pub timeout: Duration,
     /// Partitions the open transaction wrote.
     pub partitions: BTreeSet<TopicPartition>,
-    /// Group offsets written inside the open transaction (applied when it commits).
-    pub offsets: Vec<(String, TopicPartition, Offset)>,
+    /// Group offsets written inside the open transaction, with their metadata (applied when
+    /// it commits).
+    pub offsets: Vec<(String, TopicPartition, Offset, String)>,
 }
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
@@ -130,11 +133,12 @@ impl TxnMeta {
             b.extend_from_slice(&p.to_be_bytes());
         }
         b.extend_from_slice(&(self.offsets.len() as u32).to_be_bytes());
-        for (g, (t, p), o) in &self.offsets {
+        for (g, (t, p), o, m) in &self.offsets {
             put_str(&mut b, g);
             put_str(&mut b, t);
             b.extend_from_slice(&p.to_be_bytes());
             b.extend_from_slice(&o.0.to_be_bytes());
+            put_str(&mut b, m);
         }
         b
     }
@@ -142,7 +146,8 @@ impl TxnMeta {
     /// Decodes a persisted value.
     pub fn decode(b: &[u8]) -> Option<TxnMeta> {
         let mut r = Reader(b, 0);
-        if r.u16()? != FORMAT_VERSION {
+        let version = r.u16()?;
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_NO_METADATA {
             return None;
         }
         let producer_id = r.i64()?;
@@ -155,7 +160,13 @@ impl TxnMeta {
         }
         let mut offsets = Vec::new();
         for _ in 0..r.u32()? {
-            offsets.push((r.str()?, (r.str()?, r.u32()?), Offset(r.i64()?)));
+            let (g, tp, o) = (r.str()?, (r.str()?, r.u32()?), Offset(r.i64()?));
+            let m = if version == FORMAT_VERSION {
+                r.str()?
+            } else {
+                String::new()
+            };
+            offsets.push((g, tp, o, m));
         }
         (r.1 == b.len()).then_some(TxnMeta {
             producer_id,
@@ -429,7 +440,7 @@ impl TransactionCoordinator {
         epoch: i16,
         sequence: i32,
         group: &str,
-        offsets: &[(TopicPartition, Offset)],
+        offsets: &[(TopicPartition, Offset, String)],
     ) -> Result<i32> {
         let part = OffsetStore::partition_of(group);
         self.add_partitions(
@@ -446,10 +457,10 @@ impl TransactionCoordinator {
                 base_sequence: sequence,
             })
             .transactional(true);
-        for (tp, o) in offsets {
+        for (tp, o, m) in offsets {
             let c = CommittedOffset {
                 offset: *o,
-                metadata: String::new(),
+                metadata: m.clone(),
                 commit_time: now,
             };
             let r = Record::keyed(
@@ -471,7 +482,7 @@ impl TransactionCoordinator {
         t.meta.offsets.extend(
             offsets
                 .iter()
-                .map(|(tp, o)| (group.to_string(), tp.clone(), *o)),
+                .map(|(tp, o, m)| (group.to_string(), tp.clone(), *o, m.clone())),
         );
         Ok(n)
     }
@@ -581,12 +592,12 @@ fn finish(
         let now = log.now();
         let mut by_group: BTreeMap<String, Vec<(TopicPartition, CommittedOffset)>> =
             BTreeMap::new();
-        for (g, tp, o) in &meta.offsets {
+        for (g, tp, o, m) in &meta.offsets {
             by_group.entry(g.clone()).or_default().push((
                 tp.clone(),
                 CommittedOffset {
                     offset: *o,
-                    metadata: String::new(),
+                    metadata: m.clone(),
                     commit_time: now,
                 },
             ));
@@ -651,7 +662,7 @@ mod tests {
             state: TxnState::PrepareCommit,
             timeout: Duration::from_secs(60),
             partitions: BTreeSet::from([("a".to_string(), 1), ("b".to_string(), 0)]),
-            offsets: vec![("g".into(), ("a".into(), 1), Offset(9))],
+            offsets: vec![("g".into(), ("a".into(), 1), Offset(9), "wm=5".into())],
         };
         assert_eq!(TxnMeta::decode(&m.encode()), Some(m));
     }

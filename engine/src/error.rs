@@ -20,6 +20,31 @@ pub enum EngineError {
         /// What went wrong.
         reason: String,
     },
+    /// A result emitted on a time update (no input record) could not be handled.
+    #[error("task `{task}` cannot handle a result: {reason}")]
+    PoisonResult {
+        /// The task (its sub-plan).
+        task: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A user function panicked while processing a batch (use a `try_` operator to have
+    /// failures follow the error policy instead).
+    #[error("a user function panicked: {0}")]
+    UserPanic(String),
+    /// A store's changelog was written by another kind of store (an operator was inserted,
+    /// renamed or changed): reusing it would restore someone else's state.
+    #[error("state store `{store}`: its changelog `{changelog}` holds `{found}`, not `{expected}`; name the store with `.named(…)` to keep each operator's state apart, or reset the application (`weir pipeline reset APP`) to start over")]
+    StateMismatch {
+        /// Store name.
+        store: String,
+        /// Its changelog topic.
+        changelog: String,
+        /// The descriptor this store writes.
+        expected: String,
+        /// The descriptor the changelog holds.
+        found: String,
+    },
     /// A state store's RocksDB failed.
     #[error("state store `{store}` at {path}: {source}")]
     State {

@@ -41,6 +41,9 @@ pub struct OperatorCounters {
     pub batches: u64,
     /// Time spent in the operator itself (not in its children), in nanoseconds.
     pub busy_ns: u64,
+    /// Records it dropped by its own rule (a null key read into a table, a late record).
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 impl OperatorCounters {
@@ -49,6 +52,7 @@ impl OperatorCounters {
         self.records_out += o.records_out;
         self.batches += o.batches;
         self.busy_ns += o.busy_ns;
+        self.dropped += o.dropped;
     }
 }
 
@@ -98,13 +102,17 @@ pub struct TaskMetrics {
     pub buffered_max: u64,
     /// Poison records of committed intervals (dead-lettered or skipped, by the policy).
     pub poison_records: u64,
+    /// The task's watermark (ms), once its inputs have spoken.
+    pub watermark: Option<i64>,
+    /// The largest event time it has seen (ms).
+    pub stream_time: Option<i64>,
 }
 
 impl TaskMetrics {
-    /// Empty metrics of a task starting on `topic/partition`.
-    pub fn new(topic: &str, partition: u32) -> TaskMetrics {
+    /// Empty metrics of a task named `label` (`topic/partition` of its first input).
+    pub fn new(label: &str) -> TaskMetrics {
         TaskMetrics {
-            task: format!("{topic}/{partition}"),
+            task: label.to_string(),
             state: TaskState::Restoring,
             records_in: 0,
             batches: 0,
@@ -119,6 +127,8 @@ impl TaskMetrics {
             operators: Vec::new(),
             buffered_max: 0,
             poison_records: 0,
+            watermark: None,
+            stream_time: None,
         }
     }
 
@@ -140,17 +150,70 @@ impl TaskMetrics {
         o.busy_ns += busy.as_nanos() as u64;
     }
 
+    /// Counts records operator `id` dropped by its own rule.
+    pub fn record_dropped(&mut self, id: usize, n: u64) {
+        if self.operators.len() <= id {
+            self.operators.resize(id + 1, OperatorCounters::default());
+        }
+        self.operators[id].dropped += n;
+    }
+
     pub(crate) fn record_commit(&mut self, took: Duration) {
         self.commits += 1;
         self.commit_us
             .saturating_record((took.as_micros() as u64).max(1));
     }
+}
 
-    pub(crate) fn record_end_to_end(&mut self, now_ms: i64, timestamps: &[i64]) {
-        for ts in timestamps {
-            self.end_to_end_ms
-                .saturating_record(now_ms.saturating_sub(*ts).max(0) as u64);
+/// The input timestamps of a task's open commit interval, kept as two histograms around the
+/// interval's start (`base`) so that memory stays bounded whatever the interval's size: one of
+/// `ts - base` for records stamped after the start, one of `base - ts` for older ones. At the
+/// commit each recorded value becomes an end-to-end latency, commit time minus timestamp.
+#[derive(Debug, Clone)]
+pub(crate) struct IntervalLatency {
+    base_ms: i64,
+    after: Histogram<u64>,
+    before: Histogram<u64>,
+}
+
+impl IntervalLatency {
+    pub(crate) fn new(base_ms: i64) -> IntervalLatency {
+        IntervalLatency {
+            base_ms,
+            after: histogram(E2E_MAX_MS),
+            before: histogram(E2E_MAX_MS),
         }
+    }
+
+    /// One input record's timestamp (ms).
+    pub(crate) fn record(&mut self, ts_ms: i64) {
+        let d = ts_ms.saturating_sub(self.base_ms);
+        if d >= 0 {
+            self.after.saturating_record(d as u64);
+        } else {
+            self.before.saturating_record(d.unsigned_abs());
+        }
+    }
+
+    /// Records every latency as of commit time `now_ms` into `into`, then starts an interval
+    /// at `now_ms`.
+    pub(crate) fn drain_into(&mut self, now_ms: i64, into: &mut Histogram<u64>) {
+        let since_base = now_ms.saturating_sub(self.base_ms);
+        for v in self.after.iter_recorded() {
+            let ms = since_base
+                .saturating_sub(v.value_iterated_to() as i64)
+                .max(0);
+            let _ = into.record_n(ms as u64, v.count_at_value());
+        }
+        for v in self.before.iter_recorded() {
+            let ms = since_base
+                .saturating_add(v.value_iterated_to() as i64)
+                .max(0);
+            let _ = into.record_n((ms as u64).min(E2E_MAX_MS), v.count_at_value());
+        }
+        self.after.reset();
+        self.before.reset();
+        self.base_ms = now_ms;
     }
 }
 
@@ -217,6 +280,12 @@ pub struct TaskSnapshot {
     pub end_to_end_ms: LatencySummary,
     /// Most outputs plus state writes held at once waiting for a commit.
     pub buffered_max: u64,
+    /// The task's watermark (ms since the epoch), once its inputs have spoken.
+    #[serde(default)]
+    pub watermark: Option<i64>,
+    /// The largest event time it has seen (ms).
+    #[serde(default)]
+    pub stream_time: Option<i64>,
 }
 
 /// One operator in a snapshot, summed over the tasks that run it.
@@ -310,8 +379,8 @@ impl Metrics {
     }
 
     /// A slot for a new task's metrics.
-    pub fn register_task(&self, topic: &str, partition: u32) -> TaskMetricsSlot {
-        let slot = Arc::new(Mutex::new(TaskMetrics::new(topic, partition)));
+    pub fn register_task(&self, label: &str) -> TaskMetricsSlot {
+        let slot = Arc::new(Mutex::new(TaskMetrics::new(label)));
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -353,6 +422,8 @@ impl Metrics {
                 restore_rate: t.restore_rate,
                 end_to_end_ms: LatencySummary::of(&t.end_to_end_ms),
                 buffered_max: t.buffered_max,
+                watermark: t.watermark,
+                stream_time: t.stream_time,
             });
         }
         let uptime = self.started.elapsed().as_secs_f64();

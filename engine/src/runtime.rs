@@ -1,55 +1,47 @@
-//! Runs a [`Topology`]: one task per (sub-topology, partition), dealt to a small pool of worker
+//! Runs a [`Plan`]: one task per (sub-plan, partition), dealt to a small pool of worker
 //! threads; each task commits outputs, state and offsets every commit interval (in one
-//! transaction under exactly-once). Internal repartition topics are created with the partition
-//! count of the topic they re-key; unknown source or sink topics are a clear error before
-//! anything runs.
+//! transaction under exactly-once). Internal topics are created with the partition count of
+//! the topic they follow; unknown source or sink topics are a clear error before anything
+//! runs, and so is an application whose internal topics still carry the names of an earlier
+//! version.
 //!
 //! The running pipeline is a member of the consumer group named by its application id, owning
-//! every input partition, so `weir group describe APP` shows it with its lag. A task that
-//! fails with a transient error (a full append queue, a full disk, a rebalance) is started
-//! again after a capped exponential backoff — which aborts its open transaction, restores its
-//! stores and resumes at the committed offsets — at most `MAX_TASK_RESTARTS` times in a row.
+//! every input partition (`member.rs`). A task that fails with a transient error (a full
+//! append queue, a full disk, a rebalance) is started again after a capped exponential
+//! backoff — which aborts its open transaction, restores its stores and resumes at the
+//! committed offsets — at most `MAX_TASK_RESTARTS` times in a row. Each (re)start builds the
+//! task's processor afresh from the plan, on the task's worker thread.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use weir_coord::{CoordError, GroupCoordinator, JoinRequest, TransactionCoordinator};
-use weir_log::{Header, Log, LogError, Record};
+use weir_coord::{CoordError, GroupCoordinator, TransactionCoordinator};
+use weir_log::{Log, LogError};
 
-use crate::dsl::{SubTopology, Topology};
 use crate::error::{EngineError, Result};
+use crate::member::GroupMember;
 use crate::metrics::{Metrics, MetricsSnapshot, TaskMetricsSlot, TaskState};
-use crate::task::{
-    fail_on_poison, GroupMembership, Guarantee, InputRecord, Processor, Task, TaskConfig,
-    TaskContext,
-};
+use crate::plan::{Plan, TaskSetup};
+use crate::poison::ErrorPolicy;
+use crate::processor::{Processor, RetryPolicy};
+use crate::task::{GroupMembership, Guarantee, Task, TaskConfig};
 
 /// How long an idle task sleeps before polling its partition again.
 const IDLE_SLEEP: Duration = Duration::from_millis(5);
 
-/// What to do with a record that cannot be processed (a poison record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorPolicy {
-    /// Stop the pipeline with an error naming the topic, partition and offset.
-    Fail,
-    /// Count it and go on.
-    Skip,
-    /// Write the original record to `<app>.dlq` with the error and its origin in headers, in
-    /// the same transaction as the outputs (so the dead-letter topic is exact under replay).
-    DeadLetter,
-}
-
-/// Settings for running a topology.
+/// Settings for running a plan.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Poison records: fail, skip or dead-letter (default).
     pub on_error: ErrorPolicy,
+    /// Calls of a failing user function (in a `try_` operator) before its record is poison.
+    pub retry: RetryPolicy,
     /// `processing.guarantee`.
     pub guarantee: Guarantee,
-    /// How often each task commits.
+    /// How often each task commits (and ticks its processor's processing-time timers).
     pub commit_interval: Duration,
     /// Where RocksDB state lives.
     pub state_dir: PathBuf,
@@ -59,22 +51,26 @@ pub struct RunOptions {
     pub max_buffered_records: usize,
     /// Worker threads the tasks share (default: the machine's cores).
     pub workers: usize,
+    /// An input silent this long (processing time) stops holding the watermark back.
+    pub idle_timeout: Duration,
     /// Where to write a [`MetricsSnapshot`] (JSON) every second and at stop, for
     /// `weir pipeline describe`; `None` writes nothing.
     pub metrics_file: Option<PathBuf>,
 }
 
 impl RunOptions {
-    /// Exactly-once, 100 ms commits, state under `state_dir`.
+    /// Exactly-once, 100 ms commits, dead letters, state under `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> RunOptions {
         RunOptions {
             on_error: ErrorPolicy::DeadLetter,
+            retry: RetryPolicy::default(),
             guarantee: Guarantee::ExactlyOnce,
             commit_interval: Duration::from_millis(100),
             state_dir: state_dir.into(),
             max_batch_records: 1000,
             max_buffered_records: crate::task::MAX_BUFFERED_RECORDS,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idle_timeout: crate::task::IDLE_TIMEOUT,
             metrics_file: None,
         }
     }
@@ -87,57 +83,8 @@ const RESTART_BACKOFF: Duration = Duration::from_millis(50);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A restarted task that has run this long without failing starts a fresh count of restarts.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// Session timeout of the pipeline's group membership; it heartbeats every third of it.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
-
-struct SubProcessor {
-    sub: SubTopology,
-    policy: ErrorPolicy,
-    dlq: String,
-}
-
-impl Processor for SubProcessor {
-    fn process(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
-        self.sub.process(ctx)
-    }
-
-    fn poisoned(&mut self, ctx: &mut TaskContext<'_>, poisoned: &[(usize, String)]) -> Result<()> {
-        match self.policy {
-            ErrorPolicy::Fail => fail_on_poison(ctx, poisoned),
-            ErrorPolicy::Skip => Ok(()),
-            ErrorPolicy::DeadLetter => {
-                let (input, now) = (ctx.input(), ctx.now());
-                for (i, reason) in poisoned {
-                    if let Some(r) = input.get(*i) {
-                        ctx.emit(&self.dlq, dead_letter(r, reason, now))?;
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The original record with the error and its origin in headers.
-fn dead_letter(r: &InputRecord, reason: &str, now: weir_log::Timestamp) -> Record {
-    let h = |k: &str, v: String| Header {
-        key: k.to_string(),
-        value: Some(bytes::Bytes::from(v)),
-    };
-    Record {
-        key: r.key.clone(),
-        value: r.value.clone(),
-        headers: vec![
-            h("weir.error", reason.to_string()),
-            h("weir.source.topic", r.topic.to_string()),
-            h("weir.source.partition", r.partition.to_string()),
-            h("weir.source.offset", r.offset.to_string()),
-            h("weir.attempts", "1".to_string()),
-            h("weir.time", now.0.to_string()),
-        ],
-        timestamp: Some(r.timestamp),
-    }
-}
+/// How often the metrics snapshot file is rewritten.
+const METRICS_FILE_EVERY: Duration = Duration::from_secs(1);
 
 /// Errors after which starting the task again can succeed: the environment was briefly
 /// unable (queue full, disk full, I/O) or the group is rebalancing.
@@ -267,144 +214,13 @@ fn write_metrics(path: &std::path::Path, snapshot: &MetricsSnapshot) {
     }
 }
 
-/// The dead-letter topic of an application.
-pub fn dead_letter_topic(app: &str) -> String {
-    format!("{app}.dlq")
-}
-
-/// The pipeline's membership in its application's consumer group: it joins as the leader,
-/// assigns itself every input partition, and heartbeats (rejoining after a rebalance) until
-/// it leaves.
-#[derive(Debug)]
-struct GroupMember {
-    groups: GroupCoordinator,
-    app: String,
-    state: GroupMembership,
-    stop: Arc<AtomicBool>,
-    heartbeat: Option<JoinHandle<()>>,
-}
-
-fn join_as_owner(
-    groups: &GroupCoordinator,
-    app: &str,
-    partitions: &[(String, u32)],
-    member_id: Option<String>,
-) -> Result<(String, i32)> {
-    let topics: Vec<String> = {
-        let mut t: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
-        t.dedup();
-        t
-    };
-    let mut member_id = member_id;
-    loop {
-        let joined = match groups.join_group(JoinRequest {
-            group: app.to_string(),
-            member_id: member_id.clone(),
-            client_id: format!("weir-pipeline pid {}", std::process::id()),
-            session_timeout: SESSION_TIMEOUT,
-            rebalance_timeout: SESSION_TIMEOUT,
-            protocol_type: "consumer".into(),
-            protocols: vec![(
-                "weir-pipeline".into(),
-                weir_coord::encode_subscription(&topics),
-            )],
-        }) {
-            Ok(j) => j,
-            Err(CoordError::UnknownMember { .. }) if member_id.is_some() => {
-                member_id = None;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        // The pipeline owns every partition of its inputs; other members get none.
-        let assignments = (joined.leader_id == joined.member_id).then(|| {
-            joined
-                .members
-                .iter()
-                .map(|(id, _)| {
-                    let mine = *id == joined.member_id;
-                    let a: &[(String, u32)] = if mine { partitions } else { &[] };
-                    (id.clone(), weir_coord::encode_assignment(a))
-                })
-                .collect()
-        });
-        match groups.sync_group(app, joined.generation, &joined.member_id, assignments) {
-            Ok(_) => return Ok((joined.member_id, joined.generation)),
-            Err(CoordError::RebalanceInProgress(_)) => {
-                member_id = Some(joined.member_id);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-impl GroupMember {
-    fn join(groups: &GroupCoordinator, app: &str, partitions: Vec<(String, u32)>) -> Result<Self> {
-        let first = join_as_owner(groups, app, &partitions, None)?;
-        let state: GroupMembership = Arc::new(Mutex::new(Some(first)));
-        let stop = Arc::new(AtomicBool::new(false));
-        let heartbeat = {
-            let (groups, app, state, stop) =
-                (groups.clone(), app.to_string(), state.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("weir-member-{app}"))
-                .spawn(move || {
-                    let mut last = Instant::now();
-                    while !stop.load(Ordering::Acquire) {
-                        // Short sleeps, so that leaving does not wait for a heartbeat period.
-                        std::thread::sleep(Duration::from_millis(20));
-                        if last.elapsed() < SESSION_TIMEOUT / 10 {
-                            continue;
-                        }
-                        last = Instant::now();
-                        let Some((id, generation)) =
-                            state.lock().unwrap_or_else(|e| e.into_inner()).clone()
-                        else {
-                            continue;
-                        };
-                        if groups.heartbeat(&app, generation, &id).is_ok() {
-                            continue;
-                        }
-                        match join_as_owner(&groups, &app, &partitions, Some(id)) {
-                            Ok(m) => *state.lock().unwrap_or_else(|e| e.into_inner()) = Some(m),
-                            Err(e) => {
-                                tracing::warn!(app = %app, error = %e, "rejoining the pipeline's group failed; retrying")
-                            }
-                        }
-                    }
-                })
-                .map_err(|e| EngineError::Internal(format!("cannot start a thread: {e}")))?
-        };
-        Ok(GroupMember {
-            groups: groups.clone(),
-            app: app.to_string(),
-            state,
-            stop,
-            heartbeat: Some(heartbeat),
-        })
-    }
-
-    /// Stops heartbeating and leaves the group (also what dropping it does).
-    fn leave(self) {}
-}
-
-impl Drop for GroupMember {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(h) = self.heartbeat.take() {
-            let _ = h.join();
-        }
-        if let Some((id, _)) = self.state.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = self.groups.leave_group(&self.app, &id);
-        }
-    }
-}
-
-/// One task of a worker: its settings, its processor and, while it runs, the task itself.
+/// One task of a worker: its settings, its plan, and, while it runs, the task and its
+/// processor.
 struct TaskSlot {
     cfg: TaskConfig,
-    processor: SubProcessor,
-    task: Option<Task>,
+    plan: Arc<dyn Plan>,
+    subplan: usize,
+    running: Option<(Task, Box<dyn Processor>)>,
     published: TaskMetricsSlot,
     span: tracing::Span,
     /// Failures in a row (reset by a commit or a healthy stretch), and when to start again.
@@ -424,36 +240,52 @@ struct WorkerEnv {
 }
 
 impl TaskSlot {
+    /// Starts the task and builds its processor.
+    fn start(&self, env: &WorkerEnv) -> Result<(Task, Box<dyn Processor>)> {
+        let spec = self
+            .plan
+            .shape()
+            .subplans
+            .get(self.subplan)
+            .ok_or_else(|| EngineError::Internal(format!("no sub-plan {}", self.subplan)))?;
+        let processor = self.plan.processor(TaskSetup {
+            subplan: self.subplan,
+            partition: self.cfg.partition,
+            spec,
+        })?;
+        let task = Task::start_observed(
+            &env.log,
+            &env.groups,
+            &env.txns,
+            self.cfg.clone(),
+            self.published.clone(),
+            env.membership.clone(),
+        )?;
+        Ok((task, processor))
+    }
+
     /// Runs the task once (starting it first if needed); returns the records processed. A
     /// transient failure drops the task and schedules a restart.
     fn run_once(&mut self, env: &WorkerEnv) -> Result<usize> {
         let span = self.span.clone();
         let _entered = span.enter();
-        if self.task.is_none() {
+        if self.running.is_none() {
             if Instant::now() < self.restart_at {
                 return Ok(0);
             }
-            let started = Task::start_observed(
-                &env.log,
-                &env.groups,
-                &env.txns,
-                self.cfg.clone(),
-                self.published.clone(),
-                env.membership.clone(),
-            );
-            match started {
-                Ok(t) => {
-                    self.task = Some(t);
+            match self.start(env) {
+                Ok(r) => {
+                    self.running = Some(r);
                     self.started_at = Instant::now();
                 }
                 Err(e) => return self.failed(e, env).map(|()| 0),
             }
         }
-        let Some(task) = self.task.as_mut() else {
+        let Some((task, processor)) = self.running.as_mut() else {
             return Ok(0);
         };
         let commits = task.commits();
-        match task.run_once(&mut self.processor) {
+        match task.run_once(processor.as_mut()) {
             Ok(n) => {
                 if task.commits() > commits {
                     env.metrics
@@ -471,7 +303,7 @@ impl TaskSlot {
     }
 
     fn failed(&mut self, e: EngineError, env: &WorkerEnv) -> Result<()> {
-        self.task = None;
+        self.running = None;
         if transient(&e) && self.failures < MAX_TASK_RESTARTS {
             let backoff = RESTART_BACKOFF
                 .saturating_mul(1 << self.failures.min(16))
@@ -493,7 +325,7 @@ impl TaskSlot {
     fn stop(&mut self, env: &WorkerEnv) -> Result<()> {
         let span = self.span.clone();
         let _entered = span.enter();
-        let Some(task) = self.task.as_mut() else {
+        let Some((task, _)) = self.running.as_mut() else {
             return Ok(());
         };
         let before = task.commits();
@@ -539,155 +371,168 @@ fn run_worker(env: WorkerEnv, mut slots: Vec<TaskSlot>) -> Result<()> {
     first
 }
 
-fn ensure_topics(log: &Log, topology: &Topology) -> Result<()> {
-    let internal = |t: &str| topology.internal_topics.iter().any(|(i, _)| i == t);
-    for sub in &topology.subtopologies {
-        let inputs = std::iter::once(sub.source.clone()).chain(sub.co_sources());
-        for topic in inputs.filter(|t| !internal(t)) {
-            log.partition_count(&topic).map_err(|_| {
+/// Checks the plan against the log: its sources and sinks exist, its internal topics do not
+/// carry an earlier version's names; creates its internal topics and dead-letter topic.
+fn ensure_topics(log: &Log, plan: &dyn Plan) -> Result<()> {
+    let shape = plan.shape();
+    let app = &shape.app;
+    let legacy = crate::names::legacy_topics(log, app);
+    if !legacy.is_empty() {
+        return Err(EngineError::Plan(format!(
+            "application `{app}` has state from an earlier version of Weir ({}), whose names this version no longer uses; start it over from its input with `weir pipeline reset {app}` (this deletes its offsets, state and internal topics), or run under a new application id",
+            legacy.join(", ")
+        )));
+    }
+    for sub in &shape.subplans {
+        for input in sub.inputs.iter().filter(|i| !i.internal) {
+            log.partition_count(&input.topic).map_err(|_| {
                 EngineError::Plan(format!(
-                    "pipeline `{}` reads topic `{topic}`, which does not exist",
-                    topology.app
+                    "pipeline `{app}` reads topic `{}`, which does not exist",
+                    input.topic
                 ))
             })?;
         }
     }
-    for sink in topology.sinks.iter().filter(|t| !internal(t)) {
+    for sink in &shape.sinks {
         log.partition_count(sink).map_err(|_| {
             EngineError::Plan(format!(
-                "pipeline `{}` writes topic `{sink}`, which does not exist; create it first",
-                topology.app
+                "pipeline `{app}` writes topic `{sink}`, which does not exist; create it first"
             ))
         })?;
     }
-    log.ensure_topic(&dead_letter_topic(&topology.app), 1, Default::default())?;
-    for (topic, like) in &topology.internal_topics {
-        log.ensure_topic(topic, log.partition_count(like)?, Default::default())?;
+    log.ensure_topic(&crate::names::dead_letter_topic(app), 1, Default::default())?;
+    for t in &shape.internal_topics {
+        log.ensure_topic(
+            &t.name,
+            log.partition_count(&t.partitions_like)?,
+            Default::default(),
+        )?;
     }
     Ok(())
 }
 
-impl Topology {
-    /// Joins the application's group, deals one task per (sub-topology, partition) to the
-    /// worker pool, and returns at once; tasks restore their state on their worker.
-    pub fn run(
-        &self,
-        log: &Log,
-        groups: &GroupCoordinator,
-        txns: &TransactionCoordinator,
-        options: RunOptions,
-    ) -> Result<RunningPipeline> {
-        ensure_topics(log, self)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let metrics = Arc::new(Metrics::new(
-            &self.app,
-            self.operators.clone(),
-            options.on_error == ErrorPolicy::DeadLetter,
-            log.clock(),
-        ));
-        let mut partitions = Vec::new();
-        for sub in &self.subtopologies {
-            for topic in std::iter::once(sub.source.clone()).chain(sub.co_sources()) {
-                for p in 0..log.partition_count(&topic)? {
-                    partitions.push((topic.clone(), p));
-                }
+/// Runs `plan`: joins the application's group, deals one task per (sub-plan, partition) to the
+/// worker pool, and returns at once; tasks restore their state on their worker.
+pub fn run(
+    plan: Arc<dyn Plan>,
+    log: &Log,
+    groups: &GroupCoordinator,
+    txns: &TransactionCoordinator,
+    options: RunOptions,
+) -> Result<RunningPipeline> {
+    let shape = plan.shape();
+    shape.validate()?;
+    ensure_topics(log, plan.as_ref())?;
+    let app = shape.app.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new(
+        &app,
+        shape.operators.clone(),
+        options.on_error == ErrorPolicy::DeadLetter,
+        log.clock(),
+    ));
+    let mut partitions = Vec::new();
+    for sub in &shape.subplans {
+        for input in &sub.inputs {
+            for p in 0..log.partition_count(&input.topic)? {
+                partitions.push((input.topic.clone(), p));
             }
         }
-        let member = GroupMember::join(groups, &self.app, partitions)?;
-        // Tasks are dealt round-robin to a small pool of workers; a worker runs its tasks in
-        // turn, so a task's state is only ever touched by one thread.
-        let workers = options.workers.max(1);
-        let mut assigned: Vec<Vec<TaskSlot>> = (0..workers).map(|_| Vec::new()).collect();
-        let mut next = 0usize;
-        for sub in &self.subtopologies {
-            for partition in 0..log.partition_count(&sub.source)? {
-                let cfg = TaskConfig {
-                    app: self.app.clone(),
-                    topic: sub.source.clone(),
-                    co_topics: sub.co_sources(),
-                    partition,
-                    stores: sub.stores.clone(),
-                    commit_interval: options.commit_interval,
-                    guarantee: options.guarantee,
-                    state_dir: options.state_dir.clone(),
-                    max_batch_records: options.max_batch_records,
-                    max_buffered_records: options.max_buffered_records.max(1),
-                };
-                let processor = SubProcessor {
-                    sub: sub.clone(),
-                    policy: options.on_error,
-                    dlq: dead_letter_topic(&self.app),
-                };
-                assigned[next % workers].push(TaskSlot {
-                    published: metrics.register_task(&cfg.topic, partition),
-                    span: tracing::info_span!("task", app = %self.app, topic = %cfg.topic, partition),
-                    cfg,
-                    processor,
-                    task: None,
-                    failures: 0,
-                    restart_at: Instant::now(),
-                    started_at: Instant::now(),
-                });
-                next += 1;
-            }
-        }
-        // Built before any thread starts: an error below drops it, which stops and joins
-        // whatever did start and leaves the group.
-        let mut running = RunningPipeline {
-            stop: stop.clone(),
-            handles: Vec::new(),
-            member: None,
-            reporter: None,
-            metrics_file: options.metrics_file.clone(),
-            metrics: metrics.clone(),
-        };
-        let membership = member.state.clone();
-        running.member = Some(member);
-        for (w, slots) in assigned
-            .into_iter()
-            .enumerate()
-            .filter(|(_, t)| !t.is_empty())
-        {
-            let env = WorkerEnv {
-                log: log.clone(),
-                groups: groups.clone(),
-                txns: txns.clone(),
-                stop: stop.clone(),
-                metrics: metrics.clone(),
-                membership: Some(membership.clone()),
-            };
-            running.handles.push(
-                std::thread::Builder::new()
-                    .name(format!("weir-worker-{w}"))
-                    .spawn(move || run_worker(env, slots))
-                    .map_err(|e| {
-                        EngineError::Internal(format!("cannot start a worker thread: {e}"))
-                    })?,
-            );
-        }
-        running.reporter = match &options.metrics_file {
-            None => None,
-            Some(path) => {
-                let (path, metrics, stop) = (path.clone(), metrics.clone(), stop.clone());
-                Some(
-                    std::thread::Builder::new()
-                        .name("weir-metrics".into())
-                        .spawn(move || {
-                            let mut last = Instant::now() - Duration::from_secs(1);
-                            while !stop.load(Ordering::Acquire) {
-                                if last.elapsed() >= Duration::from_secs(1) {
-                                    write_metrics(&path, &metrics.snapshot());
-                                    last = Instant::now();
-                                }
-                                std::thread::sleep(Duration::from_millis(50));
-                            }
-                        })
-                        .map_err(|e| {
-                            EngineError::Internal(format!("cannot start a thread: {e}"))
-                        })?,
-                )
-            }
-        };
-        Ok(running)
     }
+    let member = GroupMember::join(groups, &app, partitions)?;
+    // Tasks are dealt round-robin to a small pool of workers; a worker runs its tasks in
+    // turn, so a task's state is only ever touched by one thread.
+    let workers = options.workers.max(1);
+    let mut assigned: Vec<Vec<TaskSlot>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut next = 0usize;
+    for (index, sub) in shape.subplans.iter().enumerate() {
+        let first = &sub.inputs[0].topic;
+        for partition in 0..log.partition_count(first)? {
+            let cfg = TaskConfig {
+                app: app.clone(),
+                task: sub.name.clone(),
+                inputs: sub.inputs.clone(),
+                partition,
+                stores: sub.stores.clone(),
+                commit_interval: options.commit_interval,
+                guarantee: options.guarantee,
+                state_dir: options.state_dir.clone(),
+                max_batch_records: options.max_batch_records,
+                max_buffered_records: options.max_buffered_records.max(1),
+                on_error: options.on_error,
+                retry: options.retry,
+                idle_timeout: options.idle_timeout,
+            };
+            assigned[next % workers].push(TaskSlot {
+                published: metrics.register_task(&cfg.label()),
+                span: tracing::info_span!("task", app = %app, task = %sub.name, partition),
+                cfg,
+                plan: plan.clone(),
+                subplan: index,
+                running: None,
+                failures: 0,
+                restart_at: Instant::now(),
+                started_at: Instant::now(),
+            });
+            next += 1;
+        }
+    }
+    // Built before any thread starts: an error below drops it, which stops and joins
+    // whatever did start and leaves the group.
+    let mut running = RunningPipeline {
+        stop: stop.clone(),
+        handles: Vec::new(),
+        member: None,
+        reporter: None,
+        metrics_file: options.metrics_file.clone(),
+        metrics: metrics.clone(),
+    };
+    let membership = member.state.clone();
+    running.member = Some(member);
+    for (w, slots) in assigned
+        .into_iter()
+        .enumerate()
+        .filter(|(_, t)| !t.is_empty())
+    {
+        let env = WorkerEnv {
+            log: log.clone(),
+            groups: groups.clone(),
+            txns: txns.clone(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            membership: Some(membership.clone()),
+        };
+        running.handles.push(
+            std::thread::Builder::new()
+                .name(format!("weir-worker-{w}"))
+                .spawn(move || run_worker(env, slots))
+                .map_err(|e| EngineError::Internal(format!("cannot start a worker thread: {e}")))?,
+        );
+    }
+    running.reporter = match &options.metrics_file {
+        None => None,
+        Some(path) => Some(start_reporter(path.clone(), metrics, stop)?),
+    };
+    Ok(running)
+}
+
+/// A thread that rewrites the metrics snapshot file every `METRICS_FILE_EVERY` until stopped.
+fn start_reporter(
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("weir-metrics".into())
+        .spawn(move || {
+            let mut last: Option<Instant> = None;
+            while !stop.load(Ordering::Acquire) {
+                if last.is_none_or(|l| l.elapsed() >= METRICS_FILE_EVERY) {
+                    write_metrics(&path, &metrics.snapshot());
+                    last = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .map_err(|e| EngineError::Internal(format!("cannot start a thread: {e}")))
 }

@@ -8,6 +8,13 @@
 //! uncommitted write, a crash loses only what was not committed anyway, and a restart restores
 //! just the changelog tail beyond the stored offset — no wiping of state, unlike Kafka Streams
 //! under exactly-once. An empty or lost state directory is rebuilt from the whole changelog.
+//!
+//! Changelog records carry the RocksDB key itself (`USER_PREFIX` + the store key), so keys
+//! starting with `0` are the store's own: the first record of every changelog is the store's
+//! descriptor (what writes it, in which encoding). A store refuses a changelog whose
+//! descriptor differs (or that has none) with [`EngineError::StateMismatch`], rather than
+//! restoring another operator's state into itself; a local directory written under another
+//! descriptor is discarded and rebuilt from the changelog.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,7 +29,11 @@ use crate::error::{EngineError, Result};
 /// RocksDB key holding the next changelog offset the store's data covers. It sorts before
 /// every user key, which the store prefixes with `USER_PREFIX`.
 const META_CHANGELOG_OFFSET: &[u8] = b"\x00changelog-offset";
+/// RocksDB key (and changelog key) of the store's descriptor.
+const META_DESCRIPTOR: &[u8] = b"\x00weir.store";
 const USER_PREFIX: u8 = 1;
+/// Bytes read to find a changelog's first record (its descriptor).
+const DESCRIPTOR_READ_BYTES: usize = 64 * 1024;
 /// Memtable size of a store: fewer, larger flushes.
 const STORE_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 
@@ -71,6 +82,7 @@ pub struct KvStore {
     /// Writes of the interval being committed, sorted by key (see `stage`).
     staged: Vec<Record>,
     covered: Offset,
+    descriptor: String,
 }
 
 impl std::fmt::Debug for KvStore {
@@ -91,11 +103,11 @@ impl std::fmt::Debug for KvStore {
 /// Keys up to this length are prefixed on the stack, not in a fresh allocation.
 const INLINE_KEY: usize = 128;
 
-fn user_key(key: &[u8]) -> Vec<u8> {
+fn prefixed(key: &[u8]) -> Bytes {
     let mut k = Vec::with_capacity(key.len() + 1);
     k.push(USER_PREFIX);
     k.extend_from_slice(key);
-    k
+    Bytes::from(k)
 }
 
 /// Creates a changelog topic (compacted, one partition per task) if it does not exist.
@@ -111,8 +123,57 @@ pub fn ensure_changelog(log: &Log, topic: &str, partitions: u32) -> Result<()> {
 }
 
 impl KvStore {
-    /// Opens (or creates) the store under `dir`, backed by `changelog_topic`/`partition`.
+    /// Opens (or creates) a store for plain key-value use (descriptor `kv`) under `dir`,
+    /// backed by `changelog_topic`/`partition`.
     pub fn open(
+        name: &str,
+        dir: &Path,
+        changelog_topic: &str,
+        partition: PartitionId,
+    ) -> Result<KvStore> {
+        let spec = crate::plan::StoreSpec {
+            name: name.to_string(),
+            descriptor: "kv".to_string(),
+        };
+        KvStore::open_spec(&spec, dir, changelog_topic, partition)
+    }
+
+    /// Opens (or creates) the store `spec` under `dir`, backed by `changelog_topic`/
+    /// `partition`. A local directory written under another descriptor is discarded (the
+    /// changelog rebuilds it).
+    pub fn open_spec(
+        spec: &crate::plan::StoreSpec,
+        dir: &Path,
+        changelog_topic: &str,
+        partition: PartitionId,
+    ) -> Result<KvStore> {
+        let mut store = KvStore::open_dir(&spec.name, dir, changelog_topic, partition)?;
+        store.descriptor = spec.descriptor.clone();
+        let local = store.rocks(store.db.get(META_DESCRIPTOR))?;
+        match local {
+            Some(d) if d == spec.descriptor.as_bytes() => Ok(store),
+            None if store.covered == Offset(0) => {
+                store.rocks(store.db.put_opt(
+                    META_DESCRIPTOR,
+                    spec.descriptor.as_bytes(),
+                    &write_options(),
+                ))?;
+                Ok(store)
+            }
+            _ => {
+                tracing::warn!(store = %spec.name, dir = %dir.display(),
+                    "local state was written by another kind of store; rebuilding it from the changelog");
+                drop(store);
+                std::fs::remove_dir_all(dir).map_err(|e| EngineError::StateCorrupted {
+                    store: spec.name.clone(),
+                    reason: format!("cannot remove {}: {e}", dir.display()),
+                })?;
+                KvStore::open_spec(spec, dir, changelog_topic, partition)
+            }
+        }
+    }
+
+    fn open_dir(
         name: &str,
         dir: &Path,
         changelog_topic: &str,
@@ -171,6 +232,52 @@ impl KvStore {
             read_options: read_options(),
             staged: Vec::new(),
             covered,
+            descriptor: String::new(),
+        })
+    }
+
+    /// Checks that the changelog was written by a store like this one: its first record is
+    /// this store's descriptor. An empty changelog gets the descriptor now.
+    pub fn check_changelog(&mut self, log: &Log) -> Result<()> {
+        let (topic, p) = (self.changelog_topic.clone(), self.changelog_partition);
+        let earliest = log.earliest_offset(&topic, p)?;
+        if earliest == log.latest_offset(&topic, p)? {
+            log.append(
+                &topic,
+                p,
+                &[Record::keyed(
+                    Bytes::from_static(META_DESCRIPTOR),
+                    Bytes::from(self.descriptor.clone()),
+                )],
+            )?;
+            return Ok(());
+        }
+        let f = log.read_isolated(
+            &topic,
+            p,
+            earliest,
+            DESCRIPTOR_READ_BYTES,
+            Isolation::ReadUncommitted,
+        )?;
+        let first = f
+            .records()
+            .next()
+            .transpose()
+            .map_err(weir_log::LogError::from)?;
+        let found = match first {
+            Some(r) if r.key == Some(META_DESCRIPTOR) => {
+                String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned()
+            }
+            _ => "(none: not written by a Weir store of this version)".to_string(),
+        };
+        if found == self.descriptor {
+            return Ok(());
+        }
+        Err(EngineError::StateMismatch {
+            store: self.name.clone(),
+            changelog: topic,
+            expected: self.descriptor.clone(),
+            found,
         })
     }
 
@@ -200,7 +307,7 @@ impl KvStore {
         if !self.staged.is_empty() {
             if let Ok(i) = self
                 .staged
-                .binary_search_by(|r| r.key.as_deref().unwrap_or_default().cmp(key))
+                .binary_search_by(|r| r.key.as_deref().unwrap_or_default()[1..].cmp(key))
             {
                 return Ok(self.staged[i].value.clone());
             }
@@ -214,7 +321,7 @@ impl KvStore {
                     .get_pinned_opt(&buf[..=key.len()], &self.read_options),
             )?
         } else {
-            self.rocks(self.db.get_pinned_opt(user_key(key), &self.read_options))?
+            self.rocks(self.db.get_pinned_opt(prefixed(key), &self.read_options))?
         };
         Ok(v.map(|v| Bytes::copy_from_slice(&v)))
     }
@@ -243,7 +350,7 @@ impl KvStore {
             let restaged = !self.staged.is_empty();
             self.staged
                 .extend(self.pending.drain().map(|(k, v)| Record {
-                    key: Some(k),
+                    key: Some(prefixed(&k)),
                     value: v,
                     ..Record::default()
                 }));
@@ -279,26 +386,28 @@ impl KvStore {
 
     /// After the commit that wrote the [`KvStore::stage`]d records succeeded with its last
     /// record at `last_offset` (or with none, `None`): applies the writes to RocksDB in one
-    /// batch with the new covered offset.
+    /// batch with the new covered offset. The covered offset moves only once RocksDB took the
+    /// batch; after an error the store no longer matches its changelog and its task must start
+    /// again (which restores from the offset RocksDB does have).
     pub fn committed(&mut self, last_offset: Option<Offset>) -> Result<()> {
         self.stage();
         let mut batch = WriteBatch::default();
-        let mut key = Vec::with_capacity(INLINE_KEY);
         for r in self.staged.drain(..) {
-            key.clear();
-            key.push(USER_PREFIX);
-            key.extend_from_slice(r.key.as_deref().unwrap_or_default());
+            let key = r.key.as_deref().unwrap_or_default();
             match r.value {
-                Some(v) => batch.put(&key, v),
-                None => batch.delete(&key),
+                Some(v) => batch.put(key, v),
+                None => batch.delete(key),
             }
         }
-        if let Some(last) = last_offset {
-            let next = last.plus(1).max(self.covered);
+        let next = last_offset.map(|last| last.plus(1).max(self.covered));
+        if let Some(next) = next {
             batch.put(META_CHANGELOG_OFFSET, next.0.to_be_bytes());
+        }
+        self.rocks(self.db.write_opt(batch, &write_options()))?;
+        if let Some(next) = next {
             self.covered = next;
         }
-        self.rocks(self.db.write_opt(batch, &write_options()))
+        Ok(())
     }
 
     /// Drops this interval's writes (the transaction aborted).
@@ -326,7 +435,11 @@ impl KvStore {
         let mut batch = WriteBatch::default();
         let (name, path, db) = (&self.name, &self.path, &self.db);
         let at = log.for_each_record(&topic, p, from, Isolation::ReadCommitted, |r| {
-            let key = user_key(r.key.unwrap_or_default());
+            let key = r.key.unwrap_or_default();
+            if key.first() != Some(&USER_PREFIX) {
+                // The descriptor (checked at open) or another record of the store's own.
+                return Ok(());
+            }
             match r.value {
                 Some(v) => batch.put(key, v),
                 None => batch.delete(key),

@@ -170,10 +170,28 @@ pub(crate) fn apply_retention(p: &PartitionShared) -> Result<usize> {
 /// The file holding a log start offset set above the first segment's base.
 pub(crate) const LOG_START_FILE: &str = "log-start-offset";
 
-/// Reads the persisted log start offset of a partition, if any.
-pub(crate) fn read_log_start(storage: &dyn Storage, dir: &Path) -> Option<i64> {
-    let b = crate::storage::read_all(storage, &dir.join(LOG_START_FILE)).ok()?;
-    String::from_utf8_lossy(&b).trim().parse().ok()
+/// Reads the persisted log start offset of a partition: `None` when DeleteRecords never ran.
+/// An unreadable or garbled file is an error, never taken for a missing one: that would
+/// silently bring back records a DeleteRecords removed.
+pub(crate) fn read_log_start(storage: &dyn Storage, dir: &Path) -> Result<Option<i64>> {
+    let path = dir.join(LOG_START_FILE);
+    let b = match crate::storage::read_all(storage, &path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LogError::io("read log start offset", &path, e)),
+    };
+    let text = String::from_utf8_lossy(&b);
+    match text.trim().parse::<i64>() {
+        Ok(o) if o >= 0 => Ok(Some(o)),
+        _ => Err(LogError::Corrupted {
+            segment: path,
+            offset: Offset(0),
+            reason: format!(
+                "the log start offset file holds {:?}, not an offset; restore it from a backup or delete it to keep every record",
+                text.chars().take(40).collect::<String>()
+            ),
+        }),
+    }
 }
 
 /// Kafka's DeleteRecords: makes everything below `before` (at most the high watermark)

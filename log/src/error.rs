@@ -160,6 +160,9 @@ pub enum LogError {
         /// " (pid N)" when known.
         holder: String,
     },
+    /// A read-only open found no log in the directory.
+    #[error("there is no Weir log in {0} (no `topics` directory); check --data-dir (or WEIR_DATA_DIR), or create a topic there first with `weir topic create`")]
+    NoLog(PathBuf),
     /// A write was attempted on a read-only view.
     #[error("the log at {0} is open read-only (another process writes it); this needs the writing process")]
     ReadOnly(PathBuf),

@@ -143,11 +143,7 @@ impl Log {
         let storage = options.storage.clone();
         let topics_dir = dir.join("topics");
         if read_only && !storage.exists(&topics_dir) {
-            return Err(LogError::io(
-                "open data dir",
-                &topics_dir,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "no Weir log here"),
-            ));
+            return Err(LogError::NoLog(dir));
         }
         storage
             .create_dir_all(&topics_dir)
@@ -433,6 +429,7 @@ impl Log {
         topic: &Topic,
         partition: PartitionId,
         batches: Vec<EncodedBatch>,
+        roll_first: bool,
     ) -> Result<AppendTicket> {
         self.writable()?;
         let p = topic.partition(partition)?;
@@ -440,7 +437,7 @@ impl Log {
             return Err(p.poisoned_error(cause));
         }
         let (tx, rx) = oneshot::channel();
-        if batches.is_empty() {
+        if batches.is_empty() && !roll_first {
             let end = Offset(p.log_end.load(Ordering::Acquire));
             let _ = tx.send(Ok(AppendOutcome {
                 partition,
@@ -462,6 +459,7 @@ impl Log {
             batches,
             bytes,
             ack: tx,
+            roll_first,
         };
         match p.queue.push(req, self.inner.options.append_max_block) {
             Ok(()) => Ok(AppendTicket { rx }),
@@ -485,7 +483,7 @@ impl Log {
         let t = self.topic(topic)?;
         t.partition(partition)?;
         let batches = self.encode(&t, records)?;
-        self.enqueue(&t, partition, batches)
+        self.enqueue(&t, partition, batches, false)
     }
 
     /// Queues a batch built by the caller (e.g. with [`BatchBuilder`] or from a Kafka client).
@@ -511,7 +509,7 @@ impl Log {
                 }
             }
         }
-        self.enqueue(&t, partition, vec![batch])
+        self.enqueue(&t, partition, vec![batch], false)
     }
 
     /// Appends records to a partition and waits for the acknowledgement; returns the offsets.
@@ -588,7 +586,7 @@ impl Log {
             ..Record::default()
         };
         let batches = self.encode(&t, std::slice::from_ref(&record))?;
-        self.enqueue(&t, partition, batches)?.wait()
+        self.enqueue(&t, partition, batches, false)?.wait()
     }
 
     /// Reads whole batches from `offset` (at least one batch if any is readable).
@@ -755,6 +753,20 @@ impl Log {
         self.topic(topic)?
             .partition(partition)?
             .offset_for_timestamp(ts)
+    }
+
+    /// Seals the active segment of every partition of a topic that holds anything, so that
+    /// the cleaner (compaction, retention) can reach every record written so far: they only
+    /// ever work on sealed segments.
+    pub fn roll(&self, topic: &str) -> Result<()> {
+        let t = self.topic(topic)?;
+        let tickets: Vec<AppendTicket> = (0..t.partitions.len() as u32)
+            .map(|p| self.enqueue(&t, PartitionId(p), Vec::new(), true))
+            .collect::<Result<_>>()?;
+        for ticket in tickets {
+            ticket.wait()?;
+        }
+        Ok(())
     }
 
     /// Runs compaction now on every partition of a topic.

@@ -437,7 +437,7 @@ impl PartitionShared {
             return Ok(true);
         };
         let end = last.index().next_offset;
-        let persisted = crate::cleaner::read_log_start(storage, &self.dir).filter(|&o| o <= end);
+        let persisted = crate::cleaner::read_log_start(storage, &self.dir)?.filter(|&o| o <= end);
         let start = start.max(persisted.unwrap_or(0));
         *self.segments.write().unwrap_or_else(|e| e.into_inner()) = next;
         self.log_start.store(start, Ordering::Release);
@@ -533,7 +533,7 @@ impl Partition {
             .map_or(0, |s| s.index().next_offset);
         // A start set by DeleteRecords may lie inside the first segment.
         let persisted =
-            crate::cleaner::read_log_start(storage.as_ref(), &dir).filter(|&o| o <= end);
+            crate::cleaner::read_log_start(storage.as_ref(), &dir)?.filter(|&o| o <= end);
         let first = segments
             .keys()
             .next()

@@ -37,6 +37,9 @@ pub struct AppendRequest {
     pub(crate) batches: Vec<EncodedBatch>,
     pub(crate) bytes: usize,
     pub(crate) ack: oneshot::Sender<Result<AppendOutcome>>,
+    /// Seal the active segment (when it holds anything) before writing these batches: an
+    /// explicit request (`Log::roll`), e.g. so that compaction can reach every record.
+    pub(crate) roll_first: bool,
 }
 
 #[derive(Debug, Default)]

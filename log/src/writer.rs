@@ -337,7 +337,8 @@ impl Writer {
                 Ok(None) => {}
             }
             let span: i64 = req.batches.iter().map(|b| b.offset_span()).sum();
-            if self.needs_roll(req.bytes, span) {
+            let roll_asked = req.roll_first && self.active.index().size + self.buf.len() as u64 > 0;
+            if roll_asked || self.needs_roll(req.bytes, span) {
                 let committed =
                     self.commit(std::mem::take(&mut pending), std::mem::take(&mut headers));
                 // A failed commit (say ENOSPC) already failed its requests and rolled back;

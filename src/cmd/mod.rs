@@ -25,8 +25,11 @@ pub fn open_log(cli_dir: &std::path::Path, background_cleaner: bool) -> Result<L
 
 /// Opens a read-only view: works while another `weir` process writes the same directory.
 pub fn open_log_read_only(dir: &std::path::Path) -> Result<Log> {
-    Log::open_read_only(dir, LogOptions::default())
-        .with_context(|| format!("cannot open data directory {}", dir.display()))
+    match Log::open_read_only(dir, LogOptions::default()) {
+        // The error says it all; a context line would repeat the directory.
+        Err(e @ weir_log::LogError::NoLog(_)) => Err(e.into()),
+        r => r.with_context(|| format!("cannot open data directory {}", dir.display())),
+    }
 }
 
 pub fn run(cli: Cli) -> Result<()> {

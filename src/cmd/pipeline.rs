@@ -17,6 +17,7 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
     match cmd {
         PipelineCmd::List => list(dir),
         PipelineCmd::Describe { app } => describe(dir, &app),
+        PipelineCmd::Reset { app, state_dir } => reset(dir, &app, state_dir),
         run @ PipelineCmd::Run { .. } => run_builtin(dir, run),
     }
 }
@@ -51,6 +52,30 @@ fn status(s: &MetricsSnapshot) -> String {
     } else {
         "stopped".to_string()
     }
+}
+
+fn reset(dir: &Path, app: &str, state_dir: Option<PathBuf>) -> Result<()> {
+    let log = super::open_log(dir, false)?;
+    let groups = weir_coord::GroupCoordinator::start(&log)?;
+    let state_dir = state_dir.unwrap_or_else(|| dir.join("state"));
+    let report = weir_engine::reset(&log, &groups, app, &state_dir)
+        .with_context(|| format!("cannot reset application `{app}`"))?;
+    let metrics = metrics_file(dir, app);
+    if metrics.exists() {
+        std::fs::remove_file(&metrics)
+            .with_context(|| format!("cannot remove {}", metrics.display()))?;
+    }
+    for t in &report.topics {
+        println!("deleted topic {t}");
+    }
+    if report.offsets {
+        println!("deleted the committed offsets of group {app}");
+    }
+    if report.state {
+        println!("deleted state {}", state_dir.join(app).display());
+    }
+    println!("application {app} will start over from the beginning of its inputs");
+    Ok(())
 }
 
 fn list(dir: &Path) -> Result<()> {
@@ -135,8 +160,17 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
     println!("  dead-letter topic {dlq}: {dlq_depth} record(s)");
     if let Some(s) = &snapshot {
         println!(
-            "\n{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10}",
-            "TASK", "STATE", "RECORDS-IN", "POSITION", "LAG", "COMMITS", "COMMIT-P99µs", "RESTORED"
+            "\n{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12}",
+            "TASK",
+            "STATE",
+            "RECORDS-IN",
+            "POSITION",
+            "LAG",
+            "COMMITS",
+            "COMMIT-P99µs",
+            "RESTORED",
+            "WATERMARK",
+            "WM-LAG-MS"
         );
         for t in &s.tasks {
             let state = match &t.state {
@@ -147,8 +181,13 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
                 ),
                 other => format!("{other:?}").to_lowercase(),
             };
+            // Watermark lag: how far event time trails the wall clock, as of the snapshot.
+            let (wm, wm_lag) = match t.watermark {
+                Some(w) => (w.to_string(), (s.at_ms - w).max(0).to_string()),
+                None => ("-".to_string(), "-".to_string()),
+            };
             println!(
-                "{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10}",
+                "{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12}",
                 t.task,
                 state,
                 t.records_in,
@@ -156,22 +195,25 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
                 t.lag,
                 t.commits,
                 t.commit_us.p99,
-                t.restored_records
+                t.restored_records,
+                wm,
+                wm_lag
             );
         }
         println!(
-            "\n{:>3} {:<44} {:>12} {:>12} {:>10} {:>10}",
-            "OP", "OPERATOR", "RECORDS-IN", "RECORDS-OUT", "BATCHES", "BUSY-MS"
+            "\n{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10}",
+            "OP", "OPERATOR", "RECORDS-IN", "RECORDS-OUT", "BATCHES", "BUSY-MS", "DROPPED"
         );
         for o in &s.operators {
             println!(
-                "{:>3} {:<44} {:>12} {:>12} {:>10} {:>10}",
+                "{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10}",
                 o.id,
                 o.name,
                 o.counters.records_in,
                 o.counters.records_out,
                 o.counters.batches,
-                o.counters.busy_ns / 1_000_000
+                o.counters.busy_ns / 1_000_000,
+                o.counters.dropped
             );
         }
     }
@@ -190,9 +232,8 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
             l.lag
         );
     }
-    let prefix = format!("{app}-");
-    for t in log.list_topics() {
-        if t.starts_with(&prefix) && t.ends_with("-changelog") {
+    for t in weir_engine::names::internal_topics(&log, app) {
+        if t.ends_with(".changelog") {
             let d = log.describe_topic(&t)?;
             let records: i64 = d
                 .partitions

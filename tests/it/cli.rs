@@ -366,7 +366,7 @@ fn pipelines_run_list_and_describe_from_the_cli() {
         "lag 0 after the run: {s}"
     );
     assert!(
-        s.contains("state changelog clicker-aggregate-0-changelog"),
+        s.contains("state changelog clicker.clicks-aggregate.changelog"),
         "{s}"
     );
     // Latest count per user is 10, read exactly once.
@@ -436,8 +436,102 @@ fn the_latest_builtin_pipeline_keeps_the_latest_value_per_key() {
     assert_eq!(stdout(&o), "a=1\nb=2\na=3\n");
     let o = run(d.path(), &["pipeline", "describe", "lengths"], "");
     assert!(
-        stdout(&o).contains("state changelog lengths-aggregate-0-changelog"),
+        stdout(&o).contains("state changelog lengths.kv-aggregate.changelog"),
         "{}",
         stdout(&o)
+    );
+}
+
+#[test]
+fn a_missing_data_directory_says_what_is_wrong_once() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let missing = d.path().join("nowhere");
+    let o = run(&missing, &["consume", "t"], "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with(&format!(
+            "error: there is no Weir log in {}",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.matches("no Weir log").count(), 1, "said once: {err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_application_from_an_earlier_version_is_refused_until_reset() {
+    let d = tempfile::tempdir().expect("tempdir");
+    for t in [
+        "clicks",
+        "counts",
+        "old-app-aggregate-0-changelog",
+        "old-app-repartition-3",
+    ] {
+        run(d.path(), &["topic", "create", t], "");
+    }
+    run(
+        d.path(),
+        &["produce", "clicks", "--key-separator", ":"],
+        "u1:a\nu2:b\nu1:c\n",
+    );
+    let pipeline = [
+        "pipeline",
+        "run",
+        "keyed-count",
+        "--app",
+        "old-app",
+        "--input",
+        "clicks",
+        "--output",
+        "counts",
+        "--until-idle-ms",
+        "300",
+    ];
+    let o = run(d.path(), &pipeline, "");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("old-app-aggregate-0-changelog")
+            && err.contains("weir pipeline reset old-app"),
+        "{err}"
+    );
+    let o = run(d.path(), &["pipeline", "reset", "old-app"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("deleted topic old-app-repartition-3"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(d.path(), &pipeline, "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(d.path(), &["topic", "list"], "");
+    assert!(
+        stdout(&o).contains("old-app.clicks-aggregate.changelog"),
+        "{}",
+        stdout(&o)
+    );
+    // A reset starts it over: the same three records counted again from the start.
+    run(d.path(), &["pipeline", "reset", "old-app"], "");
+    run(d.path(), &pipeline, "");
+    let o = run(
+        d.path(),
+        &[
+            "consume",
+            "counts",
+            "--isolation",
+            "read_committed",
+            "-f",
+            "%k=%s\\n",
+        ],
+        "",
+    );
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines.iter().filter(|l| **l == "u1=2").count(),
+        2,
+        "{lines:?}"
     );
 }

@@ -6,14 +6,17 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weir_log::{Log, LogOptions, Offset, PartitionId};
 
 use crate::util::{run, weir, Rng};
 
 const PARTITIONS: u32 = 3;
+/// Most lines fed to one producer before its kill (bounds the test's memory).
+const LINES_MAX: u64 = 2_000_000;
 
 #[test]
 fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
     // What each partition must contain, in order: every line ever sent to it.
     let mut sent: Vec<Vec<String>> = vec![Vec::new(); PARTITIONS as usize];
     let mut acked_through: Vec<i64> = vec![-1; PARTITIONS as usize];
+    let mut kills_in_flight = 0u64;
     for cycle in 0..cycles {
         // Anything past the acknowledged prefix may or may not have survived the last kill;
         // re-read to learn what did, so this cycle's lines follow it.
@@ -71,44 +75,65 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
             .take()
             .ok_or_else(|| anyhow::anyhow!("stdout"))?;
         let acks = Arc::new(Mutex::new(acked_through.clone()));
-        let acks_reader = acks.clone();
+        // Records acknowledged in this cycle, for timing the kill against acks.
+        let acked_records = Arc::new(AtomicU64::new(0));
+        let (acks_reader, acked_counter) = (acks.clone(), acked_records.clone());
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 // ack p=P offsets=A-B
                 let mut p = None;
-                let mut last = None;
+                let mut range = None;
                 for f in line.split_whitespace() {
                     if let Some(v) = f.strip_prefix("p=") {
                         p = v.parse::<usize>().ok();
                     } else if let Some(v) = f.strip_prefix("offsets=") {
-                        last = v.split('-').nth(1).and_then(|x| x.parse::<i64>().ok());
+                        let mut ends = v.split('-').map(|x| x.parse::<i64>().ok());
+                        range = ends.next().flatten().zip(ends.next().flatten());
                     }
                 }
-                if let (Some(p), Some(last)) = (p, last) {
+                if let (Some(p), Some((first, last))) = (p, range) {
                     let mut a = acks_reader.lock().unwrap_or_else(|e| e.into_inner());
                     a[p] = a[p].max(last);
+                    acked_counter.fetch_add((last - first + 1) as u64, Ordering::SeqCst);
                 }
             }
         });
-        let lines: Vec<(usize, String)> = (0..20_000)
-            .map(|i| {
+        // The producer is fed without pause until the kill, so appends are in flight when it
+        // lands; lines written into the pipe but never read by the dead producer are simply
+        // never appended, which `check_prefix` allows.
+        let written = Arc::new(AtomicU64::new(0));
+        let written_counter = written.clone();
+        let writer = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for i in 0..LINES_MAX {
                 let key = format!("key-{}", i % 17);
                 let p =
                     weir_log::partitioner::partition_for_key(key.as_bytes(), PARTITIONS).0 as usize;
-                (p, format!("{key}:c{cycle}-n{i}"))
-            })
-            .collect();
-        let writer = std::thread::spawn(move || {
-            for (_, l) in &lines {
-                if writeln!(stdin, "{l}").is_err() {
+                let line = format!("{key}:c{cycle}-n{i}");
+                if writeln!(stdin, "{line}").is_err() {
                     break; // killed
                 }
+                lines.push((p, line));
+                written_counter.fetch_add(1, Ordering::SeqCst);
             }
             lines
         });
-        std::thread::sleep(Duration::from_millis(50 + rng.below(300)));
+        // Kill right after the k-th acknowledged record, k random: the kill is timed against
+        // acks, not against the clock (a producer that had finished would test nothing).
+        let target = 1 + rng.below(5_000);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while acked_records.load(Ordering::SeqCst) < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         child.kill()?; // SIGKILL
+        let (at_kill_written, at_kill_acked) = (
+            written.load(Ordering::SeqCst),
+            acked_records.load(Ordering::SeqCst),
+        );
         child.wait()?;
+        if at_kill_written > at_kill_acked {
+            kills_in_flight += 1;
+        }
         let lines = writer
             .join()
             .map_err(|_| anyhow::anyhow!("writer panicked"))?;
@@ -131,7 +156,13 @@ fn kill_9_under_load_loses_no_acknowledged_record() -> anyhow::Result<()> {
         check_prefix(&have, &sent[p], acked_through[p], cycles, p)?;
         total_acked += acked_through[p] + 1;
     }
-    eprintln!("{cycles} kill -9 cycles, {total_acked} acknowledged records all present");
+    eprintln!(
+        "{cycles} kill -9 cycles ({kills_in_flight} with appends in flight at the kill), {total_acked} acknowledged records all present"
+    );
+    anyhow::ensure!(
+        kills_in_flight * 2 >= cycles,
+        "only {kills_in_flight} of {cycles} kills landed while appends were in flight"
+    );
     anyhow::ensure!(
         total_acked > 0,
         "the producer never got an ack: the test did not test anything"

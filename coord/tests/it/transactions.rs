@@ -87,6 +87,30 @@ fn outputs_and_offsets_commit_or_abort_together() -> anyhow::Result<()> {
 }
 
 #[test]
+fn offset_metadata_commits_with_the_transaction() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("in", 1, Default::default())?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app-1", Duration::from_secs(60))?;
+    let tp = ("in".to_string(), 0);
+    p.begin()?;
+    p.send_offsets_with_metadata("app", &[(tp.clone(), Offset(4), "wm=10".into())])?;
+    p.abort()?;
+    p.begin()?;
+    p.send_offsets_with_metadata("app", &[(tp.clone(), Offset(7), "wm=20".into())])?;
+    p.commit()?;
+    assert_eq!(groups.committed("app")[&tp].metadata, "wm=20");
+    drop((groups, txns, p));
+    drop(log);
+    let log = open(dir.path());
+    let (groups, _txns) = weir_coord::start(&log)?;
+    let c = &groups.committed("app")[&tp];
+    assert_eq!((c.offset, c.metadata.as_str()), (Offset(7), "wm=20"));
+    Ok(())
+}
+
+#[test]
 fn a_second_instance_fences_the_first() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let log = open(dir.path());

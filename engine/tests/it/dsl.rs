@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use weir_engine::{Json, Pipeline, RunOptions, Utf8};
+use weir_engine::{Json, Pipeline, Plan, RunOptions, Utf8};
 use weir_log::{Isolation, Log, Offset, PartitionId};
 
 fn latest(log: &Log, topic: &str) -> BTreeMap<String, u64> {
@@ -59,7 +59,7 @@ fn word_count_is_exact_across_a_restart() -> anyhow::Result<()> {
     opts.commit_interval = Duration::from_millis(20);
     let topology = word_count("wc");
     assert_eq!(
-        topology.subtopologies.len(),
+        topology.shape().subplans.len(),
         2,
         "key_by splits the pipeline at a repartition topic"
     );
@@ -169,17 +169,7 @@ fn poison_records_go_to_the_dead_letter_topic_exactly_once() -> anyhow::Result<(
     )?;
     let dead: Vec<_> = f.records().collect::<Result<_, _>>()?;
     assert_eq!(dead.len() as u64, poison, "DLQ == poison, exactly once");
-    let headers: BTreeMap<String, String> = dead[0]
-        .headers()
-        .map(|h| {
-            h.map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v.unwrap_or_default()).into_owned(),
-                )
-            })
-        })
-        .collect::<Result<_, _>>()?;
+    let headers = headers_of(&log, "summer.dlq")?.remove(0);
     assert_eq!(headers["weir.source.topic"], "amounts");
     assert!(headers["weir.error"].contains("value"), "{headers:?}");
     assert!(
@@ -221,7 +211,11 @@ fn a_table_keeps_the_latest_value_per_key_and_streams_its_changes() -> anyhow::R
     let (groups, txns) = weir_coord::start(&log)?;
     let p = Pipeline::builder("profiles-view");
     let table = p.table::<String, String>("profiles", Json, Json);
-    assert!(table.store_name().starts_with("table-"));
+    assert_eq!(
+        table.store_name(),
+        "profiles-table",
+        "named after its topic"
+    );
     table
         .to_stream()
         .map_values(|city: Option<String>| city.unwrap_or_else(|| "(deleted)".into()))
@@ -275,7 +269,7 @@ fn a_stream_joins_the_current_value_of_a_table() -> anyhow::Result<()> {
         .to_topic("enriched", Json, Json);
     let topology = p.build()?;
     assert_eq!(
-        topology.subtopologies.len(),
+        topology.shape().subplans.len(),
         1,
         "the joined table runs in the stream's tasks"
     );
@@ -352,7 +346,7 @@ fn repartition_topics_are_purged_up_to_committed_offsets() -> anyhow::Result<()>
     assert_eq!(counts.values().sum::<u64>(), 5000);
     let purged: i64 = (0..2)
         .map(|p| {
-            log.earliest_offset("typer-repartition-0", PartitionId(p))
+            log.earliest_offset("typer.events-rekey.repartition", PartitionId(p))
                 .map(|o| o.0)
         })
         .sum::<Result<i64, _>>()?;
@@ -360,5 +354,200 @@ fn repartition_topics_are_purged_up_to_committed_offsets() -> anyhow::Result<()>
         purged >= 1000,
         "committed repartition records were deleted (log start offsets sum to {purged})"
     );
+    Ok(())
+}
+
+/// The headers of a topic's committed records, in order.
+fn headers_of(log: &Log, topic: &str) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    let f = log.read_isolated(
+        topic,
+        PartitionId(0),
+        Offset(0),
+        1 << 20,
+        Isolation::ReadCommitted,
+    )?;
+    let mut out = Vec::new();
+    for r in f.records() {
+        let r = r?;
+        let h: BTreeMap<String, String> = r
+            .headers()
+            .map(|h| {
+                h.map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        String::from_utf8_lossy(v.unwrap_or_default()).into_owned(),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        out.push(h);
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_failing_function_is_retried_before_its_record_is_dead_lettered() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic("calls", 1, Default::default())?;
+    log.create_topic("answers", 1, Default::default())?;
+    for v in ["ok", "flaky", "bad", "ok"] {
+        log.send("calls", Some(b"k"), Some(v.as_bytes()))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let flaky_calls = std::sync::Arc::new(AtomicU32::new(0));
+    let calls = flaky_calls.clone();
+    let p = Pipeline::builder("caller");
+    p.stream::<String, String>("calls", Utf8, Utf8)
+        .try_map_values(move |v: &String| match v.as_str() {
+            // Fails twice, then answers: a transient outage of a service it calls.
+            "flaky" if calls.fetch_add(1, Ordering::SeqCst) < 2 => Err("timed out".to_string()),
+            "bad" => Err("rejected".to_string()),
+            other => Ok(other.to_uppercase()),
+        })
+        .to_topic("answers", Utf8, Utf8);
+    let mut opts = RunOptions::new(dir.path().join("state"));
+    opts.retry = weir_engine::RetryPolicy {
+        attempts: 3,
+        backoff: Duration::from_millis(1),
+    };
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    let answers: Vec<String> = crate::common::committed_by_key(&log, "answers", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        )
+    })
+    .remove("k")
+    .unwrap_or_default();
+    assert_eq!(answers, ["OK", "FLAKY", "OK"]);
+    let dead = headers_of(&log, "caller.dlq")?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["weir.attempts"], "3");
+    assert_eq!(dead[0]["weir.error"], "rejected");
+    assert_eq!(dead[0]["weir.source.offset"], "2");
+    Ok(())
+}
+
+#[test]
+fn a_user_topic_named_like_a_repartition_topic_is_never_purged() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    // Earlier versions purged every input named `{app}-repartition-…`.
+    log.create_topic("orders-repartition-audit", 1, Default::default())?;
+    log.create_topic("audit-copy", 1, Default::default())?;
+    for i in 0..1500 {
+        log.send(
+            "orders-repartition-audit",
+            Some(b"k"),
+            Some(format!("{i}").as_bytes()),
+        )?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let p = Pipeline::builder("orders");
+    p.stream::<String, String>("orders-repartition-audit", Utf8, Utf8)
+        .to_topic("audit-copy", Utf8, Utf8);
+    let mut opts = RunOptions::new(dir.path().join("state"));
+    opts.commit_interval = Duration::from_millis(10);
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+    assert_eq!(
+        log.earliest_offset("orders-repartition-audit", PartitionId(0))?,
+        Offset(0),
+        "the user's records are all still there"
+    );
+    Ok(())
+}
+
+#[test]
+fn applications_whose_names_share_dashes_do_not_fence_each_other() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    // App `a` reading `b-1` and app `a-b` reading `1`: once both `a-b-1-0` as transactional id.
+    for t in ["b-1", "1", "out-a", "out-ab"] {
+        log.create_topic(t, 1, Default::default())?;
+    }
+    for i in 0..2000 {
+        log.send("b-1", Some(b"k"), Some(format!("{i}").as_bytes()))?;
+        log.send("1", Some(b"k"), Some(format!("{i}").as_bytes()))?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let copy = |app: &str, from: &str, to: &str| -> anyhow::Result<weir_engine::Topology> {
+        let p = Pipeline::builder(app);
+        p.stream::<String, String>(from, Utf8, Utf8)
+            .group_by_key()
+            .count()
+            .to_topic(to, Json, Json);
+        Ok(p.build()?)
+    };
+    let mut opts = RunOptions::new(dir.path().join("state"));
+    opts.commit_interval = Duration::from_millis(5);
+    opts.max_batch_records = 10;
+    let a = copy("a", "b-1", "out-a")?.run(&log, &groups, &txns, opts.clone())?;
+    let ab = copy("a-b", "1", "out-ab")?.run(&log, &groups, &txns, opts)?;
+    a.stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    ab.stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    for out in ["out-a", "out-ab"] {
+        let counts = latest(&log, out);
+        assert_eq!(counts.get("k"), Some(&2000), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn table_records_without_a_key_are_dropped_and_counted() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic("names", 1, Default::default())?;
+    log.create_topic("visits", 1, Default::default())?;
+    log.create_topic("greetings", 1, Default::default())?;
+    log.append(
+        "names",
+        PartitionId(0),
+        &[weir_log::Record::value("nobody")],
+    )?;
+    log.send("names", Some(b"u1"), Some(b"\"Ann\""))?;
+    log.send("visits", Some(b""), Some(b"\"hi\""))?;
+    log.send("visits", Some(b"u1"), Some(b"\"hello\""))?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let p = Pipeline::builder("greeter");
+    let names = p.table::<String, String>("names", Utf8, Json);
+    p.stream::<String, String>("visits", Utf8, Json)
+        .join(&names, |greeting, name| format!("{greeting} {name}"))
+        .to_topic("greetings", Utf8, Json);
+    let running = p.build()?.run(
+        &log,
+        &groups,
+        &txns,
+        RunOptions::new(dir.path().join("state")),
+    )?;
+    running.wait_until_idle(Duration::from_millis(300), Duration::from_secs(20));
+    let m = running.metrics();
+    running.stop()?;
+    let table_op = m
+        .operators
+        .iter()
+        .find(|o| o.name == "table(names)")
+        .expect("table operator");
+    assert_eq!(
+        table_op.counters.dropped, 1,
+        "the keyless record is counted"
+    );
+    assert_eq!(m.dead_lettered, 0);
+    let out = crate::common::committed_by_key(&log, "greetings", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        )
+    });
+    assert!(
+        !out.contains_key(""),
+        "nothing was stored under the empty key: {out:?}"
+    );
+    assert_eq!(out["u1"], ["\"hello Ann\""]);
     Ok(())
 }

@@ -5,3 +5,4 @@ mod dsl;
 mod runtime;
 mod state;
 mod task;
+mod time;

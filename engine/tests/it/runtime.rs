@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use weir_coord::GroupState;
-use weir_engine::{Guarantee, Json, Pipeline, RunOptions, TaskState, Utf8};
+use weir_engine::{Guarantee, Json, Pipeline, Plan, RunOptions, TaskState, Utf8};
 use weir_log::sim::{Faults, SimStorage};
 use weir_log::{Log, LogOptions, Record, TopicConfig};
 
@@ -41,13 +41,13 @@ fn metrics_count_every_operator_and_the_pipeline_is_a_group_member() -> anyhow::
         .to_topic("counts", Utf8, Json);
     let topology = p.build()?;
     assert_eq!(
-        topology.operators,
+        topology.shape().operators,
         [
             "stream(numbers)",
             "filter",
             "map_values",
             "to_topic(even)",
-            "aggregate -> aggregate-0",
+            "aggregate -> numbers-aggregate",
             "to_topic(counts)"
         ]
     );
@@ -85,7 +85,7 @@ fn metrics_count_every_operator_and_the_pipeline_is_a_group_member() -> anyhow::
     assert_eq!(op("filter"), Some((200, 100)));
     assert_eq!(op("map_values"), Some((100, 100)));
     assert_eq!(op("to_topic(even)"), Some((100, 100)));
-    assert_eq!(op("aggregate -> aggregate-0"), Some((200, 200)));
+    assert_eq!(op("aggregate -> numbers-aggregate"), Some((200, 200)));
     assert_eq!(snapshot.tasks.len(), 2);
     assert!(snapshot.tasks.iter().all(|t| t.state == TaskState::Running));
     assert!(snapshot.tasks.iter().all(|t| t.lag == 0 && t.commits >= 1));

@@ -106,7 +106,8 @@ fn aborted_changelog_records_are_never_restored() -> anyhow::Result<()> {
             base_sequence: 0,
         })
         .transactional(true);
-    b.push_parts(Some(b"k"), Some(b"aborted"), &[], Timestamp(1));
+    // Changelog keys are the RocksDB keys: 1 then the store key.
+    b.push_parts(Some(b"\x01k"), Some(b"aborted"), &[], Timestamp(1));
     log.submit_batch(CL, P, b.finish())?.wait()?;
     log.write_marker(CL, P, 9, 0, false, 0)?;
     let mut s = KvStore::open("counts", &dir.path().join("state"), CL, P)?;
@@ -116,5 +117,45 @@ fn aborted_changelog_records_are_never_restored() -> anyhow::Result<()> {
         ensure_changelog(&log, CL, 3).is_err(),
         "a changelog with the wrong partition count is refused"
     );
+    Ok(())
+}
+
+#[test]
+fn a_changelog_written_by_another_kind_of_store_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open_log(dir.path());
+    ensure_changelog(&log, CL, 1)?;
+    let spec = |d: &str| weir_engine::StoreSpec {
+        name: "counts".into(),
+        descriptor: d.into(),
+    };
+    let state = dir.path().join("state");
+    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P)?;
+    s.check_changelog(&log)?;
+    s.put("a", "1");
+    commit(&log, &mut s)?;
+    drop(s);
+    // The same store again: its descriptor is the changelog's first record.
+    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P)?;
+    s.check_changelog(&log)?;
+    assert_eq!(s.restore(&log)?.records, 0);
+    drop(s);
+    // Another operator under the same name: refused, never restored into.
+    let mut other = KvStore::open_spec(&spec("table json"), &dir.path().join("other"), CL, P)?;
+    match other.check_changelog(&log) {
+        Err(weir_engine::EngineError::StateMismatch {
+            expected, found, ..
+        }) => assert_eq!(
+            (expected.as_str(), found.as_str()),
+            ("table json", "aggregate json")
+        ),
+        other => panic!("expected StateMismatch, got {other:?}"),
+    }
+    drop(other);
+    // A local directory written under another descriptor is rebuilt from the changelog.
+    let mut s = KvStore::open_spec(&spec("aggregate json"), &dir.path().join("other"), CL, P)?;
+    s.check_changelog(&log)?;
+    s.restore(&log)?;
+    assert_eq!(get(&s, "a").as_deref(), Some("1"));
     Ok(())
 }

@@ -30,18 +30,15 @@ impl Processor for KeyedCount {
 }
 
 fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskConfig {
-    TaskConfig {
-        app: "counter".into(),
-        topic: "in".into(),
-        co_topics: Vec::new(),
-        partition,
-        stores: vec!["counts".into()],
-        commit_interval: Duration::from_secs(3600), // commits are driven by the test
-        guarantee,
-        state_dir: dir.join("state"),
-        max_batch_records: 17,
-        max_buffered_records: 100_000,
-    }
+    let mut cfg = TaskConfig::new("counter", "in", partition, dir.join("state"));
+    cfg.stores = vec![weir_engine::StoreSpec {
+        name: "counts".into(),
+        descriptor: "test counts".into(),
+    }];
+    cfg.commit_interval = Duration::from_secs(3600); // commits are driven by the test
+    cfg.guarantee = guarantee;
+    cfg.max_batch_records = 17;
+    cfg
 }
 
 fn outputs(log: &Log) -> BTreeMap<String, Vec<u64>> {

@@ -330,3 +330,65 @@ fn delete_records_moves_the_log_start_durably_and_drops_whole_segments() -> anyh
     );
     Ok(())
 }
+
+#[test]
+fn an_explicit_roll_lets_compaction_reach_the_active_segment() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open(dir.path());
+    log.create_topic(
+        "kv",
+        1,
+        cfg(&["cleanup.policy=compact", "segment.bytes=1024"]),
+    )?;
+    // 200 updates of 4 keys in one append: one batch, all in the active segment.
+    let updates: Vec<Record> = (0..200)
+        .map(|i| Record::keyed(format!("user-{}", i % 4), format!("{i}")))
+        .collect();
+    log.append("kv", PartitionId(0), &updates)?;
+    assert_eq!(
+        log.compact_topic("kv")?.segments_in,
+        0,
+        "the active segment is never compacted"
+    );
+    log.roll("kv")?;
+    log.roll("kv")?; // an empty active segment is not rolled again
+    assert_eq!(log.describe_topic("kv")?.partitions[0].segments, 2);
+    let s = log.compact_topic("kv")?;
+    assert_eq!((s.records_in, s.records_out), (200, 4));
+    let rows = read_all(&log, "kv", 0)?;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(
+        log.append("kv", PartitionId(0), &[Record::keyed("user-0", "x")])?
+            .base_offset,
+        Offset(200),
+        "offsets go on after the roll"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_garbled_log_start_file_is_an_error_not_a_missing_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let p = PartitionId(0);
+    {
+        let log = crate::common::open(dir.path());
+        log.create_topic("t", 1, cfg(&[]))?;
+        for i in 0..10 {
+            log.append("t", p, &[Record::value(format!("{i}"))])?;
+        }
+        log.delete_records("t", p, Offset(5))?;
+    }
+    let file = std::fs::read_dir(dir.path().join("topics"))?
+        .flatten()
+        .map(|e| e.path().join("0").join("log-start-offset"))
+        .find(|f| f.exists())
+        .expect("the persisted log start");
+    std::fs::write(&file, b"garbage")?;
+    // Taken for a missing file, it would bring back the five deleted records.
+    match Log::open_with(dir.path(), LogOptions::without_cleaner()) {
+        Err(LogError::Corrupted { segment, .. }) => assert_eq!(segment, file),
+        Ok(log) => panic!("opened with log start {:?}", log.earliest_offset("t", p)),
+        Err(e) => panic!("expected Corrupted, got {e}"),
+    }
+    Ok(())
+}

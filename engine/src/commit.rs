@@ -1,0 +1,179 @@
+//! A task's commit: the interval's outputs, changelog records and input offsets (with the
+//! task's event time as their metadata), atomically under exactly-once; then the stores'
+//! writes are applied to RocksDB and the plan's own internal inputs are purged.
+//!
+//! A failed commit leaves its outcome unknown (it may have been decided), and a store that
+//! could not apply a committed write no longer matches its changelog: either way the task is
+//! marked failed and must be started again, which finishes or aborts the transaction,
+//! restores the stores and resumes at the committed offsets.
+
+use std::time::{Duration, Instant};
+
+use weir_log::{Offset, PartitionId};
+
+use crate::error::{EngineError, Result};
+use crate::metrics::TaskState;
+use crate::output::{in_batches, write_changelogs};
+use crate::task::{Output, Task};
+
+/// Committed records of an internal repartition topic that trigger a purge.
+const PURGE_MIN_RECORDS: i64 = 1000;
+
+/// How long an at-least-once offset commit waits out a rebalance of the application's group.
+const REBALANCE_WAIT: Duration = Duration::from_secs(30);
+
+impl Task {
+    /// Commits the open interval: outputs, changelogs and the input offsets, atomically under
+    /// exactly-once. After a failure the task must be started again.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.failed {
+            return Err(EngineError::Internal(
+                "this task failed a batch or a commit; start it again".into(),
+            ));
+        }
+        self.interval_start = Instant::now();
+        let moved = self.inputs.iter().any(|i| i.position != i.committed);
+        if !moved && self.sinks.len == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let applied = self.try_commit().and_then(|last_changelog| {
+            for (store, last) in self.stores.iter_mut().zip(last_changelog) {
+                store.committed(last)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = applied {
+            self.failed = true;
+            self.metrics.state = TaskState::Failed(e.to_string());
+            self.publish();
+            return Err(e);
+        }
+        for i in &mut self.inputs {
+            i.committed = i.position;
+        }
+        self.metrics.record_commit(started.elapsed());
+        let now = self.log.now().0;
+        self.latency
+            .drain_into(now, &mut self.metrics.end_to_end_ms);
+        self.metrics.poison_records += std::mem::take(&mut self.interval_poisoned);
+        self.publish();
+        self.purge_internal_inputs();
+        Ok(())
+    }
+
+    /// The plan's own internal inputs (repartition topics) are read by this application only:
+    /// once their records are committed they are deleted (Kafka's DeleteRecords), in steps of
+    /// at least `PURGE_MIN_RECORDS` so a purge costs little. Nothing else is ever purged.
+    fn purge_internal_inputs(&self) {
+        let p = PartitionId(self.cfg.partition);
+        for input in self.inputs.iter().filter(|i| i.spec.internal) {
+            let pos = input.committed;
+            let start = self.log.earliest_offset(&input.topic, p).unwrap_or(pos);
+            if pos.0 - start.0 < PURGE_MIN_RECORDS {
+                continue;
+            }
+            if let Err(e) = self.log.delete_records(&input.topic, p, pos) {
+                tracing::warn!(topic = %input.topic, partition = %p, error = %e, "purging a repartition topic failed");
+            }
+        }
+    }
+
+    /// The offsets to commit, each with the task's event time as metadata.
+    fn offsets_to_commit(&self) -> Vec<((String, u32), Offset, String)> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(|(n, i)| {
+                (
+                    (i.topic.to_string(), self.cfg.partition),
+                    i.position,
+                    self.time.metadata(n),
+                )
+            })
+            .collect()
+    }
+
+    /// Writes the interval; returns, per store (in order), the offset of its last changelog
+    /// record written (`None` when it wrote none).
+    fn try_commit(&mut self) -> Result<Vec<Option<Offset>>> {
+        let offsets = self.offsets_to_commit();
+        let last_changelog;
+        let outputs = self.sinks.take();
+        match &mut self.output {
+            Output::Transactional(p) => {
+                p.begin()?;
+                // Every partition of this transaction, added in one durable step.
+                let mut all: Vec<(String, u32)> = outputs
+                    .iter()
+                    .map(|(t, p, _)| (t.to_string(), *p))
+                    .collect();
+                for store in self.stores.iter_mut() {
+                    if !store.stage().is_empty() {
+                        let (t, p) = store.changelog();
+                        all.push((t.to_string(), p.0));
+                    }
+                }
+                let offsets_partition =
+                    weir_coord::offsets::OffsetStore::partition_of(&self.cfg.app).0;
+                all.push((
+                    weir_coord::offsets::OFFSETS_TOPIC.to_string(),
+                    offsets_partition,
+                ));
+                p.add_partitions(&all)?;
+                for (topic, partition, records) in &outputs {
+                    in_batches(&self.log, topic, records, |chunk| {
+                        Ok(p.submit(topic, PartitionId(*partition), chunk)?)
+                    })?;
+                }
+                last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
+                    Ok(p.send_to(t, part, r)?.last_offset)
+                })?;
+                p.send_offsets_with_metadata(&self.cfg.app, &offsets)?;
+                p.commit()?;
+            }
+            Output::Idempotent(p) => {
+                for (topic, partition, records) in &outputs {
+                    in_batches(&self.log, topic, records, |chunk| {
+                        p.send_to(topic, PartitionId(*partition), chunk)?;
+                        Ok(())
+                    })?;
+                }
+                last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
+                    Ok(p.send_to(t, part, r)?.last_offset)
+                })?;
+                self.commit_offsets_as_member(&offsets)?;
+            }
+        }
+        Ok(last_changelog)
+    }
+
+    /// At-least-once: outputs and changelog are written, only the offsets remain. A rebalance
+    /// of the application's group (someone joined it) is waited out and the commit retried
+    /// with the new generation, rather than failing the task — which would replay the interval
+    /// into its state a second time.
+    fn commit_offsets_as_member(&self, entries: &[((String, u32), Offset, String)]) -> Result<()> {
+        let deadline = Instant::now() + REBALANCE_WAIT;
+        loop {
+            let (member, generation) = self
+                .membership
+                .as_ref()
+                .and_then(|m| m.lock().unwrap_or_else(|e| e.into_inner()).clone())
+                .unwrap_or_else(|| (String::new(), -1));
+            match self
+                .groups
+                .commit_offsets(&self.cfg.app, generation, &member, entries)
+            {
+                Ok(()) => return Ok(()),
+                Err(
+                    weir_coord::CoordError::RebalanceInProgress(_)
+                    | weir_coord::CoordError::IllegalGeneration { .. }
+                    | weir_coord::CoordError::UnknownMember { .. },
+                ) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! A task's inputs: where each stands, the records fetched but not yet processed, and which
+//! input the next batch comes from.
+//!
+//! Every round the task fetches each input whose fetched records are used up (one read of up
+//! to `FETCH_BYTES` feeds several batches) and takes the next batch from the input whose next
+//! record is the oldest (tables before streams on equal timestamps), cut where another input
+//! has an older record. So inputs interleave by time, as Kafka Streams does, and a busy table
+//! cannot starve the stream that joins it.
+
+use std::sync::Arc;
+
+use weir_log::{Isolation, Log, Offset, PartitionId};
+
+use crate::error::Result;
+use crate::plan::{InputKind, InputSpec};
+use crate::processor::InputRecord;
+
+/// Bytes one fetch reads from an input partition.
+pub(crate) const FETCH_BYTES: usize = 1 << 20;
+
+/// One input of a task.
+#[derive(Debug)]
+pub(crate) struct Input {
+    pub(crate) spec: InputSpec,
+    pub(crate) topic: Arc<str>,
+    /// Next offset to process.
+    pub(crate) position: Offset,
+    /// Position at the last successful commit.
+    pub(crate) committed: Offset,
+    /// Fetched records from `fetched_at` on.
+    pub(crate) fetched: Vec<InputRecord>,
+    pub(crate) fetched_at: usize,
+}
+
+impl Input {
+    pub(crate) fn new(spec: InputSpec, position: Offset) -> Input {
+        Input {
+            topic: Arc::from(spec.topic.as_str()),
+            spec,
+            position,
+            committed: position,
+            fetched: Vec::new(),
+            fetched_at: 0,
+        }
+    }
+
+    fn head(&self) -> Option<&InputRecord> {
+        self.fetched.get(self.fetched_at)
+    }
+
+    /// Refills the fetched records when they are used up; false when there is nothing new.
+    pub(crate) fn fetch(&mut self, log: &Log, partition: u32) -> Result<bool> {
+        if self.fetched_at < self.fetched.len() {
+            return Ok(true);
+        }
+        self.fetched.clear();
+        self.fetched_at = 0;
+        let at = self.position;
+        let f = log.read_isolated(
+            &self.topic,
+            PartitionId(partition),
+            at,
+            FETCH_BYTES,
+            Isolation::ReadCommitted,
+        )?;
+        for r in f.records() {
+            let r = r.map_err(weir_log::LogError::from)?;
+            let mut headers = Vec::new();
+            for h in r.headers() {
+                let (k, v) = h.map_err(weir_log::LogError::from)?;
+                headers.push(weir_log::Header {
+                    key: String::from_utf8_lossy(k).into_owned(),
+                    value: v.map(|v| f.batches.slice_ref(v)),
+                });
+            }
+            // Zero-copy: keys and values are slices of the fetched bytes.
+            self.fetched.push(InputRecord {
+                topic: self.topic.clone(),
+                partition,
+                offset: r.offset,
+                timestamp: r.timestamp,
+                key: r.key.map(|k| f.batches.slice_ref(k)),
+                value: r.value.map(|v| f.batches.slice_ref(v)),
+                headers,
+            });
+        }
+        if self.fetched.is_empty() && !f.batches.is_empty() {
+            // Only control batches or aborted records: step over them.
+            self.position = at.max(f.next_offset().min(f.last_stable));
+        }
+        Ok(!self.fetched.is_empty())
+    }
+}
+
+/// The next batch to process: input `input`, fetched records `from..to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pick {
+    pub(crate) input: usize,
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+}
+
+/// Chooses the next batch among inputs that have fetched records: the input with the oldest
+/// next record (a table first on a tie), at most `max_records`, cut before the first record
+/// newer than another input's next one (at least one record).
+pub(crate) fn pick(inputs: &[Input], max_records: usize) -> Option<Pick> {
+    let rank = |i: &Input| {
+        i.head()
+            .map(|r| (r.timestamp.0, i.spec.kind == InputKind::Stream))
+    };
+    let (input, _) = inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(n, i)| rank(i).map(|r| (n, r)))
+        .min_by_key(|(_, r)| *r)?;
+    let chosen = &inputs[input];
+    let from = chosen.fetched_at;
+    let mut to = chosen.fetched.len().min(from + max_records.max(1));
+    let others = inputs
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| *n != input)
+        .filter_map(|(_, i)| i.head().map(|r| r.timestamp.0))
+        .min();
+    if let Some(limit) = others {
+        if let Some(cut) = chosen.fetched[from + 1..to]
+            .iter()
+            .position(|r| r.timestamp.0 > limit)
+        {
+            to = from + 1 + cut;
+        }
+    }
+    Some(Pick { input, from, to })
+}

@@ -1,0 +1,173 @@
+//! What the runtime runs: a [`Plan`], the contract between a front end (the typed DSL, SQL)
+//! and the runtime.
+//!
+//! A plan describes its shape as data — sub-plans with their co-partitioned inputs and their
+//! stores, the topics it writes, its internal topics, its operators' names — and builds one
+//! [`Processor`] per task (sub-plan × partition) on the worker thread that runs the task, so
+//! operators keep per-task state (buffers, timers) without sharing it. The runtime supplies
+//! everything else: group membership, tasks and their restarts, exactly-once commits, time,
+//! the error policy (dead letters, skips, retries) and metrics.
+//!
+//! Inputs today are log topics; the shape is made to grow connectors without changing the
+//! runtime's contract: a generated source or a database change stream is another kind of
+//! input whose position commits with the task's transaction like an offset, and a sink that
+//! commits its own offsets elsewhere (a PostgreSQL table) is another kind of sink.
+
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::processor::Processor;
+use crate::time::EventTime;
+
+/// How a task reads an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// A stream of events: it holds the watermark back.
+    Stream,
+    /// A table's changelog (latest value per key): it does not hold time back, and among
+    /// records of equal timestamps it is read first, so a stream record meets the table as of
+    /// everything before it.
+    Table,
+}
+
+/// One input of a sub-plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    /// The topic.
+    pub topic: String,
+    /// Stream or table.
+    pub kind: InputKind,
+    /// Where its event time comes from and the watermark's bound.
+    pub event_time: EventTime,
+    /// An internal topic of this plan (a repartition topic): created by the runtime, and
+    /// purged once its records are committed.
+    pub internal: bool,
+}
+
+/// What a store holds, checked against its changelog before it is reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSpec {
+    /// Its name, unique in the application (letters, digits, `-`, `_`).
+    pub name: String,
+    /// What writes it and in which encoding, e.g. `aggregate json`; a changelog written
+    /// under another descriptor is refused, never restored into this store.
+    pub descriptor: String,
+}
+
+/// One sub-plan: a set of co-partitioned inputs read by one task per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubPlan {
+    /// Its name, unique in the application: part of its tasks' transactional ids and state
+    /// directories.
+    pub name: String,
+    /// Its inputs; the first decides the partition count. All must have as many partitions.
+    pub inputs: Vec<InputSpec>,
+    /// Its stores.
+    pub stores: Vec<StoreSpec>,
+}
+
+/// An internal topic the runtime creates, with as many partitions as `partitions_like`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalTopic {
+    /// The topic.
+    pub name: String,
+    /// The topic whose partition count it copies.
+    pub partitions_like: String,
+}
+
+/// The shape of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanShape {
+    /// Application id: the consumer group and the first part of every internal name.
+    pub app: String,
+    /// Its sub-plans.
+    pub subplans: Vec<SubPlan>,
+    /// Topics it writes that must exist (internal ones excluded).
+    pub sinks: Vec<String>,
+    /// Internal topics.
+    pub internal_topics: Vec<InternalTopic>,
+    /// Operator names, by operator id (for metrics).
+    pub operators: Vec<String>,
+}
+
+impl PlanShape {
+    /// Checks names: the application id, sub-plan and store names valid and unique.
+    pub fn validate(&self) -> Result<()> {
+        crate::names::validate_app(&self.app)?;
+        let mut subs = std::collections::BTreeSet::new();
+        let mut stores = std::collections::BTreeSet::new();
+        for sub in &self.subplans {
+            crate::names::validate_name("task name", &sub.name)?;
+            if !subs.insert(sub.name.as_str()) {
+                return Err(EngineError::Plan(format!(
+                    "two parts of pipeline `{}` are named `{}`",
+                    self.app, sub.name
+                )));
+            }
+            if sub.inputs.is_empty() {
+                return Err(EngineError::Plan(format!(
+                    "part `{}` of pipeline `{}` reads nothing",
+                    sub.name, self.app
+                )));
+            }
+            for s in &sub.stores {
+                crate::names::validate_name("store name", &s.name)?;
+                if !stores.insert(s.name.as_str()) {
+                    return Err(EngineError::Plan(format!(
+                        "two stores of pipeline `{}` are named `{}`: name one with `.named(…)`",
+                        self.app, s.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a plan knows when it builds the processor of one task.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSetup<'a> {
+    /// Index of the sub-plan.
+    pub subplan: usize,
+    /// The partition.
+    pub partition: u32,
+    /// The sub-plan.
+    pub spec: &'a SubPlan,
+}
+
+impl TaskSetup<'_> {
+    /// The position of store `name` among the task's stores (for [`crate::TaskContext::store_at`]).
+    pub fn store_index(&self, name: &str) -> Result<usize> {
+        self.spec
+            .stores
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                EngineError::Internal(format!("part `{}` has no store `{name}`", self.spec.name))
+            })
+    }
+
+    /// The position of input `topic` among the task's inputs.
+    pub fn input_index(&self, topic: &str) -> Option<usize> {
+        self.spec.inputs.iter().position(|i| i.topic == topic)
+    }
+}
+
+/// A plan the runtime can run.
+pub trait Plan: Send + Sync + std::fmt::Debug {
+    /// Its shape.
+    fn shape(&self) -> &PlanShape;
+
+    /// Builds the processor of one task; called on the worker thread that runs the task, at
+    /// every (re)start of the task.
+    fn processor(&self, task: TaskSetup<'_>) -> Result<Box<dyn Processor>>;
+}
+
+impl<P: Plan + ?Sized> Plan for Arc<P> {
+    fn shape(&self) -> &PlanShape {
+        (**self).shape()
+    }
+    fn processor(&self, task: TaskSetup<'_>) -> Result<Box<dyn Processor>> {
+        (**self).processor(task)
+    }
+}
