@@ -12,9 +12,11 @@ cargo test --workspace --all-targets --no-run
 bash scripts/cache-rocksdb.sh
 cargo test --workspace --all-targets --no-fail-fast
 cargo test --workspace --doc
-# Examples are documentation: they must keep running. `--all-targets` built them above with
-# the workspace's feature set; `cargo run --example` would resolve features for the root
-# package alone and build RocksDB's crates (and on a fresh machine RocksDB itself) again.
+# Examples are documentation: they must keep running. They are built here with the
+# workspace's feature set (what the tests built); `cargo run --example` would resolve features
+# for the root package alone and build RocksDB's crates (and on a fresh machine RocksDB
+# itself) again.
+cargo build --workspace --examples
 for ex in examples/*.rs; do
   name=$(basename "$ex" .rs)
   echo "== example $name"

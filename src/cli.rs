@@ -164,6 +164,8 @@ pub enum GroupCmd {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of the `Run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum PipelineCmd {
     /// Applications that have run in this data directory, running or not.
     List,
@@ -185,9 +187,11 @@ pub enum PipelineCmd {
     },
     /// Run a built-in pipeline until stopped (or idle): `keyed-count` counts records per key
     /// from INPUT into OUTPUT with RocksDB state; `latest` keeps the latest value per key and
-    /// writes its length. Exactly once by default.
+    /// writes its length; `window-count` counts records per key and window of event time (JSON
+    /// values with an integer `ts`, else the record timestamp) and writes
+    /// {"window_start","window_end","count","max_ts"}. Exactly once by default.
     Run {
-        /// Built-in pipeline name: keyed-count or latest.
+        /// Built-in pipeline name: keyed-count, latest or window-count.
         name: String,
         /// Application id (consumer group, internal topic prefix).
         #[arg(long)]
@@ -216,7 +220,47 @@ pub enum PipelineCmd {
         /// Worker threads (default: the machine's cores).
         #[arg(long)]
         workers: Option<usize>,
+        /// Where a new application starts reading: earliest, latest, or a timestamp (ms since
+        /// the epoch). An application with committed offsets resumes from them.
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        /// Windows of `window-count`.
+        #[command(flatten)]
+        window: WindowArgs,
     },
+}
+
+/// The windows of the `window-count` built-in pipeline.
+#[derive(Debug, Clone, Args)]
+pub struct WindowArgs {
+    /// tumbling:SIZE, hopping:SIZE:ADVANCE or session:GAP (durations like 10s, 500ms, 2m).
+    #[arg(long)]
+    pub window: Option<String>,
+    /// How long after its end a window still takes records.
+    #[arg(long, default_value = "0s")]
+    pub grace: String,
+    /// The watermark's bound: watermark = largest event time seen - this.
+    #[arg(long, default_value = "0s")]
+    pub out_of_orderness: String,
+    /// update (every change, per commit) or close (one final result per window).
+    #[arg(long, default_value = "update")]
+    pub emit: String,
+    /// Late records: drop or dead_letter (counted either way).
+    #[arg(long, default_value = "drop")]
+    pub late: String,
+}
+
+impl Default for WindowArgs {
+    /// The same defaults as the command line's.
+    fn default() -> Self {
+        WindowArgs {
+            window: None,
+            grace: "0s".into(),
+            out_of_orderness: "0s".into(),
+            emit: "update".into(),
+            late: "drop".into(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,6 +275,37 @@ pub enum BenchCmd {
     Pipeline(BenchPipelineArgs),
     /// Restart of a task holding a large committed state: time to its first output.
     Restart(BenchRestartArgs),
+    /// Throughput and peak memory of windowed aggregations (`window-count`).
+    Window(BenchWindowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWindowArgs {
+    /// Input records (JSON values with an event time `ts`).
+    #[arg(long, default_value_t = 3_000_000)]
+    pub records: u64,
+    /// Distinct keys, round-robin.
+    #[arg(long, default_value_t = 10_000)]
+    pub keys: u64,
+    /// Records per second of event time (record i has ts = i / rate seconds).
+    #[arg(long, default_value_t = 100_000)]
+    pub events_per_second: u64,
+    /// tumbling:SIZE, hopping:SIZE:ADVANCE or session:GAP.
+    #[arg(long, default_value = "tumbling:10s")]
+    pub window: String,
+    /// update or close.
+    #[arg(long, default_value = "close")]
+    pub emit: String,
+    /// Partitions of the input (= tasks).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Commit interval in ms.
+    #[arg(long, default_value_t = 100)]
+    pub commit_ms: u64,
+    /// Leave the windows open (no final record past them): measures the memory of open
+    /// windows rather than the cost of closing them.
+    #[arg(long)]
+    pub keep_open: bool,
 }
 
 #[derive(Debug, Args)]

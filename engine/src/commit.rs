@@ -19,19 +19,24 @@ use crate::task::{Output, Task};
 /// Committed records of an internal repartition topic that trigger a purge.
 const PURGE_MIN_RECORDS: i64 = 1000;
 
+/// How often a task sends its watermark downstream even when it did not change, so that
+/// readers never take a live upstream task for a silent one (half the default idle timeout).
+const WATERMARK_RESEND: Duration = Duration::from_secs(5);
+
 /// How long an at-least-once offset commit waits out a rebalance of the application's group.
 const REBALANCE_WAIT: Duration = Duration::from_secs(30);
 
 impl Task {
-    /// Commits the open interval: outputs, changelogs and the input offsets, atomically under
-    /// exactly-once. After a failure the task must be started again.
-    pub fn commit(&mut self) -> Result<()> {
+    /// Commits the open interval (the processor flushed): outputs, changelogs and the input
+    /// offsets, atomically under exactly-once. After a failure the task must be started again.
+    pub(crate) fn commit_flushed(&mut self) -> Result<()> {
         if self.failed {
             return Err(EngineError::Internal(
                 "this task failed a batch or a commit; start it again".into(),
             ));
         }
         self.interval_start = Instant::now();
+        self.send_watermark()?;
         let moved = self.inputs.iter().any(|i| i.position != i.committed);
         if !moved && self.sinks.len == 0 {
             return Ok(());
@@ -59,6 +64,48 @@ impl Task {
         self.metrics.poison_records += std::mem::take(&mut self.interval_poisoned);
         self.publish();
         self.purge_internal_inputs();
+        Ok(())
+    }
+
+    /// Sends this task's watermark (and whether all its inputs are idle) to every partition of
+    /// the repartition topics it writes, when it changed or every `WATERMARK_RESEND`, so the
+    /// tasks reading them advance too (see `time.rs`).
+    fn send_watermark(&mut self) -> Result<()> {
+        if self.cfg.internal_outputs.is_empty() {
+            return Ok(());
+        }
+        let now = self.log.now();
+        let wm = self.time.watermark().map_or(i64::MIN, |t| t.0);
+        let idle = self.time.all_idle(now);
+        let due = match self.watermark_sent {
+            None => wm != i64::MIN || idle,
+            Some((w, i, at)) => w != wm || i != idle || at.elapsed() >= WATERMARK_RESEND,
+        };
+        if !due {
+            return Ok(());
+        }
+        let header = |k: &str, v: String| weir_log::Header {
+            key: k.to_string(),
+            value: Some(bytes::Bytes::from(v)),
+        };
+        for topic in &self.cfg.internal_outputs {
+            for p in 0..self.log.partition_count(topic)? {
+                let record = weir_log::Record {
+                    headers: vec![
+                        header(crate::time::WATERMARK_HEADER, wm.to_string()),
+                        header(crate::time::WRITER_HEADER, self.cfg.partition.to_string()),
+                        header(
+                            crate::time::IDLE_HEADER,
+                            if idle { "1" } else { "0" }.into(),
+                        ),
+                    ],
+                    timestamp: Some(now),
+                    ..Default::default()
+                };
+                self.sinks.emit_to(topic, p, record)?;
+            }
+        }
+        self.watermark_sent = Some((wm, idle, Instant::now()));
         Ok(())
     }
 

@@ -30,6 +30,10 @@ pub(crate) struct Input {
     /// Fetched records from `fetched_at` on.
     pub(crate) fetched: Vec<InputRecord>,
     pub(crate) fetched_at: usize,
+    /// Watermark records fetched from an internal input, in offset order: (offset, writer,
+    /// watermark, idle). Each takes effect only once the input's position has passed it, so
+    /// the records written before it are processed first (they are not late).
+    pub(crate) watermarks: std::collections::VecDeque<(Offset, u32, i64, bool)>,
 }
 
 impl Input {
@@ -41,6 +45,7 @@ impl Input {
             committed: position,
             fetched: Vec::new(),
             fetched_at: 0,
+            watermarks: std::collections::VecDeque::new(),
         }
     }
 
@@ -55,6 +60,8 @@ impl Input {
         }
         self.fetched.clear();
         self.fetched_at = 0;
+        // Watermark records not yet passed lie at or after the position: read again below.
+        self.watermarks.clear();
         let at = self.position;
         let f = log.read_isolated(
             &self.topic,
@@ -73,6 +80,12 @@ impl Input {
                     value: v.map(|v| f.batches.slice_ref(v)),
                 });
             }
+            if self.spec.internal {
+                if let Some((writer, wm, idle)) = watermark_record(&headers) {
+                    self.watermarks.push_back((r.offset, writer, wm, idle));
+                    continue;
+                }
+            }
             // Zero-copy: keys and values are slices of the fetched bytes.
             self.fetched.push(InputRecord {
                 topic: self.topic.clone(),
@@ -90,6 +103,35 @@ impl Input {
         }
         Ok(!self.fetched.is_empty())
     }
+}
+
+impl Input {
+    /// The watermark records the input's position has passed: (writer, watermark, idle).
+    pub(crate) fn passed_watermarks(&mut self) -> Vec<(u32, i64, bool)> {
+        let mut out = Vec::new();
+        while let Some(&(offset, writer, wm, idle)) = self.watermarks.front() {
+            if offset >= self.position {
+                break;
+            }
+            self.watermarks.pop_front();
+            out.push((writer, wm, idle));
+        }
+        out
+    }
+}
+
+/// (writer, watermark, idle) of a watermark record sent by an upstream task.
+fn watermark_record(headers: &[weir_log::Header]) -> Option<(u32, i64, bool)> {
+    let get = |k: &str| {
+        headers
+            .iter()
+            .find(|h| h.key == k)
+            .and_then(|h| h.value.as_deref())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let wm = get(crate::time::WATERMARK_HEADER)?.parse().ok()?;
+    let writer = get(crate::time::WRITER_HEADER)?.parse().ok()?;
+    Some((writer, wm, get(crate::time::IDLE_HEADER) == Some("1")))
 }
 
 /// The next batch to process: input `input`, fetched records `from..to`.

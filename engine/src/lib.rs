@@ -36,6 +36,7 @@ mod commit;
 pub mod dsl;
 mod error;
 mod input;
+mod keys;
 mod member;
 pub mod metrics;
 pub mod names;
@@ -49,8 +50,12 @@ pub mod serde;
 pub mod state;
 pub mod task;
 pub mod time;
+pub mod window;
 
-pub use dsl::{Batch, Grouped, Item, Pipeline, Stream, Table, Topology};
+pub use dsl::{
+    Avg, Batch, Grouped, Hopping, Item, JoinType, JoinWindow, Pipeline, Session, Stream, Table,
+    Topology, Tumbling, Windowed, WindowedGrouped, WindowedTable,
+};
 pub use error::{EngineError, Result};
 pub use metrics::{
     LatencySummary, Metrics, MetricsSnapshot, OperatorCounters, OperatorSnapshot, TaskMetrics,
@@ -58,13 +63,14 @@ pub use metrics::{
 };
 pub use names::{changelog_topic, dead_letter_topic};
 pub use plan::{
-    InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreSpec, SubPlan, TaskSetup,
+    InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreKind, StoreSpec, SubPlan, TaskSetup,
 };
 pub use poison::ErrorPolicy;
 pub use processor::{InputRecord, Origin, Poison, Processor, RetryPolicy, TaskContext};
 pub use reset::{reset, ResetReport};
 pub use runtime::{run, RunOptions, RunningPipeline};
 pub use serde::{Json, RawBytes, Serde, Utf8};
-pub use state::{ensure_changelog, KvStore, RestoreStats};
-pub use task::{GroupMembership, Guarantee, Task, TaskConfig};
+pub use state::{ensure_changelog, ensure_changelog_of, KvStore, Range, RestoreStats, StateMemory};
+pub use task::{GroupMembership, Guarantee, StartFrom, Task, TaskConfig};
 pub use time::{EventTime, TaskTime, TimeSource};
+pub use window::{Emit, LatePolicy, WindowKind, WindowSpec};

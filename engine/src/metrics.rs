@@ -41,9 +41,15 @@ pub struct OperatorCounters {
     pub batches: u64,
     /// Time spent in the operator itself (not in its children), in nanoseconds.
     pub busy_ns: u64,
-    /// Records it dropped by its own rule (a null key read into a table, a late record).
+    /// Records it dropped by its own rule (a null key read into a table).
     #[serde(default)]
     pub dropped: u64,
+    /// Late records (behind the watermark beyond the grace period), dropped or dead-lettered.
+    #[serde(default)]
+    pub late: u64,
+    /// Windows it closed and emitted.
+    #[serde(default)]
+    pub closed: u64,
 }
 
 impl OperatorCounters {
@@ -53,6 +59,8 @@ impl OperatorCounters {
         self.batches += o.batches;
         self.busy_ns += o.busy_ns;
         self.dropped += o.dropped;
+        self.late += o.late;
+        self.closed += o.closed;
     }
 }
 
@@ -106,6 +114,10 @@ pub struct TaskMetrics {
     pub watermark: Option<i64>,
     /// The largest event time it has seen (ms).
     pub stream_time: Option<i64>,
+    /// Window (or session) entries in its stores, open until the watermark closes them.
+    pub open_windows: i64,
+    /// Late records of its operators.
+    pub late_records: u64,
 }
 
 impl TaskMetrics {
@@ -129,6 +141,8 @@ impl TaskMetrics {
             poison_records: 0,
             watermark: None,
             stream_time: None,
+            open_windows: 0,
+            late_records: 0,
         }
     }
 
@@ -150,12 +164,27 @@ impl TaskMetrics {
         o.busy_ns += busy.as_nanos() as u64;
     }
 
-    /// Counts records operator `id` dropped by its own rule.
-    pub fn record_dropped(&mut self, id: usize, n: u64) {
+    fn operator(&mut self, id: usize) -> &mut OperatorCounters {
         if self.operators.len() <= id {
             self.operators.resize(id + 1, OperatorCounters::default());
         }
-        self.operators[id].dropped += n;
+        &mut self.operators[id]
+    }
+
+    /// Counts records operator `id` dropped by its own rule.
+    pub fn record_dropped(&mut self, id: usize, n: u64) {
+        self.operator(id).dropped += n;
+    }
+
+    /// Counts late records of operator `id`.
+    pub fn record_late(&mut self, id: usize, n: u64) {
+        self.operator(id).late += n;
+        self.late_records += n;
+    }
+
+    /// Counts windows operator `id` closed.
+    pub fn record_closed(&mut self, id: usize, n: u64) {
+        self.operator(id).closed += n;
     }
 
     pub(crate) fn record_commit(&mut self, took: Duration) {
@@ -286,6 +315,12 @@ pub struct TaskSnapshot {
     /// The largest event time it has seen (ms).
     #[serde(default)]
     pub stream_time: Option<i64>,
+    /// Window (or session) entries open in its stores.
+    #[serde(default)]
+    pub open_windows: i64,
+    /// Late records of its operators.
+    #[serde(default)]
+    pub late_records: u64,
 }
 
 /// One operator in a snapshot, summed over the tasks that run it.
@@ -424,6 +459,8 @@ impl Metrics {
                 buffered_max: t.buffered_max,
                 watermark: t.watermark,
                 stream_time: t.stream_time,
+                open_windows: t.open_windows,
+                late_records: t.late_records,
             });
         }
         let uptime = self.started.elapsed().as_secs_f64();

@@ -39,9 +39,10 @@ impl Sinks {
         }
     }
 
-    pub(crate) fn emit(&mut self, topic: &str, record: Record) -> Result<()> {
+    /// The buffer of `topic`, made on its first use.
+    fn index(&mut self, topic: &str) -> Result<usize> {
         // A task writes a handful of topics: a scan beats hashing the name.
-        let i = match self.topics.iter().position(|s| &*s.topic == topic) {
+        Ok(match self.topics.iter().position(|s| &*s.topic == topic) {
             Some(i) => i,
             None => {
                 let n = self.log.partition_count(topic)?;
@@ -51,7 +52,11 @@ impl Sinks {
                 });
                 self.topics.len() - 1
             }
-        };
+        })
+    }
+
+    pub(crate) fn emit(&mut self, topic: &str, record: Record) -> Result<()> {
+        let i = self.index(topic)?;
         let sink = &mut self.topics[i];
         let n = sink.partitions.len() as u32;
         let p = match &record.key {
@@ -59,6 +64,21 @@ impl Sinks {
             None => self.rotation % n.max(1),
         };
         sink.partitions[p as usize].push(record);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Emits a record to one partition of a topic.
+    pub(crate) fn emit_to(&mut self, topic: &str, partition: u32, record: Record) -> Result<()> {
+        let i = self.index(topic)?;
+        let sink = &mut self.topics[i];
+        let n = sink.partitions.len();
+        let slot = sink.partitions.get_mut(partition as usize).ok_or_else(|| {
+            crate::error::EngineError::Internal(format!(
+                "partition {partition} of `{topic}`, which has {n}"
+            ))
+        })?;
+        slot.push(record);
         self.len += 1;
         Ok(())
     }

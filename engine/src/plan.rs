@@ -44,14 +44,75 @@ pub struct InputSpec {
     pub internal: bool,
 }
 
+/// The kind of a store: how its keys are laid out, how its pending writes are kept, and how
+/// its changelog is cleaned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Point reads and writes of keys; changelog `compact`.
+    KeyValue,
+    /// Entries per (window start, key), scanned in time order; changelog `compact,delete`
+    /// keeping `retention` (the windows' size + grace) and a day more.
+    Window {
+        /// How long a window's entries live, in event time.
+        retention: std::time::Duration,
+    },
+    /// Sessions per (key, end, start) plus a close index by end; changelog like windows.
+    Session {
+        /// How long a session's entries live after its end, in event time.
+        retention: std::time::Duration,
+    },
+}
+
+impl StoreKind {
+    /// Whether pending writes are ordered (range scans) rather than hashed.
+    pub fn ordered(self) -> bool {
+        !matches!(self, StoreKind::KeyValue)
+    }
+
+    /// The name in descriptors.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::KeyValue => "kv",
+            StoreKind::Window { .. } => "window",
+            StoreKind::Session { .. } => "session",
+        }
+    }
+
+    /// Event-time retention of windowed kinds.
+    pub fn retention(self) -> Option<std::time::Duration> {
+        match self {
+            StoreKind::KeyValue => None,
+            StoreKind::Window { retention } | StoreKind::Session { retention } => Some(retention),
+        }
+    }
+}
+
 /// What a store holds, checked against its changelog before it is reused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreSpec {
     /// Its name, unique in the application (letters, digits, `-`, `_`).
     pub name: String,
+    /// Its kind.
+    pub kind: StoreKind,
     /// What writes it and in which encoding, e.g. `aggregate json`; a changelog written
-    /// under another descriptor is refused, never restored into this store.
+    /// under another descriptor (or kind) is refused, never restored into this store.
     pub descriptor: String,
+}
+
+impl StoreSpec {
+    /// A key-value store.
+    pub fn key_value(name: &str, descriptor: &str) -> StoreSpec {
+        StoreSpec {
+            name: name.to_string(),
+            kind: StoreKind::KeyValue,
+            descriptor: descriptor.to_string(),
+        }
+    }
+
+    /// The descriptor as written in the changelog: kind and descriptor.
+    pub fn full_descriptor(&self) -> String {
+        format!("{} {}", self.kind.name(), self.descriptor)
+    }
 }
 
 /// One sub-plan: a set of co-partitioned inputs read by one task per partition.

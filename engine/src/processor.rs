@@ -230,10 +230,30 @@ impl<'a> TaskContext<'a> {
             .record_operator(id, records_in, records_out, busy);
     }
 
-    /// Counts records operator `id` dropped by its own rule (a null key read into a table, a
-    /// late record).
+    /// Counts records operator `id` dropped by its own rule (a null key read into a table).
     pub fn record_dropped(&mut self, id: usize, n: u64) {
         self.metrics.record_dropped(id, n);
+    }
+
+    /// Counts late records of operator `id` (dropped or dead-lettered).
+    pub fn record_late(&mut self, id: usize, n: u64) {
+        self.metrics.record_late(id, n);
+    }
+
+    /// Counts windows operator `id` closed and emitted.
+    pub fn record_closed(&mut self, id: usize, n: u64) {
+        self.metrics.record_closed(id, n);
+    }
+
+    /// Windows opened (positive) or closed (negative) in the task's stores.
+    pub fn add_open_windows(&mut self, delta: i64) {
+        self.metrics.open_windows += delta;
+    }
+
+    /// Asks for another time update soon even if the watermark stays (a close that did not
+    /// finish within its batch).
+    pub fn request_time_again(&mut self) {
+        self.time.request_again();
     }
 }
 
@@ -259,6 +279,13 @@ pub trait Processor: Send {
     /// processing-time tick (every commit interval) even when no input has anything: windows
     /// close and state expires on an idle partition too.
     fn on_time(&mut self, _ctx: &mut TaskContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called with an empty batch right before every commit: caches in front of the stores
+    /// are written to them (and results coalesced over the interval emitted), so that the
+    /// commit carries every effect of the input it commits.
+    fn flush(&mut self, _ctx: &mut TaskContext<'_>) -> Result<()> {
         Ok(())
     }
 }

@@ -53,6 +53,12 @@ pub struct RunOptions {
     pub workers: usize,
     /// An input silent this long (processing time) stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// RocksDB block cache and memtables of every store, under one cap (shared by clones of
+    /// these options: pipelines run with clones share it).
+    pub state_memory: crate::state::StateMemory,
+    /// Where a new application starts reading its inputs (earliest by default); an
+    /// application that committed offsets resumes from them.
+    pub start_from: crate::task::StartFrom,
     /// Where to write a [`MetricsSnapshot`] (JSON) every second and at stop, for
     /// `weir pipeline describe`; `None` writes nothing.
     pub metrics_file: Option<PathBuf>,
@@ -71,6 +77,8 @@ impl RunOptions {
             max_buffered_records: crate::task::MAX_BUFFERED_RECORDS,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             idle_timeout: crate::task::IDLE_TIMEOUT,
+            state_memory: crate::state::StateMemory::new(crate::state::STATE_MEMORY_BYTES),
+            start_from: crate::task::StartFrom::Earliest,
             metrics_file: None,
         }
     }
@@ -325,11 +333,11 @@ impl TaskSlot {
     fn stop(&mut self, env: &WorkerEnv) -> Result<()> {
         let span = self.span.clone();
         let _entered = span.enter();
-        let Some((task, _)) = self.running.as_mut() else {
+        let Some((task, processor)) = self.running.as_mut() else {
             return Ok(());
         };
         let before = task.commits();
-        task.commit()?;
+        task.commit(processor.as_mut())?;
         env.metrics
             .commits
             .fetch_add(task.commits() - before, Ordering::Relaxed);
@@ -462,6 +470,14 @@ pub fn run(
                 on_error: options.on_error,
                 retry: options.retry,
                 idle_timeout: options.idle_timeout,
+                state_memory: Some(options.state_memory.clone()),
+                start_from: options.start_from,
+                internal_outputs: shape
+                    .internal_topics
+                    .iter()
+                    .filter(|t| sub.inputs.iter().any(|i| i.topic == t.partitions_like))
+                    .map(|t| t.name.clone())
+                    .collect(),
             };
             assigned[next % workers].push(TaskSlot {
                 published: metrics.register_task(&cfg.label()),

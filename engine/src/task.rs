@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_coord::{GroupCoordinator, TransactionCoordinator, TransactionalProducer};
-use weir_log::{Log, Offset, PartitionId, Producer};
+use weir_log::{Log, Offset, PartitionId, Producer, Timestamp};
 
 use crate::error::{EngineError, Result};
 use crate::input::{pick, Input};
@@ -27,8 +27,8 @@ use crate::output::Sinks;
 use crate::plan::{InputKind, InputSpec, StoreSpec};
 use crate::poison::{self, ErrorPolicy};
 use crate::processor::{panic_message, Poison, Processor, RetryPolicy, TaskContext};
-use crate::state::{ensure_changelog, KvStore};
-use crate::time::{TaskTime, TimeSource};
+use crate::state::{ensure_changelog_of, KvStore};
+use crate::time::{InputTime, TaskTime, TimeSource};
 
 /// Default of [`TaskConfig::max_buffered_records`]: about 100 MB at 1 KB records.
 pub const MAX_BUFFERED_RECORDS: usize = 100_000;
@@ -36,6 +36,18 @@ pub const MAX_BUFFERED_RECORDS: usize = 100_000;
 /// Default of [`TaskConfig::idle_timeout`]: an input silent this long stops holding the
 /// watermark back.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a pipeline reads an input it has never committed an offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The oldest record still in the log (the default).
+    #[default]
+    Earliest,
+    /// Only records written from now on.
+    Latest,
+    /// The first record with a timestamp at or after this (ms since the epoch).
+    Timestamp(i64),
+}
 
 /// Delivery guarantee of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +88,15 @@ pub struct TaskConfig {
     pub retry: RetryPolicy,
     /// An input silent this long stops holding the watermark back.
     pub idle_timeout: Duration,
+    /// The RocksDB memory the task's stores share with the rest of the process (`None`: each
+    /// store sizes its own).
+    pub state_memory: Option<crate::state::StateMemory>,
+    /// The plan's internal topics this task writes (repartition topics): it sends its
+    /// watermark to each of their partitions.
+    pub internal_outputs: Vec<String>,
+    /// Where to start reading an input without a committed offset (internal topics are read
+    /// from their start).
+    pub start_from: StartFrom,
 }
 
 impl TaskConfig {
@@ -101,6 +122,9 @@ impl TaskConfig {
             on_error: ErrorPolicy::Fail,
             retry: RetryPolicy::default(),
             idle_timeout: IDLE_TIMEOUT,
+            state_memory: None,
+            internal_outputs: Vec::new(),
+            start_from: StartFrom::Earliest,
         }
     }
 
@@ -111,9 +135,36 @@ impl TaskConfig {
     }
 }
 
+/// Where a new application starts reading partition `p` of `topic`.
+fn start_position(log: &Log, topic: &str, p: PartitionId, from: StartFrom) -> Result<Offset> {
+    Ok(match from {
+        StartFrom::Earliest => log.earliest_offset(topic, p)?,
+        StartFrom::Latest => log.latest_offset(topic, p)?,
+        StartFrom::Timestamp(ms) => match log.offset_for_timestamp(topic, p, Timestamp(ms))? {
+            Some(o) => o,
+            None => log.latest_offset(topic, p)?,
+        },
+    })
+}
+
 pub(crate) enum Output {
     Transactional(TransactionalProducer),
     Idempotent(Producer),
+}
+
+/// What the task asks of its processor.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    /// Process fetched records `from..to` of input `input`.
+    Batch {
+        input: usize,
+        from: usize,
+        to: usize,
+    },
+    /// Time moved (or a tick).
+    Time,
+    /// A commit is next.
+    Flush,
 }
 
 /// Longest time between two publications of a task's metrics.
@@ -148,6 +199,8 @@ pub struct Task {
     pub(crate) time: TaskTime,
     /// When the processor last had a processing-time tick.
     last_tick: Instant,
+    /// The last watermark sent downstream (watermark, idle, when).
+    pub(crate) watermark_sent: Option<(i64, bool, Instant)>,
     dlq: String,
 }
 
@@ -202,6 +255,8 @@ impl Task {
         let mut metrics = published.lock().unwrap_or_else(|e| e.into_inner()).clone();
         metrics.state = TaskState::Restoring;
         metrics.restored_records = 0;
+        // Operators count their open windows again from their stores.
+        metrics.open_windows = 0;
         metrics.restore_rate = 0.0;
         let publish = |m: &TaskMetrics| {
             published
@@ -224,13 +279,19 @@ impl Task {
         let mut stores = Vec::new();
         for spec in &cfg.stores {
             let topic = crate::names::changelog_topic(&cfg.app, &spec.name);
-            ensure_changelog(log, &topic, partitions)?;
+            ensure_changelog_of(log, &topic, partitions, spec.kind)?;
             let dir = cfg
                 .state_dir
                 .join(&cfg.app)
                 .join(format!("{}.{}", cfg.task, cfg.partition))
                 .join(&spec.name);
-            let mut store = KvStore::open_spec(spec, &dir, &topic, PartitionId(cfg.partition))?;
+            let mut store = KvStore::open_spec(
+                spec,
+                &dir,
+                &topic,
+                PartitionId(cfg.partition),
+                cfg.state_memory.as_ref(),
+            )?;
             store.check_changelog(log)?;
             let before = metrics.restored_records;
             let stats = store.restore_with_progress(log, |s| {
@@ -243,11 +304,20 @@ impl Task {
             stores.push(store);
         }
         let now = log.now();
-        let clocks: Vec<_> = cfg
-            .inputs
-            .iter()
-            .map(|i| (i.event_time, i.kind == InputKind::Stream))
-            .collect();
+        let mut clocks = Vec::with_capacity(cfg.inputs.len());
+        for i in &cfg.inputs {
+            clocks.push(InputTime {
+                spec: i.event_time,
+                holds_watermark: i.kind == InputKind::Stream,
+                // One upstream task per partition of the topic it re-keys, as many as the
+                // repartition topic's.
+                writers: if i.internal {
+                    Some(log.partition_count(&i.topic)?)
+                } else {
+                    None
+                },
+            });
+        }
         let mut time = TaskTime::new(&clocks, cfg.idle_timeout, now);
         let committed = groups.committed(&cfg.app);
         let mut inputs = Vec::new();
@@ -274,7 +344,8 @@ impl Task {
                     earliest
                 }
                 Some(c) => c.offset,
-                None => earliest,
+                None if spec.internal => earliest,
+                None => start_position(log, t, PartitionId(cfg.partition), cfg.start_from)?,
             };
             inputs.push(Input::new(spec.clone(), position));
         }
@@ -297,6 +368,7 @@ impl Task {
             membership,
             time,
             last_tick: Instant::now(),
+            watermark_sent: None,
             dlq: crate::names::dead_letter_topic(&cfg.app),
             cfg,
         };
@@ -353,8 +425,10 @@ impl Task {
             ));
         }
         let mut n = 0;
+        let now = self.log.now();
         for i in 0..self.inputs.len() {
             self.inputs[i].fetch(&self.log, self.cfg.partition)?;
+            self.apply_watermarks(i, now);
         }
         if let Some(p) = pick(&self.inputs, self.cfg.max_batch_records) {
             n = self.process_batch(p.input, p.from, p.to, processor)?;
@@ -362,7 +436,7 @@ impl Task {
         let now = self.log.now();
         let moved = self.time.advance(now);
         let tick = self.last_tick.elapsed() >= self.cfg.commit_interval;
-        if moved || tick {
+        if moved || tick || self.time.take_again() {
             self.last_tick = Instant::now();
             self.on_time(processor)?;
         }
@@ -373,7 +447,7 @@ impl Task {
         self.metrics.buffered_max = self.metrics.buffered_max.max(buffered as u64);
         let full = buffered >= self.cfg.max_buffered_records;
         if full || self.interval_start.elapsed() >= self.cfg.commit_interval {
-            self.commit()?;
+            self.commit(processor)?;
         }
         if self.last_publish.elapsed() >= PUBLISH_EVERY {
             // Also while nothing commits (an idle or stuck input), so lag stays current.
@@ -382,18 +456,28 @@ impl Task {
         Ok(n)
     }
 
-    /// Calls the processor with `input`'s fetched records `from..to` (or, with `input` None,
-    /// for a time update), then applies the error policy to what it reported as poison. A
-    /// failure (an error or a panic) leaves the interval unusable: the task must restart.
-    fn call(
-        &mut self,
-        input: Option<(usize, usize, usize)>,
-        processor: &mut dyn Processor,
-    ) -> Result<()> {
-        let (index, from, to) = input.unwrap_or((0, 0, 0));
-        let fetched = match input {
-            Some(_) => std::mem::take(&mut self.inputs[index].fetched),
-            None => Vec::new(),
+    /// Commits the open interval: first the processor flushes (caches to stores, coalesced
+    /// results out), then outputs, changelogs and the input offsets commit, atomically under
+    /// exactly-once. After a failure the task must be started again.
+    pub fn commit(&mut self, processor: &mut dyn Processor) -> Result<()> {
+        if !self.failed {
+            self.call(Call::Flush, processor)?;
+        }
+        self.commit_flushed()
+    }
+
+    /// Calls the processor with a batch of `input`'s fetched records, a time update or a
+    /// flush, then applies the error policy to what it reported as poison. A failure (an error
+    /// or a panic) leaves the interval unusable: the task must restart.
+    fn call(&mut self, call: Call, processor: &mut dyn Processor) -> Result<()> {
+        let (index, from, to) = match call {
+            Call::Batch { input, from, to } => (input, from, to),
+            Call::Time | Call::Flush => (0, 0, 0),
+        };
+        let batch_call = matches!(call, Call::Batch { .. });
+        let fetched = match batch_call {
+            true => std::mem::take(&mut self.inputs[index].fetched),
+            false => Vec::new(),
         };
         let batch = &fetched[from..to];
         self.poisoned.clear();
@@ -407,9 +491,10 @@ impl Task {
             time: &mut self.time,
             retry: self.cfg.retry,
         };
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match input {
-            Some(_) => processor.process(&mut ctx),
-            None => processor.on_time(&mut ctx),
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match call {
+            Call::Batch { .. } => processor.process(&mut ctx),
+            Call::Time => processor.on_time(&mut ctx),
+            Call::Flush => processor.flush(&mut ctx),
         }));
         let mut result = match outcome {
             Ok(r) => r,
@@ -418,7 +503,7 @@ impl Task {
         if result.is_ok() && !self.poisoned.is_empty() {
             result = self.handle_poison(batch);
         }
-        if input.is_some() {
+        if batch_call {
             self.inputs[index].fetched = fetched;
         }
         if result.is_err() {
@@ -438,11 +523,11 @@ impl Task {
         processor: &mut dyn Processor,
     ) -> Result<usize> {
         let started = Instant::now();
-        self.call(Some((input, from, to)), processor)?;
+        self.call(Call::Batch { input, from, to }, processor)?;
         let now = self.log.now();
         let i = &mut self.inputs[input];
         let batch = &i.fetched[from..to];
-        if self.time.source(input) == TimeSource::RecordTimestamp {
+        if self.time.source(input) == TimeSource::RecordTimestamp && !self.time.has_writers(input) {
             if let Some(max) = batch.iter().map(|r| r.timestamp).max() {
                 self.time.observe(input, max);
             }
@@ -455,6 +540,7 @@ impl Task {
             i.position = last.offset.plus(1);
         }
         i.fetched_at = to;
+        self.apply_watermarks(input, now);
         let n = to - from;
         self.metrics.records_in += n as u64;
         self.metrics.batches += 1;
@@ -462,10 +548,17 @@ impl Task {
         Ok(n)
     }
 
+    /// Takes in the upstream watermarks that input `i`'s position has passed.
+    fn apply_watermarks(&mut self, i: usize, now: weir_log::Timestamp) {
+        for (writer, wm, idle) in self.inputs[i].passed_watermarks() {
+            self.time.observe_writer(i, writer, wm, idle, now);
+        }
+    }
+
     /// Gives the processor a time update (watermark moved, or a processing-time tick).
     fn on_time(&mut self, processor: &mut dyn Processor) -> Result<()> {
         let started = Instant::now();
-        self.call(None, processor)?;
+        self.call(Call::Time, processor)?;
         self.metrics.busy_ns += started.elapsed().as_nanos() as u64;
         Ok(())
     }

@@ -45,15 +45,71 @@ impl Default for EventTime {
     }
 }
 
+/// What a task's clock knows of one input when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputTime {
+    /// Where its event time comes from.
+    pub spec: EventTime,
+    /// Streams hold the watermark back; tables do not.
+    pub holds_watermark: bool,
+    /// For an internal repartition input: how many upstream tasks write it. Its watermark is
+    /// then the minimum of theirs, which they send along as watermark records.
+    pub writers: Option<u32>,
+}
+
+/// What a task knows of one upstream writer of a repartition input.
+#[derive(Debug, Clone, Copy)]
+struct WriterClock {
+    watermark_ms: Option<i64>,
+    /// The writer said all its inputs are idle.
+    idle: bool,
+    /// Processing time of its last watermark record.
+    last_ms: i64,
+}
+
 /// The event-time state of one input of a task.
 #[derive(Debug, Clone)]
 struct InputClock {
     spec: EventTime,
-    /// Tables do not hold the watermark back.
     holds_watermark: bool,
     max_event_ms: Option<i64>,
     /// Processing time (log clock) of the last record delivered, or of the task's start.
     last_record_ms: i64,
+    writers: Option<Vec<WriterClock>>,
+}
+
+/// An input's say in the task's watermark.
+enum Say {
+    /// Idle: it does not count.
+    Idle,
+    /// Not spoken yet: it holds time back.
+    Holds,
+    /// Its watermark.
+    At(i64),
+}
+
+impl InputClock {
+    fn say(&self, now: i64, idle_timeout_ms: i64) -> Say {
+        let silent = |last: i64| now.saturating_sub(last) >= idle_timeout_ms;
+        let Some(writers) = &self.writers else {
+            let wm = self
+                .max_event_ms
+                .map(|m| m.saturating_sub(self.spec.out_of_orderness.as_millis() as i64));
+            return match (wm, silent(self.last_record_ms)) {
+                (_, true) => Say::Idle,
+                (None, false) => Say::Holds,
+                (Some(w), false) => Say::At(w),
+            };
+        };
+        let mut min: Option<i64> = None;
+        for w in writers.iter().filter(|w| !w.idle && !silent(w.last_ms)) {
+            match w.watermark_ms {
+                None => return Say::Holds,
+                Some(x) => min = Some(min.map_or(x, |m| m.min(x))),
+            }
+        }
+        min.map_or(Say::Idle, Say::At)
+    }
 }
 
 /// The event-time state of one task.
@@ -62,27 +118,58 @@ pub struct TaskTime {
     inputs: Vec<InputClock>,
     watermark_ms: Option<i64>,
     idle_timeout_ms: i64,
+    /// A processor asked for another time update (its work did not fit one call).
+    again: bool,
 }
+
+/// Header of a watermark record: an upstream task's watermark (decimal ms), sent to every
+/// partition of the repartition topics it writes. Such records carry no key or value and are
+/// read only from the plan's own internal topics.
+pub const WATERMARK_HEADER: &str = "weir.watermark";
+/// Header of a watermark record: the upstream task's partition.
+pub const WRITER_HEADER: &str = "weir.writer";
+/// Header of a watermark record: `1` when every input of the upstream task is idle.
+pub const IDLE_HEADER: &str = "weir.idle";
 
 /// Prefix of the offset metadata a task commits; other metadata is ignored on restore.
 const METADATA_PREFIX: &str = "weir-time-v1";
 
 impl TaskTime {
-    /// A task's clock: one entry per input, `(event time spec, holds the watermark)`.
-    pub fn new(inputs: &[(EventTime, bool)], idle_timeout: Duration, now: Timestamp) -> TaskTime {
+    /// A task's clock, one entry per input.
+    pub fn new(inputs: &[InputTime], idle_timeout: Duration, now: Timestamp) -> TaskTime {
         TaskTime {
             inputs: inputs
                 .iter()
-                .map(|(spec, holds)| InputClock {
-                    spec: *spec,
-                    holds_watermark: *holds,
+                .map(|i| InputClock {
+                    spec: i.spec,
+                    holds_watermark: i.holds_watermark,
                     max_event_ms: None,
                     last_record_ms: now.0,
+                    writers: i.writers.map(|n| {
+                        (0..n)
+                            .map(|_| WriterClock {
+                                watermark_ms: None,
+                                idle: false,
+                                last_ms: now.0,
+                            })
+                            .collect()
+                    }),
                 })
                 .collect(),
             watermark_ms: None,
             idle_timeout_ms: idle_timeout.as_millis().min(i64::MAX as u128) as i64,
+            again: false,
         }
+    }
+
+    /// Asks for another time update.
+    pub fn request_again(&mut self) {
+        self.again = true;
+    }
+
+    /// Whether a time update was asked for; clears the request.
+    pub fn take_again(&mut self) -> bool {
+        std::mem::take(&mut self.again)
     }
 
     /// Where input `i` takes its event time from.
@@ -92,11 +179,31 @@ impl TaskTime {
             .map_or(TimeSource::RecordTimestamp, |c| c.spec.source)
     }
 
+    /// Whether input `i` takes its watermark from upstream writers.
+    pub fn has_writers(&self, i: usize) -> bool {
+        self.inputs.get(i).is_some_and(|c| c.writers.is_some())
+    }
+
     /// Input `i` delivered a record with event time `ts`.
     pub fn observe(&mut self, i: usize, ts: Timestamp) {
         if let Some(c) = self.inputs.get_mut(i) {
             c.max_event_ms = Some(c.max_event_ms.map_or(ts.0, |m| m.max(ts.0)));
         }
+    }
+
+    /// Upstream writer `writer` of input `i` sent its watermark (and whether it is idle).
+    pub fn observe_writer(&mut self, i: usize, writer: u32, wm: i64, idle: bool, now: Timestamp) {
+        let Some(w) = self
+            .inputs
+            .get_mut(i)
+            .and_then(|c| c.writers.as_mut())
+            .and_then(|ws| ws.get_mut(writer as usize))
+        else {
+            return;
+        };
+        w.watermark_ms = Some(w.watermark_ms.map_or(wm, |m| m.max(wm)));
+        w.idle = idle;
+        w.last_ms = now.0;
     }
 
     /// Input `i` delivered records at processing time `now` (it is not idle).
@@ -106,20 +213,23 @@ impl TaskTime {
         }
     }
 
+    /// Whether every input that holds the watermark is idle as of `now` (what this task tells
+    /// the tasks downstream of its repartition topics).
+    pub fn all_idle(&self, now: Timestamp) -> bool {
+        self.inputs
+            .iter()
+            .filter(|c| c.holds_watermark)
+            .all(|c| matches!(c.say(now.0, self.idle_timeout_ms), Say::Idle))
+    }
+
     /// Recomputes the watermark as of processing time `now`; true when it moved forward.
     pub fn advance(&mut self, now: Timestamp) -> bool {
         let mut min: Option<i64> = None;
         for c in self.inputs.iter().filter(|c| c.holds_watermark) {
-            let idle = now.0.saturating_sub(c.last_record_ms) >= self.idle_timeout_ms;
-            let wm = c
-                .max_event_ms
-                .map(|m| m.saturating_sub(c.spec.out_of_orderness.as_millis() as i64));
-            match wm {
-                // Nothing seen yet and not idle: it holds time back until it speaks or idles.
-                None if !idle => return false,
-                None => {}
-                Some(_) if idle => {}
-                Some(w) => min = Some(min.map_or(w, |m: i64| m.min(w))),
+            match c.say(now.0, self.idle_timeout_ms) {
+                Say::Holds => return false,
+                Say::Idle => {}
+                Say::At(w) => min = Some(min.map_or(w, |m: i64| m.min(w))),
             }
         }
         match min {
@@ -148,13 +258,22 @@ impl TaskTime {
 
     /// The offset metadata to commit with input `i`'s offset.
     pub fn metadata(&self, i: usize) -> String {
-        let max = self.inputs.get(i).and_then(|c| c.max_event_ms);
+        let input = self.inputs.get(i);
         let f = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
-        format!(
+        let mut m = format!(
             "{METADATA_PREFIX} max={} wm={}",
-            f(max),
+            f(input.and_then(|c| c.max_event_ms)),
             f(self.watermark_ms)
-        )
+        );
+        if let Some(ws) = input.and_then(|c| c.writers.as_ref()) {
+            let known: Vec<String> = ws
+                .iter()
+                .enumerate()
+                .filter_map(|(j, w)| w.watermark_ms.map(|x| format!("{j}:{x}")))
+                .collect();
+            m.push_str(&format!(" writers={}", known.join(",")));
+        }
+        m
     }
 
     /// Restores input `i`'s state (and the watermark, never moving it back) from the metadata
@@ -167,13 +286,27 @@ impl TaskTime {
         let field = |name: &str| {
             rest.split_whitespace()
                 .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .and_then(|v| v.parse::<i64>().ok())
         };
-        if let (Some(max), Some(c)) = (field("max"), self.inputs.get_mut(i)) {
+        let num = |name: &str| field(name).and_then(|v| v.parse::<i64>().ok());
+        if let (Some(max), Some(c)) = (num("max"), self.inputs.get_mut(i)) {
             c.max_event_ms = Some(c.max_event_ms.map_or(max, |m| m.max(max)));
         }
-        if let Some(wm) = field("wm") {
+        if let Some(wm) = num("wm") {
             self.watermark_ms = Some(self.watermark_ms.map_or(wm, |w| w.max(wm)));
+        }
+        let writers = field("writers").unwrap_or_default();
+        for (j, x) in writers.split(',').filter_map(|p| p.split_once(':')) {
+            let (Ok(j), Ok(x)) = (j.parse::<usize>(), x.parse::<i64>()) else {
+                continue;
+            };
+            if let Some(w) = self
+                .inputs
+                .get_mut(i)
+                .and_then(|c| c.writers.as_mut())
+                .and_then(|ws| ws.get_mut(j))
+            {
+                w.watermark_ms = Some(w.watermark_ms.map_or(x, |m| m.max(x)));
+            }
         }
     }
 }
@@ -182,14 +315,38 @@ impl TaskTime {
 mod tests {
     use super::*;
 
-    fn stream(ooo_ms: u64) -> (EventTime, bool) {
-        (
-            EventTime {
+    fn stream(ooo_ms: u64) -> InputTime {
+        InputTime {
+            spec: EventTime {
                 source: TimeSource::RecordTimestamp,
                 out_of_orderness: Duration::from_millis(ooo_ms),
             },
-            true,
-        )
+            holds_watermark: true,
+            writers: None,
+        }
+    }
+
+    #[test]
+    fn a_repartition_input_follows_the_slowest_writer_that_is_not_idle() {
+        let mut input = stream(0);
+        input.writers = Some(2);
+        let mut t = TaskTime::new(&[input], Duration::from_secs(5), Timestamp(0));
+        t.observe_writer(0, 0, 100, false, Timestamp(1));
+        assert!(!t.advance(Timestamp(1)), "writer 1 has not spoken");
+        t.observe_writer(0, 1, 40, false, Timestamp(2));
+        assert!(t.advance(Timestamp(2)));
+        assert_eq!(t.watermark(), Some(Timestamp(40)));
+        t.observe_writer(0, 1, 40, true, Timestamp(3));
+        assert!(
+            t.advance(Timestamp(3)),
+            "an idle writer does not hold time back"
+        );
+        assert_eq!(t.watermark(), Some(Timestamp(100)));
+        let m = t.metadata(0);
+        let mut u = TaskTime::new(&[input], Duration::from_secs(5), Timestamp(0));
+        u.restore(0, &m);
+        assert_eq!(u.watermark(), Some(Timestamp(100)));
+        assert!(m.contains("writers=0:100,1:40"), "{m}");
     }
 
     #[test]

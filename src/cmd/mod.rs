@@ -1,6 +1,7 @@
 //! Command implementations. Each opens the log, does one thing, and reports.
 
 mod bench;
+mod builtin;
 mod consume;
 mod group;
 mod pipeline;
@@ -45,5 +46,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Rebalance(a)) => bench::rebalance(&cli.data_dir, a),
         Command::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(&cli.data_dir, a),
         Command::Bench(BenchCmd::Restart(a)) => bench::restart(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
     }
 }

@@ -6,10 +6,9 @@
 //! they work from another terminal while the pipeline runs.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use weir_engine::{ErrorPolicy, Guarantee, Json, MetricsSnapshot, Pipeline, RunOptions, Utf8};
+use weir_engine::MetricsSnapshot;
 
 use crate::cli::PipelineCmd;
 
@@ -18,7 +17,7 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
         PipelineCmd::List => list(dir),
         PipelineCmd::Describe { app } => describe(dir, &app),
         PipelineCmd::Reset { app, state_dir } => reset(dir, &app, state_dir),
-        run @ PipelineCmd::Run { .. } => run_builtin(dir, run),
+        run @ PipelineCmd::Run { .. } => super::builtin::run(dir, run),
     }
 }
 
@@ -26,7 +25,7 @@ fn metrics_dir(dir: &Path) -> PathBuf {
     dir.join("pipelines")
 }
 
-fn metrics_file(dir: &Path, app: &str) -> PathBuf {
+pub(super) fn metrics_file(dir: &Path, app: &str) -> PathBuf {
     metrics_dir(dir).join(format!("{app}.json"))
 }
 
@@ -160,7 +159,7 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
     println!("  dead-letter topic {dlq}: {dlq_depth} record(s)");
     if let Some(s) = &snapshot {
         println!(
-            "\n{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12}",
+            "\n{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12} {:>12} {:>8}",
             "TASK",
             "STATE",
             "RECORDS-IN",
@@ -170,7 +169,9 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
             "COMMIT-P99µs",
             "RESTORED",
             "WATERMARK",
-            "WM-LAG-MS"
+            "WM-LAG-MS",
+            "OPEN-WINDOWS",
+            "LATE"
         );
         for t in &s.tasks {
             let state = match &t.state {
@@ -187,7 +188,7 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
                 None => ("-".to_string(), "-".to_string()),
             };
             println!(
-                "{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12}",
+                "{:<36} {:<10} {:>12} {:>10} {:>10} {:>8} {:>12} {:>10} {:>15} {:>12} {:>12} {:>8}",
                 t.task,
                 state,
                 t.records_in,
@@ -197,23 +198,35 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
                 t.commit_us.p99,
                 t.restored_records,
                 wm,
-                wm_lag
+                wm_lag,
+                t.open_windows,
+                t.late_records
             );
         }
         println!(
-            "\n{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10}",
-            "OP", "OPERATOR", "RECORDS-IN", "RECORDS-OUT", "BATCHES", "BUSY-MS", "DROPPED"
+            "\n{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "OP",
+            "OPERATOR",
+            "RECORDS-IN",
+            "RECORDS-OUT",
+            "BATCHES",
+            "BUSY-MS",
+            "DROPPED",
+            "LATE",
+            "CLOSED"
         );
         for o in &s.operators {
             println!(
-                "{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                "{:>3} {:<44} {:>12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>10}",
                 o.id,
                 o.name,
                 o.counters.records_in,
                 o.counters.records_out,
                 o.counters.batches,
                 o.counters.busy_ns / 1_000_000,
-                o.counters.dropped
+                o.counters.dropped,
+                o.counters.late,
+                o.counters.closed
             );
         }
     }
@@ -243,75 +256,6 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
             let bytes: u64 = d.partitions.iter().map(|p| p.bytes).sum();
             println!("state changelog {t}: {records} record(s), {bytes} bytes");
         }
-    }
-    Ok(())
-}
-
-/// The built-in pipelines:
-/// - `keyed-count`: records per key (RocksDB state), each new count to OUTPUT;
-/// - `latest`: the latest value per key (a table in RocksDB), the value's length to OUTPUT.
-pub fn builtin(name: &str, app: &str, input: &str, output: &str) -> Result<weir_engine::Topology> {
-    let p = Pipeline::builder(app);
-    match name {
-        "keyed-count" => {
-            p.stream::<String, String>(input, Utf8, Utf8)
-                .group_by_key()
-                .count()
-                .to_topic(output, Utf8, Json);
-        }
-        "latest" => {
-            p.stream::<String, String>(input, Utf8, Utf8)
-                .group_by_key()
-                .aggregate(String::new, |_, v| v)
-                .to_stream()
-                .map_values(|v: String| v.len() as u64)
-                .to_topic(output, Utf8, Json);
-        }
-        other => bail!("unknown built-in pipeline `{other}`; available: keyed-count, latest"),
-    }
-    Ok(p.build()?)
-}
-
-fn run_builtin(dir: &Path, cmd: PipelineCmd) -> Result<()> {
-    let PipelineCmd::Run {
-        name,
-        app,
-        input,
-        output,
-        at_least_once,
-        commit_ms,
-        until_idle_ms,
-        state_dir,
-        on_error,
-        workers,
-    } = cmd
-    else {
-        bail!("not a run command");
-    };
-    let on_error = match on_error.as_str() {
-        "dead_letter" => ErrorPolicy::DeadLetter,
-        "skip" => ErrorPolicy::Skip,
-        "fail" => ErrorPolicy::Fail,
-        other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
-    };
-    let topology = builtin(&name, &app, &input, &output)?;
-    let log = super::open_log(dir, true)?;
-    let (groups, txns) = weir_coord::start(&log)?;
-    let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
-    opts.commit_interval = Duration::from_millis(commit_ms.max(1));
-    opts.on_error = on_error;
-    opts.metrics_file = Some(metrics_file(dir, &app));
-    if let Some(w) = workers {
-        opts.workers = w.max(1);
-    }
-    if at_least_once {
-        opts.guarantee = Guarantee::AtLeastOnce;
-    }
-    let running = topology.run(&log, &groups, &txns, opts)?;
-    match until_idle_ms {
-        Some(ms) => running.stop_when_idle(Duration::from_millis(ms), Duration::from_secs(3600))?,
-        // Runs until killed, or until a task fails for good.
-        None => running.wait()?,
     }
     Ok(())
 }

@@ -5,3 +5,4 @@ mod cli;
 mod crash;
 mod engine_crash;
 mod util;
+mod window_crash;

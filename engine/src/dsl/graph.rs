@@ -22,6 +22,8 @@ pub(crate) trait Op<K, V>: Send {
     fn push(&mut self, ctx: &mut TaskContext<'_>, batch: Batch<K, V>) -> Result<()>;
     /// Time moved (watermark or processing-time tick): fire timers, then pass it on.
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
+    /// A commit is next: write caches to stores, emit coalesced results, then pass it on.
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
 }
 
 /// Builds one task's instance of an operator (and, through its outlet, of its children).
@@ -84,6 +86,13 @@ impl<K: Clone, V: Clone> Children<K, V> {
         }
         Ok(())
     }
+
+    pub(crate) fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        for c in &mut self.0 {
+            c.flush(ctx)?;
+        }
+        Ok(())
+    }
 }
 
 /// A per-task function from a batch to a batch.
@@ -115,6 +124,10 @@ where
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         self.children.on_time(ctx)
     }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        self.children.flush(ctx)
+    }
 }
 
 /// A per-task function consuming a batch; returns how many records it wrote.
@@ -138,6 +151,10 @@ impl<K: Send, V: Send> Op<K, V> for Terminal<K, V> {
     fn on_time(&mut self, _ctx: &mut TaskContext<'_>) -> Result<()> {
         Ok(())
     }
+
+    fn flush(&mut self, _ctx: &mut TaskContext<'_>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// One task's instance of the operator reading an input: it turns the context's records into
@@ -145,7 +162,43 @@ impl<K: Send, V: Send> Op<K, V> for Terminal<K, V> {
 pub(crate) trait Entry: Send {
     fn process(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()>;
 }
 
 /// Builds one task's instance of an entry operator.
 pub(crate) type EntryFactory = Arc<dyn Fn(&TaskSetup<'_>) -> Result<Box<dyn Entry>> + Send + Sync>;
+
+/// Per task (partition), one instance of something two operators share — the core of a join,
+/// which both of its inputs' operators feed. The first operator built for a task builds it;
+/// the second finds it. A restarted task builds a new one (the old one went with the old
+/// processor).
+pub(crate) struct PerTask<T>(
+    Arc<Mutex<std::collections::BTreeMap<u32, std::sync::Weak<Mutex<T>>>>>,
+);
+
+impl<T> Clone for PerTask<T> {
+    fn clone(&self) -> Self {
+        PerTask(self.0.clone())
+    }
+}
+
+impl<T> PerTask<T> {
+    pub(crate) fn new() -> Self {
+        PerTask(Arc::default())
+    }
+
+    /// The task's instance, built by `build` if it has none.
+    pub(crate) fn get_or_build(
+        &self,
+        task: &TaskSetup<'_>,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<Mutex<T>>> {
+        let mut live = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(core) = live.get(&task.partition).and_then(std::sync::Weak::upgrade) {
+            return Ok(core);
+        }
+        let core = Arc::new(Mutex::new(build()?));
+        live.insert(task.partition, Arc::downgrade(&core));
+        Ok(core)
+    }
+}

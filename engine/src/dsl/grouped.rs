@@ -129,9 +129,12 @@ where
             .unwrap_or_else(|| self.stream.pipeline.default_name(source, "aggregate"));
         let label = format!("aggregate -> {name}");
         let slot: NameSlot = Arc::new(Mutex::new(name));
-        self.stream
-            .pipeline
-            .add_store(source, slot.clone(), AGGREGATE_STORE);
+        self.stream.pipeline.add_store(
+            source,
+            slot.clone(),
+            crate::plan::StoreKind::KeyValue,
+            AGGREGATE_STORE,
+        );
         let (s, init, f) = (slot.clone(), Arc::new(init), Arc::new(f));
         let changes = self.stream.derive(label, move |task| {
             let name = slot_name(&s);

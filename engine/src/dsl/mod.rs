@@ -16,10 +16,14 @@
 //! `orders-aggregate`, `orders-rekey`), never by build order, so adding an operator does not
 //! rename another's state. The operator graph is fixed once built.
 
+mod dedup;
 mod graph;
 mod grouped;
+mod join;
 mod source;
 mod stream;
+mod table_join;
+mod window;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -30,13 +34,15 @@ use weir_log::Timestamp;
 
 use crate::error::{EngineError, Result};
 use crate::plan::{
-    InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreSpec, SubPlan, TaskSetup,
+    InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreKind, StoreSpec, SubPlan, TaskSetup,
 };
 use crate::processor::{Origin, Processor, TaskContext};
 use crate::runtime::{RunOptions, RunningPipeline};
 
 pub use grouped::{Grouped, Table};
+pub use join::{JoinType, JoinWindow};
 pub use stream::{Predicate, Stream};
+pub use window::{Avg, Hopping, Session, Tumbling, Windowed, WindowedGrouped, WindowedTable};
 
 use graph::{Entry, EntryFactory};
 
@@ -68,7 +74,7 @@ fn slot_name(slot: &NameSlot) -> String {
 #[derive(Default)]
 struct SubBuilder {
     inputs: Vec<InputSpec>,
-    stores: Vec<(NameSlot, String)>,
+    stores: Vec<(NameSlot, StoreKind, String)>,
     entries: BTreeMap<String, Vec<EntryFactory>>,
     /// Merged into another sub-plan (a joined table runs in its stream's tasks).
     merged: bool,
@@ -86,6 +92,8 @@ struct PlanState {
     operators: Vec<String>,
     /// Default names handed out, to number repeats (`orders-aggregate-2`).
     defaults: BTreeMap<String, usize>,
+    /// Mistakes found while building, reported by `build`.
+    errors: Vec<String>,
 }
 
 /// Builds a pipeline.
@@ -109,6 +117,11 @@ impl Pipeline {
             app: app.to_string(),
             state: Rc::default(),
         }
+    }
+
+    /// Records a mistake in the pipeline's definition, for `build` to report.
+    fn plan_error(&self, message: String) {
+        self.state.borrow_mut().errors.push(message);
     }
 
     /// Numbers a new operator (its metrics slot).
@@ -165,10 +178,10 @@ impl Pipeline {
             .push(entry);
     }
 
-    fn add_store(&self, topic: &str, name: NameSlot, descriptor: &str) {
+    fn add_store(&self, topic: &str, name: NameSlot, kind: StoreKind, descriptor: &str) {
         let mut s = self.state.borrow_mut();
         if let Some(&i) = s.host.get(topic) {
-            s.subs[i].stores.push((name, descriptor.to_string()));
+            s.subs[i].stores.push((name, kind, descriptor.to_string()));
         }
     }
 
@@ -223,6 +236,9 @@ impl Pipeline {
     /// The topology to run; checks names (application id, stores) first.
     pub fn build(&self) -> Result<Topology> {
         let s = self.state.borrow();
+        if let Some(e) = s.errors.first() {
+            return Err(EngineError::Plan(format!("pipeline `{}`: {e}", self.app)));
+        }
         let live: Vec<&SubBuilder> = s.subs.iter().filter(|b| !b.merged).collect();
         if live.is_empty() {
             return Err(EngineError::Plan(format!(
@@ -245,8 +261,9 @@ impl Pipeline {
                 stores: b
                     .stores
                     .iter()
-                    .map(|(slot, descriptor)| StoreSpec {
+                    .map(|(slot, kind, descriptor)| StoreSpec {
                         name: slot_name(slot),
+                        kind: *kind,
                         descriptor: descriptor.clone(),
                     })
                     .collect(),
@@ -337,6 +354,13 @@ impl Processor for DslProcessor {
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         for e in self.entries.iter_mut().flatten() {
             e.on_time(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        for e in self.entries.iter_mut().flatten() {
+            e.flush(ctx)?;
         }
         Ok(())
     }

@@ -24,6 +24,8 @@ struct SourceEntry<K, V> {
     id: usize,
     key: Arc<dyn Serde<K>>,
     value: Arc<dyn Serde<V>>,
+    /// Records without a key are dropped and counted rather than decoded.
+    keyed: bool,
     children: Children<K, V>,
 }
 
@@ -32,7 +34,12 @@ impl<K: Clone + Send + 'static, V: Clone + Send + 'static> Entry for SourceEntry
         let started = Instant::now();
         let input = ctx.input();
         let mut out = Vec::with_capacity(input.len());
+        let mut dropped = 0;
         for (i, r) in input.iter().enumerate() {
+            if self.keyed && r.key.is_none() {
+                dropped += 1;
+                continue;
+            }
             let k = match self.key.deserialize(r.key.as_deref().unwrap_or_default()) {
                 Ok(k) => k,
                 Err(e) => {
@@ -53,12 +60,19 @@ impl<K: Clone + Send + 'static, V: Clone + Send + 'static> Entry for SourceEntry
                 Err(e) => ctx.poison(Origin::input(i), format!("value: {e}")),
             }
         }
+        if dropped > 0 {
+            ctx.record_dropped(self.id, dropped);
+        }
         ctx.record_operator(self.id, input.len(), out.len(), started.elapsed());
         self.children.push(ctx, out)
     }
 
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         self.children.on_time(ctx)
+    }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        self.children.flush(ctx)
     }
 }
 
@@ -136,6 +150,10 @@ where
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         self.children.on_time(ctx)
     }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        self.children.flush(ctx)
+    }
 }
 
 impl Pipeline {
@@ -151,13 +169,29 @@ impl Pipeline {
         K: Clone + Send + 'static,
         V: Clone + Send + 'static,
     {
-        self.stream_input(topic, false, Arc::new(key), Arc::new(value))
+        self.stream_input(topic, false, false, Arc::new(key), Arc::new(value))
+    }
+
+    /// [`Pipeline::stream`] for a topic whose records should have keys: a record without one
+    /// is dropped and counted (the operator's `dropped`), not decoded.
+    pub fn keyed_stream<K, V>(
+        &self,
+        topic: &str,
+        key: impl Serde<K>,
+        value: impl Serde<V>,
+    ) -> Stream<K, V>
+    where
+        K: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        self.stream_input(topic, false, true, Arc::new(key), Arc::new(value))
     }
 
     pub(super) fn stream_input<K, V>(
         &self,
         topic: &str,
         internal: bool,
+        keyed: bool,
         key: Arc<dyn Serde<K>>,
         value: Arc<dyn Serde<V>>,
     ) -> Stream<K, V>
@@ -177,6 +211,7 @@ impl Pipeline {
                     id,
                     key: key.clone(),
                     value: value.clone(),
+                    keyed,
                     children: o.build(task)?,
                 }))
             }),
@@ -222,7 +257,12 @@ impl Pipeline {
                 }))
             }),
         );
-        self.add_store(topic, slot.clone(), TABLE_STORE);
+        self.add_store(
+            topic,
+            slot.clone(),
+            crate::plan::StoreKind::KeyValue,
+            TABLE_STORE,
+        );
         Table {
             changes: Stream {
                 pipeline: self.clone(),

@@ -338,6 +338,37 @@ where
         });
     }
 
+    /// Takes event time from the value or the record timestamp with `f(value, record
+    /// timestamp)`; a record for which it fails is poison. The watermark of this input stays
+    /// `out_of_orderness` behind the largest event time seen (see [`Stream::with_event_time`]).
+    pub fn try_with_event_time(
+        &self,
+        f: impl Fn(&V, Timestamp) -> std::result::Result<i64, String> + Send + Sync + 'static,
+        out_of_orderness: Duration,
+    ) -> Result<Stream<K, V>> {
+        self.pipeline.set_event_time(
+            &self.source,
+            EventTime {
+                source: TimeSource::Extracted,
+                out_of_orderness,
+            },
+        )?;
+        Ok(self.derive_stateless("with_event_time", move |ctx, batch| {
+            let mut out = Vec::with_capacity(batch.len());
+            for mut it in batch {
+                match f(&it.value, it.ts) {
+                    Ok(ts) => {
+                        it.ts = Timestamp(ts);
+                        ctx.observe_event_time(it.ts);
+                        out.push(it);
+                    }
+                    Err(reason) => ctx.poison(it.origin, format!("event time: {reason}")),
+                }
+            }
+            Ok(out)
+        }))
+    }
+
     /// Groups by the current key, which must already decide the partition (records written
     /// with that key). Use `key_by` to group by something else.
     pub fn group_by_key(&self) -> Grouped<K, V> {
@@ -387,6 +418,13 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for BranchOp<K, V> {
         }
         Ok(())
     }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        for c in &mut self.children {
+            c.flush(ctx)?;
+        }
+        Ok(())
+    }
 }
 
 impl<K, V> Stream<K, V>
@@ -394,6 +432,14 @@ where
     K: Clone + Send + 'static,
     V: Clone + Send + Serialize + DeserializeOwned + 'static,
 {
+    /// Groups by a new key: [`Stream::key_by`] then [`Stream::group_by_key`].
+    pub fn group_by<K2>(&self, f: impl Fn(&K, &V) -> K2 + Send + Sync + 'static) -> Grouped<K2, V>
+    where
+        K2: Clone + Send + Serialize + DeserializeOwned + 'static,
+    {
+        self.key_by(f).group_by_key()
+    }
+
     /// Re-keys the stream through an internal repartition topic (`APP.NAME.repartition`, NAME
     /// from `.named(…)` or `<source>-rekey`), so that records with the same new key meet in one
     /// task.
@@ -437,6 +483,6 @@ where
             }))
         });
         self.pipeline
-            .stream_input::<K2, V>(&topic, true, Arc::new(Json), Arc::new(Json))
+            .stream_input::<K2, V>(&topic, true, false, Arc::new(Json), Arc::new(Json))
     }
 }

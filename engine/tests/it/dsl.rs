@@ -551,3 +551,66 @@ fn table_records_without_a_key_are_dropped_and_counted() -> anyhow::Result<()> {
     assert_eq!(out["u1"], ["\"hello Ann\""]);
     Ok(())
 }
+
+#[test]
+fn a_table_table_join_follows_changes_and_deletes_on_both_sides() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    for t in ["names", "cities", "people"] {
+        log.create_topic(t, 2, Default::default())?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let put = |topic: &str, key: &str, value: Option<&str>| -> anyhow::Result<()> {
+        let p = log.partition_for(topic, key.as_bytes())?;
+        let r = weir_log::Record {
+            key: Some(key.to_string().into()),
+            value: value.map(|v| serde_json::to_vec(v).expect("json").into()),
+            ..Default::default()
+        };
+        log.append(topic, p, &[r])?;
+        Ok(())
+    };
+    let run = || -> anyhow::Result<()> {
+        let p = Pipeline::builder("people");
+        let names = p.table::<String, String>("names", Utf8, Json);
+        let cities = p.table::<String, String>("cities", Utf8, Json);
+        names
+            .join_table(&cities, |n, c| format!("{n} in {c}"))
+            .to_topic("people", Utf8, Json);
+        p.build()?
+            .run(
+                &log,
+                &groups,
+                &txns,
+                RunOptions::new(dir.path().join("state")),
+            )?
+            .stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+        Ok(())
+    };
+    put("names", "u1", Some("Ann"))?; // no city yet: no result
+    run()?;
+    put("cities", "u1", Some("Oslo"))?;
+    run()?;
+    put("names", "u1", Some("Anna"))?;
+    put("cities", "u1", None)?; // deleted: the result goes
+    put("names", "u2", Some("Bo"))?;
+    run()?;
+    put("cities", "u2", Some("Rome"))?;
+    run()?;
+    let out = crate::common::committed_by_key(&log, "people", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            serde_json::from_slice::<Option<String>>(v).expect("json"),
+        )
+    });
+    assert_eq!(
+        out["u1"],
+        [
+            Some("Ann in Oslo".to_string()),
+            Some("Anna in Oslo".to_string()),
+            None
+        ]
+    );
+    assert_eq!(out["u2"], [Some("Bo in Rome".to_string())]);
+    Ok(())
+}

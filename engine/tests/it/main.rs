@@ -6,3 +6,4 @@ mod runtime;
 mod state;
 mod task;
 mod time;
+mod window;

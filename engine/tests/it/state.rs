@@ -125,35 +125,39 @@ fn a_changelog_written_by_another_kind_of_store_is_refused() -> anyhow::Result<(
     let dir = tempfile::tempdir()?;
     let log = open_log(dir.path());
     ensure_changelog(&log, CL, 1)?;
-    let spec = |d: &str| weir_engine::StoreSpec {
-        name: "counts".into(),
-        descriptor: d.into(),
-    };
+    let spec = |d: &str| weir_engine::StoreSpec::key_value("counts", d);
     let state = dir.path().join("state");
-    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P)?;
+    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P, None)?;
     s.check_changelog(&log)?;
     s.put("a", "1");
     commit(&log, &mut s)?;
     drop(s);
     // The same store again: its descriptor is the changelog's first record.
-    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P)?;
+    let mut s = KvStore::open_spec(&spec("aggregate json"), &state, CL, P, None)?;
     s.check_changelog(&log)?;
     assert_eq!(s.restore(&log)?.records, 0);
     drop(s);
     // Another operator under the same name: refused, never restored into.
-    let mut other = KvStore::open_spec(&spec("table json"), &dir.path().join("other"), CL, P)?;
+    let mut other =
+        KvStore::open_spec(&spec("table json"), &dir.path().join("other"), CL, P, None)?;
     match other.check_changelog(&log) {
         Err(weir_engine::EngineError::StateMismatch {
             expected, found, ..
         }) => assert_eq!(
             (expected.as_str(), found.as_str()),
-            ("table json", "aggregate json")
+            ("kv table json", "kv aggregate json")
         ),
         other => panic!("expected StateMismatch, got {other:?}"),
     }
     drop(other);
     // A local directory written under another descriptor is rebuilt from the changelog.
-    let mut s = KvStore::open_spec(&spec("aggregate json"), &dir.path().join("other"), CL, P)?;
+    let mut s = KvStore::open_spec(
+        &spec("aggregate json"),
+        &dir.path().join("other"),
+        CL,
+        P,
+        None,
+    )?;
     s.check_changelog(&log)?;
     s.restore(&log)?;
     assert_eq!(get(&s, "a").as_deref(), Some("1"));

@@ -31,10 +31,7 @@ impl Processor for KeyedCount {
 
 fn config(dir: &std::path::Path, partition: u32, guarantee: Guarantee) -> TaskConfig {
     let mut cfg = TaskConfig::new("counter", "in", partition, dir.join("state"));
-    cfg.stores = vec![weir_engine::StoreSpec {
-        name: "counts".into(),
-        descriptor: "test counts".into(),
-    }];
+    cfg.stores = vec![weir_engine::StoreSpec::key_value("counts", "test counts")];
     cfg.commit_interval = Duration::from_secs(3600); // commits are driven by the test
     cfg.guarantee = guarantee;
     cfg.max_batch_records = 17;
@@ -75,7 +72,7 @@ fn exactly_once_keyed_count_survives_crashes_between_and_inside_commits() -> any
             for _ in 0..(1 + rng.below(6)) {
                 task.run_once(&mut processor)?;
                 if rng.below(3) == 0 {
-                    task.commit()?;
+                    task.commit(&mut processor)?;
                 }
             }
             match rng.below(3) {
@@ -83,10 +80,10 @@ fn exactly_once_keyed_count_survives_crashes_between_and_inside_commits() -> any
                 1 => {
                     // crash inside a commit, after its decision and one marker
                     txns.inject_crash_after_markers(1);
-                    let _ = task.commit();
+                    let _ = task.commit(&mut processor);
                     txns.inject_crash_after_markers(usize::MAX);
                 }
-                _ => task.commit()?,
+                _ => task.commit(&mut processor)?,
             }
             drop(task);
             let _ = round;
@@ -101,7 +98,7 @@ fn exactly_once_keyed_count_survives_crashes_between_and_inside_commits() -> any
             config(dir.path(), p, Guarantee::ExactlyOnce),
         )?;
         while task.run_once(&mut processor)? > 0 {}
-        task.commit()?;
+        task.commit(&mut processor)?;
     }
     let out = outputs(&log);
     assert_eq!(out.len(), keys as usize);
@@ -142,7 +139,7 @@ fn at_least_once_never_loses_but_may_repeat() -> anyhow::Result<()> {
             config(dir.path(), 0, Guarantee::AtLeastOnce),
         )?;
         task.run_once(&mut processor)?;
-        task.commit()?;
+        task.commit(&mut processor)?;
         task.run_once(&mut processor)?; // lost interval: reprocessed after the restart
     }
     let mut task = Task::start(
@@ -152,7 +149,7 @@ fn at_least_once_never_loses_but_may_repeat() -> anyhow::Result<()> {
         config(dir.path(), 0, Guarantee::AtLeastOnce),
     )?;
     while task.run_once(&mut processor)? > 0 {}
-    task.commit()?;
+    task.commit(&mut processor)?;
     let out = outputs(&log);
     for counts in out.values() {
         assert_eq!(counts.last(), Some(&20), "every input counted");
@@ -185,14 +182,16 @@ fn a_second_instance_of_a_task_fences_the_first() -> anyhow::Result<()> {
         &txns,
         config(&dir.path().join("elsewhere"), 0, Guarantee::ExactlyOnce),
     )?;
-    let e = zombie.commit().expect_err("the zombie is fenced");
+    let e = zombie
+        .commit(&mut processor)
+        .expect_err("the zombie is fenced");
     assert!(e.to_string().contains("fenced"), "{e}");
     assert!(
         zombie.run_once(&mut processor).is_err(),
         "a fenced task stops"
     );
     while live.run_once(&mut processor)? > 0 {}
-    live.commit()?;
+    live.commit(&mut processor)?;
     let out = outputs(&log);
     for counts in out.values() {
         assert_eq!(
@@ -239,7 +238,7 @@ fn a_failed_batch_fails_the_task_and_nothing_of_its_interval_commits() -> anyhow
     assert!(task.run_once(&mut FailsOnBoom).is_err());
     // The task refuses to go on (it would skip the batch) and to commit (partial effects).
     assert!(task.run_once(&mut FailsOnBoom).is_err());
-    assert!(task.commit().is_err());
+    assert!(task.commit(&mut FailsOnBoom).is_err());
     drop(task);
     assert!(
         outputs_raw(&log).is_empty(),

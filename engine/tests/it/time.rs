@@ -107,7 +107,7 @@ fn watermarks_follow_event_time_idle_inputs_and_restarts() -> anyhow::Result<()>
         Some(&Some(295)),
         "the wall clock never moves event time"
     );
-    task.commit()?;
+    task.commit(&mut seen.clone())?;
     drop(task);
     // A restart resumes time where the commit left it.
     let task = Task::start(&log, &groups, &txns, cfg)?;

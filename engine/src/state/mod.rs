@@ -1,5 +1,10 @@
-//! Key-value state stores: RocksDB for the data, a compacted changelog topic in the log for
-//! durability.
+//! State stores: RocksDB for the data, a changelog topic in the log for durability.
+//!
+//! A store has a kind ([`StoreKind`]): key-value stores are read and written key by key;
+//! window and session stores also scan ordered ranges ([`KvStore::range`]), so their pending
+//! writes are kept ordered (`pending.rs`) and merged with RocksDB iterators (`range.rs`), and
+//! their changelogs also expire by retention. All stores of a process share one block cache
+//! and write-buffer manager under one cap (`memory.rs`).
 //!
 //! Writes of one commit interval are buffered in memory (`pending`), readable at once by the
 //! task that made them. At commit the task writes them to the changelog (inside its
@@ -19,12 +24,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod memory;
+mod pending;
+mod range;
+
 use bytes::Bytes;
 use rocksdb::{WriteBatch, DB};
-use rustc_hash::FxHashMap;
 use weir_log::{Isolation, Log, Offset, PartitionId, Record, TopicConfig};
 
 use crate::error::{EngineError, Result};
+use crate::plan::{StoreKind, StoreSpec};
+
+pub use memory::{StateMemory, STATE_MEMORY_BYTES};
+use pending::Pending;
+pub use range::Range;
 
 /// RocksDB key holding the next changelog offset the store's data covers. It sorts before
 /// every user key, which the store prefixes with `USER_PREFIX`.
@@ -34,8 +47,12 @@ const META_DESCRIPTOR: &[u8] = b"\x00weir.store";
 const USER_PREFIX: u8 = 1;
 /// Bytes read to find a changelog's first record (its descriptor).
 const DESCRIPTOR_READ_BYTES: usize = 64 * 1024;
-/// Memtable size of a store: fewer, larger flushes.
+/// Memtable size of a store opened without a shared [`StateMemory`]: fewer, larger flushes.
 const STORE_WRITE_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// What a windowed changelog keeps beyond its windows' retention (Kafka Streams' default
+/// `windowstore.changelog.additional.retention.ms`): a task restoring its state after being
+/// down for less than this finds every open window in the changelog.
+const CHANGELOG_EXTRA_RETENTION_MS: u128 = 24 * 3600 * 1000;
 
 /// RocksDB writes skip its write-ahead log: the changelog topic is the log. A crash loses the
 /// memtable and the covered-offset key in it together (they are written in one batch), and
@@ -77,7 +94,8 @@ pub struct KvStore {
     db: DB,
     changelog_topic: String,
     changelog_partition: PartitionId,
-    pending: FxHashMap<Bytes, Option<Bytes>>,
+    pending: Pending,
+    kind: StoreKind,
     read_options: rocksdb::ReadOptions,
     /// Writes of the interval being committed, sorted by key (see `stage`).
     staged: Vec<Record>,
@@ -110,9 +128,25 @@ fn prefixed(key: &[u8]) -> Bytes {
     Bytes::from(k)
 }
 
-/// Creates a changelog topic (compacted, one partition per task) if it does not exist.
+/// Creates a key-value store's changelog topic (compacted, one partition per task) if it does
+/// not exist.
 pub fn ensure_changelog(log: &Log, topic: &str, partitions: u32) -> Result<()> {
-    let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
+    ensure_changelog_of(log, topic, partitions, StoreKind::KeyValue)
+}
+
+/// Creates the changelog topic of a store of `kind` if it does not exist: compacted; windowed
+/// kinds also delete by retention (their windows' retention and a day more).
+pub fn ensure_changelog_of(log: &Log, topic: &str, partitions: u32, kind: StoreKind) -> Result<()> {
+    let cfg = match kind.retention() {
+        None => TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
+        Some(r) => {
+            let ms = r.as_millis().saturating_add(CHANGELOG_EXTRA_RETENTION_MS);
+            TopicConfig::parse_pairs(&[
+                "cleanup.policy=compact,delete".to_string(),
+                format!("retention.ms={}", ms.min(i64::MAX as u128)),
+            ])?
+        }
+    };
     log.ensure_topic(topic, partitions, cfg)
         .map_err(|e| match e {
             weir_log::LogError::InvalidConfig { reason, .. } => EngineError::Plan(format!(
@@ -131,31 +165,31 @@ impl KvStore {
         changelog_topic: &str,
         partition: PartitionId,
     ) -> Result<KvStore> {
-        let spec = crate::plan::StoreSpec {
-            name: name.to_string(),
-            descriptor: "kv".to_string(),
-        };
-        KvStore::open_spec(&spec, dir, changelog_topic, partition)
+        let spec = StoreSpec::key_value(name, "bytes");
+        KvStore::open_spec(&spec, dir, changelog_topic, partition, None)
     }
 
     /// Opens (or creates) the store `spec` under `dir`, backed by `changelog_topic`/
     /// `partition`. A local directory written under another descriptor is discarded (the
     /// changelog rebuilds it).
     pub fn open_spec(
-        spec: &crate::plan::StoreSpec,
+        spec: &StoreSpec,
         dir: &Path,
         changelog_topic: &str,
         partition: PartitionId,
+        memory: Option<&StateMemory>,
     ) -> Result<KvStore> {
-        let mut store = KvStore::open_dir(&spec.name, dir, changelog_topic, partition)?;
-        store.descriptor = spec.descriptor.clone();
+        let mut store = KvStore::open_dir(&spec.name, dir, changelog_topic, partition, memory)?;
+        store.descriptor = spec.full_descriptor();
+        store.kind = spec.kind;
+        store.pending = Pending::new(spec.kind.ordered());
         let local = store.rocks(store.db.get(META_DESCRIPTOR))?;
         match local {
-            Some(d) if d == spec.descriptor.as_bytes() => Ok(store),
+            Some(d) if d == store.descriptor.as_bytes() => Ok(store),
             None if store.covered == Offset(0) => {
                 store.rocks(store.db.put_opt(
                     META_DESCRIPTOR,
-                    spec.descriptor.as_bytes(),
+                    store.descriptor.as_bytes(),
                     &write_options(),
                 ))?;
                 Ok(store)
@@ -168,7 +202,7 @@ impl KvStore {
                     store: spec.name.clone(),
                     reason: format!("cannot remove {}: {e}", dir.display()),
                 })?;
-                KvStore::open_spec(spec, dir, changelog_topic, partition)
+                KvStore::open_spec(spec, dir, changelog_topic, partition, memory)
             }
         }
     }
@@ -178,6 +212,7 @@ impl KvStore {
         dir: &Path,
         changelog_topic: &str,
         partition: PartitionId,
+        memory: Option<&StateMemory>,
     ) -> Result<KvStore> {
         let path = dir.to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| EngineError::StateCorrupted {
@@ -186,7 +221,13 @@ impl KvStore {
         })?;
         let mut opts = rocksdb::Options::default();
         opts.create_if_missing(true);
-        opts.set_write_buffer_size(STORE_WRITE_BUFFER_BYTES);
+        match memory {
+            Some(m) => {
+                opts.set_write_buffer_size(m.store_write_buffer_bytes());
+                opts.set_write_buffer_manager(&m.write_buffers);
+            }
+            None => opts.set_write_buffer_size(STORE_WRITE_BUFFER_BYTES),
+        }
         // Most lookups of a growing key space miss: a bloom filter answers them from memory.
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
@@ -194,6 +235,9 @@ impl KvStore {
         // search over the block's restart points.
         table.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
         table.set_data_block_hash_ratio(0.75);
+        if let Some(m) = memory {
+            table.set_block_cache(&m.cache);
+        }
         opts.set_block_based_table_factory(&table);
         // ... and so does one in the memtable, where a miss would otherwise walk the skiplist.
         opts.set_memtable_prefix_bloom_ratio(0.1);
@@ -228,7 +272,8 @@ impl KvStore {
             db,
             changelog_topic: changelog_topic.to_string(),
             changelog_partition: partition,
-            pending: FxHashMap::default(),
+            pending: Pending::new(false),
+            kind: StoreKind::KeyValue,
             read_options: read_options(),
             staged: Vec::new(),
             covered,
@@ -267,6 +312,19 @@ impl KvStore {
         let found = match first {
             Some(r) if r.key == Some(META_DESCRIPTOR) => {
                 String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned()
+            }
+            Some(_) if self.kind.retention().is_some() => {
+                // A windowed changelog also deletes by retention, which takes the descriptor
+                // with the oldest segment: write it again.
+                log.append(
+                    &topic,
+                    p,
+                    &[Record::keyed(
+                        Bytes::from_static(META_DESCRIPTOR),
+                        Bytes::from(self.descriptor.clone()),
+                    )],
+                )?;
+                return Ok(());
             }
             _ => "(none: not written by a Weir store of this version)".to_string(),
         };
@@ -341,6 +399,38 @@ impl KvStore {
         self.pending.len() + self.staged.len()
     }
 
+    /// The store's kind.
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Entries with keys in `[from, to)`, in key order: this interval's writes merged with
+    /// RocksDB's. Only for ordered kinds (window, session), and not while a commit is staged.
+    pub fn range(&self, from: &[u8], to: &[u8]) -> Result<Range<'_>> {
+        let overlay = self.pending.range(from, to).ok_or_else(|| {
+            EngineError::Internal(format!(
+                "store `{}` is a key-value store: it has no ordered ranges",
+                self.name
+            ))
+        })?;
+        if !self.staged.is_empty() {
+            return Err(EngineError::Internal(format!(
+                "store `{}` was scanned while a commit is staged",
+                self.name
+            )));
+        }
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(prefixed(to).to_vec());
+        let mut rocks = self.db.raw_iterator_opt(ro);
+        rocks.seek(prefixed(from));
+        Ok(Range {
+            overlay: overlay.peekable(),
+            rocks,
+            store: &self.name,
+            failed: false,
+        })
+    }
+
     /// Moves this interval's writes into the changelog records to commit (a tombstone for a
     /// delete), sorted by key, and returns them. The records are kept (moved, not copied)
     /// until [`KvStore::committed`] applies them to RocksDB — in key order, which RocksDB's
@@ -348,13 +438,15 @@ impl KvStore {
     pub fn stage(&mut self) -> &[Record] {
         if !self.pending.is_empty() {
             let restaged = !self.staged.is_empty();
-            self.staged
-                .extend(self.pending.drain().map(|(k, v)| Record {
-                    key: Some(prefixed(&k)),
-                    value: v,
-                    ..Record::default()
-                }));
-            if !restaged {
+            let (writes, sorted) = self.pending.drain();
+            self.staged.extend(writes.into_iter().map(|(k, v)| Record {
+                key: Some(prefixed(&k)),
+                value: v,
+                ..Record::default()
+            }));
+            if sorted && !restaged {
+                // An ordered overlay drains in key order already.
+            } else if !restaged {
                 // Keys of one map: all distinct, so the order of equal keys is moot.
                 self.staged.sort_unstable_by(|a, b| a.key.cmp(&b.key));
             } else {

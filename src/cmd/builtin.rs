@@ -1,0 +1,215 @@
+//! `weir pipeline run NAME`: the built-in pipelines (for demos, benchmarks and crash tests).
+//! - `keyed-count`: records per key (RocksDB state), each new count to OUTPUT;
+//! - `latest`: the latest value per key (a table in RocksDB), the value's length to OUTPUT;
+//! - `window-count`: records per key and event-time window (`--window`), as JSON
+//!   `{"window_start","window_end","count","max_ts"}` keyed by the input key and stamped
+//!   `window_end - 1`; a session merged away under `--emit update` is retracted with the same
+//!   value plus `"retracted": true`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use weir_engine::{
+    Emit, ErrorPolicy, Guarantee, Hopping, Json, LatePolicy, Pipeline, RunOptions, Session,
+    StartFrom, Tumbling, Utf8, WindowSpec, Windowed,
+};
+
+use crate::cli::{PipelineCmd, WindowArgs};
+
+/// Parses `10s`, `500ms`, `2m`, `1h` (or a bare number of milliseconds).
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("`{s}` is not a duration (like 10s, 500ms, 2m)"))?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n * 1000,
+        "m" => n * 60_000,
+        "h" => n * 3_600_000,
+        other => bail!("`{s}`: unknown unit `{other}` (use ms, s, m or h)"),
+    };
+    Ok(Duration::from_millis(ms))
+}
+
+/// The windows of `--window` with `--grace`, `--emit` and `--late`.
+fn window_spec(args: &WindowArgs) -> Result<WindowSpec> {
+    let Some(w) = &args.window else {
+        bail!("window-count needs --window tumbling:SIZE, hopping:SIZE:ADVANCE or session:GAP");
+    };
+    let parts: Vec<&str> = w.split(':').collect();
+    let grace = parse_duration(&args.grace).context("--grace")?;
+    let mut spec: WindowSpec = match parts.as_slice() {
+        ["tumbling", size] => Tumbling::of(parse_duration(size)?).grace(grace).into(),
+        ["hopping", size, advance] => Hopping::of(parse_duration(size)?, parse_duration(advance)?)
+            .grace(grace)
+            .into(),
+        ["session", gap] => Session::with_gap(parse_duration(gap)?).grace(grace).into(),
+        _ => bail!("--window `{w}`: expected tumbling:SIZE, hopping:SIZE:ADVANCE or session:GAP"),
+    };
+    spec.emit = match args.emit.as_str() {
+        "update" => Emit::OnUpdate,
+        "close" => Emit::OnWindowClose,
+        other => bail!("--emit `{other}`: expected update or close"),
+    };
+    spec.late = match args.late.as_str() {
+        "drop" => LatePolicy::Drop,
+        "dead_letter" => LatePolicy::DeadLetter,
+        other => bail!("--late `{other}`: expected drop or dead_letter"),
+    };
+    Ok(spec)
+}
+
+/// What `window-count` accumulates per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct CountMax {
+    count: u64,
+    max_ts: i64,
+}
+
+/// A window's result as `window-count` writes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WindowCountValue {
+    window_start: i64,
+    window_end: i64,
+    count: u64,
+    max_ts: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    retracted: bool,
+}
+
+/// Event time of a `window-count` record: its integer `ts` field, else its timestamp.
+fn event_time(v: &serde_json::Value, record: weir_log::Timestamp) -> Result<i64, String> {
+    match v.get("ts") {
+        None => Ok(record.0),
+        Some(t) => t
+            .as_i64()
+            .ok_or_else(|| format!("`ts` is {t}, not an integer")),
+    }
+}
+
+fn window_count(p: &Pipeline, input: &str, output: &str, args: &WindowArgs) -> Result<()> {
+    let spec = window_spec(args)?;
+    let ooo = parse_duration(&args.out_of_orderness).context("--out-of-orderness")?;
+    p.keyed_stream::<String, serde_json::Value>(input, Utf8, Json)
+        .try_with_event_time(event_time, ooo)?
+        .group_by_key()
+        .window(spec)
+        .aggregate_with(
+            || CountMax {
+                count: 0,
+                max_ts: i64::MIN,
+            },
+            |a, _, ts| {
+                a.count += 1;
+                a.max_ts = a.max_ts.max(ts.0);
+            },
+            |a, b| {
+                a.count += b.count;
+                a.max_ts = a.max_ts.max(b.max_ts);
+            },
+        )
+        .to_stream()
+        .map(|w: Windowed<String>, a: CountMax| {
+            let value = WindowCountValue {
+                window_start: w.start,
+                window_end: w.end,
+                count: a.count,
+                max_ts: a.max_ts,
+                retracted: w.retracted,
+            };
+            (w.key, value)
+        })
+        .to_topic(output, Utf8, Json);
+    Ok(())
+}
+
+/// A built-in pipeline's topology.
+pub fn builtin(
+    name: &str,
+    app: &str,
+    input: &str,
+    output: &str,
+    window: &WindowArgs,
+) -> Result<weir_engine::Topology> {
+    let p = Pipeline::builder(app);
+    match name {
+        "keyed-count" => {
+            p.stream::<String, String>(input, Utf8, Utf8)
+                .group_by_key()
+                .count()
+                .to_topic(output, Utf8, Json);
+        }
+        "latest" => {
+            p.stream::<String, String>(input, Utf8, Utf8)
+                .group_by_key()
+                .aggregate(String::new, |_, v| v)
+                .to_stream()
+                .map_values(|v: String| v.len() as u64)
+                .to_topic(output, Utf8, Json);
+        }
+        "window-count" => window_count(&p, input, output, window)?,
+        other => bail!(
+            "unknown built-in pipeline `{other}`; available: keyed-count, latest, window-count"
+        ),
+    }
+    Ok(p.build()?)
+}
+
+/// `weir pipeline run`.
+pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
+    let PipelineCmd::Run {
+        name,
+        app,
+        input,
+        output,
+        at_least_once,
+        commit_ms,
+        until_idle_ms,
+        state_dir,
+        on_error,
+        workers,
+        from,
+        window,
+    } = cmd
+    else {
+        bail!("not a run command");
+    };
+    let on_error = match on_error.as_str() {
+        "dead_letter" => ErrorPolicy::DeadLetter,
+        "skip" => ErrorPolicy::Skip,
+        "fail" => ErrorPolicy::Fail,
+        other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
+    };
+    let topology = builtin(&name, &app, &input, &output, &window)?;
+    let log = super::open_log(dir, true)?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
+    opts.commit_interval = Duration::from_millis(commit_ms.max(1));
+    opts.on_error = on_error;
+    opts.metrics_file = Some(super::pipeline::metrics_file(dir, &app));
+    if let Some(w) = workers {
+        opts.workers = w.max(1);
+    }
+    if at_least_once {
+        opts.guarantee = Guarantee::AtLeastOnce;
+    }
+    opts.start_from = match from.as_str() {
+        "earliest" => StartFrom::Earliest,
+        "latest" => StartFrom::Latest,
+        ms => StartFrom::Timestamp(ms.parse().with_context(|| {
+            format!("--from `{ms}`: expected earliest, latest or a timestamp in ms")
+        })?),
+    };
+    let running = topology.run(&log, &groups, &txns, opts)?;
+    match until_idle_ms {
+        Some(ms) => running.stop_when_idle(Duration::from_millis(ms), Duration::from_secs(3600))?,
+        // Runs until killed, or until a task fails for good.
+        None => running.wait()?,
+    }
+    Ok(())
+}
