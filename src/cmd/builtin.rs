@@ -82,9 +82,17 @@ struct WindowCountValue {
     retracted: bool,
 }
 
+/// What `window-count` reads of a value: a JSON object's `ts` field (other fields are skipped
+/// unread).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Event {
+    #[serde(default)]
+    ts: Option<serde_json::Value>,
+}
+
 /// Event time of a `window-count` record: its integer `ts` field, else its timestamp.
-fn event_time(v: &serde_json::Value, record: weir_log::Timestamp) -> Result<i64, String> {
-    match v.get("ts") {
+fn event_time(v: &Event, record: weir_log::Timestamp) -> Result<i64, String> {
+    match &v.ts {
         None => Ok(record.0),
         Some(t) => t
             .as_i64()
@@ -95,7 +103,7 @@ fn event_time(v: &serde_json::Value, record: weir_log::Timestamp) -> Result<i64,
 fn window_count(p: &Pipeline, input: &str, output: &str, args: &WindowArgs) -> Result<()> {
     let spec = window_spec(args)?;
     let ooo = parse_duration(&args.out_of_orderness).context("--out-of-orderness")?;
-    p.keyed_stream::<String, serde_json::Value>(input, Utf8, Json)
+    p.keyed_stream::<String, Event>(input, Utf8, Json)
         .try_with_event_time(event_time, ooo)?
         .group_by_key()
         .window(spec)

@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::keys::{decode_i64, encode_i64};
 use crate::plan::{StoreKind, TaskSetup};
 use crate::processor::TaskContext;
-use crate::window::CLOSE_BATCH_MAX;
+use crate::window::{TimeFloor, CLOSE_BATCH_MAX};
 
 use super::graph::{Children, Op, Outlet};
 use super::{slot_name, Batch, NameSlot, Stream};
@@ -39,6 +39,8 @@ struct DedupOp<K, V> {
     ttl_ms: i64,
     key: KeyFn<K, V>,
     children: Children<K, V>,
+    /// The earliest time the expiry index may still hold.
+    floor: TimeFloor,
 }
 
 impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
@@ -71,6 +73,7 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
             }
             store.put(first_key(&k), encode_i64(it.ts.0).to_vec());
             store.put(expiry_key(it.ts.0, &k), Bytes::new());
+            self.floor.added(it.ts.0);
             out.push(it);
         }
         if dropped > 0 {
@@ -84,9 +87,13 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         if let Some(wm) = ctx.watermark() {
             let bound = wm.0.saturating_sub(self.ttl_ms);
+            if !self.floor.due(bound) {
+                return self.children.on_time(ctx);
+            }
             let store = ctx.store_at(self.store)?;
             let mut expired = Vec::new();
-            for e in store.range(&[EXPIRY], &expiry_key(bound, b""))? {
+            let from = expiry_key(self.floor.start(), b"");
+            for e in store.range(&from, &expiry_key(bound, b""))? {
                 expired.push(e?.0);
                 if expired.len() == CLOSE_BATCH_MAX {
                     break;
@@ -94,6 +101,10 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
             }
             if expired.len() == CLOSE_BATCH_MAX {
                 ctx.request_time_again();
+                let last = expired.last().and_then(|k| decode_i64(&k[1..9]));
+                self.floor.cleared_to(last.unwrap_or(i64::MIN));
+            } else {
+                self.floor.cleared_to(bound);
             }
             let store = ctx.store_at(self.store)?;
             for k in expired {
@@ -151,6 +162,7 @@ where
                 ttl_ms: ttl_ms.max(1),
                 key: key.clone(),
                 children: o.build(task)?,
+                floor: TimeFloor::default(),
             });
             Ok(op)
         }));

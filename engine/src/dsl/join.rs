@@ -23,7 +23,7 @@ use crate::keys::{decode_i64, encode_i64, push_len_prefixed};
 use crate::plan::{StoreKind, TaskSetup};
 use crate::processor::{Origin, TaskContext};
 use crate::serde::{Json, Serde};
-use crate::window::CLOSE_BATCH_MAX;
+use crate::window::{TimeFloor, CLOSE_BATCH_MAX};
 
 use super::graph::{Children, Op, Outlet, PerTask};
 use super::{slot_name, Batch, Item, NameSlot, Stream};
@@ -103,6 +103,8 @@ struct JoinCore<K, V1, V2, R> {
     expire_after: [i64; 2],
     /// A record more than this behind the watermark is late.
     grace: i64,
+    /// Per side, the earliest time its expiry index may still hold.
+    floors: [TimeFloor; 2],
     joiner: Joiner<V1, V2, R>,
     children: Children<K, R>,
 }
@@ -187,6 +189,7 @@ where
                 stored(!matches.is_empty(), &value),
             );
             store.put(expiry_key(side, ts.0, &kb, offset), Vec::new());
+            self.floors[side].added(ts.0);
         }
         ctx.record_operator(self.id, n, out.len(), started.elapsed());
         self.children.push(ctx, out)
@@ -206,10 +209,14 @@ where
             };
             // Expired once `ts + expire_after < wm`: no record still accepted can match it.
             let bound = wm.saturating_sub(self.expire_after[side]);
+            if !self.floors[side].due(bound) {
+                continue;
+            }
             let upto = [&[expiry][..], &encode_i64(bound)].concat();
+            let from = [&[expiry][..], &encode_i64(self.floors[side].start())].concat();
             let store = ctx.store_at(self.store)?;
             let mut expired: Vec<Vec<u8>> = Vec::new();
-            for e in store.range(&[expiry], &upto)? {
+            for e in store.range(&from, &upto)? {
                 expired.push(e?.0.to_vec());
                 if expired.len() == CLOSE_BATCH_MAX {
                     break;
@@ -217,6 +224,10 @@ where
             }
             if expired.len() == CLOSE_BATCH_MAX {
                 ctx.request_time_again();
+                let last = expired.last().and_then(|k| decode_i64(&k[1..9]));
+                self.floors[side].cleared_to(last.unwrap_or(i64::MIN));
+            } else {
+                self.floors[side].cleared_to(bound);
             }
             for ek in expired {
                 let ts = decode_i64(&ek[1..9]).unwrap_or(wm);
@@ -355,6 +366,7 @@ where
                         reach: [(before, after), (after, before)],
                         expire_after: [after + grace, before + grace],
                         grace,
+                        floors: [TimeFloor::default(); 2],
                         joiner: joiner.clone(),
                         children: outlet.build(task)?,
                     })

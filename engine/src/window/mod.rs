@@ -212,3 +212,34 @@ pub struct WindowCounters {
 pub(crate) fn align(ts: i64, unit: i64) -> i64 {
     ts.div_euclid(unit) * unit
 }
+
+/// A lower bound of the times a time-ordered family of a store still holds (slice starts,
+/// close times, expiry times): closing scans start there, and are skipped when nothing can be
+/// due. A scan from the family's start would step over the tombstones of every entry deleted
+/// before (RocksDB keeps them until compaction), which costs more than everything else.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TimeFloor(Option<i64>);
+
+impl TimeFloor {
+    /// Whether entries before `bound` may exist.
+    pub(crate) fn due(&self, bound: i64) -> bool {
+        self.0.is_none_or(|f| f < bound)
+    }
+
+    /// Where a scan starts.
+    pub(crate) fn start(&self) -> i64 {
+        self.0.unwrap_or(i64::MIN)
+    }
+
+    /// An entry at `t` was added (an unknown floor stays unknown: older entries may exist).
+    pub(crate) fn added(&mut self, t: i64) {
+        if let Some(f) = &mut self.0 {
+            *f = (*f).min(t);
+        }
+    }
+
+    /// Everything before `t` is gone.
+    pub(crate) fn cleared_to(&mut self, t: i64) {
+        self.0 = Some(self.0.map_or(t, |f| f.max(t)));
+    }
+}

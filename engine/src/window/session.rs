@@ -5,9 +5,10 @@
 //! Store layout (a session store): `S | key (length-prefixed) | last | first` → accumulator,
 //! so one key's sessions are contiguous and ordered by time; and a close index
 //! `E | last + gap | key | first` → `last`, scanned in time order to close sessions. A key's
-//! sessions touched in a commit interval stay decoded in a write-back cache; at the commit the
-//! changes go to the store — and, under emit on update, to the output: the new or changed
-//! sessions, and a retraction for each session that was merged away.
+//! sessions stay decoded in a cache in front of the store (across commits, until the cache is
+//! full); at each commit the changes go to the store — and, under emit on update, to the
+//! output: the new or changed sessions, and a retraction for each session that was merged
+//! away.
 
 use std::sync::Arc;
 
@@ -19,7 +20,8 @@ use crate::keys::{decode_i64, encode_i64, push_len_prefixed, split_len_prefixed}
 use crate::processor::{Origin, TaskContext};
 
 use super::{
-    Emit, LatePolicy, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX, WINDOW_CACHE_MAX,
+    Emit, LatePolicy, TimeFloor, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX,
+    WINDOW_CACHE_MAX,
 };
 
 const DATA: u8 = b'S';
@@ -44,6 +46,11 @@ fn close_key(close_at: i64, key: &[u8], first: i64) -> Vec<u8> {
     push_len_prefixed(&mut k, key);
     k.extend_from_slice(&encode_i64(first));
     k
+}
+
+/// `first` of a close entry's tail (after the key).
+fn first_of(tail: &[u8]) -> i64 {
+    decode_i64(tail).unwrap_or(i64::MIN)
 }
 
 /// `(first, last)` of a data key's tail.
@@ -77,6 +84,10 @@ pub struct SessionWindows<F: WindowFunction> {
     store: usize,
     cache: FxHashMap<Bytes, KeySessions<F::Acc>>,
     counted: bool,
+    /// The earliest close time the close index may still hold.
+    floor: TimeFloor,
+    /// Where a close stopped by its batch limit goes on (see `sliced.rs`).
+    resume: Option<Vec<u8>>,
 }
 
 impl<F: WindowFunction> std::fmt::Debug for SessionWindows<F> {
@@ -106,6 +117,8 @@ impl<F: WindowFunction> SessionWindows<F> {
             store,
             cache: FxHashMap::default(),
             counted: false,
+            floor: TimeFloor::default(),
+            resume: None,
         })
     }
 
@@ -176,6 +189,7 @@ impl<F: WindowFunction> SessionWindows<F> {
         if !self.cache.contains_key(&key) {
             if self.cache.len() >= WINDOW_CACHE_MAX {
                 self.flush(ctx, out)?;
+                self.cache.clear();
             }
             let stored = self.load(ctx, &key)?;
             self.cache.insert(
@@ -240,7 +254,11 @@ impl<F: WindowFunction> SessionWindows<F> {
     ) -> Result<()> {
         let gap = self.gap;
         let mut delta = 0i64;
-        for (key, ks) in std::mem::take(&mut self.cache) {
+        for (key, ks) in self.cache.iter_mut() {
+            if !ks.touched.iter().any(|t| *t) && ks.stored.len() == ks.current.len() {
+                continue; // unchanged since the last write-back
+            }
+            let key = key.clone();
             let same =
                 |a: &Session<F::Acc>, b: &Session<F::Acc>| a.first == b.first && a.last == b.last;
             let store = ctx.store_at(self.store)?;
@@ -281,6 +299,7 @@ impl<F: WindowFunction> SessionWindows<F> {
                     close_key(s.last + gap, &key, s.first),
                     encode_i64(s.last).to_vec(),
                 );
+                self.floor.added(s.last + gap);
                 delta += 1;
                 if let Some(out) = out.as_deref_mut() {
                     out.push(WindowResult {
@@ -293,6 +312,9 @@ impl<F: WindowFunction> SessionWindows<F> {
                     });
                 }
             }
+            // Written: the store now has what the cache has.
+            ks.stored = ks.current.clone();
+            ks.touched.iter_mut().for_each(|t| *t = false);
         }
         ctx.add_open_windows(delta);
         Ok(())
@@ -322,11 +344,18 @@ impl<F: WindowFunction> SessionWindows<F> {
         };
         self.count_sessions(ctx)?;
         let bound = wm.saturating_sub(self.grace).saturating_add(1);
+        if !self.floor.due(bound) {
+            return Ok(());
+        }
         let mut due = Vec::new();
         let mut more = false;
+        let from = match &self.resume {
+            Some(k) => k.clone(),
+            None => [&[CLOSE][..], &encode_i64(self.floor.start())].concat(),
+        };
         for e in ctx
             .store_at(self.store)?
-            .range(&[CLOSE], &[&[CLOSE][..], &encode_i64(bound)].concat())?
+            .range(&from, &[&[CLOSE][..], &encode_i64(bound)].concat())?
         {
             let (k, v) = e?;
             if due.len() == CLOSE_BATCH_MAX {
@@ -336,6 +365,19 @@ impl<F: WindowFunction> SessionWindows<F> {
             due.push((k, v));
         }
         let mut closed = 0u64;
+        // Everything before this is gone after the loop: the bound, or where a full batch
+        // stopped, or the first entry left for after the next write-back.
+        let mut cleared = if more {
+            due.last()
+                .and_then(|(k, _)| decode_i64(&k[1..9]))
+                .unwrap_or(i64::MIN)
+        } else {
+            bound
+        };
+        self.resume = match (more, due.last()) {
+            (true, Some((k, _))) => Some([&k[..], &[0]].concat()),
+            _ => None,
+        };
         for (k, v) in due {
             let malformed = || EngineError::StateCorrupted {
                 store: format!("session store {}", self.store),
@@ -343,8 +385,19 @@ impl<F: WindowFunction> SessionWindows<F> {
             };
             let (key, tail) =
                 split_len_prefixed(k.get(9..).ok_or_else(malformed)?).ok_or_else(malformed)?;
-            if self.cache.contains_key(key) {
-                continue;
+            if let Some(ks) = self.cache.get_mut(key) {
+                if ks.touched.iter().any(|t| *t) || ks.stored.len() != ks.current.len() {
+                    // Changed since the last write-back: closed after the next one.
+                    cleared = cleared.min(decode_i64(&k[1..9]).unwrap_or(i64::MIN));
+                    continue;
+                }
+                // Closed: it leaves the cache with the store.
+                let keep = |s: &Session<F::Acc>| {
+                    !(s.first == first_of(tail) && s.last == decode_i64(&v).unwrap_or(i64::MIN))
+                };
+                ks.current.retain(keep);
+                ks.stored.retain(keep);
+                ks.touched.truncate(ks.current.len());
             }
             let first = decode_i64(tail).ok_or_else(malformed)?;
             let last = decode_i64(&v).ok_or_else(malformed)?;
@@ -368,6 +421,7 @@ impl<F: WindowFunction> SessionWindows<F> {
             store.delete(k.clone());
             closed += 1;
         }
+        self.floor.cleared_to(cleared);
         ctx.add_open_windows(-(closed as i64));
         if self.emit == Emit::OnWindowClose {
             ctx.record_closed(self.op, closed);

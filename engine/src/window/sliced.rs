@@ -4,9 +4,11 @@
 //!
 //! Store layout (a window store): `W | slice start (8 bytes, ordered) | key` → accumulator, so
 //! a scan in key order is a scan in time order and closing windows reads the store from its
-//! start; `M fired` → the end of the last hopping window fired on close. Accumulators touched
-//! in a commit interval stay decoded in a write-back cache, written to the store when the task
-//! commits (or when the cache is full).
+//! start; `M fired` → the end of the last hopping window fired on close. Accumulators stay
+//! decoded in a cache in front of the store: changed ones are written to the store when the
+//! task commits (write-back), and all stay cached across commits (a read cache), until their
+//! window is deleted or the cache is full — so a key updated in every commit interval costs
+//! one store write per interval and no store read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use crate::keys::{decode_i64, encode_i64};
 use crate::processor::{Origin, TaskContext};
 
 use super::{
-    align, Emit, LatePolicy, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX,
+    align, Emit, LatePolicy, TimeFloor, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX,
     WINDOW_CACHE_MAX,
 };
 
@@ -65,6 +67,12 @@ pub struct SlicedWindows<F: WindowFunction> {
     fired_end: Option<i64>,
     /// Entries in the store (slices × keys), once counted.
     entries: Option<i64>,
+    /// The oldest slice start the store may still hold.
+    floor: TimeFloor,
+    /// Where a close stopped by its batch limit goes on (the key after the last one it
+    /// deleted): a slice of a million keys is closed in one pass, not rescanned from its start
+    /// over the tombstones of the keys already closed.
+    resume: Option<Vec<u8>>,
 }
 
 impl<F: WindowFunction> std::fmt::Debug for SlicedWindows<F> {
@@ -99,6 +107,8 @@ impl<F: WindowFunction> SlicedWindows<F> {
             changed: FxHashSet::default(),
             fired_end: None,
             entries: None,
+            floor: TimeFloor::default(),
+            resume: None,
         })
     }
 
@@ -135,16 +145,27 @@ impl<F: WindowFunction> SlicedWindows<F> {
         }
         self.count_entries(ctx)?;
         let slice = align(ts, self.slice);
-        if self.cache.len() >= WINDOW_CACHE_MAX {
-            self.write_back(ctx)?;
-        }
         let id = (slice, key);
+        if let Some(c) = self.cache.get_mut(&id) {
+            // The common case: an accumulator already cached.
+            self.f.add(&mut c.acc, ts, input);
+            c.dirty = true;
+            if self.emit == Emit::OnUpdate {
+                self.changed.insert(id);
+            }
+            return Ok(true);
+        }
         if !self.cache.contains_key(&id) {
+            if self.cache.len() >= WINDOW_CACHE_MAX {
+                self.write_back(ctx)?;
+                self.cache.clear();
+            }
             let stored = ctx.store_at(self.store)?.get(&data_key(id.0, &id.1))?;
             let acc = match stored {
                 Some(b) => self.decode(&b)?,
                 None => {
                     self.entries = self.entries.map(|n| n + 1);
+                    self.floor.added(id.0);
                     ctx.add_open_windows(1);
                     self.f.init()
                 }
@@ -199,7 +220,6 @@ impl<F: WindowFunction> SlicedWindows<F> {
             store.put(data_key(*slice, key), value);
             c.dirty = false;
         }
-        self.cache.clear();
         Ok(())
     }
 
@@ -318,13 +338,17 @@ impl<F: WindowFunction> SlicedWindows<F> {
         bound: i64,
         emit: Option<&mut Vec<WindowResult<F::Acc>>>,
     ) -> Result<()> {
-        if bound == i64::MIN {
+        if bound == i64::MIN || !self.floor.due(bound) {
             return Ok(());
         }
         self.write_back(ctx)?;
         let store = ctx.store_at(self.store)?;
         let mut batch = Vec::new();
-        for e in store.range(&[DATA], &data_key(bound, b""))? {
+        let from = match &self.resume {
+            Some(k) => k.clone(),
+            None => data_key(self.floor.start(), b""),
+        };
+        for e in store.range(&from, &data_key(bound, b""))? {
             batch.push(e?);
             if batch.len() == CLOSE_BATCH_MAX {
                 break;
@@ -348,6 +372,32 @@ impl<F: WindowFunction> SlicedWindows<F> {
                 });
             }
             store.delete(k.clone());
+        }
+        // Cached accumulators of deleted slices go too.
+        if !batch.is_empty() {
+            self.cache.retain(|(slice, _), _| *slice >= bound || full);
+            if full {
+                let gone: Vec<(i64, Bytes)> = batch
+                    .iter()
+                    .filter_map(|(k, _)| parse_data_key(k))
+                    .map(|(s, key)| (s, Bytes::copy_from_slice(key)))
+                    .collect();
+                for id in gone {
+                    self.cache.remove(&id);
+                }
+            }
+        }
+        match batch.last() {
+            Some((k, _)) if full => {
+                if let Some((last, _)) = parse_data_key(k) {
+                    self.floor.cleared_to(last);
+                }
+                self.resume = Some([&k[..], &[0]].concat());
+            }
+            _ => {
+                self.floor.cleared_to(bound);
+                self.resume = None;
+            }
         }
         let n = batch.len() as i64;
         self.entries = self.entries.map(|e| e - n);
