@@ -14,12 +14,13 @@ export WEIR_DATA_DIR="${WEIR_DATA_DIR:-$root/weir-data}"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { step "weir $*"; "$weir" "$@"; }
 
-for t in demo-orders demo-profiles demo-order-counts; do
+for t in demo-orders demo-profiles demo-order-counts demo-clicks demo-click-windows; do
   "$weir" topic delete "$t" >/dev/null 2>&1 || true
 done
 # A rerun starts the demo's pipeline over: offsets, state and internal topics.
 if [ -d "$WEIR_DATA_DIR/topics" ]; then
   "$weir" pipeline reset demo-counter >/dev/null
+  "$weir" pipeline reset demo-windows >/dev/null
 fi
 echo "data directory: $WEIR_DATA_DIR"
 
@@ -49,7 +50,20 @@ step "a stateful pipeline counts events per customer (RocksDB state, exactly onc
 run consume demo-order-counts --isolation read_committed -f '  %k => %s\n'
 run pipeline describe demo-counter
 
+run topic create demo-clicks --partitions 2
+run topic create demo-click-windows --partitions 2
+step "clicks with event times (ms) in their JSON, 3 s late at most; one far in the future on each partition closes the windows"
+for i in $(seq 0 59); do echo "user-$((i % 3)):{\"ts\": $((1700000000000 + i * 500 - (i % 4) * 700))}"; done \
+  | "$weir" produce demo-clicks --key-separator :
+for p in 0 1; do echo 'end:{"ts": 1700000999000}' | "$weir" produce demo-clicks --key-separator : --partition $p; done
+step "a windowed pipeline: clicks per user in tumbling 10 s windows of event time, one final result per window"
+"$weir" pipeline run window-count --app demo-windows --input demo-clicks --output demo-click-windows \
+  --window tumbling:10s --out-of-orderness 3s --emit close --until-idle-ms 800
+run consume demo-click-windows --isolation read_committed -f '  %k => %s\n'
+run pipeline describe demo-windows
+
 run bench produce --records 1000000 --record-bytes 100 --flush os
 run bench consume --records 1000000
+run bench window --records 1000000 --keys 10000 --window tumbling:10s --emit close
 echo
 echo "done. Try: $weir --data-dir $WEIR_DATA_DIR consume demo-orders --follow"

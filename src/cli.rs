@@ -277,6 +277,27 @@ pub enum BenchCmd {
     Restart(BenchRestartArgs),
     /// Throughput and peak memory of windowed aggregations (`window-count`).
     Window(BenchWindowArgs),
+    /// Throughput of a stream–stream windowed join.
+    Join(BenchJoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchJoinArgs {
+    /// Records per side.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub records: u64,
+    /// Distinct keys, round-robin.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Records per second of event time, per side.
+    #[arg(long, default_value_t = 100_000)]
+    pub events_per_second: u64,
+    /// Records of the two sides match when at most this far apart (ms).
+    #[arg(long, default_value_t = 500)]
+    pub within_ms: u64,
+    /// Partitions of each side (= tasks).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
 }
 
 #[derive(Debug, Args)]

@@ -47,5 +47,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Pipeline(a)) => bench::pipeline(&cli.data_dir, a),
         Command::Bench(BenchCmd::Restart(a)) => bench::restart(&cli.data_dir, a),
         Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Join(a)) => bench::join(&cli.data_dir, a),
     }
 }

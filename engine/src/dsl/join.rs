@@ -134,6 +134,14 @@ where
         Ok((self.joiner)(l.as_ref(), r.as_ref()))
     }
 
+    /// Whether records of `side` that never matched are emitted when they expire.
+    fn keeps_unmatched(&self, side: usize) -> bool {
+        matches!(
+            (self.kind, side),
+            (JoinType::Left, 0) | (JoinType::Outer, _)
+        )
+    }
+
     /// A record of `side`: stored, and joined with the other side's matches.
     fn push(
         &mut self,
@@ -180,7 +188,8 @@ where
                     key: key.clone(),
                     value: r,
                 });
-                if v.first() == Some(&0) {
+                // Only a side whose unmatched records are emitted needs to know it matched.
+                if v.first() == Some(&0) && self.keeps_unmatched(other) {
                     store.put(k.clone(), stored(true, theirs));
                 }
             }
@@ -203,10 +212,7 @@ where
         };
         let mut out = Vec::new();
         for (side, &expiry) in EXPIRY.iter().enumerate() {
-            let keep = match (self.kind, side) {
-                (JoinType::Inner, _) | (JoinType::Left, 1) => false,
-                (JoinType::Left, _) | (JoinType::Outer, _) => true,
-            };
+            let keep = self.keeps_unmatched(side);
             // Expired once `ts + expire_after < wm`: no record still accepted can match it.
             let bound = wm.saturating_sub(self.expire_after[side]);
             if !self.floors[side].due(bound) {
