@@ -36,3 +36,11 @@ b restart --state-mb 1024 --crash
 b pipeline --records 1000000 --rate 100000 --guarantee exactly_once
 b pipeline --records 1000000 --rate 100000 --guarantee exactly_once --commit-ms 10
 b pipeline --records 1000000 --rate 100000 --keys 100000 --guarantee exactly_once --commit-ms 10
+# Windows (window-count, 10,000 keys), joins, and 1,000,000 open windows (peak RSS).
+b window --records 3000000 --keys 10000 --window tumbling:10s --emit close
+b window --records 3000000 --keys 10000 --window hopping:10s:2s --emit close
+b window --records 3000000 --keys 10000 --window session:5s --emit close
+b window --records 3000000 --keys 10000 --window tumbling:10s --emit update
+b join
+b window --records 2000000 --keys 1000000 --events-per-second 1000000 --keep-open
+b window --records 2000000 --keys 1000000 --events-per-second 1000000
