@@ -77,8 +77,11 @@ impl Task {
         let now = self.log.now();
         let wm = self.time.watermark().map_or(i64::MIN, |t| t.0);
         let idle = self.time.all_idle(now);
+        // Without a watermark of its own a task says only that it is idle (MIN then means
+        // "none"); a busy one without a watermark yet says nothing and holds readers back.
         let due = match self.watermark_sent {
-            None => wm != i64::MIN || idle,
+            _ if wm == i64::MIN && !idle => false,
+            None => true,
             Some((w, i, at)) => w != wm || i != idle || at.elapsed() >= WATERMARK_RESEND,
         };
         if !due {

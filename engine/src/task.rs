@@ -347,7 +347,13 @@ impl Task {
                 None if spec.internal => earliest,
                 None => start_position(log, t, PartitionId(cfg.partition), cfg.start_from)?,
             };
-            inputs.push(Input::new(spec.clone(), position));
+            let mut input = Input::new(spec.clone(), position);
+            if c.is_none() {
+                // Never committed: the first commit records where the application started, so
+                // a restart resumes there (`--from latest` must not skip what came meanwhile).
+                input.committed = Offset(-1);
+            }
+            inputs.push(input);
         }
         metrics.state = TaskState::Running;
         let mut task = Task {
@@ -427,8 +433,12 @@ impl Task {
         let mut n = 0;
         let now = self.log.now();
         for i in 0..self.inputs.len() {
-            self.inputs[i].fetch(&self.log, self.cfg.partition)?;
-            self.apply_watermarks(i, now);
+            if self.inputs[i].fetch(&self.log, self.cfg.partition)? {
+                // Records waiting their turn: the input is not idle, however long the others'
+                // backlog takes.
+                self.time.active(i, now);
+            }
+            self.apply_watermarks(i);
         }
         if let Some(p) = pick(&self.inputs, self.cfg.max_batch_records) {
             n = self.process_batch(p.input, p.from, p.to, processor)?;
@@ -540,7 +550,7 @@ impl Task {
             i.position = last.offset.plus(1);
         }
         i.fetched_at = to;
-        self.apply_watermarks(input, now);
+        self.apply_watermarks(input);
         let n = to - from;
         self.metrics.records_in += n as u64;
         self.metrics.batches += 1;
@@ -549,9 +559,9 @@ impl Task {
     }
 
     /// Takes in the upstream watermarks that input `i`'s position has passed.
-    fn apply_watermarks(&mut self, i: usize, now: weir_log::Timestamp) {
+    fn apply_watermarks(&mut self, i: usize) {
         for (writer, wm, idle) in self.inputs[i].passed_watermarks() {
-            self.time.observe_writer(i, writer, wm, idle, now);
+            self.time.observe_writer(i, writer, wm, idle);
         }
     }
 

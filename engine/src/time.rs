@@ -8,7 +8,8 @@
 //!   month gives last month's windows), and never backwards;
 //! - an input that has delivered nothing for the idle timeout (processing time) drops out of
 //!   the minimum, and the watermark then follows the others; when every input is idle the
-//!   watermark stays where it is;
+//!   watermark stays where it is; a repartition input follows the upstream tasks writing it
+//!   (the minimum of their watermarks), each dropping out only when it says it is idle;
 //! - the watermark and each input's largest event time are committed with the input offsets
 //!   (as offset metadata), so a restart resumes time where the last commit left it and never
 //!   re-emits a window that had closed.
@@ -63,8 +64,6 @@ struct WriterClock {
     watermark_ms: Option<i64>,
     /// The writer said all its inputs are idle.
     idle: bool,
-    /// Processing time of its last watermark record.
-    last_ms: i64,
 }
 
 /// The event-time state of one input of a task.
@@ -101,8 +100,10 @@ impl InputClock {
                 (Some(w), false) => Say::At(w),
             };
         };
+        // A writer drops out only when it says all its inputs are idle: one that is merely
+        // quiet (restoring its state after a restart, say) still holds time back.
         let mut min: Option<i64> = None;
-        for w in writers.iter().filter(|w| !w.idle && !silent(w.last_ms)) {
+        for w in writers.iter().filter(|w| !w.idle) {
             match w.watermark_ms {
                 None => return Say::Holds,
                 Some(x) => min = Some(min.map_or(x, |m| m.min(x))),
@@ -150,7 +151,6 @@ impl TaskTime {
                             .map(|_| WriterClock {
                                 watermark_ms: None,
                                 idle: false,
-                                last_ms: now.0,
                             })
                             .collect()
                     }),
@@ -192,7 +192,7 @@ impl TaskTime {
     }
 
     /// Upstream writer `writer` of input `i` sent its watermark (and whether it is idle).
-    pub fn observe_writer(&mut self, i: usize, writer: u32, wm: i64, idle: bool, now: Timestamp) {
+    pub fn observe_writer(&mut self, i: usize, writer: u32, wm: i64, idle: bool) {
         let Some(w) = self
             .inputs
             .get_mut(i)
@@ -201,9 +201,11 @@ impl TaskTime {
         else {
             return;
         };
-        w.watermark_ms = Some(w.watermark_ms.map_or(wm, |m| m.max(wm)));
+        // `i64::MIN` is "no watermark yet" (sent only with idle set).
+        if wm != i64::MIN {
+            w.watermark_ms = Some(w.watermark_ms.map_or(wm, |m| m.max(wm)));
+        }
         w.idle = idle;
-        w.last_ms = now.0;
     }
 
     /// Input `i` delivered records at processing time `now` (it is not idle).
@@ -331,12 +333,12 @@ mod tests {
         let mut input = stream(0);
         input.writers = Some(2);
         let mut t = TaskTime::new(&[input], Duration::from_secs(5), Timestamp(0));
-        t.observe_writer(0, 0, 100, false, Timestamp(1));
+        t.observe_writer(0, 0, 100, false);
         assert!(!t.advance(Timestamp(1)), "writer 1 has not spoken");
-        t.observe_writer(0, 1, 40, false, Timestamp(2));
+        t.observe_writer(0, 1, 40, false);
         assert!(t.advance(Timestamp(2)));
         assert_eq!(t.watermark(), Some(Timestamp(40)));
-        t.observe_writer(0, 1, 40, true, Timestamp(3));
+        t.observe_writer(0, 1, 40, true);
         assert!(
             t.advance(Timestamp(3)),
             "an idle writer does not hold time back"

@@ -59,13 +59,19 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
             let store = ctx.store_at(self.store)?;
             let seen = store.get(&first_key(&k))?.and_then(|b| decode_i64(&b));
             match seen {
-                Some(first) if it.ts.0 >= first && it.ts.0 < first + self.ttl_ms => {
+                Some(first) if it.ts.0 >= first && it.ts.0 < first.saturating_add(self.ttl_ms) => {
                     dropped += 1;
                     continue;
                 }
                 // A duplicate older than the first one seen, within the TTL: still a duplicate.
                 Some(first) if it.ts.0 < first && first - it.ts.0 < self.ttl_ms => {
                     dropped += 1;
+                    continue;
+                }
+                // Older than the first one by more than the TTL: passed on, but the first one
+                // stays the reference.
+                Some(first) if it.ts.0 < first => {
+                    out.push(it);
                     continue;
                 }
                 Some(first) => store.delete(expiry_key(first, &k)),

@@ -174,6 +174,7 @@ where
             changes,
             store: slot,
             op: Some(op),
+            ttl_store: None,
         }
     }
 
@@ -200,6 +201,7 @@ where
             changes: t.changes.flat_map(|k, v: Option<V>| v.map(|v| (k, v))),
             store: t.store,
             op: t.op,
+            ttl_store: t.ttl_store,
         }
     }
 }
@@ -210,6 +212,8 @@ pub struct Table<K, A> {
     pub(super) store: NameSlot,
     /// The aggregate operator writing the store, whose name shows the store's.
     pub(super) op: Option<usize>,
+    /// The store of the TTL's expiry index, if the table has a TTL (`ttl.rs`).
+    pub(super) ttl_store: Option<NameSlot>,
 }
 
 impl<K, A> std::fmt::Debug for Table<K, A> {
@@ -238,6 +242,9 @@ where
     /// Renames the table's store (letters, digits, `-`, `_`), before the pipeline is built.
     pub fn named(self, name: &str) -> Table<K, A> {
         *self.store.lock().unwrap_or_else(|e| e.into_inner()) = name.to_string();
+        if let Some(ttl) = &self.ttl_store {
+            *ttl.lock().unwrap_or_else(|e| e.into_inner()) = format!("{name}-ttl");
+        }
         if let Some(op) = self.op {
             if let Some(label) = self
                 .changes

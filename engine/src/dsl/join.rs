@@ -74,21 +74,33 @@ fn ms(d: Duration) -> i64 {
 const DATA: [u8; 2] = [b'L', b'R'];
 const EXPIRY: [u8; 2] = [b'l', b'r'];
 
-fn data_key(side: usize, key: &[u8], ts: i64, offset: i64) -> Vec<u8> {
+/// A buffered record's identity: the offset of the input record it came from, and its place
+/// among the items of that record (a `flat_map` makes several), so none overwrites another.
+type Seq = (i64, u32);
+
+fn push_seq(k: &mut Vec<u8>, (offset, n): Seq) {
+    k.extend_from_slice(&encode_i64(offset));
+    k.extend_from_slice(&n.to_be_bytes());
+}
+
+fn data_key(side: usize, key: &[u8], ts: i64, seq: Seq) -> Vec<u8> {
     let mut k = vec![DATA[side]];
     push_len_prefixed(&mut k, key);
     k.extend_from_slice(&encode_i64(ts));
-    k.extend_from_slice(&encode_i64(offset));
+    push_seq(&mut k, seq);
     k
 }
 
-fn expiry_key(side: usize, ts: i64, key: &[u8], offset: i64) -> Vec<u8> {
+fn expiry_key(side: usize, ts: i64, key: &[u8], seq: Seq) -> Vec<u8> {
     let mut k = vec![EXPIRY[side]];
     k.extend_from_slice(&encode_i64(ts));
     push_len_prefixed(&mut k, key);
-    k.extend_from_slice(&encode_i64(offset));
+    push_seq(&mut k, seq);
     k
 }
+
+/// Length of the sequence at the end of a data or expiry key.
+const SEQ_LEN: usize = 12;
 
 type Joiner<V1, V2, R> = Arc<dyn Fn(Option<&V1>, Option<&V2>) -> R + Send + Sync>;
 
@@ -153,7 +165,16 @@ where
         let wm = ctx.watermark().map(|t| t.0);
         let other = 1 - side;
         let mut out = Vec::new();
+        // Items of one input record, numbered (items without one share offset -1).
+        let mut last_origin = None;
+        let mut nth = 0u32;
         for (origin, ts, key, value) in items {
+            nth = if last_origin == Some(origin) {
+                nth + 1
+            } else {
+                0
+            };
+            last_origin = Some(origin);
             if wm.is_some_and(|wm| ts.0.saturating_add(self.grace) < wm) {
                 ctx.record_late(self.id, 1);
                 continue;
@@ -168,10 +189,16 @@ where
             let offset = origin
                 .index()
                 .and_then(|i| ctx.input().get(i))
-                .map_or(0, |r| r.offset.0);
+                .map_or(-1, |r| r.offset.0);
+            let seq = (offset, nth);
             let (back, forward) = self.reach[side];
-            let from = data_key(other, &kb, ts.0.saturating_sub(back), i64::MIN);
-            let to = data_key(other, &kb, ts.0.saturating_add(forward), i64::MAX);
+            let from = data_key(other, &kb, ts.0.saturating_sub(back), (i64::MIN, 0));
+            let to = data_key(
+                other,
+                &kb,
+                ts.0.saturating_add(forward),
+                (i64::MAX, u32::MAX),
+            );
             let store = ctx.store_at(self.store)?;
             let matches: Vec<_> = store.range(&from, &to)?.collect::<Result<_>>()?;
             for (k, v) in &matches {
@@ -181,7 +208,11 @@ where
                 } else {
                     self.result(Some(theirs), Some(&value))?
                 };
-                let their_ts = decode_i64(&k[k.len() - 16..k.len() - 8]).unwrap_or(ts.0);
+                let their_ts = k
+                    .len()
+                    .checked_sub(SEQ_LEN + 8)
+                    .and_then(|at| decode_i64(&k[at..at + 8]))
+                    .unwrap_or(ts.0);
                 out.push(Item {
                     origin,
                     ts: Timestamp(ts.0.max(their_ts)),
@@ -194,10 +225,10 @@ where
                 }
             }
             store.put(
-                data_key(side, &kb, ts.0, offset),
+                data_key(side, &kb, ts.0, seq),
                 stored(!matches.is_empty(), &value),
             );
-            store.put(expiry_key(side, ts.0, &kb, offset), Vec::new());
+            store.put(expiry_key(side, ts.0, &kb, seq), Vec::new());
             self.floors[side].added(ts.0);
         }
         ctx.record_operator(self.id, n, out.len(), started.elapsed());
@@ -243,8 +274,12 @@ where
                         reason: "an expiry entry is malformed".into(),
                     }
                 })?;
-                let offset = decode_i64(rest).unwrap_or(0);
-                let dk = data_key(side, key, ts, offset);
+                let offset = rest.get(..8).and_then(decode_i64).unwrap_or(0);
+                let n = rest
+                    .get(8..SEQ_LEN)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_be_bytes);
+                let dk = data_key(side, key, ts, (offset, n));
                 let store = ctx.store_at(self.store)?;
                 if let Some(v) = store.get(&dk)? {
                     if keep && v.first() == Some(&0) {

@@ -23,6 +23,7 @@ mod join;
 mod source;
 mod stream;
 mod table_join;
+mod ttl;
 mod window;
 
 use std::cell::RefCell;

@@ -272,6 +272,7 @@ impl Pipeline {
             },
             store: slot,
             op: None,
+            ttl_store: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Session windows: per key, records closer than `gap` to each other form one session
+//! Session windows: per key, records at most `gap` apart form one session
 //! `[first, last + gap)`; a record that bridges two sessions merges them (their accumulators
 //! merged). A session closes when the watermark reaches `last + gap + grace`.
 //!
@@ -209,7 +209,7 @@ impl<F: WindowFunction> SessionWindows<F> {
         let bridged: Vec<usize> = (0..ks.current.len())
             .filter(|&i| {
                 let s = &ks.current[i];
-                ts >= s.first - gap && ts <= s.last + gap
+                ts >= s.first.saturating_sub(gap) && ts <= s.last.saturating_add(gap)
             })
             .collect();
         let first = bridged
@@ -378,6 +378,7 @@ impl<F: WindowFunction> SessionWindows<F> {
             (true, Some((k, _))) => Some([&k[..], &[0]].concat()),
             _ => None,
         };
+        let mut skipped = false;
         for (k, v) in due {
             let malformed = || EngineError::StateCorrupted {
                 store: format!("session store {}", self.store),
@@ -387,8 +388,10 @@ impl<F: WindowFunction> SessionWindows<F> {
                 split_len_prefixed(k.get(9..).ok_or_else(malformed)?).ok_or_else(malformed)?;
             if let Some(ks) = self.cache.get_mut(key) {
                 if ks.touched.iter().any(|t| *t) || ks.stored.len() != ks.current.len() {
-                    // Changed since the last write-back: closed after the next one.
+                    // Changed since the last write-back: closed after the next one. The next
+                    // scans must start no later than this entry.
                     cleared = cleared.min(decode_i64(&k[1..9]).unwrap_or(i64::MIN));
+                    skipped = true;
                     continue;
                 }
                 // Closed: it leaves the cache with the store.
@@ -420,6 +423,9 @@ impl<F: WindowFunction> SessionWindows<F> {
             store.delete(data);
             store.delete(k.clone());
             closed += 1;
+        }
+        if skipped {
+            self.resume = None;
         }
         self.floor.cleared_to(cleared);
         ctx.add_open_windows(-(closed as i64));

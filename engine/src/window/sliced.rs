@@ -73,6 +73,8 @@ pub struct SlicedWindows<F: WindowFunction> {
     /// deleted): a slice of a million keys is closed in one pass, not rescanned from its start
     /// over the tombstones of the keys already closed.
     resume: Option<Vec<u8>>,
+    /// The watermark of the previous time update: the one records were added under.
+    last_wm: Option<i64>,
 }
 
 impl<F: WindowFunction> std::fmt::Debug for SlicedWindows<F> {
@@ -109,6 +111,7 @@ impl<F: WindowFunction> SlicedWindows<F> {
             entries: None,
             floor: TimeFloor::default(),
             resume: None,
+            last_wm: None,
         })
     }
 
@@ -132,7 +135,7 @@ impl<F: WindowFunction> SlicedWindows<F> {
         input: &F::In,
     ) -> Result<bool> {
         let wm = ctx.watermark().map(|t| t.0);
-        let last_end = align(ts, self.advance) + self.size;
+        let last_end = align(ts, self.advance).saturating_add(self.size);
         if self.closed(last_end, wm) {
             ctx.record_late(self.op, 1);
             if self.late == LatePolicy::DeadLetter {
@@ -301,6 +304,10 @@ impl<F: WindowFunction> SlicedWindows<F> {
             return Ok(());
         };
         self.count_entries(ctx)?;
+        let before = self.last_wm.replace(wm);
+        if self.emit == Emit::OnUpdate && !self.changed.is_empty() {
+            self.emit_closing(ctx, before, wm, out)?;
+        }
         if self.slice == self.size {
             return self.close_tumbling(ctx, wm, out);
         }
@@ -308,7 +315,8 @@ impl<F: WindowFunction> SlicedWindows<F> {
             self.fire_hopping(ctx, wm, out)?;
         }
         // Slices whose last window has closed: align(s, advance) + size + grace <= wm.
-        let bound = align(wm - self.grace - self.size, self.advance) + self.advance;
+        let last_start = wm.saturating_sub(self.grace).saturating_sub(self.size);
+        let bound = align(last_start, self.advance).saturating_add(self.advance);
         let bound = match (self.emit, self.fired_end) {
             // Never delete a slice a window not yet fired still needs.
             (Emit::OnWindowClose, Some(e)) => bound.min(e - self.size + self.advance),
@@ -316,6 +324,44 @@ impl<F: WindowFunction> SlicedWindows<F> {
             _ => bound,
         };
         self.delete_slices_before(ctx, bound, None)
+    }
+
+    /// Emit on update: the windows closing now (open at the previous watermark `before`, closed
+    /// at `wm`) with changes not yet emitted get their last result now, before their state
+    /// goes; the other changes wait for the commit.
+    fn emit_closing(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        before: Option<i64>,
+        wm: i64,
+        out: &mut Vec<WindowResult<F::Acc>>,
+    ) -> Result<()> {
+        let mut windows: Vec<(i64, Bytes)> = Vec::new();
+        for (slice, key) in &self.changed {
+            let mut ws = align(*slice, self.advance) - self.size + self.advance;
+            while ws <= *slice {
+                let end = ws + self.size;
+                if !self.closed(end, before) && self.closed(end, Some(wm)) {
+                    windows.push((ws, key.clone()));
+                }
+                ws += self.advance;
+            }
+        }
+        windows.sort();
+        windows.dedup();
+        for (ws, key) in windows {
+            if let Some(acc) = self.window_result(ctx, &key, ws)? {
+                out.push(WindowResult {
+                    origin: Origin::NONE,
+                    key,
+                    start: ws,
+                    end: ws + self.size,
+                    acc,
+                    retracted: false,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Tumbling: every entry with `start + size + grace <= wm` is a closed window.
@@ -423,11 +469,14 @@ impl<F: WindowFunction> SlicedWindows<F> {
         self.write_back(ctx)?;
         if self.fired_end.is_none() {
             let store = ctx.store_at(self.store)?;
+            // Nothing fired yet: start before the first window containing the oldest slice, or
+            // before the first window still open, whichever is earlier (a window that closes
+            // later may still receive records).
+            let open = align(wm.saturating_sub(self.grace), self.advance);
             self.fired_end = match store.get(META_FIRED)? {
                 Some(b) => decode_i64(&b),
                 None => match store.range(&[DATA], &[DATA + 1])?.next() {
-                    // Before the first window containing the oldest slice.
-                    Some(e) => parse_data_key(&e?.0).map(|(s, _)| align(s, self.advance)),
+                    Some(e) => parse_data_key(&e?.0).map(|(s, _)| align(s, self.advance).min(open)),
                     None => return Ok(()),
                 },
             };
@@ -441,8 +490,22 @@ impl<F: WindowFunction> SlicedWindows<F> {
                 }
                 break;
             }
-            fired += self.fire_window(ctx, end - self.size, out)?;
+            let n = self.fire_window(ctx, end - self.size, out)?;
+            fired += n.max(1);
             self.fired_end = Some(end);
+            if n == 0 {
+                // An empty window: skip to just before the first window with a slice, rather
+                // than stepping through a gap in the data one advance at a time.
+                let from = data_key(end - self.size + self.advance, b"");
+                let next = ctx.store_at(self.store)?.range(&from, &[DATA + 1])?.next();
+                let skip_to = match next {
+                    Some(e) => parse_data_key(&e?.0).map(|(s, _)| align(s, self.advance)),
+                    None => Some(align(wm.saturating_sub(self.grace), self.advance)),
+                };
+                if let Some(t) = skip_to.filter(|t| *t > end) {
+                    self.fired_end = Some(t);
+                }
+            }
             ctx.store_at(self.store)?
                 .put(Bytes::from_static(META_FIRED), encode_i64(end).to_vec());
         }

@@ -614,3 +614,65 @@ fn a_table_table_join_follows_changes_and_deletes_on_both_sides() -> anyhow::Res
     assert_eq!(out["u2"], [Some("Bo in Rome".to_string())]);
     Ok(())
 }
+
+#[test]
+fn a_new_application_starts_where_it_is_told() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open_log(dir.path());
+    log.create_topic("events", 1, Default::default())?;
+    log.create_topic("copies", 1, Default::default())?;
+    for ts in [1_000, 2_000, 3_000] {
+        let r = weir_log::Record::keyed("k", format!("{ts}")).at(weir_log::Timestamp(ts));
+        log.append("events", PartitionId(0), &[r])?;
+    }
+    let (groups, txns) = weir_coord::start(&log)?;
+    let copy = |app: &str, from: weir_engine::StartFrom| -> anyhow::Result<Vec<String>> {
+        let p = Pipeline::builder(app);
+        p.stream::<String, String>("events", Utf8, Utf8)
+            .map_values(move |v| v)
+            .to_topic("copies", Utf8, Utf8);
+        let mut opts = RunOptions::new(dir.path().join("state"));
+        opts.start_from = from;
+        let before = crate::common::committed_by_key(&log, "copies", |k, v| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .remove("k")
+        .unwrap_or_default()
+        .len();
+        p.build()?
+            .run(&log, &groups, &txns, opts)?
+            .stop_when_idle(Duration::from_millis(300), Duration::from_secs(20))?;
+        let all = crate::common::committed_by_key(&log, "copies", |k, v| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .remove("k")
+        .unwrap_or_default();
+        Ok(all[before..].to_vec())
+    };
+    assert_eq!(
+        copy("from-ts", weir_engine::StartFrom::Timestamp(2_000))?,
+        ["2000", "3000"]
+    );
+    assert!(copy("from-latest", weir_engine::StartFrom::Latest)?.is_empty());
+    assert_eq!(
+        copy("from-start", weir_engine::StartFrom::Earliest)?.len(),
+        3
+    );
+    // An application that committed offsets resumes from them, wherever it was told to start.
+    log.append(
+        "events",
+        PartitionId(0),
+        &[weir_log::Record::keyed("k", "4000")],
+    )?;
+    assert_eq!(
+        copy("from-latest", weir_engine::StartFrom::Latest)?,
+        ["4000"]
+    );
+    Ok(())
+}

@@ -542,3 +542,169 @@ fn stream_stream_joins_match_within_the_window_and_emit_unmatched_records() -> a
     }
     Ok(())
 }
+
+#[test]
+fn a_table_ttl_forgets_keys_not_updated_within_it() -> anyhow::Result<()> {
+    let (dir, log) = setup()?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    // One partition, so one task sees both keys (and one watermark).
+    for (k, ts) in [("a", 0), ("b", 20_000), ("a", 21_000), ("b", 22_000)] {
+        log.append("in", PartitionId(0), &[Record::keyed(k, json_ts(ts))])?;
+    }
+    let p = Pipeline::builder("ttl");
+    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
+        .with_event_time(
+            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
+            Duration::ZERO,
+        )?
+        .group_by_key()
+        .count()
+        .named("visits")
+        .ttl(Duration::from_secs(10))
+        .to_topic("out", Utf8, Json);
+    let mut opts = options(dir.path());
+    opts.max_batch_records = 1;
+    let running = p.build()?.run(&log, &groups, &txns, opts)?;
+    running.wait_until_idle(Duration::from_millis(400), Duration::from_secs(30));
+    let m = running.metrics();
+    running.stop()?;
+    let out = crate::common::committed_by_key(&log, "out", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            String::from_utf8_lossy(v).into_owned(),
+        )
+    });
+    // `a` was last seen at 0 s; at 20 s of event time it is 20 s old: forgotten.
+    assert_eq!(out["a"], ["1", "1"]);
+    assert_eq!(out["b"], ["1", "2"], "b was updated within its TTL");
+    let ttl_op = m
+        .operators
+        .iter()
+        .find(|o| o.name.starts_with("ttl"))
+        .expect("ttl op");
+    assert_eq!(ttl_op.counters.dropped, 1);
+    assert!(log
+        .list_topics()
+        .contains(&"ttl.visits-ttl.changelog".to_string()));
+    Ok(())
+}
+
+#[test]
+fn emit_on_update_emits_the_last_changes_of_a_window_that_closes_within_an_interval(
+) -> anyhow::Result<()> {
+    let (dir, log) = setup()?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    // Nine records of [0 s, 10 s), then one at 10 s closes it: all in one commit interval.
+    for ts in (1..=9).map(|s| s * 1_000).chain([10_000]) {
+        log.append("in", PartitionId(0), &[Record::keyed("a", json_ts(ts))])?;
+    }
+    let p = Pipeline::builder("updates");
+    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
+        .with_event_time(
+            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
+            Duration::ZERO,
+        )?
+        .group_by_key()
+        .window(Tumbling::of(Duration::from_secs(10)))
+        .count()
+        .to_topic("out", Json, Json);
+    let mut opts = options(dir.path());
+    opts.commit_interval = Duration::from_secs(5);
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    let got = results(&log);
+    assert_eq!(got[&("a".to_string(), 0, 10_000)], ["9"], "{got:?}");
+    Ok(())
+}
+
+#[test]
+fn a_hopping_window_that_gets_a_record_late_within_grace_is_still_emitted() -> anyhow::Result<()> {
+    let (dir, log) = setup()?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    for ts in [100_000, 92_000, END_TS] {
+        log.append("in", PartitionId(0), &[Record::keyed("a", json_ts(ts))])?;
+    }
+    let p = Pipeline::builder("hops");
+    let mut spec: WindowSpec = Hopping::of(Duration::from_secs(10), Duration::from_secs(5))
+        .grace(Duration::from_secs(20))
+        .into();
+    spec.emit = Emit::OnWindowClose;
+    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
+        .with_event_time(
+            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
+            Duration::ZERO,
+        )?
+        .group_by_key()
+        .window(spec)
+        .count()
+        .to_topic("out", Json, Json);
+    let mut opts = options(dir.path());
+    opts.max_batch_records = 1;
+    p.build()?
+        .run(&log, &groups, &txns, opts)?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    let got = results(&log);
+    let events = [("a".to_string(), 100_000), ("a".to_string(), 92_000)];
+    let want: BTreeMap<_, u64> = reference(&spec, &events);
+    let got: BTreeMap<_, u64> = got
+        .into_iter()
+        .filter(|(w, _)| w.1 < END_TS - 10_000)
+        .map(|(w, v)| (w, v[0].parse().unwrap_or(0)))
+        .collect();
+    assert_eq!(got, want);
+    Ok(())
+}
+
+#[test]
+fn a_join_keeps_every_item_of_one_input_record() -> anyhow::Result<()> {
+    use weir_engine::{JoinType, JoinWindow};
+    let (dir, log) = setup()?;
+    log.create_topic("views", 2, Default::default())?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let at = |ts| weir_log::Timestamp(ts);
+    let p0 = log.partition_for("in", b"u")?;
+    log.append("in", p0, &[Record::keyed("u", "\"a b\"").at(at(1_000))])?;
+    log.append("views", p0, &[Record::keyed("u", "\"v\"").at(at(1_100))])?;
+    for (topic, p) in [("in", 0), ("in", 1), ("views", 0), ("views", 1)] {
+        let end = Record::keyed(format!("end-{p}"), "\"end\"").at(at(END_TS));
+        log.append(topic, PartitionId(p), &[end])?;
+    }
+    let p = Pipeline::builder("words");
+    let words = p
+        .stream::<String, String>("in", Utf8, Json)
+        .flat_map(|k, line: String| {
+            line.split(' ')
+                .map(|w| (k.clone(), w.to_string()))
+                .collect::<Vec<_>>()
+        });
+    let views = p.stream::<String, String>("views", Utf8, Json);
+    words
+        .join_stream(
+            &views,
+            JoinWindow::within(Duration::from_secs(1)),
+            JoinType::Outer,
+            |w, v| {
+                format!(
+                    "{}|{}",
+                    w.map_or("-", |s| s.as_str()),
+                    v.map_or("-", |s| s.as_str())
+                )
+            },
+        )
+        .to_topic("out", Utf8, Json);
+    p.build()?
+        .run(&log, &groups, &txns, options(dir.path()))?
+        .stop_when_idle(Duration::from_millis(500), Duration::from_secs(30))?;
+    let mut got = crate::common::committed_by_key(&log, "out", |k, v| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            serde_json::from_slice::<String>(v).expect("json"),
+        )
+    })
+    .remove("u")
+    .unwrap_or_default();
+    got.sort();
+    assert_eq!(got, ["a|v", "b|v"], "both words of the line met the view");
+    Ok(())
+}
