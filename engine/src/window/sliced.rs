@@ -43,6 +43,11 @@ fn parse_data_key(k: &[u8]) -> Option<(i64, &[u8])> {
     Some((decode_i64(k.get(1..9)?)?, &k[9..]))
 }
 
+/// Whether a window ending at `end` is closed at watermark `wm` (`end + grace <= wm`).
+fn closed_at(end: i64, grace: i64, wm: Option<i64>) -> bool {
+    wm.is_some_and(|wm| end.saturating_add(grace) <= wm)
+}
+
 struct Cached<A> {
     acc: A,
     dirty: bool,
@@ -121,7 +126,7 @@ impl<F: WindowFunction> SlicedWindows<F> {
     }
 
     fn closed(&self, window_end: i64, wm: Option<i64>) -> bool {
-        wm.is_some_and(|wm| window_end.saturating_add(self.grace) <= wm)
+        closed_at(window_end, self.grace, wm)
     }
 
     /// Adds a record with event time `ts` to its slice; a late record (every window it belongs
@@ -235,31 +240,10 @@ impl<F: WindowFunction> SlicedWindows<F> {
     ) -> Result<()> {
         if !self.changed.is_empty() {
             let wm = ctx.watermark().map(|t| t.0);
-            let mut windows: Vec<(i64, Bytes)> = Vec::new();
-            for (slice, key) in std::mem::take(&mut self.changed) {
-                let first = align(slice, self.advance) - self.size + self.advance;
-                let mut ws = first;
-                while ws <= slice {
-                    if !self.closed(ws + self.size, wm) {
-                        windows.push((ws, key.clone()));
-                    }
-                    ws += self.advance;
-                }
-            }
-            windows.sort();
-            windows.dedup();
-            for (ws, key) in windows {
-                if let Some(acc) = self.window_result(ctx, &key, ws)? {
-                    out.push(WindowResult {
-                        origin: Origin::NONE,
-                        key,
-                        start: ws,
-                        end: ws + self.size,
-                        acc,
-                        retracted: false,
-                    });
-                }
-            }
+            let changed = std::mem::take(&mut self.changed);
+            let grace = self.grace;
+            let open = move |end: i64| !closed_at(end, grace, wm);
+            self.emit_changed(ctx, &changed, open, out)?;
         }
         self.write_back(ctx)
     }
@@ -336,12 +320,30 @@ impl<F: WindowFunction> SlicedWindows<F> {
         wm: i64,
         out: &mut Vec<WindowResult<F::Acc>>,
     ) -> Result<()> {
+        let changed = std::mem::take(&mut self.changed);
+        let grace = self.grace;
+        let closing =
+            move |end: i64| !closed_at(end, grace, before) && closed_at(end, grace, Some(wm));
+        let result = self.emit_changed(ctx, &changed, closing, out);
+        self.changed = changed;
+        result
+    }
+
+    /// Emits the current result of every window (of the `changed` slices and keys) whose end
+    /// `pick` selects.
+    fn emit_changed(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        changed: &FxHashSet<(i64, Bytes)>,
+        pick: impl Fn(i64) -> bool,
+        out: &mut Vec<WindowResult<F::Acc>>,
+    ) -> Result<()> {
         let mut windows: Vec<(i64, Bytes)> = Vec::new();
-        for (slice, key) in &self.changed {
+        for (slice, key) in changed {
+            // The windows containing the slice: starts in (slice - size, slice].
             let mut ws = align(*slice, self.advance) - self.size + self.advance;
             while ws <= *slice {
-                let end = ws + self.size;
-                if !self.closed(end, before) && self.closed(end, Some(wm)) {
+                if pick(ws + self.size) {
                     windows.push((ws, key.clone()));
                 }
                 ws += self.advance;
