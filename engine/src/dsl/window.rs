@@ -276,7 +276,10 @@ where
         let stream = &self.grouped.stream;
         let pipeline = &stream.pipeline;
         if let Err(e) = self.spec.validate() {
-            pipeline.plan_error(e.to_string());
+            pipeline.plan_error(match e {
+                EngineError::Plan(m) => m,
+                other => other.to_string(),
+            });
         }
         let name = self
             .grouped
