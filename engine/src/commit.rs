@@ -38,7 +38,10 @@ impl Task {
         self.interval_start = Instant::now();
         self.send_watermark()?;
         let moved = self.inputs.iter().any(|i| i.position != i.committed);
-        if !moved && self.sinks.len == 0 {
+        // Time updates write state without input (closing windows, expiring keys): those
+        // writes commit too.
+        let state = self.stores.iter().any(|s| s.pending_len() > 0);
+        if !moved && self.sinks.len == 0 && !state {
             return Ok(());
         }
         let started = Instant::now();

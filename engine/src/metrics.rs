@@ -423,6 +423,15 @@ impl Metrics {
         slot
     }
 
+    /// Whether every task has started (none is still restoring).
+    pub fn all_started(&self) -> bool {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(|t| t.lock().unwrap_or_else(|e| e.into_inner()).state != TaskState::Restoring)
+    }
+
     /// Adds up the tasks' last published metrics.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let slots = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).clone();

@@ -157,6 +157,15 @@ impl PlanShape {
         crate::names::validate_app(&self.app)?;
         let mut subs = std::collections::BTreeSet::new();
         let mut stores = std::collections::BTreeSet::new();
+        let mut internal = std::collections::BTreeSet::new();
+        for t in &self.internal_topics {
+            if !internal.insert(t.name.as_str()) {
+                return Err(EngineError::Plan(format!(
+                    "two repartition topics of pipeline `{}` are named `{}`: name one with `.named(…)` before `key_by`",
+                    self.app, t.name
+                )));
+            }
+        }
         for sub in &self.subplans {
             crate::names::validate_name("task name", &sub.name)?;
             if !subs.insert(sub.name.as_str()) {

@@ -78,7 +78,8 @@ pub(crate) fn failure(source: Option<&InputRecord>, poison: &Poison, task: &str)
 /// Sorts a batch's poison reports and keeps one per input record (a record is poison once,
 /// whichever operators failed on it); reports without an origin are all kept.
 pub(crate) fn dedup(poisoned: &mut Vec<Poison>) {
-    poisoned.sort_by_key(|p| p.origin.index().unwrap_or(usize::MAX));
+    // A failure outranks lateness: on a tie the non-late report comes first and stays.
+    poisoned.sort_by_key(|p| (p.origin.index().unwrap_or(usize::MAX), p.late));
     poisoned.dedup_by(|later, earlier| {
         later.origin.index().is_some() && later.origin == earlier.origin
     });

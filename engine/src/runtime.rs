@@ -157,13 +157,22 @@ impl RunningPipeline {
     /// or a task stopped with an error (which `stop` returns).
     pub fn wait_until_idle(&self, quiet: Duration, timeout: Duration) -> bool {
         let t0 = Instant::now();
+        // Quiet counts from when every task has started (restored its state): a slow start
+        // is not idleness.
+        let mut started: Option<Instant> = None;
         loop {
+            if started.is_none() && self.metrics.all_started() {
+                started = Some(Instant::now());
+            }
             let last = *self
                 .metrics
                 .last_progress
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            let idle = last.map_or(t0.elapsed(), |l| l.elapsed());
+            let idle = match started {
+                None => Duration::ZERO,
+                Some(s) => last.map_or(s.elapsed(), |l| l.elapsed().min(s.elapsed())),
+            };
             if idle >= quiet {
                 return true;
             }

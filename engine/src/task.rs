@@ -285,13 +285,28 @@ impl Task {
                 .join(&cfg.app)
                 .join(format!("{}.{}", cfg.task, cfg.partition))
                 .join(&spec.name);
-            let mut store = KvStore::open_spec(
-                spec,
-                &dir,
-                &topic,
-                PartitionId(cfg.partition),
-                cfg.state_memory.as_ref(),
-            )?;
+            let open = || {
+                KvStore::open_spec(
+                    spec,
+                    &dir,
+                    &topic,
+                    PartitionId(cfg.partition),
+                    cfg.state_memory.as_ref(),
+                )
+            };
+            let mut store = open()?;
+            if store.covered_offset() > log.latest_offset(&topic, PartitionId(cfg.partition))? {
+                // Local state from past the changelog's end (the changelog was deleted and
+                // made again, by a reset with another state directory, say): not ours.
+                tracing::warn!(store = %spec.name, dir = %dir.display(),
+                    "local state is ahead of its changelog; rebuilding it from the changelog");
+                drop(store);
+                std::fs::remove_dir_all(&dir).map_err(|e| EngineError::StateCorrupted {
+                    store: spec.name.clone(),
+                    reason: format!("cannot remove {}: {e}", dir.display()),
+                })?;
+                store = open()?;
+            }
             store.check_changelog(log)?;
             let before = metrics.restored_records;
             let stats = store.restore_with_progress(log, |s| {
@@ -379,6 +394,11 @@ impl Task {
             cfg,
         };
         task.publish();
+        if task.inputs.iter().any(|i| i.committed == Offset(-1)) {
+            // A new application: where it starts (`--from latest`, a timestamp) is committed
+            // now, before anything could make a restart look for "latest" again.
+            task.commit_flushed()?;
+        }
         Ok(task)
     }
 

@@ -132,6 +132,9 @@ pub const WRITER_HEADER: &str = "weir.writer";
 /// Header of a watermark record: `1` when every input of the upstream task is idle.
 pub const IDLE_HEADER: &str = "weir.idle";
 
+/// Most bytes of offset metadata a task commits: offsets store it with a 16-bit length.
+const METADATA_BYTES_MAX: usize = 16 * 1024;
+
 /// Prefix of the offset metadata a task commits; other metadata is ignored on restore.
 const METADATA_PREFIX: &str = "weir-time-v1";
 
@@ -273,7 +276,12 @@ impl TaskTime {
                 .enumerate()
                 .filter_map(|(j, w)| w.watermark_ms.map(|x| format!("{j}:{x}")))
                 .collect();
-            m.push_str(&format!(" writers={}", known.join(",")));
+            let writers = format!(" writers={}", known.join(","));
+            // Past the cap the writers' watermarks are left out (they come again with the next
+            // watermark records); the task's own watermark is always kept.
+            if m.len() + writers.len() <= METADATA_BYTES_MAX {
+                m.push_str(&writers);
+            }
         }
         m
     }

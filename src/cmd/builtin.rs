@@ -26,13 +26,17 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let n: u64 = n
         .parse()
         .with_context(|| format!("`{s}` is not a duration (like 10s, 500ms, 2m)"))?;
-    let ms = match unit {
-        "" | "ms" => n,
-        "s" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
+    let unit_ms: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         other => bail!("`{s}`: unknown unit `{other}` (use ms, s, m or h)"),
     };
+    let ms = n
+        .checked_mul(unit_ms)
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .with_context(|| format!("`{s}` is too long a duration"))?;
     Ok(Duration::from_millis(ms))
 }
 

@@ -55,7 +55,9 @@ fn status(s: &MetricsSnapshot) -> String {
 
 fn reset(dir: &Path, app: &str, state_dir: Option<PathBuf>) -> Result<()> {
     let log = super::open_log(dir, false)?;
-    let groups = weir_coord::GroupCoordinator::start(&log)?;
+    // With transaction recovery first: offsets a killed commit left undecided are settled
+    // before the group's offsets are deleted.
+    let (groups, _txns) = weir_coord::start(&log)?;
     let state_dir = state_dir.unwrap_or_else(|| dir.join("state"));
     let report = weir_engine::reset(&log, &groups, app, &state_dir)
         .with_context(|| format!("cannot reset application `{app}`"))?;

@@ -91,8 +91,6 @@ struct PlanState {
     internal: Vec<InternalTopic>,
     sinks: Vec<String>,
     operators: Vec<String>,
-    /// Default names handed out, to number repeats (`orders-aggregate-2`).
-    defaults: BTreeMap<String, usize>,
     /// Mistakes found while building, reported by `build`.
     errors: Vec<String>,
 }
@@ -132,22 +130,18 @@ impl Pipeline {
         s.operators.len() - 1
     }
 
-    /// A default name `{logical name of topic}-{kind}`, numbered from the second use on.
+    /// A default name `{logical name of topic}-{kind}`. Never numbered by build order (which
+    /// would rename one operator's state when another is inserted before it): two unnamed
+    /// stores or repartition topics of one kind on one stream are a build error asking for
+    /// `.named(…)`.
     fn default_name(&self, topic: &str, kind: &str) -> String {
-        let mut s = self.state.borrow_mut();
+        let s = self.state.borrow();
         let base = s
             .logical
             .get(topic)
             .cloned()
             .unwrap_or_else(|| crate::names::part_from(topic));
-        let name = format!("{base}-{kind}");
-        let n = s.defaults.entry(name.clone()).or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            name
-        } else {
-            format!("{name}-{n}")
-        }
+        format!("{base}-{kind}")
     }
 
     /// The sub-plan reading `topic`, created with it as its first input.

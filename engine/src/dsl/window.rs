@@ -299,7 +299,7 @@ where
             &stream.source,
             slot.clone(),
             kind,
-            &format!("{:?} json", self.spec.kind),
+            &window_descriptor(&self.spec.kind),
         );
         let id = pipeline.add_operator(format!("window -> {name}"));
         let emit: Arc<Mutex<Emit>> = Arc::new(Mutex::new(self.spec.emit));
@@ -339,6 +339,18 @@ where
             emit,
             store: slot,
         }
+    }
+}
+
+/// The descriptor of a window store: its windows, in words that stay the same across builds.
+fn window_descriptor(kind: &WindowKind) -> String {
+    let ms = |d: &Duration| d.as_millis();
+    match kind {
+        WindowKind::Tumbling { size } => format!("tumbling {}ms json", ms(size)),
+        WindowKind::Hopping { size, advance } => {
+            format!("hopping {}ms every {}ms json", ms(size), ms(advance))
+        }
+        WindowKind::Session { gap } => format!("session gap {}ms json", ms(gap)),
     }
 }
 

@@ -297,23 +297,28 @@ impl KvStore {
             )?;
             return Ok(());
         }
-        let f = log.read_isolated(
-            &topic,
-            p,
-            earliest,
-            DESCRIPTOR_READ_BYTES,
-            Isolation::ReadUncommitted,
-        )?;
-        let first = f
-            .records()
-            .next()
-            .transpose()
-            .map_err(weir_log::LogError::from)?;
-        let found = match first {
-            Some(r) if r.key == Some(META_DESCRIPTOR) => {
-                String::from_utf8_lossy(r.value.unwrap_or_default()).into_owned()
+        // The first data record: control batches (commit markers) may come before it.
+        let mut at = earliest;
+        let first = loop {
+            let f = log.read_isolated(
+                &topic,
+                p,
+                at,
+                DESCRIPTOR_READ_BYTES,
+                Isolation::ReadUncommitted,
+            )?;
+            if f.is_empty() {
+                break None;
             }
-            Some(_) if self.kind.retention().is_some() => {
+            if let Some(r) = f.records().next() {
+                let r = r.map_err(weir_log::LogError::from)?;
+                break Some((r.key == Some(META_DESCRIPTOR), r.value.map(<[u8]>::to_vec)));
+            }
+            at = f.next_offset();
+        };
+        let found = match first {
+            Some((true, value)) => String::from_utf8_lossy(&value.unwrap_or_default()).into_owned(),
+            _ if self.kind.retention().is_some() => {
                 // A windowed changelog also deletes by retention, which takes the descriptor
                 // with the oldest segment: write it again.
                 log.append(

@@ -210,7 +210,7 @@ pub struct WindowCounters {
 
 /// Floor division (towards negative infinity), for aligning times to the epoch.
 pub(crate) fn align(ts: i64, unit: i64) -> i64 {
-    ts.div_euclid(unit) * unit
+    ts.saturating_sub(ts.rem_euclid(unit))
 }
 
 /// A lower bound of the times a time-ordered family of a store still holds (slice starts,

@@ -676,3 +676,32 @@ fn a_new_application_starts_where_it_is_told() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn two_unnamed_stores_of_one_stream_must_be_named() -> anyhow::Result<()> {
+    let p = Pipeline::builder("twice");
+    let orders = p.stream::<String, u64>("orders", Json, Json).group_by_key();
+    orders.count().to_topic("a", Json, Json);
+    orders.reduce(|a, b| a + b).to_topic("b", Json, Json);
+    let e = p.build().expect_err("ambiguous default names");
+    assert!(e.to_string().contains("name one with `.named(…)`"), "{e}");
+    // Named, each keeps its own state whatever is added before it later.
+    let p = Pipeline::builder("twice");
+    let orders = p.stream::<String, u64>("orders", Json, Json).group_by_key();
+    orders
+        .count()
+        .named("order-count")
+        .to_topic("a", Json, Json);
+    orders
+        .reduce(|a, b| a + b)
+        .named("order-sum")
+        .to_topic("b", Json, Json);
+    let t = p.build()?;
+    let stores: Vec<&str> = t.shape().subplans[0]
+        .stores
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(stores, ["order-count", "order-sum"]);
+    Ok(())
+}
