@@ -504,3 +504,28 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_latencies_are_commit_time_minus_timestamps_in_bounded_memory() {
+        let mut l = IntervalLatency::new(1_000);
+        // A backlog record stamped before the interval, and a million stamped during it.
+        l.record(400);
+        for i in 0..1_000_000 {
+            l.record(1_000 + i % 100);
+        }
+        let mut h = histogram(E2E_MAX_MS);
+        l.drain_into(1_200, &mut h);
+        assert_eq!(h.len(), 1_000_001);
+        assert_eq!(h.max(), 800, "1,200 - 400");
+        assert_eq!(h.min(), 101, "1,200 - 1,099");
+        // Drained: the next interval starts empty, at the commit time.
+        let mut h2 = histogram(E2E_MAX_MS);
+        l.record(1_250);
+        l.drain_into(1_300, &mut h2);
+        assert_eq!((h2.len(), h2.max()), (1, 50));
+    }
+}
