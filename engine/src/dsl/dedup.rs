@@ -64,7 +64,7 @@ impl<K: Clone + Send, V: Clone + Send> Op<K, V> for DedupOp<K, V> {
                     continue;
                 }
                 // A duplicate older than the first one seen, within the TTL: still a duplicate.
-                Some(first) if it.ts.0 < first && first - it.ts.0 < self.ttl_ms => {
+                Some(first) if it.ts.0 < first && first.saturating_sub(it.ts.0) < self.ttl_ms => {
                     dropped += 1;
                     continue;
                 }

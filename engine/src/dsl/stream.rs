@@ -111,22 +111,7 @@ where
         f: impl Fn(&V) -> i64 + Send + Sync + 'static,
         out_of_orderness: Duration,
     ) -> Result<Stream<K, V>> {
-        self.pipeline.set_event_time(
-            &self.source,
-            EventTime {
-                source: TimeSource::Extracted,
-                out_of_orderness,
-            },
-        )?;
-        Ok(
-            self.derive_stateless("with_event_time", move |ctx, mut batch| {
-                for it in &mut batch {
-                    it.ts = Timestamp(f(&it.value));
-                    ctx.observe_event_time(it.ts);
-                }
-                Ok(batch)
-            }),
-        )
+        self.try_with_event_time(move |v, _| Ok(f(v)), out_of_orderness)
     }
 
     /// Keeps records for which `f` is true.

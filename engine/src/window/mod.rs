@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::{EngineError, Result};
-use crate::processor::Origin;
+use crate::processor::{Origin, TaskContext};
 
 pub use session::SessionWindows;
 pub use sliced::SlicedWindows;
@@ -206,6 +206,38 @@ pub struct WindowCounters {
     pub late: u64,
     /// Windows closed.
     pub closed: u64,
+}
+
+/// Decodes a stored accumulator; one that does not decode is corrupted state.
+pub(crate) fn decode_acc<F: WindowFunction>(f: &F, store: &str, bytes: &[u8]) -> Result<F::Acc> {
+    f.decode(bytes)
+        .map_err(|reason| EngineError::StateCorrupted {
+            store: store.to_string(),
+            reason,
+        })
+}
+
+/// Encodes an accumulator for the store.
+pub(crate) fn encode_acc<F: WindowFunction>(f: &F, store: &str, acc: &F::Acc) -> Result<Vec<u8>> {
+    f.encode(acc).map_err(|reason| EngineError::StateCorrupted {
+        store: store.to_string(),
+        reason: format!("cannot encode an accumulator: {reason}"),
+    })
+}
+
+/// A late record: counted as operator `op`'s, and dead-lettered (with `why`) when the policy
+/// says so.
+pub(crate) fn reject_late(
+    ctx: &mut TaskContext<'_>,
+    op: usize,
+    policy: LatePolicy,
+    origin: Origin,
+    why: impl FnOnce() -> String,
+) {
+    ctx.record_late(op, 1);
+    if policy == LatePolicy::DeadLetter {
+        ctx.dead_letter_late(origin, why());
+    }
 }
 
 /// Floor division (towards negative infinity), for aligning times to the epoch.

@@ -20,8 +20,8 @@ use crate::keys::{decode_i64, encode_i64, push_len_prefixed, split_len_prefixed}
 use crate::processor::{Origin, TaskContext};
 
 use super::{
-    Emit, LatePolicy, TimeFloor, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX,
-    WINDOW_CACHE_MAX,
+    decode_acc, encode_acc, reject_late, Emit, LatePolicy, TimeFloor, WindowFunction, WindowResult,
+    WindowSpec, CLOSE_BATCH_MAX, WINDOW_CACHE_MAX,
 };
 
 const DATA: u8 = b'S';
@@ -128,12 +128,7 @@ impl<F: WindowFunction> SessionWindows<F> {
     }
 
     fn decode(&self, b: &[u8]) -> Result<F::Acc> {
-        self.f
-            .decode(b)
-            .map_err(|reason| EngineError::StateCorrupted {
-                store: format!("session store {}", self.store),
-                reason,
-            })
+        decode_acc(self.f.as_ref(), &format!("session store {}", self.store), b)
     }
 
     /// A key's sessions from the store.
@@ -221,13 +216,9 @@ impl<F: WindowFunction> SessionWindows<F> {
             .map(|&i| ks.current[i].last)
             .fold(ts, i64::max);
         if wm.is_some_and(|wm| last.saturating_add(gap).saturating_add(grace) <= wm) {
-            ctx.record_late(self.op, 1);
-            if self.late == LatePolicy::DeadLetter {
-                ctx.dead_letter_late(
-                    origin,
-                    format!("late: event time {ts} is behind the watermark beyond the grace period (its session would end at {})", last + gap),
-                );
-            }
+            reject_late(ctx, self.op, self.late, origin, || {
+                format!("late: event time {ts} is behind the watermark beyond the grace period (its session would end at {})", last.saturating_add(gap))
+            });
             return Ok(false);
         }
         let mut acc = self.f.init();
@@ -287,13 +278,7 @@ impl<F: WindowFunction> SessionWindows<F> {
                 }
             }
             for (s, _) in ks.current.iter().zip(&ks.touched).filter(|(_, t)| **t) {
-                let value =
-                    self.f
-                        .encode(&s.acc)
-                        .map_err(|reason| EngineError::StateCorrupted {
-                            store: store.name().to_string(),
-                            reason: format!("cannot encode an accumulator: {reason}"),
-                        })?;
+                let value = encode_acc(self.f.as_ref(), store.name(), &s.acc)?;
                 store.put(data_key(&key, s.first, s.last), value);
                 store.put(
                     close_key(s.last + gap, &key, s.first),

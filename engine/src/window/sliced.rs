@@ -21,8 +21,8 @@ use crate::keys::{decode_i64, encode_i64};
 use crate::processor::{Origin, TaskContext};
 
 use super::{
-    align, Emit, LatePolicy, TimeFloor, WindowFunction, WindowResult, WindowSpec, CLOSE_BATCH_MAX,
-    WINDOW_CACHE_MAX,
+    align, decode_acc, encode_acc, reject_late, Emit, LatePolicy, TimeFloor, WindowFunction,
+    WindowResult, WindowSpec, CLOSE_BATCH_MAX, WINDOW_CACHE_MAX,
 };
 
 const DATA: u8 = b'W';
@@ -142,13 +142,9 @@ impl<F: WindowFunction> SlicedWindows<F> {
         let wm = ctx.watermark().map(|t| t.0);
         let last_end = align(ts, self.advance).saturating_add(self.size);
         if self.closed(last_end, wm) {
-            ctx.record_late(self.op, 1);
-            if self.late == LatePolicy::DeadLetter {
-                ctx.dead_letter_late(
-                    origin,
-                    format!("late: event time {ts} is behind the watermark beyond the grace period (its last window ended at {last_end})"),
-                );
-            }
+            reject_late(ctx, self.op, self.late, origin, || {
+                format!("late: event time {ts} is behind the watermark beyond the grace period (its last window ended at {last_end})")
+            });
             return Ok(false);
         }
         self.count_entries(ctx)?;
@@ -191,12 +187,7 @@ impl<F: WindowFunction> SlicedWindows<F> {
     }
 
     fn decode(&self, b: &[u8]) -> Result<F::Acc> {
-        self.f
-            .decode(b)
-            .map_err(|reason| EngineError::StateCorrupted {
-                store: format!("window store {}", self.store),
-                reason,
-            })
+        decode_acc(self.f.as_ref(), &format!("window store {}", self.store), b)
     }
 
     /// Counts the store's entries once (for the open-windows gauge after a restart).
@@ -218,13 +209,7 @@ impl<F: WindowFunction> SlicedWindows<F> {
     fn write_back(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
         let store = ctx.store_at(self.store)?;
         for ((slice, key), c) in self.cache.iter_mut().filter(|(_, c)| c.dirty) {
-            let value = self
-                .f
-                .encode(&c.acc)
-                .map_err(|reason| EngineError::StateCorrupted {
-                    store: store.name().to_string(),
-                    reason: format!("cannot encode an accumulator: {reason}"),
-                })?;
+            let value = encode_acc(self.f.as_ref(), store.name(), &c.acc)?;
             store.put(data_key(*slice, key), value);
             c.dirty = false;
         }

@@ -139,13 +139,22 @@ fn reference(spec: &WindowSpec, events: &[(String, i64)]) -> BTreeMap<(String, i
     out
 }
 
-fn counting(app: &str, spec: WindowSpec) -> anyhow::Result<weir_engine::Topology> {
-    let p = Pipeline::builder(app);
+/// Input `in` read as JSON values whose `ts` field is the event time, the watermark
+/// `out_of_orderness` behind.
+fn events_of(
+    p: &Pipeline,
+    out_of_orderness: Duration,
+) -> weir_engine::Result<weir_engine::Stream<String, serde_json::Value>> {
     p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
         .with_event_time(
             |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-            Duration::from_millis(OOO_MS as u64),
-        )?
+            out_of_orderness,
+        )
+}
+
+fn counting(app: &str, spec: WindowSpec) -> anyhow::Result<weir_engine::Topology> {
+    let p = Pipeline::builder(app);
+    events_of(&p, Duration::from_millis(OOO_MS as u64))?
         .group_by_key()
         .window(spec)
         .count()
@@ -305,11 +314,7 @@ fn late_records_follow_the_policy_and_are_counted() -> anyhow::Result<()> {
         let p = Pipeline::builder("lateness");
         let mut spec: WindowSpec = Tumbling::of(Duration::from_secs(10)).into();
         spec.emit = Emit::OnWindowClose;
-        p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-            .with_event_time(
-                |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-                Duration::ZERO,
-            )?
+        events_of(&p, Duration::ZERO)?
             .group_by_key()
             .window(spec)
             .late(late)
@@ -380,11 +385,7 @@ fn watermarks_cross_repartition_topics() -> anyhow::Result<()> {
     let p = Pipeline::builder("regions");
     let mut spec: WindowSpec = Tumbling::of(Duration::from_secs(5)).into();
     spec.emit = Emit::OnWindowClose;
-    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-        .with_event_time(
-            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-            Duration::ZERO,
-        )?
+    events_of(&p, Duration::ZERO)?
         .group_by(|_, v| {
             v.get("region")
                 .and_then(|r| r.as_str())
@@ -417,11 +418,7 @@ fn dedup_keeps_the_first_record_per_key_within_its_ttl_across_a_restart() -> any
             log.send("in", Some(id.as_bytes()), Some(v.as_bytes()))?;
         }
         let p = Pipeline::builder("dedup");
-        p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-            .with_event_time(
-                |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-                Duration::ZERO,
-            )?
+        events_of(&p, Duration::ZERO)?
             .dedup_by(|k, _| k.clone(), Duration::from_secs(60))
             .to_topic("out", Utf8, Json);
         p.build()?
@@ -552,11 +549,7 @@ fn a_table_ttl_forgets_keys_not_updated_within_it() -> anyhow::Result<()> {
         log.append("in", PartitionId(0), &[Record::keyed(k, json_ts(ts))])?;
     }
     let p = Pipeline::builder("ttl");
-    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-        .with_event_time(
-            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-            Duration::ZERO,
-        )?
+    events_of(&p, Duration::ZERO)?
         .group_by_key()
         .count()
         .named("visits")
@@ -599,11 +592,7 @@ fn emit_on_update_emits_the_last_changes_of_a_window_that_closes_within_an_inter
         log.append("in", PartitionId(0), &[Record::keyed("a", json_ts(ts))])?;
     }
     let p = Pipeline::builder("updates");
-    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-        .with_event_time(
-            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-            Duration::ZERO,
-        )?
+    events_of(&p, Duration::ZERO)?
         .group_by_key()
         .window(Tumbling::of(Duration::from_secs(10)))
         .count()
@@ -630,11 +619,7 @@ fn a_hopping_window_that_gets_a_record_late_within_grace_is_still_emitted() -> a
         .grace(Duration::from_secs(20))
         .into();
     spec.emit = Emit::OnWindowClose;
-    p.keyed_stream::<String, serde_json::Value>("in", Utf8, Json)
-        .with_event_time(
-            |v| v.get("ts").and_then(|t| t.as_i64()).unwrap_or(0),
-            Duration::ZERO,
-        )?
+    events_of(&p, Duration::ZERO)?
         .group_by_key()
         .window(spec)
         .count()
