@@ -25,7 +25,8 @@ apt_install() {
 }
 
 # RocksDB's Rust bindings run bindgen at build time, which needs libclang (not in the image).
-apt_install libclang-dev
+# kcat (librdkafka 2.0.2 inside) is the first real Kafka client of the interop tests.
+apt_install libclang-dev kcat
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; this machine kind ships Rust via rustup" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
@@ -39,4 +40,14 @@ size_kb=$(du -sk "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1 || echo 0)
 if [ "${size_kb:-0}" -gt $((30 * 1024 * 1024)) ]; then
   echo "setup: $CARGO_TARGET_DIR is over 30 GiB; removing incremental caches" >&2
   rm -rf "$CARGO_TARGET_DIR"/*/incremental
+fi
+
+# The Python Kafka clients of the interop tests, in a virtualenv of our own (never the
+# system's site-packages): confluent-kafka (librdkafka inside) and kafka-python. Pinned so a
+# fresh machine tests against the same clients.
+venv="$WEIR_CACHE/venv"
+if ! "$venv/bin/python" -c "import confluent_kafka, kafka" 2>/dev/null; then
+  echo "setup: creating $venv with the Kafka clients" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12"
 fi

@@ -38,6 +38,26 @@ pub enum Command {
     /// Measure the log's throughput and latency.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Serve the data directory to Kafka clients (the Kafka wire protocol).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the Kafka listener, or `off`.
+    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT|off")]
+    pub kafka_listen: String,
+    /// Address Kafka clients are told to connect to (default: the bound address).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_advertised: Option<String>,
+    /// Address of the HTTP listener (`GET /metrics` in Prometheus format, `GET /health`),
+    /// or `off`.
+    #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT|off")]
+    pub http_listen: String,
+    /// Do not create topics that clients ask about or produce to (Kafka's
+    /// `auto.create.topics.enable=false`).
+    #[arg(long)]
+    pub no_auto_create_topics: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -116,6 +116,11 @@ pub struct StoredTopicConfig {
     pub partitions: u32,
     /// Keys set explicitly.
     pub overrides: BTreeMap<String, String>,
+    /// The topic's id (Kafka's topic UUID, 32 lowercase hex digits), fixed at creation so a
+    /// topic deleted and created again under the same name is a different topic to clients.
+    /// Topics created before ids existed get one when a writer next opens the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 fn bad(key: &str, value: &str, reason: impl Into<String>) -> LogError {

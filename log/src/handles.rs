@@ -51,6 +51,16 @@ pub(crate) enum ListenerKind {
 }
 
 impl AppendListener {
+    /// Resolves when something is appended, for async callers (the Kafka server's long-poll
+    /// fetch) that bound the wait with their own timer. A read-only view cannot be woken by
+    /// another process, so its listener resolves at once and the caller's loop polls.
+    pub async fn appended(self) {
+        match self.0 {
+            ListenerKind::Event(l) => l.await,
+            ListenerKind::Poll(..) => {}
+        }
+    }
+
     /// Blocks until something is appended or `timeout` passes; true if something may be new.
     pub fn wait_timeout(self, timeout: Duration) -> bool {
         match self.0 {

@@ -201,12 +201,19 @@ impl Log {
             let cfg_path = path.join("config.json");
             let raw = read_all(storage.as_ref(), &cfg_path)
                 .map_err(|e| LogError::io("read topic config", &cfg_path, e))?;
-            let stored: StoredTopicConfig =
+            let mut stored: StoredTopicConfig =
                 serde_json::from_slice(&raw).map_err(|e| LogError::Corrupted {
                     segment: cfg_path.clone(),
                     offset: Offset(0),
                     reason: format!("topic config is not valid JSON: {e}"),
                 })?;
+            if stored.id.is_none() && !read_only {
+                stored.id = Some(crate::topic::new_topic_id());
+                let json = serde_json::to_vec_pretty(&stored)
+                    .map_err(|e| LogError::Internal(e.to_string()))?;
+                write_atomic(storage.as_ref(), &cfg_path, &json)
+                    .map_err(|e| LogError::io("write topic config", &cfg_path, e))?;
+            }
             let topic = log.open_topic(&name, stored)?;
             log.topics_mut().insert(name, topic);
         }
@@ -281,6 +288,7 @@ impl Log {
         let stored = StoredTopicConfig {
             partitions,
             overrides,
+            id: Some(crate::topic::new_topic_id()),
         };
         let json =
             serde_json::to_vec_pretty(&stored).map_err(|e| LogError::Internal(e.to_string()))?;
@@ -377,6 +385,23 @@ impl Log {
             config: effective_pairs(&t.stored.overrides),
             partitions: t.partitions.iter().map(|p| p.shared.info()).collect(),
         })
+    }
+
+    /// A topic's id: 16 bytes (Kafka's topic UUID), fixed when the topic was created. A
+    /// read-only view of a directory no writer has upgraded derives one from the name.
+    pub fn topic_id(&self, name: &str) -> Result<[u8; 16]> {
+        let t = self.topic(name)?;
+        Ok(
+            match t
+                .stored
+                .id
+                .as_deref()
+                .and_then(crate::topic::parse_topic_id)
+            {
+                Some(id) => id,
+                None => crate::topic::derived_topic_id(name),
+            },
+        )
     }
 
     /// The effective config of a topic.

@@ -137,6 +137,12 @@ pub fn last_sequence(first: i32, count: i32) -> i32 {
     }
 }
 
+/// A transactional batch without a sequence: written by a transaction coordinator on the
+/// producer's behalf (offsets sent to a transaction), outside the producer's own sequence.
+fn is_coordinator_write(h: &BatchHeader) -> bool {
+    h.is_transactional() && h.base_sequence < 0
+}
+
 impl ProducerStates {
     /// The entry of a producer, looking at uncommitted changes in `overlay` first.
     fn entry<'a>(&'a self, overlay: &'a StateDelta, pid: i64) -> Option<&'a ProducerEntry> {
@@ -169,8 +175,9 @@ impl ProducerStates {
                 current_epoch: e.epoch,
             });
         }
-        if h.is_control() {
-            // Markers carry no sequence; only the epoch matters.
+        if h.is_control() || is_coordinator_write(h) {
+            // Markers carry no sequence; neither do the offsets a transaction coordinator
+            // writes for a producer (Kafka's TxnOffsetCommit): only the epoch matters.
             return Ok(SeqCheck::Append);
         }
         if h.producer_epoch > e.epoch {
@@ -222,6 +229,10 @@ impl ProducerStates {
         } else {
             if h.is_transactional() && e.txn_first_offset.is_none() {
                 e.txn_first_offset = Some(h.base_offset.0);
+            }
+            if is_coordinator_write(h) {
+                overlay.producers.insert(pid, e);
+                return;
             }
             e.batches.push_back(BatchMeta {
                 first_seq: h.base_sequence,
@@ -506,6 +517,45 @@ mod tests {
             s.commit(&mut overlay);
         }
         Ok(c)
+    }
+
+    fn transactional(pid: i64, epoch: i16, seq: i32, base: i64) -> BatchHeader {
+        let mut b = BatchBuilder::with_capacity(256)
+            .producer(ProducerFields {
+                producer_id: pid,
+                producer_epoch: epoch,
+                base_sequence: seq,
+            })
+            .transactional(true);
+        b.push_parts(None, Some(b"v"), &[], Timestamp(1));
+        let mut e = b.finish();
+        crate::batch::set_base_offset(&mut e.bytes, Offset(base));
+        BatchHeader::parse(&e.bytes).expect("header")
+    }
+
+    #[test]
+    fn coordinator_writes_check_the_epoch_but_not_the_sequence() {
+        let mut s = ProducerStates::default();
+        assert_eq!(
+            apply(&mut s, &transactional(3, 1, 0, 0)).ok(),
+            Some(SeqCheck::Append)
+        );
+        // Offsets a coordinator writes for the producer carry no sequence, any number of times.
+        assert_eq!(
+            apply(&mut s, &transactional(3, 1, -1, 1)).ok(),
+            Some(SeqCheck::Append)
+        );
+        assert_eq!(
+            apply(&mut s, &transactional(3, 1, -1, 2)).ok(),
+            Some(SeqCheck::Append)
+        );
+        // They leave the producer's own sequence where it was.
+        assert_eq!(
+            apply(&mut s, &transactional(3, 1, 1, 3)).ok(),
+            Some(SeqCheck::Append)
+        );
+        // An older epoch is fenced, with or without a sequence.
+        assert!(apply(&mut s, &transactional(3, 0, -1, 4)).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod consume;
 mod group;
 mod pipeline;
 mod produce;
+mod serve;
 mod topic;
 
 use anyhow::{Context, Result};
@@ -48,5 +49,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Restart(a)) => bench::restart(&cli.data_dir, a),
         Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
         Command::Bench(BenchCmd::Join(a)) => bench::join(&cli.data_dir, a),
+        Command::Serve(a) => serve::run(&cli.data_dir, a),
     }
 }

@@ -4,5 +4,6 @@
 mod cli;
 mod crash;
 mod engine_crash;
+mod kafka_interop;
 mod util;
 mod window_crash;

@@ -1,0 +1,140 @@
+//! Produce: each partition's RecordBatch is validated (CRC, records) and queued to the log as
+//! the client sent it, in request order, so an idempotent producer's pipelined batches keep
+//! their sequence; the response waits for every append's acknowledgement (the log's flush
+//! policy: by default the group-committed fsync). `acks=0` gets no response; `acks=1` and
+//! `acks=all` both wait for the fsync, since this node is every partition's only replica.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+use weir_log::{AppendTicket, EncodedBatch, LogError, PartitionId};
+
+use super::{respond, Head, Reply};
+use crate::broker::Broker;
+use crate::error::{log_code, ConnError};
+
+/// One partition's outcome so far: an error already, or an append in flight.
+enum Pending {
+    Failed(ResponseError, String),
+    Appending(AppendTicket),
+}
+
+pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<Reply, ConnError> {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let name = t.name.to_string();
+        let mut parts = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let pending = if valid_acks {
+                submit(b, &name, p.index, p.records)
+            } else {
+                Pending::Failed(ResponseError::InvalidRequiredAcks, format!("acks={acks}"))
+            };
+            parts.push((p.index, pending));
+        }
+        topics.push((t.name, parts));
+    }
+    if acks == 0 {
+        // Nobody waits for these appends; failures are logged, as Kafka's broker does.
+        tokio::spawn(async move {
+            for (_, parts) in topics {
+                for (_, p) in parts {
+                    if let Pending::Appending(t) = p {
+                        if let Err(e) = t.await {
+                            tracing::warn!(error = %e, "acks=0 append failed");
+                        }
+                    }
+                }
+            }
+        });
+        return Ok(Reply::Silent);
+    }
+    let h = h.clone();
+    let b = b.clone();
+    Ok(Reply::Later(Box::pin(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, parts) in topics {
+            let mut out = Vec::with_capacity(parts.len());
+            for (index, p) in parts {
+                let r = finish(&b.log, &name, index, p, h.version).await;
+                if r.error_code != 0 {
+                    b.metrics.error(h.api);
+                }
+                out.push(r);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(out),
+            );
+        }
+        let body = ProduceResponse::default().with_responses(responses);
+        respond(&h, &body).map(Some)
+    })))
+}
+
+fn submit(b: &Broker, topic: &str, index: i32, records: Option<bytes::Bytes>) -> Pending {
+    let Some(bytes) = records else {
+        return Pending::Failed(ResponseError::InvalidRecord, "no records".into());
+    };
+    let batch = match EncodedBatch::from_bytes(bytes.to_vec()) {
+        Ok(batch) => batch,
+        Err(e) => {
+            let e = LogError::InvalidBatch(e);
+            return Pending::Failed(log_code(&e), e.to_string());
+        }
+    };
+    let Ok(partition) = u32::try_from(index) else {
+        return Pending::Failed(
+            ResponseError::UnknownTopicOrPartition,
+            format!("partition {index}"),
+        );
+    };
+    let (bytes, records) = (batch.len(), batch.record_count() as u64);
+    b.metrics.produced(topic, partition, bytes, records);
+    match b.log.submit_batch(topic, PartitionId(partition), batch) {
+        Ok(ticket) => Pending::Appending(ticket),
+        Err(e) => Pending::Failed(log_code(&e), e.to_string()),
+    }
+}
+
+async fn finish(
+    log: &weir_log::Log,
+    topic: &kafka_protocol::messages::TopicName,
+    index: i32,
+    p: Pending,
+    version: i16,
+) -> PartitionProduceResponse {
+    let r = PartitionProduceResponse::default()
+        .with_index(index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    let (code, message) = match p {
+        Pending::Failed(code, message) => (code, message),
+        Pending::Appending(ticket) => match ticket.await {
+            Ok(outcome) => {
+                let start = log
+                    .earliest_offset(topic, PartitionId(index as u32))
+                    .map_or(-1, |o| o.0);
+                return r
+                    .with_base_offset(outcome.base_offset.0)
+                    .with_log_append_time_ms(outcome.log_append_time.map_or(-1, |t| t.0))
+                    .with_log_start_offset(start);
+            }
+            Err(e) => (log_code(&e), e.to_string()),
+        },
+    };
+    tracing::debug!(topic = %topic.0, partition = index, error = %message, "produce refused");
+    let r = r.with_error_code(code.code());
+    // Error messages exist from v8 on; setting one earlier cannot be encoded.
+    if version >= 8 {
+        r.with_error_message(Some(super::s(message)))
+    } else {
+        r
+    }
+}

@@ -1,0 +1,190 @@
+//! Producer ids and transactions over [`weir_coord::TransactionCoordinator`]: InitProducerId
+//! (a fresh id for an idempotent producer; for a transactional id, the next epoch, which
+//! fences the previous instance and finishes its open transaction), AddPartitionsToTxn,
+//! AddOffsetsToTxn, TxnOffsetCommit and EndTxn. Every one persists to
+//! `__transaction_state` or writes markers, so all run on the blocking pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::ResponseError;
+use weir_coord::offsets::{OffsetStore, OFFSETS_TOPIC};
+use weir_coord::CoordError;
+use weir_log::Offset;
+
+use super::{later, Head, Reply};
+use crate::broker::Broker;
+use crate::error::{coord_code, log_code, ConnError};
+
+fn code(r: &Result<impl Sized, CoordError>) -> i16 {
+    r.as_ref().err().map_or(0, |e| coord_code(e).code())
+}
+
+pub(crate) fn init_producer_id(
+    b: &Arc<Broker>,
+    h: &Head,
+    req: InitProducerIdRequest,
+) -> Result<Reply, ConnError> {
+    let b = b.clone();
+    Ok(later(h, move || {
+        let result = match &req.transactional_id {
+            None => b.log.init_producer_id().map_err(|e| log_code(&e)),
+            Some(id) => {
+                let timeout = Duration::from_millis(req.transaction_timeout_ms.max(0) as u64);
+                b.txns
+                    .init_transactions(id, timeout)
+                    .map_err(|e| coord_code(&e))
+            }
+        };
+        match result {
+            Ok((id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(code) => InitProducerIdResponse::default()
+                .with_error_code(code.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        }
+    }))
+}
+
+pub(crate) fn add_partitions(
+    b: &Arc<Broker>,
+    h: &Head,
+    req: AddPartitionsToTxnRequest,
+) -> Result<Reply, ConnError> {
+    let b = b.clone();
+    Ok(later(h, move || {
+        let topics = &req.v3_and_below_topics;
+        let unknown = |t: &str| b.log.partition_count(t).is_err();
+        let partitions: Vec<(String, u32)> = topics
+            .iter()
+            .filter(|t| !unknown(&t.name))
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p as u32)))
+            .collect();
+        let result = b.txns.add_partitions(
+            &req.v3_and_below_transactional_id,
+            req.v3_and_below_producer_id.0,
+            req.v3_and_below_producer_epoch,
+            &partitions,
+        );
+        let error = code(&result);
+        let results = topics
+            .iter()
+            .map(|t| {
+                let e = if unknown(&t.name) {
+                    ResponseError::UnknownTopicOrPartition.code()
+                } else {
+                    error
+                };
+                let by_partition = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        AddPartitionsToTxnPartitionResult::default()
+                            .with_partition_index(*p)
+                            .with_partition_error_code(e)
+                    })
+                    .collect();
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_results_by_partition(by_partition)
+            })
+            .collect();
+        AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results)
+    }))
+}
+
+pub(crate) fn add_offsets(
+    b: &Arc<Broker>,
+    h: &Head,
+    req: AddOffsetsToTxnRequest,
+) -> Result<Reply, ConnError> {
+    let b = b.clone();
+    Ok(later(h, move || {
+        let partition = OffsetStore::partition_of(&req.group_id);
+        let result = b.txns.add_partitions(
+            &req.transactional_id,
+            req.producer_id.0,
+            req.producer_epoch,
+            &[(OFFSETS_TOPIC.to_string(), partition.0)],
+        );
+        AddOffsetsToTxnResponse::default().with_error_code(code(&result))
+    }))
+}
+
+pub(crate) fn txn_offset_commit(
+    b: &Arc<Broker>,
+    h: &Head,
+    req: TxnOffsetCommitRequest,
+) -> Result<Reply, ConnError> {
+    let b = b.clone();
+    Ok(later(h, move || {
+        let offsets: Vec<_> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        (t.name.to_string(), p.partition_index as u32),
+                        Offset(p.committed_offset),
+                        p.committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                    )
+                })
+            })
+            .collect();
+        // Sequence -1: offsets written by the coordinator on the producer's behalf are
+        // outside the producer's own sequence numbers (the log checks only the epoch).
+        let result = b.txns.send_offsets(
+            &req.transactional_id,
+            req.producer_id.0,
+            req.producer_epoch,
+            -1,
+            &req.group_id,
+            &offsets,
+        );
+        let error = code(&result);
+        let topics = req
+            .topics
+            .into_iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        TxnOffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(error)
+                    })
+                    .collect();
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(partitions)
+            })
+            .collect();
+        TxnOffsetCommitResponse::default().with_topics(topics)
+    }))
+}
+
+pub(crate) fn end_txn(b: &Arc<Broker>, h: &Head, req: EndTxnRequest) -> Result<Reply, ConnError> {
+    let b = b.clone();
+    Ok(later(h, move || {
+        let result = b.txns.end_transaction(
+            &req.transactional_id,
+            req.producer_id.0,
+            req.producer_epoch,
+            req.committed,
+        );
+        EndTxnResponse::default().with_error_code(code(&result))
+    }))
+}

@@ -1,0 +1,163 @@
+//! One client connection: read request frames, dispatch them in order, and write responses
+//! in request order (Kafka's per-connection ordering rule) while up to
+//! [`IN_FLIGHT_REQUESTS_MAX`] requests wait for their results.
+//!
+//! Concurrency state, and why it exists:
+//! - `in_flight` ([`FuturesOrdered`]): responses still being produced (an fsync, a long poll, a
+//!   group join). Ordered, so a quick response never overtakes a slow earlier one. Bounded: at
+//!   the cap the connection stops reading, which pushes back on the client through TCP.
+//! - `shutdown` (a watch channel): on server shutdown the connection stops reading, finishes
+//!   what is in flight, writes those responses, and closes.
+//!
+//! A frame that cannot be answered (bad length, unknown API key, undecodable body) closes this
+//! connection only, after the responses to earlier requests were written.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::ApiKey;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::api::{dispatch, Reply};
+use crate::broker::Broker;
+use crate::error::ConnError;
+use crate::frame::FrameReader;
+use crate::limits::IN_FLIGHT_REQUESTS_MAX;
+
+type Pending = BoxFuture<'static, Result<Option<Bytes>, ConnError>>;
+
+/// Serves one connection until the client closes it, a frame cannot be answered, or the
+/// server shuts down.
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+    }
+    let metrics = &broker.metrics;
+    metrics
+        .connections_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match run(stream, &broker, &mut shutdown).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "connection lost"),
+        Err(e) => {
+            metrics
+                .connections_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "closing connection");
+        }
+    }
+    metrics
+        .connections_open
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+async fn run(
+    stream: TcpStream,
+    broker: &Arc<Broker>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ConnError> {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut frames = FrameReader::default();
+    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
+    let mut reading = !*shutdown.borrow();
+    // The first error that ends reading; reported after in-flight responses are written.
+    let mut failure: Option<ConnError> = None;
+    loop {
+        // Dispatch every complete frame already buffered, up to the in-flight cap.
+        while reading && in_flight.len() < IN_FLIGHT_REQUESTS_MAX {
+            match frames.try_frame() {
+                Ok(Some(frame)) => {
+                    // Frames are at least a header long (FrameReader checks), so the key is there.
+                    let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
+                    let started = Instant::now();
+                    match dispatch(broker, frame) {
+                        Ok(reply) => push(&mut in_flight, reply, broker, api, started),
+                        Err(e) => {
+                            if let Some(api) = api {
+                                broker.metrics.error(api);
+                            }
+                            failure = Some(e);
+                            reading = false;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    failure = Some(e);
+                    reading = false;
+                }
+            }
+        }
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+        let can_read = reading && in_flight.len() < IN_FLIGHT_REQUESTS_MAX;
+        tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Some(frame) = done? {
+                    wr.write_all(&frame).await?;
+                }
+            }
+            more = frames.fill(&mut rd), if can_read => {
+                if !more? {
+                    if frames.has_partial() {
+                        tracing::debug!("client closed the connection in the middle of a frame");
+                    }
+                    reading = false;
+                }
+            }
+            _ = shutdown.changed(), if reading => {
+                reading = false;
+            }
+        }
+    }
+    wr.shutdown().await.ok();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Queues a reply's frame in request order, timing the request until its response exists.
+fn push(
+    in_flight: &mut FuturesOrdered<Pending>,
+    reply: Reply,
+    broker: &Arc<Broker>,
+    api: Option<ApiKey>,
+    started: Instant,
+) {
+    let done = move |broker: &Broker, failed: bool| {
+        if let Some(api) = api {
+            broker.metrics.request(api, started.elapsed());
+            if failed {
+                broker.metrics.error(api);
+            }
+        }
+    };
+    match reply {
+        Reply::Now(frame) => {
+            done(broker, false);
+            in_flight.push_back(Box::pin(async move { Ok(Some(frame)) }));
+        }
+        Reply::Later(fut) => {
+            let broker = broker.clone();
+            in_flight.push_back(Box::pin(async move {
+                let r = fut.await;
+                done(&broker, r.is_err());
+                r
+            }));
+        }
+        Reply::Silent => done(broker, false),
+    }
+}

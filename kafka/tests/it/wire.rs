@@ -1,0 +1,172 @@
+//! The wire protocol against a real server: what a Kafka client sends, with
+//! `kafka-protocol`'s encoders, and what comes back.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use weir_log::{BatchBuilder, PartitionId, ProducerFields, Record};
+
+use crate::client::{Conn, TestServer};
+
+fn topic(name: &str) -> TopicName {
+    TopicName(kafka_protocol::protocol::StrBytes::from_string(name.into()))
+}
+
+fn batch(values: &[&str], producer: Option<(i64, i32)>) -> Bytes {
+    let mut b = BatchBuilder::with_capacity(256);
+    if let Some((id, seq)) = producer {
+        b = b.producer(ProducerFields {
+            producer_id: id,
+            producer_epoch: 0,
+            base_sequence: seq,
+        });
+    }
+    for v in values {
+        b.push(
+            &Record::keyed(v.to_string(), v.to_string()),
+            weir_log::Timestamp(1_000),
+        );
+    }
+    Bytes::from(b.finish().as_bytes().to_vec())
+}
+
+fn produce(c: &mut Conn, name: &str, records: Bytes, version: i16) -> anyhow::Result<(i16, i64)> {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic(name))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(records))])]);
+    let r = c.call(&req, version)?;
+    let p = &r.responses[0].partition_responses[0];
+    Ok((p.error_code, p.base_offset))
+}
+
+fn fetch_req(name: &str, offset: i64, wait_ms: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic(name))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+#[test]
+fn metadata_creates_topics_and_keeps_their_ids() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    let mut c = server.connect()?;
+    let ask = |name: &str| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic(name)))
+            ]))
+            .with_allow_auto_topic_creation(true)
+    };
+    let r = c.call(&ask("fresh"), 12)?;
+    assert_eq!(r.topics[0].error_code, 0);
+    assert_eq!(r.topics[0].partitions.len(), 1);
+    let id = r.topics[0].topic_id;
+    assert!(!id.is_nil());
+    assert_eq!(server.log.partition_count("fresh")?, 1);
+    assert_eq!(c.call(&ask("fresh"), 12)?.topics[0].topic_id, id);
+    // kcat's version: no topic ids, creation still happens.
+    let r = c.call(&ask("fresh-v4"), 4)?;
+    assert_eq!(r.topics[0].error_code, 0);
+    let bad = c.call(&ask("bad name!"), 4)?;
+    assert_eq!(bad.topics[0].error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    Ok(())
+}
+
+#[test]
+fn produced_batches_are_fetched_byte_for_byte() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    server.log.create_topic("t", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let sent = batch(&["a", "b", "c"], None);
+    assert_eq!(produce(&mut c, "t", sent.clone(), 7)?, (0, 0));
+    assert_eq!(produce(&mut c, "t", batch(&["d"], None), 9)?, (0, 3));
+    let r = c.call(&fetch_req("t", 0, 0), 11)?;
+    let p = &r.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    assert_eq!(p.high_watermark, 4);
+    let got = p.records.clone().unwrap_or_default();
+    // The first stored batch is the client's bytes with the base offset (0) filled in.
+    assert_eq!(&got[..sent.len()], &sent[..]);
+    let fetched = server
+        .log
+        .read("t", PartitionId(0), weir_log::Offset(0), 1 << 20)?;
+    let values: Vec<_> = fetched
+        .records()
+        .map(|r| r.map(|r| r.value.map(|v| v.to_vec())))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(values.len(), 4);
+    // Out of range is Kafka's OFFSET_OUT_OF_RANGE with the partition's bounds.
+    let r = c.call(&fetch_req("t", 99, 0), 11)?;
+    assert_eq!(r.responses[0].partitions[0].error_code, 1);
+    Ok(())
+}
+
+#[test]
+fn idempotent_retries_get_the_original_offsets() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    server.log.create_topic("idem", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let r = c.call(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+        4,
+    )?;
+    assert_eq!(r.error_code, 0);
+    let pid = r.producer_id.0;
+    let first = batch(&["x", "y"], Some((pid, 0)));
+    assert_eq!(produce(&mut c, "idem", first.clone(), 7)?, (0, 0));
+    assert_eq!(
+        produce(&mut c, "idem", first, 7)?,
+        (0, 0),
+        "a retry is a duplicate"
+    );
+    let gap = batch(&["z"], Some((pid, 5)));
+    assert_eq!(
+        produce(&mut c, "idem", gap, 7)?.0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    assert_eq!(server.log.latest_offset("idem", PartitionId(0))?.0, 2);
+    Ok(())
+}
+
+#[test]
+fn a_long_poll_fetch_wakes_when_a_record_arrives() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    server.log.create_topic("poll", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let log = server.log.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        log.append("poll", PartitionId(0), &[Record::value("late")])
+    });
+    let started = Instant::now();
+    let r = c.call(&fetch_req("poll", 0, 10_000), 11)?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    assert!(!r.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default()
+        .is_empty());
+    // Woken by the append, not by the 10 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    Ok(())
+}

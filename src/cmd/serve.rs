@@ -1,0 +1,74 @@
+//! `weir serve`: opens the data directory, starts the coordinators and the Kafka listener,
+//! writes the bound addresses to `DATA_DIR/serve.json` (how other `weir` commands find the
+//! server), and runs until SIGTERM or ctrl-c, then shuts down gracefully: stop accepting,
+//! finish in-flight requests, close the log's segments cleanly.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use weir_kafka::{Broker, ServerConfig, ServerHandle};
+
+use crate::cli::ServeArgs;
+
+/// The file a running server writes into its data directory.
+pub const SERVE_FILE: &str = "serve.json";
+
+/// What `serve.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServeInfo {
+    /// The server's process id.
+    pub pid: u32,
+    /// The Kafka listener's bound address, if on.
+    pub kafka: Option<String>,
+    /// The address advertised to Kafka clients.
+    pub kafka_advertised: Option<String>,
+    /// The HTTP listener's bound address, if on.
+    pub http: Option<String>,
+}
+
+fn listen_addr(value: &str) -> Option<String> {
+    (value != "off").then(|| value.to_string())
+}
+
+pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
+    let log = super::open_log(dir, true)?;
+    let (groups, txns) = weir_coord::start(&log).context("cannot start the coordinators")?;
+    let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
+    let config = ServerConfig {
+        kafka_listen: listen_addr(&args.kafka_listen),
+        kafka_advertised: args.kafka_advertised.clone(),
+        http_listen: listen_addr(&args.http_listen),
+    };
+    let server = ServerHandle::start(broker, &config)?;
+    let kafka = server.kafka_addr().map(|a| a.to_string());
+    let info = ServeInfo {
+        pid: std::process::id(),
+        kafka_advertised: args.kafka_advertised.clone().or_else(|| kafka.clone()),
+        kafka: kafka.clone(),
+        http: server.http_addr().map(|a| a.to_string()),
+    };
+    let path = dir.join(SERVE_FILE);
+    write_info(&path, &info)?;
+    eprintln!(
+        "weir serve: Kafka on {}, HTTP on {}; data in {}",
+        kafka.as_deref().unwrap_or("off"),
+        info.http.as_deref().unwrap_or("off"),
+        dir.display()
+    );
+    let signal = server.wait_for_signal()?;
+    eprintln!("weir serve: {signal}: finishing in-flight requests");
+    server.shutdown();
+    let _ = std::fs::remove_file(&path);
+    log.close();
+    eprintln!("weir serve: stopped");
+    Ok(())
+}
+
+fn write_info(path: &Path, info: &ServeInfo) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let json = serde_json::to_vec_pretty(info)?;
+    std::fs::write(&tmp, json).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

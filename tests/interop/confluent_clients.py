@@ -1,0 +1,133 @@
+"""confluent-kafka (librdkafka inside) against `weir serve`: an idempotent acks=all producer
+with delivery reports, a consumer group of two members that rebalances when one leaves, and
+transactions (commit, abort, read_committed, fencing). Run by the `weir` crate's interop tests
+as `python confluent_clients.py BOOTSTRAP`; exits non-zero with a message on any failure."""
+
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BOOTSTRAP = sys.argv[1]
+MESSAGES = 20_000
+
+
+def check(cond, what):
+    if not cond:
+        print(f"FAILED: {what}", file=sys.stderr)
+        sys.exit(1)
+
+
+def create(admin, name, partitions):
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+    futures[name].result(timeout=10)
+
+
+def produce_idempotent(topic):
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "enable.idempotence": True,
+                  "linger.ms": 5})
+    delivered, failed = [], []
+
+    def report(err, msg):
+        (failed if err else delivered).append(err or (msg.partition(), msg.offset()))
+
+    for i in range(MESSAGES):
+        while True:
+            try:
+                p.produce(topic, key=f"key-{i % 100}", value=f"value-{i}", on_delivery=report)
+                break
+            except BufferError:
+                p.poll(0.05)
+        p.poll(0)
+    check(p.flush(30) == 0, "producer flushed everything")
+    check(not failed, f"no delivery failed: {failed[:3]}")
+    check(len(delivered) == MESSAGES, f"{len(delivered)} delivery reports")
+    check(len(set(delivered)) == MESSAGES, "every record has its own offset")
+
+
+def consumer(group, **extra):
+    conf = {"bootstrap.servers": BOOTSTRAP, "group.id": group, "auto.offset.reset": "earliest",
+            "enable.auto.commit": False, "session.timeout.ms": 6000}
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def consume_group(topic, group):
+    a, b = consumer(group), consumer(group)
+    a.subscribe([topic])
+    b.subscribe([topic])
+    seen = {}
+    deadline = time.time() + 60
+    while len(seen) < MESSAGES and time.time() < deadline:
+        for c, name in ((a, "a"), (b, "b")):
+            batch = c.consume(500, 0.2)
+            for m in batch:
+                check(m.error() is None, f"consume error {m.error()}")
+                seen[(m.partition(), m.offset())] = name
+            if batch:
+                c.commit(asynchronous=False)
+    check(len(seen) == MESSAGES, f"group saw {len(seen)} of {MESSAGES}")
+    check(set(seen.values()) == {"a", "b"}, "both members consumed")
+    # One member leaves: the other takes over every partition.
+    b.close()
+    deadline = time.time() + 30
+    while len(a.assignment()) < 6 and time.time() < deadline:
+        a.consume(100, 0.2)
+    check(len(a.assignment()) == 6, f"after a leave the survivor owns {len(a.assignment())} of 6")
+    committed = a.committed([TopicPartition(topic, p) for p in range(6)], timeout=10)
+    check(all(tp.offset >= 0 for tp in committed), f"committed offsets {committed}")
+    a.close()
+
+
+def transactions(topic):
+    def txn_producer():
+        p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": "weir-interop-txn"})
+        p.init_transactions(10)
+        return p
+
+    p = txn_producer()
+    for round_ in range(4):
+        p.begin_transaction()
+        for i in range(10):
+            p.produce(topic, key=f"k{i}", value=f"round-{round_}-{i}")
+        if round_ % 2 == 0:
+            p.commit_transaction(10)
+        else:
+            p.abort_transaction(10)
+    c = consumer("txn-reader", **{"isolation.level": "read_committed"})
+    c.subscribe([topic])
+    values = []
+    deadline = time.time() + 30
+    while len(values) < 20 and time.time() < deadline:
+        for m in c.consume(100, 0.5):
+            check(m.error() is None, f"consume error {m.error()}")
+            values.append(m.value().decode())
+    c.close()
+    check(sorted(values) == sorted(f"round-{r}-{i}" for r in (0, 2) for i in range(10)),
+          f"read_committed sees exactly the committed rounds, got {len(values)}")
+    # A second instance with the same transactional.id fences the first.
+    q = txn_producer()
+    try:
+        p.begin_transaction()
+        p.produce(topic, value="zombie")
+        p.commit_transaction(10)
+        check(False, "the fenced producer could commit")
+    except KafkaException as e:
+        check(e.args[0].fatal() or "fenced" in str(e).lower(), f"fenced error: {e}")
+    q.begin_transaction()
+    q.produce(topic, value="successor")
+    q.commit_transaction(10)
+
+
+def main():
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    create(admin, "interop-events", 6)
+    create(admin, "interop-txn", 1)
+    produce_idempotent("interop-events")
+    consume_group("interop-events", "interop-group")
+    transactions("interop-txn")
+    print("confluent-kafka: ok")
+
+
+main()

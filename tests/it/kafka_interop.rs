@@ -1,0 +1,252 @@
+//! Real Kafka clients against a `weir serve` process on a free loopback port: kcat (Debian's,
+//! librdkafka 2.0.2) and confluent-kafka (PyPI, librdkafka inside). `scripts/setup.sh`
+//! installs them; a missing client fails the test with the command that installs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::{run, weir};
+
+/// A `weir serve` child process; SIGTERM and a wait on drop.
+struct Served {
+    child: Child,
+    addr: String,
+    http: String,
+}
+
+impl Served {
+    fn start(dir: &Path) -> anyhow::Result<Served> {
+        let child = weir(dir)
+            .args([
+                "serve",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let info = dir.join("serve.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(raw) = std::fs::read(&info) {
+                let v: serde_json::Value = serde_json::from_slice(&raw)?;
+                if let (Some(addr), Some(http)) = (v["kafka"].as_str(), v["http"].as_str()) {
+                    return Ok(Served {
+                        child,
+                        addr: addr.to_string(),
+                        http: http.to_string(),
+                    });
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("weir serve did not write {} in 30 s", info.display())
+    }
+
+    /// `GET path` on the HTTP listener: (status line, body).
+    fn http_get(&self, path: &str) -> anyhow::Result<(String, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http)?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: weir\r\n\r\n")?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+        let status = head.lines().next().unwrap_or_default().to_string();
+        Ok((status, body.to_string()))
+    }
+
+    /// Graceful stop: SIGTERM, then wait; the exit status must be success.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let exit = self.child.wait()?;
+        anyhow::ensure!(exit.success(), "weir serve exited with {exit}");
+        Ok(())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tool(name: &str) -> anyhow::Result<PathBuf> {
+    let found = std::env::var_os("PATH").map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    });
+    found
+        .flatten()
+        .ok_or_else(|| anyhow::anyhow!("`{name}` is not installed; run `bash scripts/setup.sh`"))
+}
+
+fn venv_python() -> anyhow::Result<PathBuf> {
+    let cache = std::env::var_os("WEIR_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))
+        .ok_or_else(|| anyhow::anyhow!("neither WEIR_CACHE nor HOME is set"))?;
+    let python = cache.join("venv/bin/python");
+    anyhow::ensure!(
+        python.is_file(),
+        "{} is missing; run `bash scripts/setup.sh`",
+        python.display()
+    );
+    Ok(python)
+}
+
+fn output(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.stderr(Stdio::piped()).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn kcat_produces_keyed_lines_and_consumes_them_where_kafka_would_put_them() -> anyhow::Result<()> {
+    let kcat = tool("kcat")?;
+    let dir = tempfile::tempdir()?;
+    let created = run(
+        dir.path(),
+        &["topic", "create", "keyed", "--partitions", "6"],
+        "",
+    );
+    anyhow::ensure!(created.status.success(), "topic create failed");
+    let server = Served::start(dir.path())?;
+    let lines: String = (0..60).map(|i| format!("user-{i}:event-{i}\n")).collect();
+    let mut produce = Command::new(&kcat)
+        .args([
+            "-P",
+            "-b",
+            &server.addr,
+            "-t",
+            "keyed",
+            "-K:",
+            "-X",
+            "partitioner=murmur2_random",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(
+        produce
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdin"))?,
+        lines.as_bytes(),
+    )?;
+    drop(produce.stdin.take());
+    anyhow::ensure!(produce.wait()?.success(), "kcat -P failed");
+    // A topic that does not exist yet is created by producing to it.
+    let mut fresh = Command::new(&kcat)
+        .args(["-P", "-b", &server.addr, "-t", "made-by-kcat"])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(
+        fresh
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdin"))?,
+        b"hello\n",
+    )?;
+    drop(fresh.stdin.take());
+    anyhow::ensure!(fresh.wait()?.success(), "kcat -P to a new topic failed");
+    let consumed = output(Command::new(&kcat).args([
+        "-C",
+        "-b",
+        &server.addr,
+        "-t",
+        "keyed",
+        "-e",
+        "-o",
+        "beginning",
+        "-f",
+        "%k %s %p %o\n",
+    ]))?;
+    let listing = output(Command::new(&kcat).args(["-L", "-b", &server.addr]))?;
+    let (status, health) = server.http_get("/health")?;
+    assert_eq!(
+        (status.as_str(), health.as_str()),
+        ("HTTP/1.1 200 OK", "ok\n")
+    );
+    let (_, metrics) = server.http_get("/metrics")?;
+    server.stop()?;
+
+    for needle in [
+        "weir_kafka_requests_total{api=\"Produce\"}",
+        "weir_log_end_offset{topic=\"keyed\",partition=\"0\"}",
+        "weir_kafka_records_in_total{topic=\"made-by-kcat\",partition=\"0\"} 1",
+        "weir_kafka_request_latency_seconds{api=\"Metadata\",quantile=\"0.99\"}",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from /metrics:\n{metrics}"
+        );
+    }
+
+    assert!(
+        listing.contains("topic \"keyed\" with 6 partitions"),
+        "{listing}"
+    );
+    assert!(listing.contains("topic \"made-by-kcat\""), "{listing}");
+    let log = weir_log::Log::open(dir.path())?;
+    let mut seen = 0;
+    for line in consumed.lines() {
+        let parts: Vec<&str> = line.split(' ').collect();
+        anyhow::ensure!(parts.len() == 4, "unexpected kcat line {line:?}");
+        let (key, value, partition) = (parts[0], parts[1], parts[2].parse::<u32>()?);
+        assert_eq!(value, key.replace("user", "event"));
+        // Where Kafka's Java partitioner (murmur2) puts the key, as `weir produce` does.
+        assert_eq!(
+            log.partition_for("keyed", key.as_bytes())?.0,
+            partition,
+            "{key}"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 60);
+    let fresh = log.read(
+        "made-by-kcat",
+        weir_log::PartitionId(0),
+        weir_log::Offset(0),
+        1 << 16,
+    )?;
+    let first = fresh
+        .records()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no record"))??;
+    assert_eq!(first.value, Some(&b"hello"[..]));
+    Ok(())
+}
+
+#[test]
+fn confluent_kafka_producer_group_and_transactions_work_unmodified() -> anyhow::Result<()> {
+    let python = venv_python()?;
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/confluent_clients.py");
+    let out = Command::new(python)
+        .arg(&script)
+        .arg(&server.addr)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()?;
+    server.stop()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "confluent-kafka script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
