@@ -86,7 +86,9 @@ pub(crate) fn log_code(e: &LogError) -> ResponseError {
         LogError::OutOfOrderSequence { .. } => K::OutOfOrderSequenceNumber,
         LogError::ProducerFenced { .. } => K::InvalidProducerEpoch,
         LogError::InvalidBatch(BatchError::Compressed(_)) => K::UnsupportedCompressionType,
-        LogError::InvalidBatch(BatchError::BadCrc { .. }) => K::CorruptMessage,
+        LogError::InvalidBatch(BatchError::BadCrc { .. } | BatchError::Codec { .. }) => {
+            K::CorruptMessage
+        }
         LogError::InvalidBatch(_) => K::InvalidRecord,
         LogError::QueueFull { .. } => K::RequestTimedOut,
         LogError::DiskFull { .. } => K::KafkaStorageError,

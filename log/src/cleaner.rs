@@ -289,7 +289,8 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
             if b.header.is_control() || is_aborted(&b.header) {
                 return Ok(());
             }
-            for r in b.records() {
+            let records = b.inflate().map_err(|e| corrupt(seg, &b, e))?;
+            for r in records.iter() {
                 let r = r.map_err(|e| corrupt(seg, &b, e))?;
                 if let Some(k) = r.key {
                     latest.insert(k.to_vec(), r.offset.0);
@@ -340,7 +341,8 @@ pub(crate) fn compact(p: &PartitionShared) -> Result<CompactionStats> {
                 }
                 let mut keep = Vec::new();
                 let mut total = 0u64;
-                for r in b.records() {
+                let records = b.inflate().map_err(|e| corrupt(seg, &b, e))?;
+                for r in records.iter() {
                     let r = r.map_err(|e| corrupt(seg, &b, e))?;
                     total += 1;
                     let newest = r.key.is_none_or(|k| latest.get(k) == Some(&r.offset.0));

@@ -529,7 +529,7 @@ impl Log {
         }
         if t.config.cleanup_compact {
             let view = crate::batch::BatchView::parse(batch.as_bytes())?;
-            for r in view.records() {
+            for r in view.inflate()?.iter() {
                 if r?.key.is_none() {
                     return Err(LogError::MissingKey(t.name.clone()));
                 }

@@ -18,7 +18,9 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use event_listener::Event;
 
-use crate::batch::{BatchIter, RecordIter};
+use std::sync::OnceLock;
+
+use crate::batch::{BatchError, BatchIter, RecordIter, Records};
 use crate::clock::Clock;
 use crate::config::TopicConfig;
 use crate::error::{LogError, Result};
@@ -51,6 +53,9 @@ pub struct Fetch {
     pub last_stable: Offset,
     /// Under `ReadCommitted`: the aborted transactions that overlap the returned batches.
     pub aborted: Vec<AbortedTxn>,
+    /// The compressed batches' records by base offset, decompressed on the first `records()`
+    /// call, so record views can borrow from the fetch.
+    inflated: OnceLock<Vec<(Offset, Result<Records<'static>, BatchError>)>>,
 }
 
 /// What a reader sees of transactions (Kafka's `isolation.level`).
@@ -89,22 +94,41 @@ impl Fetch {
     }
 
     /// Records at or after `from`, skipping control batches and, under `ReadCommitted`, the
-    /// records of aborted transactions.
+    /// records of aborted transactions. Compressed batches are decompressed.
     pub fn records(
         &self,
     ) -> impl Iterator<Item = Result<RecordView<'_>, crate::batch::BatchError>> + '_ {
         let from = self.from;
+        let inflated = self.inflated.get_or_init(|| self.inflate_compressed());
         BatchIter::new(&self.batches)
-            .flat_map(|b| -> Box<dyn Iterator<Item = _>> {
-                match b {
-                    Ok(b) if b.header.is_control() || self.is_aborted(&b.header) => {
+            .flat_map(move |b| -> Box<dyn Iterator<Item = _>> {
+                let inflated = match &b {
+                    Ok(b) if b.header.compression() != 0 => inflated
+                        .binary_search_by_key(&b.header.base_offset, |(base, _)| *base)
+                        .ok()
+                        .map(|i| &inflated[i].1),
+                    _ => None,
+                };
+                match (b, inflated) {
+                    (Ok(b), _) if b.header.is_control() || self.is_aborted(&b.header) => {
                         Box::new(std::iter::empty())
                     }
-                    Ok(b) => Box::new(b.records() as RecordIter<'_>),
-                    Err(e) => Box::new(std::iter::once(Err(e))),
+                    (Ok(_), Some(Ok(records))) => Box::new(records.iter()),
+                    (Ok(_), Some(Err(e))) => Box::new(std::iter::once(Err(e.clone()))),
+                    (Ok(b), None) => Box::new(b.records() as RecordIter<'_>),
+                    (Err(e), _) => Box::new(std::iter::once(Err(e))),
                 }
             })
             .filter(move |r| r.as_ref().map_or(true, |r| r.offset >= from))
+    }
+
+    /// Decompresses every compressed batch, in order (none: no allocation).
+    fn inflate_compressed(&self) -> Vec<(Offset, Result<Records<'static>, BatchError>)> {
+        BatchIter::new(&self.batches)
+            .filter_map(|b| b.ok())
+            .filter(|b| b.header.compression() != 0)
+            .map(|b| (b.header.base_offset, b.inflate().map(Records::into_owned)))
+            .collect()
     }
 }
 
@@ -216,6 +240,7 @@ impl PartitionShared {
             isolation: Isolation::ReadUncommitted,
             last_stable: hw,
             aborted: Vec::new(),
+            inflated: OnceLock::new(),
         };
         if offset >= hw {
             return Ok(fetch);
@@ -313,6 +338,7 @@ impl PartitionShared {
                     isolation: Isolation::ReadUncommitted,
                     last_stable: hw,
                     aborted: Vec::new(),
+                    inflated: OnceLock::new(),
                 };
                 for b in BatchIter::new(&fetch.batches) {
                     let b = b.map_err(|e| {
@@ -321,12 +347,14 @@ impl PartitionShared {
                     if b.header.max_timestamp < ts || b.header.is_control() {
                         continue;
                     }
-                    for r in b.records() {
-                        let r = r.map_err(|e| LogError::Corrupted {
-                            segment: seg.path.clone(),
-                            offset: b.header.base_offset,
-                            reason: e.to_string(),
-                        })?;
+                    let corrupt = |e: BatchError| LogError::Corrupted {
+                        segment: seg.path.clone(),
+                        offset: b.header.base_offset,
+                        reason: e.to_string(),
+                    };
+                    let records = b.inflate().map_err(corrupt)?;
+                    for r in records.iter() {
+                        let r = r.map_err(corrupt)?;
                         if r.offset >= at && r.timestamp >= ts {
                             return Ok(Some(r.offset));
                         }

@@ -298,6 +298,9 @@ pub fn rebuild_with(batch: &BatchView<'_>, keep: &[RecordView<'_>]) -> Vec<u8> {
     out[POS_BATCH_LENGTH..POS_BATCH_LENGTH + 4]
         .copy_from_slice(&((len - LOG_OVERHEAD) as i32).to_be_bytes());
     out[POS_RECORD_COUNT..POS_RECORD_COUNT + 4].copy_from_slice(&(keep.len() as i32).to_be_bytes());
+    // The kept records are written uncompressed, whatever the original batch used.
+    let attributes = i16::from_be_bytes([out[POS_ATTRIBUTES], out[POS_ATTRIBUTES + 1]]) & !0x07;
+    out[POS_ATTRIBUTES..POS_ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     let crc = compute_crc(&out);
     out[POS_CRC..POS_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     out

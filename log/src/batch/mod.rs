@@ -24,11 +24,14 @@
 //! Invariant: `baseOffset`, `batchLength` and `partitionLeaderEpoch` lie outside the CRC, so the
 //! log can assign offsets to a producer-built batch by patching 8 bytes without re-checksumming.
 
+pub mod codec;
 mod encode;
 mod varint;
 
 pub use encode::{rebuild_with, BatchBuilder, EncodedBatch, ProducerFields};
 pub use varint::{put_varint, varint_len};
+
+use std::borrow::Cow;
 
 use crate::record::RecordView;
 use crate::types::{Offset, Timestamp};
@@ -96,9 +99,17 @@ pub enum BatchError {
         /// CRC of the bytes.
         computed: u32,
     },
-    /// Compressed batches are not decoded yet.
-    #[error("compressed batch (codec {0}) cannot be decoded by this version")]
+    /// A compression codec Kafka does not define (attribute bits 0–2 above 4).
+    #[error("unknown compression codec {0}")]
     Compressed(i16),
+    /// A compressed records section does not decompress.
+    #[error("compressed records (codec {codec}) do not decompress: {reason}")]
+    Codec {
+        /// The codec id.
+        codec: i16,
+        /// What went wrong.
+        reason: String,
+    },
     /// A record or header does not fit the declared sizes.
     #[error("malformed record: {0}")]
     Malformed(&'static str),
@@ -267,24 +278,35 @@ impl<'a> BatchView<'a> {
         Ok(())
     }
 
-    /// Iterates the records.
+    /// Iterates the records of an uncompressed batch; a compressed one yields one error
+    /// (use [`BatchView::inflate`], which handles both).
     pub fn records(&self) -> RecordIter<'a> {
         RecordIter {
             header: self.header,
             buf: &self.bytes[HEADER_LEN..],
             pos: 0,
             remaining: self.header.record_count.max(0) as usize,
-            failed: self.header.compression() != 0,
+            failed: self.header.compression() != codec::CODEC_NONE,
         }
+    }
+
+    /// The records section, decompressed if the batch is compressed (borrowed otherwise).
+    pub fn inflate(&self) -> Result<Records<'a>, BatchError> {
+        let section = &self.bytes[HEADER_LEN..];
+        let data = match self.header.compression() {
+            codec::CODEC_NONE => Cow::Borrowed(section),
+            c => Cow::Owned(codec::decompress(c, section)?),
+        };
+        Ok(Records {
+            header: self.header,
+            data,
+        })
     }
 
     /// Checks CRC, compression and that every record decodes and fits the header; returns the
     /// record count. Used on batches that come from outside the log.
     pub fn validate(&self) -> Result<usize, BatchError> {
         self.verify_crc()?;
-        if self.header.compression() != 0 {
-            return Err(BatchError::Compressed(self.header.compression()));
-        }
         if self.header.record_count < 1 || self.header.last_offset_delta < 0 {
             return Err(BatchError::Malformed(
                 "a batch needs at least one record and lastOffsetDelta >= 0",
@@ -292,7 +314,8 @@ impl<'a> BatchView<'a> {
         }
         let mut count = 0usize;
         let mut last_delta = -1i64;
-        let mut iter = self.records();
+        let records = self.inflate()?;
+        let mut iter = records.iter();
         for rec in iter.by_ref() {
             let rec = rec?;
             if !self.header.is_log_append_time() && rec.timestamp > self.header.max_timestamp {
@@ -316,6 +339,29 @@ impl<'a> BatchView<'a> {
     }
 }
 
+/// A batch's records section, decompressed when the batch was compressed: iterate it with
+/// [`Records::iter`]. Record views borrow from it.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    header: BatchHeader,
+    data: Cow<'a, [u8]>,
+}
+
+impl Records<'_> {
+    /// An owned copy (borrowed sections are copied; decompressed ones moved).
+    pub fn into_owned(self) -> Records<'static> {
+        Records {
+            header: self.header,
+            data: Cow::Owned(self.data.into_owned()),
+        }
+    }
+
+    /// Iterates the records.
+    pub fn iter(&self) -> RecordIter<'_> {
+        RecordIter::over(self.header, &self.data)
+    }
+}
+
 /// Iterator over a batch's records.
 #[derive(Debug)]
 pub struct RecordIter<'a> {
@@ -327,6 +373,17 @@ pub struct RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
+    /// Records of `header`'s batch in an (uncompressed) records section.
+    pub(crate) fn over(header: BatchHeader, buf: &'a [u8]) -> RecordIter<'a> {
+        RecordIter {
+            header,
+            buf,
+            pos: 0,
+            remaining: header.record_count.max(0) as usize,
+            failed: false,
+        }
+    }
+
     fn decode_one(&mut self) -> Result<RecordView<'a>, BatchError> {
         let len = get_varint32(self.buf, &mut self.pos)?;
         let end = usize::try_from(len)
