@@ -700,6 +700,15 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Deletes some committed offsets of a group (Kafka's OffsetDelete); refused while the
+    /// group has live members, which may be consuming those partitions.
+    pub fn delete_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<()> {
+        let mut st = self.lock();
+        self.require_empty(&st, group)?;
+        let log = self.inner.log.clone();
+        st.offsets.delete_offsets(&log, group, partitions)
+    }
+
     /// Sets a group's committed offsets for a topic (every partition); refused while the group
     /// has live members. `to` is `earliest`, `latest`, `offset:N` or `timestamp:MS`.
     pub fn reset_offsets(&self, group: &str, topic: &str, to: &str) -> Result<Vec<(u32, Offset)>> {

@@ -202,6 +202,31 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Durably deletes some of a group's offsets (tombstones); unknown ones are ignored.
+    pub fn delete_offsets(
+        &mut self,
+        log: &Log,
+        group: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<()> {
+        let Some(g) = self.groups.get_mut(group) else {
+            return Err(CoordError::UnknownGroup(group.to_string()));
+        };
+        let records: Vec<Record> = partitions
+            .iter()
+            .filter(|tp| g.contains_key(*tp))
+            .map(|(t, p)| Record::tombstone(Bytes::from(encode_key(group, t, *p))))
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        log.append(OFFSETS_TOPIC, Self::partition_of(group), &records)?;
+        for tp in partitions {
+            g.remove(tp);
+        }
+        Ok(())
+    }
+
     /// A group's committed offsets.
     pub fn group(&self, group: &str) -> Option<&BTreeMap<TopicPartition, CommittedOffset>> {
         self.groups.get(group)

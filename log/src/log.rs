@@ -32,6 +32,7 @@ use crate::record::Record;
 use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
 use crate::types::{Offset, PartitionId, Timestamp};
 
+mod admin;
 mod maintenance;
 
 /// Producer ids reserved per write of `producer-ids`: one fsync per this many producers.

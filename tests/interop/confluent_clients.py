@@ -7,7 +7,8 @@ import sys
 import time
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                  NewPartitions, NewTopic, ResourceType)
 
 BOOTSTRAP = sys.argv[1]
 MESSAGES = 100_000
@@ -183,6 +184,46 @@ def consume_transform_produce():
     check(committed[0].offset == 30, f"the group's committed offset is {committed[0].offset}")
 
 
+def administration():
+    """AdminClient: configs, partitions, delete-records, cluster, groups, topic deletion."""
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    create(admin, "admin-t", 2)
+    res = ConfigResource(ResourceType.TOPIC, "admin-t")
+    configs = admin.describe_configs([res])[res].result(10)
+    check(configs["retention.ms"].value == "604800000", f"default retention {configs['retention.ms']}")
+    change = ConfigResource(ResourceType.TOPIC, "admin-t", incremental_configs=[
+        ConfigEntry("retention.ms", "60000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([change])[change].result(10)
+    configs = admin.describe_configs([res])[res].result(10)
+    check(configs["retention.ms"].value == "60000", "retention.ms altered")
+    bad = ConfigResource(ResourceType.TOPIC, "admin-t", incremental_configs=[
+        ConfigEntry("segment.bytes", "1", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        admin.incremental_alter_configs([bad])[bad].result(10)
+        check(False, "an invalid config value was accepted")
+    except KafkaException as e:
+        check(e.args[0].code() == KafkaError.INVALID_CONFIG, f"invalid config error: {e}")
+    admin.create_partitions([NewPartitions("admin-t", 4)])["admin-t"].result(10)
+    md = admin.list_topics("admin-t", timeout=10)
+    check(len(md.topics["admin-t"].partitions) == 4, "grown to 4 partitions")
+    p = Producer({"bootstrap.servers": BOOTSTRAP})
+    for i in range(10):
+        p.produce("admin-t", value=f"v{i}", partition=3)
+    check(p.flush(10) == 0, "flushed")
+    deleted = admin.delete_records([TopicPartition("admin-t", 3, 6)])
+    low = list(deleted.values())[0].result(10)
+    check(low.low_watermark == 6, f"delete_records low watermark {low.low_watermark}")
+    cluster = admin.describe_cluster().result(10)
+    check(len(cluster.nodes) == 1 and cluster.cluster_id, f"cluster {cluster}")
+    groups = admin.list_consumer_groups().result(10)
+    names = {g.group_id for g in groups.valid}
+    check("interop-group" in names, f"groups listed: {names}")
+    described = admin.describe_consumer_groups(["interop-group"])["interop-group"].result(10)
+    check(described.group_id == "interop-group", f"group described: {described}")
+    admin.delete_topics(["admin-t"])["admin-t"].result(10)
+    check("admin-t" not in admin.list_topics(timeout=10).topics, "topic deleted")
+
+
 def main():
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
     create(admin, "interop-events", 6)
@@ -191,6 +232,7 @@ def main():
     consume_group("interop-events", "interop-group")
     transactions("interop-txn")
     consume_transform_produce()
+    administration()
     print("confluent-kafka: ok")
 
 

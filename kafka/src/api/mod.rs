@@ -9,6 +9,7 @@
 //! submitted to the log inside `dispatch`, in request order, which keeps an idempotent
 //! producer's pipelined batches in sequence.
 
+mod admin;
 mod fetch;
 mod groups;
 mod metadata;
@@ -54,6 +55,13 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// A decoded request header with what the response needs.
@@ -107,6 +115,13 @@ pub(crate) fn name_of(api: ApiKey) -> &'static str {
         ApiKey::EndTxn => "EndTxn",
         ApiKey::TxnOffsetCommit => "TxnOffsetCommit",
         ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeCluster => "DescribeCluster",
         _ => "an unsupported API",
     }
 }
@@ -207,6 +222,13 @@ fn route(broker: &Arc<Broker>, h: &Head, body: &mut Bytes) -> Result<Reply, Conn
         ApiKey::AddOffsetsToTxn => txn::add_offsets(b, h, decode(h, body)?),
         ApiKey::TxnOffsetCommit => txn::txn_offset_commit(b, h, decode(h, body)?),
         ApiKey::EndTxn => txn::end_txn(b, h, decode(h, body)?),
+        ApiKey::DescribeConfigs => admin::describe_configs(b, h, decode(h, body)?),
+        ApiKey::AlterConfigs => admin::alter_configs(b, h, decode(h, body)?),
+        ApiKey::IncrementalAlterConfigs => admin::incremental_alter_configs(b, h, decode(h, body)?),
+        ApiKey::CreatePartitions => admin::create_partitions(b, h, decode(h, body)?),
+        ApiKey::DeleteRecords => admin::delete_records(b, h, decode(h, body)?),
+        ApiKey::OffsetDelete => admin::offset_delete(b, h, decode(h, body)?),
+        ApiKey::DescribeCluster => admin::describe_cluster(b, h, decode(h, body)?),
         _ => Err(ConnError::UnsupportedVersion {
             api: name_of(h.api),
             version: h.version,

@@ -313,3 +313,51 @@ fn dropping_the_log_shuts_it_down_at_once_even_with_the_cleaner_running() -> any
     assert_eq!(values(&log, "t", 0), vec!["a"]);
     Ok(())
 }
+
+#[test]
+fn a_live_topic_changes_config_and_grows_without_losing_records() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = crate::common::open(dir.path());
+    log.create_topic("grow", 2, Default::default())?;
+    log.append(
+        "grow",
+        weir_log::PartitionId(1),
+        &[weir_log::Record::value("before")],
+    )?;
+    log.alter_topic_config("grow", crate::common::cfg(&["retention.ms=60000"]))?;
+    let described = log.describe_topic("grow")?;
+    assert!(described
+        .config
+        .iter()
+        .any(|(k, v, set)| k == "retention.ms" && v == "60000" && *set));
+    assert!(log
+        .alter_topic_config("grow", crate::common::cfg(&["segment.bytes=1"]))
+        .is_err());
+    log.create_partitions("grow", 5)?;
+    assert_eq!(log.partition_count("grow")?, 5);
+    assert!(
+        log.create_partitions("grow", 3).is_err(),
+        "partitions only grow"
+    );
+    log.append(
+        "grow",
+        weir_log::PartitionId(4),
+        &[weir_log::Record::value("new")],
+    )?;
+    log.append(
+        "grow",
+        weir_log::PartitionId(1),
+        &[weir_log::Record::value("after")],
+    )?;
+    drop(log);
+    let log = crate::common::open(dir.path());
+    assert_eq!(log.partition_count("grow")?, 5);
+    assert_eq!(log.latest_offset("grow", weir_log::PartitionId(1))?.0, 2);
+    assert_eq!(log.latest_offset("grow", weir_log::PartitionId(4))?.0, 1);
+    assert!(log
+        .describe_topic("grow")?
+        .config
+        .iter()
+        .any(|(k, v, _)| k == "retention.ms" && v == "60000"));
+    Ok(())
+}
