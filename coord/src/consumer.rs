@@ -19,6 +19,9 @@ use weir_log::{Header, Isolation, Log, Offset, PartitionId, Timestamp};
 use crate::assignor::{Assignor, Subscriptions};
 use crate::error::{CoordError, Result};
 use crate::group::{GroupCoordinator, JoinRequest};
+use crate::protocol::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+};
 
 /// What to do for a partition without a committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,38 +112,6 @@ struct MemberState {
     member_id: Option<String>,
     generation: i32,
     needs_rejoin: bool,
-}
-
-/// Encodes a subscription (the member metadata of the `consumer` protocol).
-pub fn encode_subscription(topics: &[String]) -> Vec<u8> {
-    topics.join("\n").into_bytes()
-}
-
-fn decode_subscription(b: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(b)
-        .lines()
-        .map(str::to_string)
-        .filter(|t| !t.is_empty())
-        .collect()
-}
-
-/// Encodes an assignment.
-pub fn encode_assignment(tps: &[(String, u32)]) -> Vec<u8> {
-    tps.iter()
-        .map(|(t, p)| format!("{t}\t{p}\n"))
-        .collect::<String>()
-        .into_bytes()
-}
-
-/// Decodes an assignment (also what `weir group describe` shows).
-pub fn decode_assignment(b: &[u8]) -> Vec<(String, u32)> {
-    String::from_utf8_lossy(b)
-        .lines()
-        .filter_map(|l| {
-            let (t, p) = l.split_once('\t')?;
-            Some((t.to_string(), p.parse().ok()?))
-        })
-        .collect()
 }
 
 /// An embedded group consumer.
@@ -406,7 +377,7 @@ impl Consumer {
             }
             Err(e) => return Err(e),
         };
-        self.assignment = decode_assignment(&mine);
+        self.assignment = decode_assignment(&mine)?;
         let committed = self.coord.committed(&self.config.group);
         for tp in &self.assignment {
             let pid = PartitionId(tp.1);
@@ -443,8 +414,8 @@ impl Consumer {
         })?;
         let subs: Subscriptions = members
             .iter()
-            .map(|(id, meta)| (id.clone(), decode_subscription(meta)))
-            .collect();
+            .map(|(id, meta)| Ok((id.clone(), decode_subscription(meta)?)))
+            .collect::<Result<_>>()?;
         let mut partitions = BTreeMap::new();
         for topics in subs.values() {
             for t in topics {

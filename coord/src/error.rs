@@ -54,6 +54,14 @@ pub enum CoordError {
         /// Partition.
         partition: u32,
     },
+    /// Consumer-protocol bytes (a subscription or an assignment) that do not decode.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// An argument is invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),

@@ -627,22 +627,21 @@ impl GroupCoordinator {
     }
 
     /// Per partition of the topics the group committed to (plus `topics`): committed offset,
-    /// log end and lag.
-    pub fn lag(
-        &self,
-        group: &str,
-        topics: &[String],
-        decode_owner: impl Fn(&[u8]) -> Vec<(String, u32)>,
-    ) -> Result<Vec<PartitionLag>> {
+    /// log end, lag, and the owning member (read from the consumer-protocol assignments; a
+    /// member whose assignment does not decode owns nothing here, with a warning).
+    pub fn lag(&self, group: &str, topics: &[String]) -> Result<Vec<PartitionLag>> {
         let committed = self.committed(group);
-        let owners: HashMap<(String, u32), String> = match self.describe_group(group) {
-            Ok(d) => d
-                .members
-                .iter()
-                .flat_map(|(id, _, a)| decode_owner(a).into_iter().map(move |tp| (tp, id.clone())))
-                .collect(),
-            Err(_) => HashMap::new(),
-        };
+        let mut owners: HashMap<(String, u32), String> = HashMap::new();
+        if let Ok(d) = self.describe_group(group) {
+            for (id, _, a) in &d.members {
+                match crate::protocol::decode_assignment(a) {
+                    Ok(tps) => owners.extend(tps.into_iter().map(|tp| (tp, id.clone()))),
+                    Err(e) => {
+                        tracing::warn!(group, member = %id, error = %e, "cannot read a member's assignment")
+                    }
+                }
+            }
+        }
         let mut names: Vec<String> = committed
             .keys()
             .map(|(t, _)| t.clone())

@@ -38,17 +38,18 @@ mod error;
 mod group;
 pub mod offsets;
 mod producer;
+mod protocol;
 mod ticker;
 mod txn;
 
 pub use assignor::{Assignment, Assignor, Subscriptions};
-pub use consumer::{
-    decode_assignment, encode_assignment, encode_subscription, Consumer, ConsumerConfig,
-    ConsumerRecord, OffsetReset, RebalanceListener,
-};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener};
 pub use error::{CoordError, Result};
 pub use group::{
     GroupCoordinator, GroupDescription, GroupState, JoinRequest, JoinResponse, PartitionLag,
 };
 pub use producer::TransactionalProducer;
+pub use protocol::{
+    decode_assignment, decode_subscription, encode_assignment, encode_subscription,
+};
 pub use txn::{start, TransactionCoordinator, TxnMeta, TxnState, TXN_STATE_TOPIC};

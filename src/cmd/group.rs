@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use weir_coord::{decode_assignment, Consumer, ConsumerConfig, GroupCoordinator, OffsetReset};
+use weir_coord::{Consumer, ConsumerConfig, GroupCoordinator, OffsetReset};
 use weir_log::{Isolation, PartitionId};
 
 use crate::cli::{ConsumeArgs, GroupCmd};
@@ -68,7 +68,7 @@ fn describe(coord: &GroupCoordinator, group: &str) -> Result<()> {
         "{:<24} {:>9}  {:<24} {:>12} {:>12} {:>10}",
         "TOPIC", "PARTITION", "MEMBER", "COMMITTED", "LOG-END", "LAG"
     );
-    for l in coord.lag(group, &[], decode_assignment)? {
+    for l in coord.lag(group, &[])? {
         println!(
             "{:<24} {:>9}  {:<24} {:>12} {:>12} {:>10}",
             l.topic,

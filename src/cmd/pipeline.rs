@@ -237,7 +237,7 @@ fn describe(dir: &Path, app: &str) -> Result<()> {
         "\n{:<32} {:>9} {:>12} {:>12} {:>10}",
         "INPUT", "PARTITION", "COMMITTED", "LOG-END", "LAG"
     );
-    for l in groups.lag(app, &[], weir_coord::decode_assignment)? {
+    for l in groups.lag(app, &[])? {
         println!(
             "{:<32} {:>9} {:>12} {:>12} {:>10}",
             l.topic,
