@@ -51,3 +51,16 @@ if ! "$venv/bin/python" -c "import confluent_kafka, kafka" 2>/dev/null; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12"
 fi
+
+# kafkajs (pure JavaScript, its own protocol code) for the Node interop test, in a directory of
+# our own under the cache (never a global install), pinned like the Python clients. The test
+# finds it as "$WEIR_CACHE/node/node_modules/kafkajs".
+command -v npm >/dev/null || apt_install nodejs npm
+node_dir="$WEIR_CACHE/node"
+kafkajs_version=2.2.4
+installed=$(node -p 'require(process.argv[1]).version' "$node_dir/node_modules/kafkajs/package.json" 2>/dev/null || true)
+if [ "$installed" != "$kafkajs_version" ]; then
+  echo "setup: installing kafkajs $kafkajs_version into $node_dir" >&2
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --save-exact "kafkajs@$kafkajs_version" >/dev/null
+fi

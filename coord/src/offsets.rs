@@ -153,6 +153,19 @@ impl OffsetStore {
         weir_log::partitioner::partition_for_key(group.as_bytes(), OFFSETS_PARTITIONS)
     }
 
+    /// The records that commit `offsets` for `group`.
+    pub fn records(group: &str, offsets: &[(TopicPartition, CommittedOffset)]) -> Vec<Record> {
+        offsets
+            .iter()
+            .map(|((t, p), c)| {
+                Record::keyed(
+                    Bytes::from(encode_key(group, t, *p)),
+                    Bytes::from(encode_value(c)),
+                )
+            })
+            .collect()
+    }
+
     /// Durably commits offsets (one append), then records them.
     pub fn commit(
         &mut self,
@@ -163,15 +176,7 @@ impl OffsetStore {
         if offsets.is_empty() {
             return Ok(());
         }
-        let records: Vec<Record> = offsets
-            .iter()
-            .map(|((t, p), c)| {
-                Record::keyed(
-                    Bytes::from(encode_key(group, t, *p)),
-                    Bytes::from(encode_value(c)),
-                )
-            })
-            .collect();
+        let records = Self::records(group, offsets);
         log.append(OFFSETS_TOPIC, Self::partition_of(group), &records)?;
         let g = self.groups.entry(group.to_string()).or_default();
         for (tp, c) in offsets {

@@ -1,6 +1,8 @@
 //! One client connection: read request frames, dispatch them in order, and write responses
-//! in request order (Kafka's per-connection ordering rule) while up to
-//! [`IN_FLIGHT_REQUESTS_MAX`] requests wait for their results.
+//! in request order (Kafka's per-connection ordering rule). Produce and Fetch requests
+//! pipeline, up to [`IN_FLIGHT_REQUESTS_MAX`] waiting for their results; every other request
+//! waits for the ones before it and holds back the ones after it, so its effects (a commit, a
+//! join, a transaction marker) happen in request order, as in Kafka.
 //!
 //! Concurrency state, and why it exists:
 //! - `in_flight` ([`FuturesOrdered`]): responses still being produced (an fsync, a long poll, a
@@ -70,39 +72,59 @@ async fn run(
     let (mut rd, mut wr) = stream.into_split();
     let mut frames = FrameReader::default();
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut reading = !*shutdown.borrow();
-    // The first error that ends reading; reported after in-flight responses are written.
+    // A frame read but held back until the requests before it are done.
+    let mut held: Option<Bytes> = None;
+    // A request that must complete before the next one starts is in flight.
+    let mut barrier = false;
+    // The client closed its side; buffered frames are still answered.
+    let mut eof = false;
+    // Shutdown or an unanswerable frame: nothing more is dispatched.
+    let mut stopped = *shutdown.borrow();
+    // The first error that stopped dispatching; reported after in-flight responses are written.
     let mut failure: Option<ConnError> = None;
     loop {
-        // Dispatch every complete frame already buffered, up to the in-flight cap.
-        while reading && in_flight.len() < IN_FLIGHT_REQUESTS_MAX {
-            match frames.try_frame() {
-                Ok(Some(frame)) => {
-                    // Frames are at least a header long (FrameReader checks), so the key is there.
-                    let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
-                    let started = Instant::now();
-                    match dispatch(broker, frame) {
-                        Ok(reply) => push(&mut in_flight, reply, broker, api, started),
-                        Err(e) => {
-                            if let Some(api) = api {
-                                broker.metrics.error(api);
-                            }
-                            failure = Some(e);
-                            reading = false;
-                        }
+        if in_flight.is_empty() {
+            barrier = false;
+        }
+        while !stopped && !barrier && in_flight.len() < IN_FLIGHT_REQUESTS_MAX {
+            let frame = match held.take() {
+                Some(f) => f,
+                None => match frames.try_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        failure = Some(e);
+                        stopped = true;
+                        break;
                     }
-                }
-                Ok(None) => break,
+                },
+            };
+            // Frames are at least a header long (FrameReader checks), so the key is there.
+            let api = ApiKey::try_from(i16::from_be_bytes([frame[0], frame[1]])).ok();
+            let ordered = is_ordered(api);
+            if ordered && !in_flight.is_empty() {
+                held = Some(frame);
+                break;
+            }
+            let started = Instant::now();
+            match dispatch(broker, frame) {
+                Ok(reply) => push(&mut in_flight, reply, broker, api, started),
                 Err(e) => {
+                    if let Some(api) = api {
+                        broker.metrics.error(api);
+                    }
                     failure = Some(e);
-                    reading = false;
+                    stopped = true;
                 }
             }
+            barrier = ordered;
         }
-        if !reading && in_flight.is_empty() {
+        let pending_input = held.is_some() || (!eof && !stopped);
+        if in_flight.is_empty() && (stopped || !pending_input) {
             break;
         }
-        let can_read = reading && in_flight.len() < IN_FLIGHT_REQUESTS_MAX;
+        let can_read =
+            !eof && !stopped && held.is_none() && in_flight.len() < IN_FLIGHT_REQUESTS_MAX;
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(frame) = done? {
@@ -114,11 +136,11 @@ async fn run(
                     if frames.has_partial() {
                         tracing::debug!("client closed the connection in the middle of a frame");
                     }
-                    reading = false;
+                    eof = true;
                 }
             }
-            _ = shutdown.changed(), if reading => {
-                reading = false;
+            _ = shutdown.changed(), if !stopped => {
+                stopped = true;
             }
         }
     }
@@ -127,6 +149,14 @@ async fn run(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Whether a request must see every earlier request of its connection done, and be done
+/// before any later one starts: Kafka applies a connection's requests strictly in order.
+/// Produce and Fetch alone pipeline (appends are submitted in request order inside
+/// `dispatch`, so an idempotent producer's batches keep their sequence).
+fn is_ordered(api: Option<ApiKey>) -> bool {
+    !matches!(api, Some(ApiKey::Produce | ApiKey::Fetch))
 }
 
 /// Queues a reply's frame in request order, timing the request until its response exists.

@@ -1,6 +1,8 @@
 //! Real Kafka clients against a `weir serve` process on a free loopback port: kcat (Debian's,
-//! librdkafka 2.0.2) and confluent-kafka (PyPI, librdkafka inside). `scripts/setup.sh`
-//! installs them; a missing client fails the test with the command that installs it.
+//! librdkafka 2.0.2), confluent-kafka (PyPI, librdkafka inside), kafka-python (PyPI, pure
+//! Python) and kafkajs (npm, pure JavaScript), plus the confluent-kafka snippets of the seed
+//! texts run as written. `scripts/setup.sh` installs them; a missing client fails the test with
+//! the command that installs it. The client scripts are in `tests/interop/`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -88,18 +90,84 @@ fn tool(name: &str) -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("`{name}` is not installed; run `bash scripts/setup.sh`"))
 }
 
-fn venv_python() -> anyhow::Result<PathBuf> {
-    let cache = std::env::var_os("WEIR_CACHE")
+/// Where `scripts/setup.sh` puts the clients: `$WEIR_CACHE`, else `~/.cache/weir`.
+fn weir_cache() -> anyhow::Result<PathBuf> {
+    std::env::var_os("WEIR_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/weir")))
-        .ok_or_else(|| anyhow::anyhow!("neither WEIR_CACHE nor HOME is set"))?;
-    let python = cache.join("venv/bin/python");
+        .ok_or_else(|| anyhow::anyhow!("neither WEIR_CACHE nor HOME is set"))
+}
+
+fn venv_python() -> anyhow::Result<PathBuf> {
+    let python = weir_cache()?.join("venv/bin/python");
     anyhow::ensure!(
         python.is_file(),
         "{} is missing; run `bash scripts/setup.sh`",
         python.display()
     );
     Ok(python)
+}
+
+/// The `node_modules` directory holding kafkajs, for `NODE_PATH`.
+fn kafkajs_modules() -> anyhow::Result<PathBuf> {
+    let modules = weir_cache()?.join("node/node_modules");
+    let package = modules.join("kafkajs/package.json");
+    anyhow::ensure!(
+        package.is_file(),
+        "{} is missing; run `bash scripts/setup.sh`",
+        package.display()
+    );
+    Ok(modules)
+}
+
+/// A client script that has not finished by then is killed and the test fails.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Runs `CLIENT tests/interop/SCRIPT BOOTSTRAP` against a fresh `weir serve`: the script must
+/// exit 0 having printed the line `ok`, and the server must then stop cleanly. On failure the
+/// error carries the script's stdout and stderr.
+fn run_interop_script(mut client: Command, script: &str, ok: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let logs = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop")
+        .join(script);
+    let (stdout, stderr) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = client
+        .arg(&script)
+        .arg(&server.addr)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout)?)
+        .stderr(std::fs::File::create(&stderr)?)
+        .spawn()?;
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stopped = server.stop();
+    let out = String::from_utf8_lossy(&std::fs::read(stdout)?).into_owned();
+    let err = String::from_utf8_lossy(&std::fs::read(stderr)?).into_owned();
+    let Some(status) = status else {
+        anyhow::bail!(
+            "{} did not finish in {SCRIPT_TIMEOUT:?}:\n{out}\n{err}",
+            script.display()
+        );
+    };
+    anyhow::ensure!(
+        status.success() && out.lines().any(|l| l == ok),
+        "{} failed ({status}):\n{out}\n{err}",
+        script.display()
+    );
+    stopped
 }
 
 fn output(cmd: &mut Command) -> anyhow::Result<String> {
@@ -231,22 +299,28 @@ fn kcat_produces_keyed_lines_and_consumes_them_where_kafka_would_put_them() -> a
 
 #[test]
 fn confluent_kafka_producer_group_and_transactions_work_unmodified() -> anyhow::Result<()> {
-    let python = venv_python()?;
-    let dir = tempfile::tempdir()?;
-    let server = Served::start(dir.path())?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/confluent_clients.py");
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(&server.addr)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()?;
-    server.stop()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "confluent-kafka script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    let mut python = Command::new(venv_python()?);
+    python.env("PYTHONUNBUFFERED", "1");
+    run_interop_script(python, "confluent_clients.py", "confluent-kafka: ok")
+}
+
+#[test]
+fn kafka_python_admin_producer_offsets_for_times_and_group_work() -> anyhow::Result<()> {
+    let mut python = Command::new(venv_python()?);
+    python.env("PYTHONUNBUFFERED", "1");
+    run_interop_script(python, "kafka_python_clients.py", "kafka-python: ok")
+}
+
+#[test]
+fn kafkajs_producer_and_consumer_group_work_unmodified() -> anyhow::Result<()> {
+    let mut node = Command::new(tool("node")?);
+    node.env("NODE_PATH", kafkajs_modules()?);
+    run_interop_script(node, "kafkajs_clients.js", "kafkajs: ok")
+}
+
+#[test]
+fn seed_texts_confluent_kafka_snippets_run_as_written() -> anyhow::Result<()> {
+    let mut python = Command::new(venv_python()?);
+    python.env("PYTHONUNBUFFERED", "1");
+    run_interop_script(python, "seed_snippets.py", "seed snippets: ok")
 }

@@ -27,7 +27,7 @@ use kafka_protocol::ResponseError;
 use weir_coord::{CoordError, GroupState, JoinRequest};
 use weir_log::Offset;
 
-use super::{later, respond, s, Head, Reply};
+use super::{awaited, later, respond, s, Head, Reply};
 use crate::broker::{Broker, NODE_ID};
 use crate::error::{coord_code, ConnError};
 
@@ -56,7 +56,7 @@ pub(crate) fn join_group(
     let b = b.clone();
     let version = h.version;
     let client_id = h.client_id.clone();
-    Ok(later(h, move || {
+    Ok(awaited(h, async move {
         let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
         // v0 has no rebalance timeout; Kafka uses the session timeout there.
         let rebalance = if version >= 1 {
@@ -82,7 +82,8 @@ pub(crate) fn join_group(
                 .map(|p| (p.name.to_string(), p.metadata.to_vec()))
                 .collect(),
         };
-        let result = b.groups.join_group(join);
+        // Waits for the other members without a thread: the group's event wakes it.
+        let result = b.groups.join_group_async(join).await;
         let error = code(&result);
         match result {
             Ok(r) => {
@@ -119,18 +120,21 @@ pub(crate) fn sync_group(
 ) -> Result<Reply, ConnError> {
     let b = b.clone();
     let version = h.version;
-    Ok(later(h, move || {
+    Ok(awaited(h, async move {
         let assignments = req
             .assignments
             .iter()
             .map(|a| (a.member_id.to_string(), a.assignment.to_vec()))
             .collect();
-        let result = b.groups.sync_group(
-            &req.group_id,
-            req.generation_id,
-            &req.member_id,
-            Some(assignments),
-        );
+        let result = b
+            .groups
+            .sync_group_async(
+                &req.group_id,
+                req.generation_id,
+                &req.member_id,
+                Some(assignments),
+            )
+            .await;
         let mut r = SyncGroupResponse::default().with_error_code(code(&result));
         if version >= 5 {
             r = r

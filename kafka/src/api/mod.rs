@@ -268,6 +268,20 @@ pub(crate) fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// Awaits a handler's future (a coordinator wait that needs no thread), then encodes its
+/// response.
+pub(crate) fn awaited<R, F>(h: &Head, work: F) -> Reply
+where
+    R: Encodable + Send + 'static,
+    F: std::future::Future<Output = R> + Send + 'static,
+{
+    let h = h.clone();
+    Reply::Later(Box::pin(async move {
+        let body = work.await;
+        respond(&h, &body).map(Some)
+    }))
+}
+
 /// Runs blocking coordinator or disk work off the async workers, then encodes its response.
 pub(crate) fn later<R, F>(h: &Head, work: F) -> Reply
 where

@@ -143,16 +143,23 @@ pub(crate) fn txn_offset_commit(
                 })
             })
             .collect();
+        // KIP-447: a consumer's generation travels with its offsets (v3+), so a zombie
+        // member's transactional commit is refused like a plain one.
+        let member =
+            b.groups
+                .check_member_generation(&req.group_id, &req.member_id, req.generation_id);
         // Sequence -1: offsets written by the coordinator on the producer's behalf are
         // outside the producer's own sequence numbers (the log checks only the epoch).
-        let result = b.txns.send_offsets(
-            &req.transactional_id,
-            req.producer_id.0,
-            req.producer_epoch,
-            -1,
-            &req.group_id,
-            &offsets,
-        );
+        let result = member.and_then(|()| {
+            b.txns.send_offsets(
+                &req.transactional_id,
+                req.producer_id.0,
+                req.producer_epoch,
+                -1,
+                &req.group_id,
+                &offsets,
+            )
+        });
         let error = code(&result);
         let topics = req
             .topics

@@ -170,3 +170,43 @@ fn a_long_poll_fetch_wakes_when_a_record_arrives() -> anyhow::Result<()> {
     assert!(started.elapsed() < Duration::from_secs(5));
     Ok(())
 }
+
+#[test]
+fn pipelined_commits_on_one_connection_apply_in_request_order() -> anyhow::Result<()> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use std::io::Write;
+    let server = TestServer::start()?;
+    server.log.create_topic("c", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let group = GroupId(kafka_protocol::protocol::StrBytes::from_static_str(
+        "ordered",
+    ));
+    // Twenty commits sent back to back, as librdkafka's asynchronous commits are.
+    let mut frames = Vec::new();
+    for i in 1..=20 {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic("c"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(i)])]);
+        frames.extend_from_slice(&crate::client::encode_request(&req, 7, 1000 + i as i32)?);
+    }
+    c.stream.write_all(&frames)?;
+    for _ in 0..20 {
+        c.read_frame()?;
+    }
+    let fetch = OffsetFetchRequest::default()
+        .with_group_id(group)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic("c"))
+            .with_partition_indexes(vec![0])]));
+    let r = c.call(&fetch, 7)?;
+    assert_eq!(r.topics[0].partitions[0].committed_offset, 20);
+    Ok(())
+}
