@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use crate::util::{run, weir};
 
 /// A `weir serve` child process; SIGTERM and a wait on drop.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    addr: String,
+    pub(crate) addr: String,
     http: String,
 }
 
 impl Served {
-    fn start(dir: &Path) -> anyhow::Result<Served> {
+    pub(crate) fn start(dir: &Path) -> anyhow::Result<Served> {
         let child = weir(dir)
             .args([
                 "serve",
@@ -35,7 +35,11 @@ impl Served {
         while Instant::now() < deadline {
             if let Ok(raw) = std::fs::read(&info) {
                 let v: serde_json::Value = serde_json::from_slice(&raw)?;
-                if let (Some(addr), Some(http)) = (v["kafka"].as_str(), v["http"].as_str()) {
+                // A `serve.json` left by a killed server names another pid: wait for ours.
+                let ours = v["pid"].as_u64() == Some(u64::from(child.id()));
+                if let (true, Some(addr), Some(http)) =
+                    (ours, v["kafka"].as_str(), v["http"].as_str())
+                {
                     return Ok(Served {
                         child,
                         addr: addr.to_string(),
@@ -58,6 +62,13 @@ impl Served {
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
         let status = head.lines().next().unwrap_or_default().to_string();
         Ok((status, body.to_string()))
+    }
+
+    /// SIGKILL, as a crash: nothing is flushed or closed.
+    pub(crate) fn kill_9(mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Graceful stop: SIGTERM, then wait; the exit status must be success.
@@ -98,7 +109,7 @@ fn weir_cache() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("neither WEIR_CACHE nor HOME is set"))
 }
 
-fn venv_python() -> anyhow::Result<PathBuf> {
+pub(crate) fn venv_python() -> anyhow::Result<PathBuf> {
     let python = weir_cache()?.join("venv/bin/python");
     anyhow::ensure!(
         python.is_file(),

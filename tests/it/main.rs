@@ -4,6 +4,7 @@
 mod cli;
 mod crash;
 mod engine_crash;
+mod kafka_crash;
 mod kafka_interop;
 mod util;
 mod window_crash;
