@@ -344,6 +344,7 @@ impl Consumer {
                 group: self.config.group.clone(),
                 member_id: member_id.clone(),
                 client_id: self.config.client_id.clone(),
+                client_host: String::new(),
                 session_timeout: self.config.session_timeout,
                 rebalance_timeout: self.config.rebalance_timeout,
                 protocol_type: "consumer".into(),

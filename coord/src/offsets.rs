@@ -100,6 +100,9 @@ pub fn decode_value(b: &[u8]) -> Option<CommittedOffset> {
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     groups: HashMap<String, BTreeMap<TopicPartition, CommittedOffset>>,
+    /// The latest persisted membership value of each group (see `group/stored.rs`), handed
+    /// to the group coordinator once at start.
+    group_metadata: HashMap<String, Vec<u8>>,
 }
 
 impl OffsetStore {
@@ -123,8 +126,16 @@ impl OffsetStore {
                         offset: r.offset.0,
                         reason: reason.into(),
                     };
+                    let key = r.key.unwrap_or_default();
+                    if let Some(group) = crate::group::stored_group_key(key) {
+                        match r.value {
+                            Some(v) => drop(store.group_metadata.insert(group, v.to_vec())),
+                            None => drop(store.group_metadata.remove(&group)),
+                        }
+                        return Ok(());
+                    }
                     let (group, topic, partition) =
-                        decode_key(r.key.unwrap_or_default()).ok_or_else(|| bad("bad key"))?;
+                        decode_key(key).ok_or_else(|| bad("bad key"))?;
                     match r.value {
                         None => {
                             if let Some(g) = store.groups.get_mut(&group) {
@@ -151,6 +162,11 @@ impl OffsetStore {
     /// The partition of the offsets topic a group's commits go to.
     pub fn partition_of(group: &str) -> PartitionId {
         weir_log::partitioner::partition_for_key(group.as_bytes(), OFFSETS_PARTITIONS)
+    }
+
+    /// The persisted membership values read at open (each group's latest), once.
+    pub(crate) fn take_group_metadata(&mut self) -> HashMap<String, Vec<u8>> {
+        std::mem::take(&mut self.group_metadata)
     }
 
     /// The records that commit `offsets` for `group`.

@@ -45,6 +45,7 @@ fn join_as_owner(
             group: app.to_string(),
             member_id: member_id.clone(),
             client_id: format!("weir-pipeline pid {}", std::process::id()),
+            client_host: String::new(),
             session_timeout: SESSION_TIMEOUT,
             rebalance_timeout: SESSION_TIMEOUT,
             protocol_type: "consumer".into(),

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
     metrics
         .connections_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    match run(stream, &broker, &mut shutdown).await {
+    match run(stream, peer, &broker, &mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
         Err(ConnError::Io(e)) => tracing::debug!(%peer, error = %e, "connection lost"),
         Err(e) => {
@@ -66,6 +66,7 @@ pub(crate) async fn serve(
 
 async fn run(
     stream: TcpStream,
+    peer: SocketAddr,
     broker: &Arc<Broker>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnError> {
@@ -107,7 +108,7 @@ async fn run(
                 break;
             }
             let started = Instant::now();
-            match dispatch(broker, frame) {
+            match dispatch(broker, frame, peer) {
                 Ok(reply) => push(&mut in_flight, reply, broker, api, started),
                 Err(e) => {
                     if let Some(api) = api {

@@ -64,11 +64,31 @@ fn describe(coord: &GroupCoordinator, group: &str) -> Result<()> {
         d.generation,
         d.members.len()
     );
+    if !d.members.is_empty() {
+        println!("{:<40} {:<24} {:<16}", "MEMBER", "CLIENT-ID", "HOST");
+        for m in &d.members {
+            let host = if m.client_host.is_empty() {
+                "-"
+            } else {
+                &m.client_host
+            };
+            println!("{:<40} {:<24} {:<16}", m.member_id, m.client_id, host);
+        }
+    }
     println!(
         "{:<24} {:>9}  {:<24} {:>12} {:>12} {:>10}",
         "TOPIC", "PARTITION", "MEMBER", "COMMITTED", "LOG-END", "LAG"
     );
-    for l in coord.lag(group, &[])? {
+    // The partitions the members subscribed to count even before their first commit.
+    let mut subscribed: Vec<String> = d
+        .members
+        .iter()
+        .filter_map(|m| weir_coord::decode_subscription(&m.metadata).ok())
+        .flatten()
+        .collect();
+    subscribed.sort();
+    subscribed.dedup();
+    for l in coord.lag(group, &subscribed)? {
         println!(
             "{:<24} {:>9}  {:<24} {:>12} {:>12} {:>10}",
             l.topic,

@@ -335,3 +335,57 @@ fn seed_texts_confluent_kafka_snippets_run_as_written() -> anyhow::Result<()> {
     python.env("PYTHONUNBUFFERED", "1");
     run_interop_script(python, "seed_snippets.py", "seed snippets: ok")
 }
+
+#[test]
+fn weir_group_describe_in_another_terminal_shows_a_live_kafka_member() -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let python = venv_python()?;
+    let dir = tempfile::tempdir()?;
+    let created = run(
+        dir.path(),
+        &["topic", "create", "held", "--partitions", "2"],
+        "",
+    );
+    anyhow::ensure!(created.status.success(), "topic create failed");
+    let server = Served::start(dir.path())?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/hold_group.py");
+    let mut holder = Command::new(python)
+        .arg(&script)
+        .args([server.addr.as_str(), "held", "live", "20"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let out = holder
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("stdout"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line)?;
+    anyhow::ensure!(line.trim() == "assigned 2", "holder said {line:?}");
+    // Another process, read-only beside the server: the persisted membership.
+    let described = run(dir.path(), &["group", "describe", "live"], "");
+    let text = String::from_utf8_lossy(&described.stdout).into_owned();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    server.stop()?;
+    anyhow::ensure!(
+        described.status.success(),
+        "describe failed: {}",
+        String::from_utf8_lossy(&described.stderr)
+    );
+    assert!(
+        text.contains("state Stable") && text.contains("members 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("holder") && text.contains("/127.0.0.1"),
+        "{text}"
+    );
+    // Both partitions are owned by the member (read from its Kafka-format assignment).
+    let owned = text
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some("held") && l.contains("holder-"))
+        .count();
+    assert_eq!(owned, 2, "{text}");
+    Ok(())
+}

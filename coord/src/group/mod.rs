@@ -23,6 +23,7 @@
 //! owned twice within a generation. Committed offsets go through [`OffsetStore`].
 
 mod state;
+mod stored;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +70,8 @@ pub struct JoinRequest {
     pub member_id: Option<String>,
     /// Free-form client name (shown by describe).
     pub client_id: String,
+    /// Where the member connects from (`/IP`, as Kafka shows it); empty for embedded members.
+    pub client_host: String,
     /// A member that does not heartbeat for this long is removed.
     pub session_timeout: Duration,
     /// How long a rebalance waits for members to rejoin.
@@ -103,10 +106,45 @@ pub struct GroupDescription {
     pub state: GroupState,
     /// Generation.
     pub generation: i32,
+    /// The members' protocol type (`consumer` for consumers).
+    pub protocol_type: Option<String>,
     /// Chosen protocol.
     pub protocol: Option<String>,
-    /// (member id, client id, assignment bytes).
-    pub members: Vec<(String, String, Vec<u8>)>,
+    /// Members in id order.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A member as `describe` shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    /// Member id.
+    pub member_id: String,
+    /// Client name.
+    pub client_id: String,
+    /// Where it connects from.
+    pub client_host: String,
+    /// Its metadata for the group's protocol (a subscription for consumers), as it sent it.
+    pub metadata: Vec<u8>,
+    /// Its assignment in this generation, as the leader sent it (empty before the sync).
+    pub assignment: Vec<u8>,
+}
+
+/// The group of a `__consumer_offsets` key that holds group metadata.
+pub(crate) fn stored_group_key(key: &[u8]) -> Option<String> {
+    stored::decode_key(key)
+}
+
+/// Persists a group's membership without waiting for its fsync (it is advisory: describe
+/// from other processes, and members' continuity across a restart). Nothing on a read-only
+/// view.
+fn persist(log: &Log, name: &str, g: &Group) {
+    if log.is_read_only() {
+        return;
+    }
+    let record = weir_log::Record::keyed(stored::encode_key(name), stored::encode_value(g));
+    if let Err(e) = log.submit(OFFSETS_TOPIC, OffsetStore::partition_of(name), &[record]) {
+        tracing::warn!(group = name, error = %e, "cannot persist group metadata");
+    }
 }
 
 /// Lag of one partition for a group.
@@ -138,6 +176,14 @@ struct Slot {
 }
 
 impl Slot {
+    fn new(group: Group) -> Slot {
+        Slot {
+            group: Mutex::new(group),
+            changed: Event::new(),
+            commits: Mutex::new(()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Group> {
         self.group.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -217,10 +263,23 @@ impl Drop for JoinGuard<'_> {
 impl GroupCoordinator {
     /// Starts a coordinator over `log`, loading committed offsets from `__consumer_offsets`.
     pub fn start(log: &Log) -> Result<GroupCoordinator> {
-        let offsets = OffsetStore::open(log)?;
+        let mut offsets = OffsetStore::open(log)?;
+        let now = log.now();
+        let mut slots = HashMap::new();
+        for (name, value) in offsets.take_group_metadata() {
+            match stored::decode_value(&value, now) {
+                Some(g) if g.state != GroupState::Dead => {
+                    slots.insert(name, Arc::new(Slot::new(g)));
+                }
+                Some(_) => {}
+                None => {
+                    tracing::warn!(group = %name, "ignoring unreadable persisted group metadata")
+                }
+            }
+        }
         let inner = Arc::new(Inner {
             log: log.clone(),
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(slots),
             offsets: Mutex::new(offsets),
             next_member: AtomicU64::new(0),
         });
@@ -364,6 +423,7 @@ impl GroupCoordinator {
             .entry(member_id.clone())
             .or_insert_with(|| Member {
                 client_id: req.client_id.clone(),
+                client_host: req.client_host.clone(),
                 session_timeout_ms: 0,
                 rebalance_timeout_ms: 0,
                 protocols: Vec::new(),
@@ -386,6 +446,7 @@ impl GroupCoordinator {
         }
         let start_generation = g.generation;
         g.try_complete_join(now);
+        persist(&self.inner.log, &req.group, &g);
         drop(g);
         slot.changed.notify(usize::MAX);
         Ok(PendingJoin {
@@ -504,6 +565,7 @@ impl GroupCoordinator {
                 }
                 g.state = GroupState::Stable;
                 assigned = true;
+                persist(&self.inner.log, group, &g);
             }
         }
         drop(g);
@@ -552,6 +614,7 @@ impl GroupCoordinator {
         let mut g = slot.lock();
         check_member(group, &mut g, member_id)?;
         g.remove_member(member_id, now);
+        persist(&self.inner.log, group, &g);
         drop(g);
         slot.changed.notify(usize::MAX);
         Ok(())
@@ -682,6 +745,7 @@ impl GroupCoordinator {
                     group: group.to_string(),
                     state: GroupState::Empty,
                     generation: 0,
+                    protocol_type: None,
                     protocol: None,
                     members: Vec::new(),
                 })
@@ -690,22 +754,29 @@ impl GroupCoordinator {
             };
         };
         let g = slot.lock();
+        let protocol = g.protocol.clone();
         Ok(GroupDescription {
             group: group.to_string(),
             state: g.state,
             generation: g.generation,
-            protocol: g.protocol.clone(),
+            protocol_type: g.protocol_type.clone(),
             members: g
                 .members
                 .iter()
-                .map(|(id, m)| {
-                    (
-                        id.clone(),
-                        m.client_id.clone(),
-                        m.assignment.clone().unwrap_or_default(),
-                    )
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(name, _)| Some(name) == protocol.as_ref())
+                        .map(|(_, meta)| meta.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone().unwrap_or_default(),
                 })
                 .collect(),
+            protocol,
         })
     }
 
@@ -716,11 +787,11 @@ impl GroupCoordinator {
         let committed = self.committed(group);
         let mut owners: HashMap<(String, u32), String> = HashMap::new();
         if let Ok(d) = self.describe_group(group) {
-            for (id, _, a) in &d.members {
-                match crate::protocol::decode_assignment(a) {
-                    Ok(tps) => owners.extend(tps.into_iter().map(|tp| (tp, id.clone()))),
+            for m in &d.members {
+                match crate::protocol::decode_assignment(&m.assignment) {
+                    Ok(tps) => owners.extend(tps.into_iter().map(|tp| (tp, m.member_id.clone()))),
                     Err(e) => {
-                        tracing::warn!(group, member = %id, error = %e, "cannot read a member's assignment")
+                        tracing::warn!(group, member = %m.member_id, error = %e, "cannot read a member's assignment")
                     }
                 }
             }
@@ -786,6 +857,13 @@ impl GroupCoordinator {
             if let Some(g) = g {
                 g.state = GroupState::Dead;
             }
+            // The membership record goes too (a tombstone, as Kafka writes).
+            let tombstone = weir_log::Record::tombstone(stored::encode_key(group));
+            log.append(
+                OFFSETS_TOPIC,
+                OffsetStore::partition_of(group),
+                &[tombstone],
+            )?;
             Ok(())
         })
     }
@@ -874,6 +952,9 @@ fn reap(inner: &Inner) {
             changed = true;
         }
         changed |= g.try_complete_join(now);
+        if changed {
+            persist(&inner.log, &id, &g);
+        }
         drop(g);
         if changed {
             slot.changed.notify(usize::MAX);

@@ -12,6 +12,8 @@ use super::GroupState;
 #[derive(Debug)]
 pub(super) struct Member {
     pub(super) client_id: String,
+    /// Where the member connects from (`/IP` as Kafka shows it; empty when embedded).
+    pub(super) client_host: String,
     pub(super) session_timeout_ms: i64,
     pub(super) rebalance_timeout_ms: i64,
     /// (protocol name, metadata) as the member sent them, preferred first.

@@ -60,7 +60,7 @@ fn metrics_count_every_operator_and_the_pipeline_is_a_group_member() -> anyhow::
     let d = groups.describe_group("metered")?;
     assert_eq!(d.state, GroupState::Stable);
     assert_eq!(d.members.len(), 1);
-    let mut owned = weir_coord::decode_assignment(&d.members[0].2)?;
+    let mut owned = weir_coord::decode_assignment(&d.members[0].assignment)?;
     owned.sort();
     assert_eq!(
         owned,

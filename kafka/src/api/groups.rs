@@ -56,6 +56,7 @@ pub(crate) fn join_group(
     let b = b.clone();
     let version = h.version;
     let client_id = h.client_id.clone();
+    let client_host = h.client_host.clone();
     Ok(awaited(h, async move {
         let session = Duration::from_millis(req.session_timeout_ms.max(0) as u64);
         // v0 has no rebalance timeout; Kafka uses the session timeout there.
@@ -73,6 +74,7 @@ pub(crate) fn join_group(
             } else {
                 client_id
             },
+            client_host,
             session_timeout: session,
             rebalance_timeout: rebalance,
             protocol_type: req.protocol_type.to_string(),
@@ -344,18 +346,19 @@ pub(crate) fn describe_groups(
                 let members = d
                     .members
                     .into_iter()
-                    .map(|(member, client, assignment)| {
+                    .map(|m| {
                         DescribedGroupMember::default()
-                            .with_member_id(s(member))
-                            .with_client_id(s(client))
-                            .with_client_host(s("/127.0.0.1"))
-                            .with_member_assignment(Bytes::from(assignment))
+                            .with_member_id(s(m.member_id))
+                            .with_client_id(s(m.client_id))
+                            .with_client_host(s(m.client_host))
+                            .with_member_metadata(Bytes::from(m.metadata))
+                            .with_member_assignment(Bytes::from(m.assignment))
                     })
                     .collect();
                 DescribedGroup::default()
                     .with_group_id(id)
                     .with_group_state(s(state_name(d.state)))
-                    .with_protocol_type(s("consumer"))
+                    .with_protocol_type(s(d.protocol_type.unwrap_or_default()))
                     .with_protocol_data(s(d.protocol.unwrap_or_default()))
                     .with_members(members)
             }

@@ -71,6 +71,8 @@ pub(crate) struct Head {
     pub(crate) version: i16,
     pub(crate) correlation_id: i32,
     pub(crate) client_id: String,
+    /// The client's address as Kafka shows it (`/IP`).
+    pub(crate) client_host: String,
 }
 
 /// A handler's outcome: a response frame now, one later, or none (`acks=0` produce).
@@ -166,7 +168,11 @@ pub(crate) fn respond<R: Encodable>(h: &Head, body: &R) -> Result<Bytes, ConnErr
 }
 
 /// Handles one request frame.
-pub(crate) fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, ConnError> {
+pub(crate) fn dispatch(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Reply, ConnError> {
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(key).map_err(|_| ConnError::UnknownApiKey(key))?;
@@ -183,6 +189,7 @@ pub(crate) fn dispatch(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Reply, 
         version,
         correlation_id: header.correlation_id,
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        client_host: format!("/{}", peer.ip()),
     };
     let in_range = supported(api).is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
     if !in_range {
