@@ -46,8 +46,8 @@ pub use assignor::{Assignment, Assignor, Subscriptions};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, RebalanceListener};
 pub use error::{CoordError, Result};
 pub use group::{
-    GroupCoordinator, GroupDescription, GroupState, JoinRequest, JoinResponse, MemberDescription,
-    PartitionLag,
+    reset_targets, GroupCoordinator, GroupDescription, GroupState, JoinRequest, JoinResponse,
+    MemberDescription, PartitionLag,
 };
 pub use producer::TransactionalProducer;
 pub use protocol::{

@@ -11,6 +11,7 @@
 //! - [`KafkaListener`]: the TCP listener; `serve` runs it inside your tokio runtime.
 //! - [`ServerHandle`]: the listener on a runtime of its own, for non-async applications.
 //! - [`ServeError`]: why the server could not start.
+//! - [`Client`]: a small blocking client, for the command line beside a running server.
 //!
 //! ```no_run
 //! use weir_kafka::{Broker, ServerConfig, ServerHandle};
@@ -29,6 +30,7 @@
 
 mod api;
 mod broker;
+pub mod client;
 mod conn;
 mod error;
 mod frame;
@@ -38,6 +40,7 @@ mod metrics;
 mod server;
 
 pub use broker::Broker;
+pub use client::{Client, ClientError};
 pub use error::ServeError;
 pub use http::{HTTP_CONNECTIONS_MAX, HTTP_REQUEST_BYTES_MAX};
 pub use server::{

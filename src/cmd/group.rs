@@ -39,12 +39,32 @@ pub fn run(dir: &Path, cmd: GroupCmd) -> Result<()> {
                 _ => {}
             }
         }
+        GroupCmd::ResetOffsets { group, topic, to }
+            if super::remote::server_address(dir)?.is_some() =>
+        {
+            // Beside a server: compute the targets from a read-only view, commit through it.
+            let log = super::open_log_read_only(dir)?;
+            let targets = weir_coord::reset_targets(&log, &topic, &to)?;
+            let offsets: Vec<(u32, i64)> = targets.iter().map(|(p, o)| (*p, o.0)).collect();
+            if let Some(mut client) = super::remote::client(dir)? {
+                client.commit_offsets(&group, &topic, &offsets, &format!("reset to {to}"))?;
+            }
+            for (p, o) in targets {
+                println!("{topic}/{p} -> {o}");
+            }
+        }
         GroupCmd::ResetOffsets { group, topic, to } => {
             let log = super::open_log(dir, false)?;
             let coord = GroupCoordinator::start(&log)?;
             for (p, o) in coord.reset_offsets(&group, &topic, &to)? {
                 println!("{topic}/{p} -> {o}");
             }
+        }
+        GroupCmd::Delete { group } if super::remote::server_address(dir)?.is_some() => {
+            if let Some(mut client) = super::remote::client(dir)? {
+                client.delete_group(&group)?;
+            }
+            println!("deleted group `{group}`");
         }
         GroupCmd::Delete { group } => {
             let log = super::open_log(dir, false)?;
@@ -117,6 +137,12 @@ pub fn consume(dir: &Path, args: ConsumeArgs) -> Result<()> {
         bail!("--partition and --group do not go together: the group assigns partitions");
     }
     let format = Format::parse(args.format()).map_err(anyhow::Error::msg)?;
+    if let Some(addr) = super::remote::server_address(dir)? {
+        bail!(
+            "`weir serve` holds the data directory; consume as group `{group}` through it with a Kafka client, e.g. kcat -b {addr} -G {group} {}",
+            args.topic
+        );
+    }
     let log = super::open_log(dir, false)
         .context("consume --group commits offsets and needs the data directory")?;
     let partitions = log.partition_count(&args.topic)?;

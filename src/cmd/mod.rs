@@ -6,6 +6,7 @@ mod consume;
 mod group;
 mod pipeline;
 mod produce;
+mod remote;
 mod serve;
 mod topic;
 

@@ -8,6 +8,11 @@ use weir_log::TopicConfig;
 use crate::cli::TopicCmd;
 
 pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
+    if matches!(cmd, TopicCmd::Create { .. } | TopicCmd::Delete { .. }) {
+        if let Some(mut client) = super::remote::client(dir)? {
+            return remote(&mut client, cmd);
+        }
+    }
     // Listing and describing work alongside a writing process; changes need the lock.
     let read_only = matches!(cmd, TopicCmd::List | TopicCmd::Describe { .. });
     let log = if read_only {
@@ -65,6 +70,28 @@ pub fn run(dir: &Path, cmd: TopicCmd) -> Result<()> {
                 println!("nothing to compact: `{name}` holds no records");
             }
         }
+    }
+    Ok(())
+}
+
+/// Create and delete through a running `weir serve`.
+fn remote(client: &mut weir_kafka::Client, cmd: TopicCmd) -> Result<()> {
+    match cmd {
+        TopicCmd::Create {
+            name,
+            partitions,
+            config,
+        } => {
+            let overrides: Vec<(String, String)> =
+                TopicConfig::parse_pairs(&config)?.into_iter().collect();
+            client.create_topic(&name, partitions, &overrides)?;
+            println!("created topic `{name}` with {partitions} partition(s)");
+        }
+        TopicCmd::Delete { name } => {
+            client.delete_topic(&name)?;
+            println!("deleted topic `{name}`");
+        }
+        _ => {}
     }
     Ok(())
 }

@@ -389,3 +389,115 @@ fn weir_group_describe_in_another_terminal_shows_a_live_kafka_member() -> anyhow
     assert_eq!(owned, 2, "{text}");
     Ok(())
 }
+
+#[test]
+fn the_cli_writes_through_a_running_server_and_reads_beside_it() -> anyhow::Result<()> {
+    let kcat = tool("kcat")?;
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let d = dir.path();
+    let ok = |args: &[&str], stdin: &str| -> anyhow::Result<String> {
+        let o = run(d, args, stdin);
+        anyhow::ensure!(
+            o.status.success(),
+            "weir {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    ok(
+        &[
+            "topic",
+            "create",
+            "cli",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=60000",
+        ],
+        "",
+    )?;
+    let again = run(d, &["topic", "create", "cli"], "");
+    let err = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(
+        !again.status.success() && err.contains("TOPIC_ALREADY_EXISTS"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let acks = ok(
+        &["produce", "cli", "--key-separator", ":", "--print-acks"],
+        "a:1\nb:2\nc:3\na:4\n",
+    )?;
+    assert!(
+        acks.lines().all(|l| l.starts_with("ack p=")) && !acks.is_empty(),
+        "{acks}"
+    );
+    // Written through the wire, read back by kcat and by `weir consume` beside the server.
+    let by_kcat = output(Command::new(&kcat).args([
+        "-C",
+        "-b",
+        &server.addr,
+        "-t",
+        "cli",
+        "-e",
+        "-f",
+        "%k=%s\n",
+    ]))?;
+    let mut kv: Vec<&str> = by_kcat.lines().collect();
+    kv.sort();
+    assert_eq!(kv, ["a=1", "a=4", "b=2", "c=3"]);
+    let by_weir = ok(&["consume", "cli", "-f", "%k=%s\n"], "")?;
+    let mut kv2: Vec<&str> = by_weir.lines().collect();
+    kv2.sort();
+    assert_eq!(kv2, kv);
+    // Keys land where Kafka's partitioner puts them, whichever side wrote.
+    let mut kcat_p = Command::new(&kcat)
+        .args([
+            "-P",
+            "-b",
+            &server.addr,
+            "-t",
+            "cli",
+            "-K:",
+            "-X",
+            "partitioner=murmur2_random",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(
+        kcat_p
+            .stdin
+            .as_mut()
+            .ok_or_else(|| anyhow::anyhow!("stdin"))?,
+        b"a:5\n",
+    )?;
+    drop(kcat_p.stdin.take());
+    anyhow::ensure!(kcat_p.wait()?.success(), "kcat -P failed");
+    let a_partitions: std::collections::BTreeSet<String> =
+        ok(&["consume", "cli", "-f", "%k %p\n"], "")?
+            .lines()
+            .filter(|l| l.starts_with("a "))
+            .map(String::from)
+            .collect();
+    assert_eq!(a_partitions.len(), 1, "{a_partitions:?}");
+    ok(
+        &[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "cli",
+            "--to",
+            "latest",
+        ],
+        "",
+    )?;
+    let described = ok(&["group", "describe", "g"], "")?;
+    assert!(described.contains("cli"), "{described}");
+    ok(&["group", "delete", "g"], "")?;
+    ok(&["topic", "delete", "cli"], "")?;
+    let gone = run(d, &["topic", "describe", "cli"], "");
+    server.stop()?;
+    assert!(!gone.status.success());
+    Ok(())
+}

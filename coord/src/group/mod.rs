@@ -881,39 +881,7 @@ impl GroupCoordinator {
     /// has live members. `to` is `earliest`, `latest`, `offset:N` or `timestamp:MS`.
     pub fn reset_offsets(&self, group: &str, topic: &str, to: &str) -> Result<Vec<(u32, Offset)>> {
         let log = self.inner.log.clone();
-        let n = log.partition_count(topic)?;
-        let mut targets = Vec::new();
-        for p in 0..n {
-            let pid = PartitionId(p);
-            let o = match to {
-                "earliest" => log.earliest_offset(topic, pid)?,
-                "latest" => log.latest_offset(topic, pid)?,
-                s if s.starts_with("offset:") => {
-                    let v: i64 = s[7..]
-                        .parse()
-                        .map_err(|_| CoordError::Invalid(format!("`{s}`: expected offset:N")))?;
-                    Offset(v.clamp(
-                        log.earliest_offset(topic, pid)?.0,
-                        log.latest_offset(topic, pid)?.0,
-                    ))
-                }
-                s if s.starts_with("timestamp:") => {
-                    let v: i64 = s[10..].parse().map_err(|_| {
-                        CoordError::Invalid(format!("`{s}`: expected timestamp:MS"))
-                    })?;
-                    match log.offset_for_timestamp(topic, pid, Timestamp(v))? {
-                        Some(o) => o,
-                        None => log.latest_offset(topic, pid)?,
-                    }
-                }
-                s => {
-                    return Err(CoordError::Invalid(format!(
-                        "`{s}`: expected earliest, latest, offset:N or timestamp:MS"
-                    )))
-                }
-            };
-            targets.push((p, o));
-        }
+        let targets = reset_targets(&log, topic, to)?;
         let now = log.now();
         let entries: Vec<(TopicPartition, CommittedOffset)> = targets
             .iter()
@@ -931,6 +899,46 @@ impl GroupCoordinator {
         self.while_empty(group, |_| self.offsets().commit(&log, group, &entries))?;
         Ok(targets)
     }
+}
+
+/// The offset each partition of `topic` gets when a group is reset `to` `earliest`,
+/// `latest`, `offset:N` (clamped to the log) or `timestamp:MS`. Reads only, so a read-only
+/// view beside a server can compute what the CLI then commits through it.
+pub fn reset_targets(log: &Log, topic: &str, to: &str) -> Result<Vec<(u32, Offset)>> {
+    let n = log.partition_count(topic)?;
+    let mut targets = Vec::new();
+    for p in 0..n {
+        let pid = PartitionId(p);
+        let o = match to {
+            "earliest" => log.earliest_offset(topic, pid)?,
+            "latest" => log.latest_offset(topic, pid)?,
+            s if s.starts_with("offset:") => {
+                let v: i64 = s[7..]
+                    .parse()
+                    .map_err(|_| CoordError::Invalid(format!("`{s}`: expected offset:N")))?;
+                Offset(v.clamp(
+                    log.earliest_offset(topic, pid)?.0,
+                    log.latest_offset(topic, pid)?.0,
+                ))
+            }
+            s if s.starts_with("timestamp:") => {
+                let v: i64 = s[10..]
+                    .parse()
+                    .map_err(|_| CoordError::Invalid(format!("`{s}`: expected timestamp:MS")))?;
+                match log.offset_for_timestamp(topic, pid, Timestamp(v))? {
+                    Some(o) => o,
+                    None => log.latest_offset(topic, pid)?,
+                }
+            }
+            s => {
+                return Err(CoordError::Invalid(format!(
+                    "`{s}`: expected earliest, latest, offset:N or timestamp:MS"
+                )))
+            }
+        };
+        targets.push((p, o));
+    }
+    Ok(targets)
 }
 
 /// The reaper's tick: expires sessions and completes overdue rebalances, group by group.
