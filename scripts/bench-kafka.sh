@@ -3,7 +3,8 @@
 # and kcat): a fresh data directory and server, an 8-partition topic, then
 #   1. produce at the maximum rate (acks=all, idempotent, 100 B values) for each number of
 #      producer processes in PROCESSES, plus one run with a produce() call per message;
-#   2. produce paced at half the best rate: delivery latency p50/p99/p99.9;
+#   2. produce paced at half the best rate, and at LOW_RATE (default 100000 msg/s):
+#      delivery latency p50/p99/p99.9;
 #   3. consume through Fetch (confluent-kafka, then kcat as a C reference);
 #   4. if perf works, a call-graph profile of the server during a max-rate produce run and
 #      during a consume run, summarized by scripts/perf_summary.py.
@@ -13,8 +14,9 @@
 #
 # Knobs (environment): MESSAGES (per produce run, default 5000000), PROCESSES (producer
 # process counts to try, default "2 3 4"), CONSUME_PROCESSES (default "1 2"), PARTITIONS
-# (default 8), LATENCY_SECONDS (default 10), PERF (auto|0), SKIP_BUILD=1 (use the binary
-# already built), KEEP_DATA=1 (keep the data directory and server log).
+# (default 8), LATENCY_SECONDS (default 10), LOW_RATE (default 100000), PERF (auto|0),
+# SKIP_BUILD=1 (use the binary already built), KEEP_DATA=1 (keep the data directory and
+# server log).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -68,18 +70,34 @@ if [ "${PERF:-auto}" != 0 ] && command -v perf >/dev/null \
   && perf record -q -e cpu-clock -o /dev/null -- true >/dev/null 2>&1; then
   perf_ok=1
 fi
-# Profiles the server for $1 seconds after a 1.5 s start-up, in the background; then
-# `perf_report NAME US_PER_MSG` summarizes it.
+# `perf_start SECONDS NAME` profiles the server for SECONDS after a 1.5 s start-up, in the
+# background, and counts its syscalls, context switches and page faults meanwhile; then
+# `perf_report NAME` summarizes both for the run whose JSON is the last line of $results.
+perf_events=syscalls:sys_enter_fdatasync,syscalls:sys_enter_pwrite64,syscalls:sys_enter_pread64
+perf_events+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_futex
+perf_events+=,syscalls:sys_enter_epoll_wait,context-switches,page-faults
 perf_start() {
-  ( sleep 1.5; perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$server_pid" \
-      -o "$data.perf.$2" -- sleep "$1" >/dev/null 2>&1 ) &
+  ( sleep 1.5
+    perf stat -x, -e "$perf_events" -p "$server_pid" -o "$data.perf.$2.stat" -- sleep "$1" \
+      >/dev/null 2>&1 &
+    perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "$server_pid" \
+      -o "$data.perf.$2" -- sleep "$1" >/dev/null 2>&1
+    wait ) &
   perf_job=$!
+  perf_seconds=$1
 }
 perf_report() {
   wait "$perf_job" || true
+  local run rate
+  run="$(tail -n1 "$results")"
+  rate="$(field "$run" msg_per_s)"
   echo "== perf profile of the server: $1 (cpu-clock, dwarf call graphs)"
   perf script -i "$data.perf.$1" -F comm,tid,ip,sym 2>/dev/null \
-    | "$py" scripts/perf_summary.py --per-msg "$2"
+    | "$py" scripts/perf_summary.py --per-msg "$(field "$run" server_cpu_us_per_msg)"
+  echo "server events in the ${perf_seconds} s window (per 1000 messages at the run's $rate msg/s):"
+  awk -F, -v n="$(awk -v r="$rate" -v s="$perf_seconds" 'BEGIN { print r * s / 1000 }')" \
+    '$1 ~ /^[0-9]+$/ { sub(/^syscalls:sys_enter_/, "", $3); printf "  %-16s %9d  %8.2f\n", $3, $1, $1 / n }' \
+    "$data.perf.$1.stat"
 }
 
 "$py" scripts/kafka_load.py create-topic --bootstrap "$bootstrap" --topic bench-produce --partitions "$partitions"
@@ -104,6 +122,11 @@ echo "== 2. produce paced at half the best rate: $half msg/s for ${latency_secon
 load produce --api batch --topic bench-latency --messages $((half * latency_seconds)) \
   --processes "$best_p" --rate "$half"
 latency="$(tail -n1 "$results")"
+low_rate="${LOW_RATE:-100000}"
+echo "-- and at $low_rate msg/s, where the clients are far from using the cores up"
+load produce --api batch --topic bench-latency --messages $((low_rate * 5)) \
+  --processes "$best_p" --rate "$low_rate"
+latency_low="$(tail -n1 "$results")"
 
 echo
 consume_messages=$((messages * 2))
@@ -130,12 +153,12 @@ echo "$kcat_line"
 if [ "$perf_ok" = 1 ]; then
   echo
   echo "== 4. perf: the server during a max-rate produce run and a consume run (separate runs)"
-  perf_start 4 produce
+  perf_start 3 produce
   load produce --api batch --topic bench-produce --messages "$messages" --processes "$best_p"
-  perf_report produce "$(field "$(tail -n1 "$results")" server_cpu_us_per_msg)"
+  perf_report produce
   perf_start 3 consume
   load consume --topic bench-produce --messages "$consume_messages" --processes 1
-  perf_report consume "$(field "$(tail -n1 "$results")" server_cpu_us_per_msg)"
+  perf_report consume
 else
   echo
   echo "== 4. perf: not available here (install linux-perf and allow perf_event_open to profile)"
@@ -144,16 +167,17 @@ fi
 server_cpu1="$(cpu_seconds "$server_pid")"
 echo
 echo "== summary ($(nproc) cores; $(cut -d' ' -f1-3 /proc/loadavg) load average now)"
-"$py" - "$best" "$single" "$latency" "$best_consume" <<'EOF'
+"$py" - "$best" "$single" "$latency" "$latency_low" "$best_consume" <<'EOF'
 import json, sys
-best, single, lat, cons = (json.loads(a) for a in sys.argv[1:])
+best, single, lat, low, cons = (json.loads(a) for a in sys.argv[1:])
 def cpu(r):
     return (f"server {r['server_cpu_us_per_msg']:.3f} µs CPU/msg ({r['server_cores']:.2f} cores), "
             f"clients {r['client_cpu_us_per_msg']:.3f} µs/msg")
 print(f"produce, max:      {best['msg_per_s']:>10,} msg/s  {best['processes']} processes, produce_batch; {cpu(best)}")
 print(f"produce, max:      {single['msg_per_s']:>10,} msg/s  {single['processes']} processes, produce() per message; {cpu(single)}")
-print(f"produce latency at {lat['msg_per_s']:,} msg/s: p50 {lat['dr_p50_ms']} ms, p99 {lat['dr_p99_ms']} ms, "
-      f"p99.9 {lat['dr_p999_ms']} ms, max {lat['dr_max_ms']} ms; {cpu(lat)}")
+for r in (lat, low):
+    print(f"produce latency at {r['msg_per_s']:,} msg/s: p50 {r['dr_p50_ms']} ms, p99 {r['dr_p99_ms']} ms, "
+          f"p99.9 {r['dr_p999_ms']} ms, max {r['dr_max_ms']} ms; {cpu(r)}")
 print(f"consume:           {cons['msg_per_s']:>10,} msg/s  {cons['processes']} processes; {cpu(cons)}")
 EOF
 echo "$kcat_line"

@@ -217,13 +217,17 @@ def consumer_config(args):
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        # Big fetches: wait for 1 MB (or 100 ms), up to 50 MB a response, 10 MB a partition.
+        # Big fetches: wait for 1 MB (or 100 ms), up to 50 MB a response, 10 MB a partition;
+        # keep 100,000 messages a partition queued, and when a queue is full try again after
+        # 10 ms (librdkafka >= 2.4 waits fetch.queue.backoff.ms = 1 s by default: measured
+        # ~230,000 msg/s instead of ~1,000,000 for one consumer process).
         "fetch.min.bytes": 1_000_000,
         "fetch.wait.max.ms": 100,
         "fetch.max.bytes": 52_428_800,
         "max.partition.fetch.bytes": 10_485_760,
         "queued.min.messages": 100_000,
         "queued.max.messages.kbytes": 1_048_576,
+        "fetch.queue.backoff.ms": 10,
         "check.crcs": False,
         "enable.partition.eof": False,
     }

@@ -189,6 +189,11 @@ pub enum GroupCmd {
 pub enum PipelineCmd {
     /// Applications that have run in this data directory, running or not.
     List,
+    /// Stop a pipeline that `weir serve` runs (one `weir pipeline run` handed over).
+    Stop {
+        /// Application id.
+        app: String,
+    },
     /// An application's tasks, lag, commit rate, latencies, operators, dead-letter depth and
     /// state changelogs (live figures while it runs, its last ones after).
     Describe {

@@ -164,15 +164,7 @@ impl RunningPipeline {
             if started.is_none() && self.metrics.all_started() {
                 started = Some(Instant::now());
             }
-            let last = *self
-                .metrics
-                .last_progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            let idle = match started {
-                None => Duration::ZERO,
-                Some(s) => last.map_or(s.elapsed(), |l| l.elapsed().min(s.elapsed())),
-            };
+            let idle = started.map_or(Duration::ZERO, |s| self.quiet_since(s));
             if idle >= quiet {
                 return true;
             }
@@ -187,6 +179,23 @@ impl RunningPipeline {
     pub fn stop_when_idle(self, quiet: Duration, timeout: Duration) -> Result<()> {
         self.wait_until_idle(quiet, timeout);
         self.stop()
+    }
+
+    /// How long nothing has been processed, counting from no earlier than `since` (when the
+    /// caller first saw every task started: a slow start is not idleness).
+    pub fn quiet_since(&self, since: Instant) -> Duration {
+        let last = *self
+            .metrics
+            .last_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        last.map_or(since.elapsed(), |l| l.elapsed().min(since.elapsed()))
+    }
+
+    /// True once any task has stopped (it failed for good, or the pipeline was stopped):
+    /// `stop` then returns promptly with the first error.
+    pub fn is_finished(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
     }
 
     /// Waits until a task fails (or `stop` is called elsewhere); returns the first error.

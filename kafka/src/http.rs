@@ -1,7 +1,10 @@
-//! The HTTP listener: `GET /metrics` (Prometheus text format) and `GET /health`. A tiny
-//! HTTP/1.1 subset — one request per connection, headers capped at [`HTTP_REQUEST_BYTES_MAX`]
-//! — is all a scraper and a load balancer's health check need, without an HTTP stack.
+//! The HTTP listener: `GET /metrics` (Prometheus text format), `GET /health`, and whatever
+//! the embedding application adds through a [`Control`] handler (`weir serve` hosts
+//! pipelines there). A tiny HTTP/1.1 subset — one request per connection, the request capped
+//! at [`HTTP_REQUEST_BYTES_MAX`] with its body — is all a scraper, a health check and Weir's
+//! own CLI need, without an HTTP stack. [`request`] is the matching client.
 
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +14,26 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::broker::Broker;
 
-/// Longest request head accepted; scrapers send a few hundred bytes.
-pub const HTTP_REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// Longest request (head and body) accepted; scrapers send a few hundred bytes, the CLI's
+/// control requests a few kilobytes.
+pub const HTTP_REQUEST_BYTES_MAX: usize = 64 * 1024;
 /// Concurrent HTTP connections; more are closed at once.
 pub const HTTP_CONNECTIONS_MAX: usize = 64;
-/// A client that has not sent its request head by then is dropped.
+/// A client that has not sent its whole request by then is dropped.
 const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Extra endpoints on the HTTP listener, provided by the application that embeds the server.
+/// Called off the async workers, so it may block.
+pub trait Control: Send + Sync + std::fmt::Debug {
+    /// Answers `method path` with `body`: `Some((status, body))`, or `None` for not found.
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)>;
+}
 
 /// Serves until `shutdown` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
+    control: Option<Arc<dyn Control>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS_MAX));
@@ -30,9 +42,9 @@ pub(crate) async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let Ok(slot) = slots.clone().try_acquire_owned() else { continue };
-                let broker = broker.clone();
+                let (broker, control) = (broker.clone(), control.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(stream, &broker).await {
+                    if let Err(e) = answer(stream, &broker, control).await {
                         tracing::debug!(error = %e, "http request failed");
                     }
                     drop(slot);
@@ -43,50 +55,117 @@ pub(crate) async fn serve(
     }
 }
 
-async fn answer(mut stream: TcpStream, broker: &Arc<Broker>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
+/// The request's head and body, once whole (`Content-Length` bytes after the head).
+fn complete(buf: &[u8]) -> Option<(String, &[u8])> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    let body = buf.get(end + 4..end + 4 + length)?;
+    Some((head, body))
+}
+
+async fn answer(
+    mut stream: TcpStream,
+    broker: &Arc<Broker>,
+    control: Option<Arc<dyn Control>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
     let read = async {
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < HTTP_REQUEST_BYTES_MAX {
-            let n = stream.read(&mut buf).await?;
+        while complete(&buf).is_none() && buf.len() < HTTP_REQUEST_BYTES_MAX {
+            let n = stream.read(&mut chunk).await?;
             if n == 0 {
                 break;
             }
-            head.extend_from_slice(&buf[..n]);
+            buf.extend_from_slice(&chunk[..n]);
         }
         Ok::<_, std::io::Error>(())
     };
     if tokio::time::timeout(HTTP_READ_TIMEOUT, read).await.is_err() {
         return Ok(());
     }
-    let line = head.split(|b| *b == b'\r').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
+    let Some((head, body)) = complete(&buf) else {
+        return respond(&mut stream, 413, "request too large or incomplete\n".into()).await;
+    };
+    let line = head.lines().next().unwrap_or_default().to_string();
     let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let body = body.to_vec();
+    let (status, text) = match (method.as_str(), path.as_str()) {
         ("GET", "/metrics") => {
             let b = broker.clone();
             let text = tokio::task::spawn_blocking(move || crate::metrics::render(&b))
                 .await
                 .unwrap_or_default();
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
+            (200, text)
         }
-        ("GET", "/health") => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
-        ("GET", _) => (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "try /metrics or /health\n".to_string(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain; charset=utf-8",
-            "GET only\n".to_string(),
-        ),
+        ("GET", "/health") => (200, "ok\n".to_string()),
+        _ => {
+            let handled = match control {
+                Some(c) => tokio::task::spawn_blocking(move || c.handle(&method, &path, &body))
+                    .await
+                    .unwrap_or(Some((500, "control handler failed\n".into()))),
+                None => None,
+            };
+            handled.unwrap_or((404, "try GET /metrics or /health\n".to_string()))
+        }
+    };
+    respond(&mut stream, status, text).await
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        400 => "Bad Request",
+        404 => "Not Found",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        _ => "Error",
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, body: String) -> std::io::Result<()> {
+    let content_type = if body.starts_with('{') || body.starts_with('[') {
+        "application/json"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        reason(status),
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// A blocking HTTP request to a Weir HTTP listener: (status, body).
+pub fn request(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(HTTP_READ_TIMEOUT * 3))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.take(HTTP_REQUEST_BYTES_MAX as u64 * 16)
+        .read_to_end(&mut raw)?;
+    let raw = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw.as_str(), ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP response")
+        })?;
+    Ok((status, body.to_string()))
 }

@@ -42,7 +42,7 @@ mod server;
 pub use broker::Broker;
 pub use client::{Client, ClientError};
 pub use error::ServeError;
-pub use http::{HTTP_CONNECTIONS_MAX, HTTP_REQUEST_BYTES_MAX};
+pub use http::{request as http_request, Control, HTTP_CONNECTIONS_MAX, HTTP_REQUEST_BYTES_MAX};
 pub use server::{
     parse_host_port, KafkaListener, ServerConfig, ServerHandle, HTTP_LISTEN_FLAG, KAFKA_LISTEN_FLAG,
 };

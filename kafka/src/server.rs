@@ -127,6 +127,8 @@ pub fn parse_host_port(s: &str) -> Option<(String, i32)> {
 /// What to listen on.
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
+    /// Extra HTTP endpoints of the embedding application.
+    pub control: Option<Arc<dyn crate::http::Control>>,
     /// Kafka listener address, `None` for off.
     pub kafka_listen: Option<String>,
     /// Address advertised to Kafka clients; default: the bound one.
@@ -180,7 +182,12 @@ impl ServerHandle {
                     source,
                 })?;
             http_addr = Some(bound(&listener, HTTP_LISTEN_FLAG)?);
-            runtime.spawn(crate::http::serve(listener, broker.clone(), rx.clone()));
+            runtime.spawn(crate::http::serve(
+                listener,
+                broker.clone(),
+                config.control.clone(),
+                rx.clone(),
+            ));
         }
         Ok(ServerHandle {
             runtime: Some(runtime),

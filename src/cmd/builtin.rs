@@ -172,8 +172,34 @@ pub fn builtin(
     Ok(p.build()?)
 }
 
-/// `weir pipeline run`.
+/// A built-in pipeline ready to run: its topology, options and stop rule.
+pub struct Prepared {
+    pub app: String,
+    pub topology: weir_engine::Topology,
+    pub opts: RunOptions,
+    /// Stop after this long without input (`None`: run until stopped).
+    pub until_idle: Option<Duration>,
+}
+
+/// `weir pipeline run`: here, or handed to a running `weir serve`, which hosts it.
 pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
+    if let Some(http) = super::hosted::server_http(dir)? {
+        return super::hosted::hand_over(dir, &http, &cmd);
+    }
+    let p = prepare(dir, cmd)?;
+    let log = super::open_log(dir, true)?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let running = p.topology.run(&log, &groups, &txns, p.opts)?;
+    match p.until_idle {
+        Some(quiet) => running.stop_when_idle(quiet, Duration::from_secs(3600))?,
+        // Runs until killed, or until a task fails for good.
+        None => running.wait()?,
+    }
+    Ok(())
+}
+
+/// Validates a `pipeline run` command and builds its pipeline.
+pub fn prepare(dir: &Path, cmd: PipelineCmd) -> Result<Prepared> {
     let PipelineCmd::Run {
         name,
         app,
@@ -198,8 +224,6 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
         other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
     };
     let topology = builtin(&name, &app, &input, &output, &window)?;
-    let log = super::open_log(dir, true)?;
-    let (groups, txns) = weir_coord::start(&log)?;
     let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
     opts.commit_interval = Duration::from_millis(commit_ms.max(1));
     opts.on_error = on_error;
@@ -217,11 +241,10 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
             format!("--from `{ms}`: expected earliest, latest or a timestamp in ms")
         })?),
     };
-    let running = topology.run(&log, &groups, &txns, opts)?;
-    match until_idle_ms {
-        Some(ms) => running.stop_when_idle(Duration::from_millis(ms), Duration::from_secs(3600))?,
-        // Runs until killed, or until a task fails for good.
-        None => running.wait()?,
-    }
-    Ok(())
+    Ok(Prepared {
+        app,
+        topology,
+        opts,
+        until_idle: until_idle_ms.map(Duration::from_millis),
+    })
 }

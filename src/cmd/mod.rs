@@ -4,6 +4,7 @@ mod bench;
 mod builtin;
 mod consume;
 mod group;
+mod hosted;
 mod pipeline;
 mod produce;
 mod remote;

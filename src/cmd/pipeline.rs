@@ -18,6 +18,7 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
         PipelineCmd::Describe { app } => describe(dir, &app),
         PipelineCmd::Reset { app, state_dir } => reset(dir, &app, state_dir),
         run @ PipelineCmd::Run { .. } => super::builtin::run(dir, run),
+        PipelineCmd::Stop { app } => super::hosted::stop(dir, &app),
     }
 }
 

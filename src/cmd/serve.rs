@@ -34,8 +34,15 @@ fn listen_addr(value: &str) -> Option<String> {
 pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     let log = super::open_log(dir, true)?;
     let (groups, txns) = weir_coord::start(&log).context("cannot start the coordinators")?;
+    let host = std::sync::Arc::new(super::hosted::PipelineHost::new(
+        dir,
+        log.clone(),
+        groups.clone(),
+        txns.clone(),
+    ));
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
+        control: Some(host.clone()),
         kafka_listen: listen_addr(&args.kafka_listen),
         kafka_advertised: args.kafka_advertised.clone(),
         http_listen: listen_addr(&args.http_listen),
@@ -57,7 +64,8 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         dir.display()
     );
     let signal = server.wait_for_signal()?;
-    eprintln!("weir serve: {signal}: finishing in-flight requests");
+    eprintln!("weir serve: {signal}: stopping hosted pipelines, finishing in-flight requests");
+    host.stop_all();
     server.shutdown();
     let _ = std::fs::remove_file(&path);
     log.close();

@@ -501,3 +501,84 @@ fn the_cli_writes_through_a_running_server_and_reads_beside_it() -> anyhow::Resu
     assert!(!gone.status.success());
     Ok(())
 }
+
+#[test]
+fn pipeline_run_beside_a_server_is_handed_over_and_followed() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let server = Served::start(d)?;
+    let ok = |args: &[&str], stdin: &str| -> anyhow::Result<String> {
+        let o = run(d, args, stdin);
+        anyhow::ensure!(
+            o.status.success(),
+            "weir {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    ok(&["topic", "create", "words", "--partitions", "2"], "")?;
+    ok(&["topic", "create", "counts", "--partitions", "2"], "")?;
+    ok(&["topic", "create", "counts2", "--partitions", "2"], "")?;
+    ok(
+        &["produce", "words", "--key-separator", ":"],
+        "a:1\nb:1\na:1\na:1\n",
+    )?;
+    // Runs inside the server; the CLI follows it until it is idle and stops.
+    ok(
+        &[
+            "pipeline",
+            "run",
+            "keyed-count",
+            "--app",
+            "wc",
+            "--input",
+            "words",
+            "--output",
+            "counts",
+            "--until-idle-ms",
+            "500",
+        ],
+        "",
+    )?;
+    let counts = ok(&["consume", "counts", "-f", "%k=%s\n"], "")?;
+    let last: std::collections::BTreeMap<&str, &str> =
+        counts.lines().filter_map(|l| l.split_once('=')).collect();
+    assert_eq!(last.get("a"), Some(&"3"), "{counts}");
+    assert_eq!(last.get("b"), Some(&"1"), "{counts}");
+    // One without an idle stop runs until `weir pipeline stop`; its follower then ends too.
+    let mut follower = weir(d)
+        .args([
+            "pipeline",
+            "run",
+            "keyed-count",
+            "--app",
+            "wc2",
+            "--input",
+            "words",
+            "--output",
+            "counts2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = run(d, &["pipeline", "stop", "wc2"], "");
+        if o.status.success() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline stop never succeeded: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = follower.wait()?;
+    server.stop()?;
+    assert!(
+        status.success(),
+        "the follower ends when the pipeline stops"
+    );
+    Ok(())
+}

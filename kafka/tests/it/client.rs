@@ -28,6 +28,7 @@ impl TestServer {
             kafka_listen: Some("127.0.0.1:0".into()),
             kafka_advertised: None,
             http_listen: Some("127.0.0.1:0".into()),
+            control: None,
         };
         let handle = ServerHandle::start(broker, &config)?;
         let addr = handle
