@@ -171,6 +171,7 @@ pub(crate) fn render(b: &Broker) -> String {
         family(&mut out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
     }
+    render_fsync(b, &mut out);
     render_partitions(b, &mut out);
     render_groups(b, &mut out);
     out
@@ -242,6 +243,26 @@ fn render_apis(m: &Metrics, out: &mut String) {
             h.len()
         );
     }
+}
+
+fn render_fsync(b: &Broker, out: &mut String) {
+    let f = b.log.fsync_latency();
+    family(
+        out,
+        "weir_log_fsync_seconds",
+        "histogram",
+        "Duration of the fdatasync calls that acknowledge appends.",
+    );
+    for (le, n) in &f.buckets {
+        let _ = writeln!(out, "weir_log_fsync_seconds_bucket{{le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "weir_log_fsync_seconds_bucket{{le=\"+Inf\"}} {}",
+        f.count
+    );
+    let _ = writeln!(out, "weir_log_fsync_seconds_sum {}", f.sum_seconds);
+    let _ = writeln!(out, "weir_log_fsync_seconds_count {}", f.count);
 }
 
 fn render_partitions(b: &Broker, out: &mut String) {

@@ -31,6 +31,7 @@ mod cleaner;
 pub mod clock;
 pub mod config;
 mod error;
+mod fsync_stats;
 mod handles;
 mod index;
 #[allow(clippy::module_inception)]
@@ -53,6 +54,7 @@ pub use cleaner::CompactionStats;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, TimestampType, TopicConfig};
 pub use error::{LogError, Result};
+pub use fsync_stats::{FsyncLatency, FsyncStats};
 pub use log::{AppendListener, AppendTicket, Log, LogOptions, TopicDescription};
 pub use partition::{Fetch, Isolation, PartitionInfo};
 pub use producer::{Producer, ProducerOptions, Submitted};

@@ -93,6 +93,8 @@ struct Inner {
     read_only: bool,
     /// Producer ids handed out from a block persisted ahead of use (`producer-ids`).
     producer_ids: Mutex<(i64, i64)>,
+    /// Latency of the writers' acknowledging fsyncs, for metrics.
+    fsync: Arc<crate::fsync_stats::FsyncStats>,
 }
 
 /// The log. Cheap to clone; the last clone dropped shuts it down (writers drain and sync).
@@ -184,6 +186,7 @@ impl Log {
             _lock: lock,
             read_only,
             producer_ids: Mutex::new((0, 0)),
+            fsync: Arc::new(crate::fsync_stats::FsyncStats::default()),
         });
         let log = Log { inner };
         for name in storage
@@ -251,6 +254,7 @@ impl Log {
                 config: config.clone(),
                 queue_bytes: opts.append_queue_bytes,
                 appended: appended.clone(),
+                fsync: self.inner.fsync.clone(),
             };
             let dir = self.inner.dir.join("topics").join(name).join(p.to_string());
             partitions.push(if self.inner.read_only {
@@ -574,6 +578,11 @@ impl Log {
         let id = ids.0;
         ids.0 += 1;
         Ok((id, 0))
+    }
+
+    /// How long the log's acknowledging `fdatasync` calls have taken so far.
+    pub fn fsync_latency(&self) -> crate::fsync_stats::FsyncLatency {
+        self.inner.fsync.snapshot()
     }
 
     /// Now, by the log's clock.

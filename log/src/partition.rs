@@ -168,6 +168,8 @@ pub struct PartitionShared {
     pub(crate) poisoned: Mutex<Option<String>>,
     pub(crate) queue: AppendQueue,
     pub(crate) appended: Arc<Event>,
+    /// The log's fsync latency counters (shared by all its partitions).
+    pub(crate) fsync: Arc<crate::fsync_stats::FsyncStats>,
     /// Serialises retention and compaction on this partition (and refreshes of a read-only
     /// view).
     pub(crate) cleaner_lock: Mutex<()>,
@@ -533,6 +535,7 @@ pub(crate) struct PartitionEnv {
     pub config: Arc<TopicConfig>,
     pub queue_bytes: usize,
     pub appended: Arc<Event>,
+    pub fsync: Arc<crate::fsync_stats::FsyncStats>,
 }
 
 impl Partition {
@@ -549,6 +552,7 @@ impl Partition {
             config,
             queue_bytes,
             appended,
+            fsync,
         } = env;
         storage
             .create_dir_all(&dir)
@@ -589,6 +593,7 @@ impl Partition {
             poisoned: Mutex::new(None),
             queue: AppendQueue::new(queue_bytes),
             appended,
+            fsync,
             cleaner_lock: Mutex::new(()),
             read_only: false,
             seen_layout_epoch: Mutex::new(Vec::new()),
@@ -633,6 +638,7 @@ impl Partition {
             poisoned: Mutex::new(None),
             queue: AppendQueue::new(0),
             appended: env.appended,
+            fsync: env.fsync,
             cleaner_lock: Mutex::new(()),
             read_only: true,
             seen_layout_epoch: Mutex::new(Vec::new()),

@@ -151,10 +151,13 @@ fn run_syncer(shared: &PartitionShared, rx: &Receiver<SyncMsg>) {
                 (segment.clone(), *end_pos, *next_offset, *first_unstable);
             let outcome = match shared.poison_cause() {
                 Some(cause) => Err(cause),
-                None => segment
-                    .file
-                    .sync_data()
-                    .map_err(|e| format!("fdatasync of {} failed: {e}", segment.path.display())),
+                None => {
+                    let started = std::time::Instant::now();
+                    let synced = segment.file.sync_data();
+                    shared.fsync.record(started.elapsed());
+                    synced
+                        .map_err(|e| format!("fdatasync of {} failed: {e}", segment.path.display()))
+                }
             };
             match outcome {
                 Ok(()) => {

@@ -266,6 +266,7 @@ fn kcat_produces_keyed_lines_and_consumes_them_where_kafka_would_put_them() -> a
         "weir_log_end_offset{topic=\"keyed\",partition=\"0\"}",
         "weir_kafka_records_in_total{topic=\"made-by-kcat\",partition=\"0\"} 1",
         "weir_kafka_request_latency_seconds{api=\"Metadata\",quantile=\"0.99\"}",
+        "weir_log_fsync_seconds_count",
     ] {
         assert!(
             metrics.contains(needle),
