@@ -33,6 +33,7 @@ use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
 use crate::types::{Offset, PartitionId, Timestamp};
 
 mod admin;
+mod lookups;
 mod maintenance;
 
 /// Producer ids reserved per write of `producer-ids`: one fsync per this many producers.
@@ -580,11 +581,6 @@ impl Log {
         Ok((id, 0))
     }
 
-    /// How long the log's acknowledging `fdatasync` calls have taken so far.
-    pub fn fsync_latency(&self) -> crate::fsync_stats::FsyncLatency {
-        self.inner.fsync.snapshot()
-    }
-
     /// Now, by the log's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.options.clock.now()
@@ -681,14 +677,6 @@ impl Log {
             .read_isolated(offset, max_bytes, isolation)
     }
 
-    /// The last stable offset: the end of what `ReadCommitted` readers may see.
-    pub fn last_stable_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
-        Ok(self
-            .topic(topic)?
-            .partition(partition)?
-            .last_stable_offset())
-    }
-
     /// Writes a transaction marker (commit or abort) for `producer_id` to a partition: it ends
     /// the producer's open transaction there. Markers from an older epoch are fenced.
     pub fn write_marker(
@@ -757,38 +745,6 @@ impl Log {
             p.shared.refresh()?;
         }
         Ok(())
-    }
-
-    /// First offset still in the partition.
-    pub fn earliest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
-        Ok(Offset(
-            self.topic(topic)?
-                .partition(partition)?
-                .log_start
-                .load(Ordering::Acquire),
-        ))
-    }
-
-    /// End of the readable partition (the next offset a reader waits for).
-    pub fn latest_offset(&self, topic: &str, partition: PartitionId) -> Result<Offset> {
-        Ok(Offset(
-            self.topic(topic)?
-                .partition(partition)?
-                .high_watermark
-                .load(Ordering::Acquire),
-        ))
-    }
-
-    /// The first offset whose timestamp is >= `ts`; `None` if every record is older.
-    pub fn offset_for_timestamp(
-        &self,
-        topic: &str,
-        partition: PartitionId,
-        ts: Timestamp,
-    ) -> Result<Option<Offset>> {
-        self.topic(topic)?
-            .partition(partition)?
-            .offset_for_timestamp(ts)
     }
 
     /// Stops writers (each drains its queue and syncs) and the cleaner.
