@@ -88,7 +88,17 @@ fn kill_9_of_weir_serve_loses_no_acknowledged_write() -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        std::thread::sleep(Duration::from_millis(800 + rng.below(1200)));
+        // Under load (tests run in parallel) the client may take a while to start: the kill
+        // comes a random time after its first acknowledgement.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&ack_log).map_or(0, |m| m.len()) == 0 {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "cycle {cycle}: no acknowledgement in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
         server.kill_9()?;
         let _ = writer.kill();
         let _ = writer.wait();
