@@ -65,6 +65,22 @@ pub enum CoordError {
     /// An argument is invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A committed offset's metadata is longer than the limit.
+    #[error("offset metadata of {len} bytes is over the {max}-byte limit")]
+    MetadataTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A group id is empty or too long to store.
+    #[error("group id of {len} bytes: group ids are 1 to {max} bytes")]
+    InvalidGroupId {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A stored offset record could not be decoded.
     #[error("corrupted offset record in {topic}/{partition} at offset {offset}: {reason}")]
     CorruptedOffsetRecord {

@@ -19,6 +19,32 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_PARTITIONS: u32 = 8;
 const FORMAT_VERSION: u16 = 1;
 
+/// Longest metadata a committed offset may carry (Kafka's `offset.metadata.max.bytes`); the
+/// stored format gives strings a 16-bit length, so anything longer must be refused up front.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// Longest group id (and topic name: the log refuses longer ones) in a stored key.
+pub const GROUP_ID_MAX_BYTES: usize = 255;
+
+/// Refuses offsets whose group id or metadata the stored format cannot hold.
+pub fn check_storable(group: &str, offsets: &[(TopicPartition, Offset, String)]) -> Result<()> {
+    if group.is_empty() || group.len() > GROUP_ID_MAX_BYTES {
+        return Err(CoordError::InvalidGroupId {
+            len: group.len(),
+            max: GROUP_ID_MAX_BYTES,
+        });
+    }
+    if let Some((_, _, m)) = offsets
+        .iter()
+        .find(|(_, _, m)| m.len() > OFFSET_METADATA_MAX_BYTES)
+    {
+        return Err(CoordError::MetadataTooLarge {
+            len: m.len(),
+            max: OFFSET_METADATA_MAX_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedOffset {

@@ -442,6 +442,7 @@ impl TransactionCoordinator {
         group: &str,
         offsets: &[(TopicPartition, Offset, String)],
     ) -> Result<i32> {
+        crate::offsets::check_storable(group, offsets)?;
         let part = OffsetStore::partition_of(group);
         self.add_partitions(
             id,

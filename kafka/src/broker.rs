@@ -13,6 +13,20 @@ use crate::metrics::Metrics;
 /// This node's id in every response (leader, coordinator, controller).
 pub(crate) const NODE_ID: i32 = 0;
 
+/// Topics only the coordinators write: clients may read them but never produce to, delete,
+/// truncate, repartition or reconfigure them (a stray record there would stop the next start).
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic == weir_coord::offsets::OFFSETS_TOPIC || topic == weir_coord::TXN_STATE_TOPIC
+}
+
+/// The error for a client's attempt to change an internal topic.
+pub(crate) fn internal_refused(topic: &str) -> (kafka_protocol::ResponseError, String) {
+    (
+        kafka_protocol::ResponseError::InvalidTopicException,
+        format!("`{topic}` is internal to Weir's coordinators"),
+    )
+}
+
 /// The state shared by all connections of one server.
 #[derive(Debug)]
 pub struct Broker {

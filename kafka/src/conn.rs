@@ -124,8 +124,13 @@ async fn run(
         if in_flight.is_empty() && (stopped || !pending_input) {
             break;
         }
-        let can_read =
-            !eof && !stopped && held.is_none() && in_flight.len() < IN_FLIGHT_REQUESTS_MAX;
+        // While an ordered request is in flight nothing more is dispatched, so nothing more is
+        // read either: the buffer never holds more than the frames already dispatched.
+        let can_read = !eof
+            && !stopped
+            && !barrier
+            && held.is_none()
+            && in_flight.len() < IN_FLIGHT_REQUESTS_MAX;
         tokio::select! {
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Some(frame) = done? {

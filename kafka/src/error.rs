@@ -111,6 +111,8 @@ pub(crate) fn coord_code(e: &CoordError) -> ResponseError {
         CoordError::UnknownGroup(_) => K::GroupIdNotFound,
         CoordError::GroupNotEmpty { .. } => K::NonEmptyGroup,
         CoordError::Invalid(_) => K::InvalidRequest,
+        CoordError::MetadataTooLarge { .. } => K::OffsetMetadataTooLarge,
+        CoordError::InvalidGroupId { .. } => K::InvalidGroupId,
         CoordError::Closed => K::CoordinatorNotAvailable,
         CoordError::Log(LogError::ProducerFenced { .. }) => K::ProducerFenced,
         CoordError::Log(l) => log_code(l),

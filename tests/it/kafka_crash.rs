@@ -117,3 +117,45 @@ fn kill_9_of_weir_serve_loses_no_acknowledged_write() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Array lengths from the wire reach `kafka-protocol`'s decoders, which reserve capacity for
+/// them before reading an element. In the `weir` binary (mimalloc reserves address space
+/// without committing memory) a huge count costs nothing: the decode fails at the first
+/// missing element and only that connection closes.
+#[test]
+fn huge_array_counts_close_one_connection_and_the_server_stays_up() -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let frame = |body: Vec<u8>| {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend(body);
+        f
+    };
+    let mut metadata = vec![0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff];
+    metadata.extend(0x7fff_ffffi32.to_be_bytes());
+    // JoinGroup v6 (flexible): protocols as a compact array of 2^32 - 2 elements.
+    let mut join = vec![0, 11, 0, 6, 0, 0, 0, 1, 0xff, 0xff, 0, 2, b'g'];
+    join.extend(10_000i32.to_be_bytes());
+    join.extend(10_000i32.to_be_bytes());
+    join.extend([1, 0, 2, b'c', 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    for body in [metadata, join] {
+        let mut s = std::net::TcpStream::connect(&server.addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(&frame(body))?;
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+    }
+    let created = run(
+        dir.path(),
+        &["topic", "create", "after", "--partitions", "1"],
+        "",
+    );
+    server.stop()?;
+    anyhow::ensure!(
+        created.status.success(),
+        "the server stopped answering: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    Ok(())
+}

@@ -72,7 +72,7 @@ impl Served {
     }
 
     /// Graceful stop: SIGTERM, then wait; the exit status must be success.
-    fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) fn stop(mut self) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;

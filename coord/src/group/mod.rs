@@ -197,6 +197,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     offsets: Mutex<OffsetStore>,
     next_member: AtomicU64,
+    /// When this coordinator started, by the log's clock: part of every new member id.
+    started: Timestamp,
 }
 
 /// The group coordinator. Cheap to clone; the last clone dropped stops and joins its reaper
@@ -284,6 +286,7 @@ impl GroupCoordinator {
             slots: Mutex::new(slots),
             offsets: Mutex::new(offsets),
             next_member: AtomicU64::new(0),
+            started: now,
         });
         let ticker = Ticker::spawn(
             "weir-group-reaper",
@@ -382,6 +385,12 @@ impl GroupCoordinator {
                 req.session_timeout
             )));
         }
+        if req.group.is_empty() || req.group.len() > crate::offsets::GROUP_ID_MAX_BYTES {
+            return Err(CoordError::InvalidGroupId {
+                len: req.group.len(),
+                max: crate::offsets::GROUP_ID_MAX_BYTES,
+            });
+        }
         if req.protocols.is_empty() {
             return Err(CoordError::Invalid(
                 "a join needs at least one protocol".into(),
@@ -391,8 +400,10 @@ impl GroupCoordinator {
         let member_id = match &req.member_id {
             Some(id) => id.clone(),
             None => {
+                // The coordinator's start time keeps ids unique across restarts (members of
+                // restored groups keep theirs).
                 let n = self.inner.next_member.fetch_add(1, Ordering::Relaxed) + 1;
-                format!("{}-{n}", req.client_id)
+                format!("{}-{}-{n}", req.client_id, self.inner.started.0)
             }
         };
         let slot = self.slot(&req.group);
@@ -637,9 +648,6 @@ impl GroupCoordinator {
         let slot = self.existing(group)?;
         let mut g = slot.lock();
         check_member(group, &mut g, member_id)?;
-        if g.state == GroupState::PreparingRebalance {
-            return Err(CoordError::RebalanceInProgress(group.to_string()));
-        }
         check_generation(group, &g, generation)
     }
 
@@ -653,12 +661,16 @@ impl GroupCoordinator {
         member_id: &str,
         offsets: &[(TopicPartition, Offset, String)],
     ) -> Result<()> {
+        crate::offsets::check_storable(group, offsets)?;
         let slot = self.slot(group);
         {
             let mut g = slot.lock();
             if generation >= 0 || !g.members.is_empty() {
                 check_member(group, &mut g, member_id)?;
-                if g.state == GroupState::PreparingRebalance {
+                // As in Kafka: a member of the current generation may commit while the group
+                // prepares a rebalance (clients commit what they processed before rejoining);
+                // between join and sync the generation's assignment is not known yet.
+                if g.state == GroupState::CompletingRebalance {
                     return Err(CoordError::RebalanceInProgress(group.to_string()));
                 }
                 check_generation(group, &g, generation)?;

@@ -135,6 +135,9 @@ fn apply(
     new: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Outcome {
+    if kind == RESOURCE_TOPIC && crate::broker::is_internal(name) {
+        return Err(crate::broker::internal_refused(name));
+    }
     if kind != RESOURCE_TOPIC {
         return Err((
             ResponseError::InvalidRequest,
@@ -271,7 +274,19 @@ pub(crate) fn create_partitions(
             .map(|t| {
                 let outcome = (|| {
                     let have = b.log.partition_count(&t.name).map_err(log_err)?;
+                    if crate::broker::is_internal(&t.name) {
+                        return Err(crate::broker::internal_refused(&t.name));
+                    }
                     let want = u32::try_from(t.count).unwrap_or(0);
+                    if want > crate::limits::CREATE_PARTITIONS_MAX as u32 {
+                        return Err((
+                            ResponseError::InvalidPartitions,
+                            format!(
+                                "{want} partitions; at most {} are allowed",
+                                crate::limits::CREATE_PARTITIONS_MAX
+                            ),
+                        ));
+                    }
                     if want <= have {
                         return Err((
                             ResponseError::InvalidPartitions,
@@ -316,7 +331,16 @@ pub(crate) fn delete_records(
                     .map(|p| {
                         let r = DeleteRecordsPartitionResult::default()
                             .with_partition_index(p.partition_index);
-                        let part = PartitionId(p.partition_index.max(0) as u32);
+                        let Ok(part) = u32::try_from(p.partition_index).map(PartitionId) else {
+                            return r
+                                .with_low_watermark(-1)
+                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        if crate::broker::is_internal(&t.name) {
+                            return r
+                                .with_low_watermark(-1)
+                                .with_error_code(ResponseError::InvalidTopicException.code());
+                        }
                         // -1 means "up to the high watermark".
                         let before = if p.offset == -1 {
                             b.log.latest_offset(&t.name, part)
@@ -351,9 +375,9 @@ pub(crate) fn offset_delete(
             .topics
             .iter()
             .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (t.name.to_string(), p.partition_index.max(0) as u32))
+                t.partitions.iter().filter_map(|p| {
+                    Some((t.name.to_string(), u32::try_from(p.partition_index).ok()?))
+                })
             })
             .collect();
         let result = b.groups.delete_offsets(&req.group_id, &partitions);

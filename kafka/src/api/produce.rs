@@ -18,7 +18,8 @@ use crate::error::{log_code, ConnError};
 /// One partition's outcome so far: an error already, or an append in flight.
 enum Pending {
     Failed(ResponseError, String),
-    Appending(AppendTicket),
+    /// An append in flight, with its batch's bytes and records (counted once acknowledged).
+    Appending(AppendTicket, usize, u64),
 }
 
 pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<Reply, ConnError> {
@@ -43,7 +44,7 @@ pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<
         tokio::spawn(async move {
             for (_, parts) in topics {
                 for (_, p) in parts {
-                    if let Pending::Appending(t) = p {
+                    if let Pending::Appending(t, _, _) = p {
                         if let Err(e) = t.await {
                             tracing::warn!(error = %e, "acks=0 append failed");
                         }
@@ -60,7 +61,7 @@ pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<
         for (name, parts) in topics {
             let mut out = Vec::with_capacity(parts.len());
             for (index, p) in parts {
-                let r = finish(&b.log, &name, index, p, h.version).await;
+                let r = finish(&b, &name, index, p, h.version).await;
                 if r.error_code != 0 {
                     b.metrics.error(h.api);
                 }
@@ -81,6 +82,10 @@ fn submit(b: &Broker, topic: &str, index: i32, records: Option<bytes::Bytes>) ->
     let Some(bytes) = records else {
         return Pending::Failed(ResponseError::InvalidRecord, "no records".into());
     };
+    if crate::broker::is_internal(topic) {
+        let (code, message) = crate::broker::internal_refused(topic);
+        return Pending::Failed(code, message);
+    }
     let batch = match EncodedBatch::from_bytes(bytes.to_vec()) {
         Ok(batch) => batch,
         Err(e) => {
@@ -94,16 +99,22 @@ fn submit(b: &Broker, topic: &str, index: i32, records: Option<bytes::Bytes>) ->
             format!("partition {index}"),
         );
     };
+    // Markers are the transaction coordinator's alone (Kafka refuses them from clients too).
+    if weir_log::BatchHeader::parse(batch.as_bytes()).is_ok_and(|h| h.is_control()) {
+        return Pending::Failed(
+            ResponseError::InvalidRecord,
+            "control batches are written by the transaction coordinator only".into(),
+        );
+    }
     let (bytes, records) = (batch.len(), batch.record_count() as u64);
-    b.metrics.produced(topic, partition, bytes, records);
     match b.log.submit_batch(topic, PartitionId(partition), batch) {
-        Ok(ticket) => Pending::Appending(ticket),
+        Ok(ticket) => Pending::Appending(ticket, bytes, records),
         Err(e) => Pending::Failed(log_code(&e), e.to_string()),
     }
 }
 
 async fn finish(
-    log: &weir_log::Log,
+    b: &Broker,
     topic: &kafka_protocol::messages::TopicName,
     index: i32,
     p: Pending,
@@ -116,9 +127,11 @@ async fn finish(
         .with_log_start_offset(-1);
     let (code, message) = match p {
         Pending::Failed(code, message) => (code, message),
-        Pending::Appending(ticket) => match ticket.await {
+        Pending::Appending(ticket, bytes, records) => match ticket.await {
             Ok(outcome) => {
-                let start = log
+                b.metrics.produced(topic, index as u32, bytes, records);
+                let start = b
+                    .log
                     .earliest_offset(topic, PartitionId(index as u32))
                     .map_or(-1, |o| o.0);
                 return r

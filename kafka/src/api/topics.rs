@@ -138,6 +138,9 @@ pub(crate) fn delete_topics(
                 let r = DeletableTopicResult::default()
                     .with_name(name.clone().map(|n| TopicName(s(n))));
                 let result = match &name {
+                    Some(n) if crate::broker::is_internal(n) => {
+                        Err(crate::broker::internal_refused(n))
+                    }
                     Some(n) => b
                         .log
                         .delete_topic(n)

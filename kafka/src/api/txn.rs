@@ -23,6 +23,10 @@ use super::{later, Head, Reply};
 use crate::broker::Broker;
 use crate::error::{coord_code, log_code, ConnError};
 
+/// Longest transaction timeout a producer may ask for (Kafka's default
+/// `transaction.max.timeout.ms`, 15 minutes).
+const TRANSACTION_TIMEOUT_MAX_MS: i32 = 15 * 60 * 1000;
+
 fn code(r: &Result<impl Sized, CoordError>) -> i16 {
     r.as_ref().err().map_or(0, |e| coord_code(e).code())
 }
@@ -36,8 +40,13 @@ pub(crate) fn init_producer_id(
     Ok(later(h, move || {
         let result = match &req.transactional_id {
             None => b.log.init_producer_id().map_err(|e| log_code(&e)),
+            // Kafka's `transaction.max.timeout.ms` bounds how long a hung transaction may
+            // hold back read_committed readers.
+            Some(_) if !(1..=TRANSACTION_TIMEOUT_MAX_MS).contains(&req.transaction_timeout_ms) => {
+                Err(ResponseError::InvalidTransactionTimeout)
+            }
             Some(id) => {
-                let timeout = Duration::from_millis(req.transaction_timeout_ms.max(0) as u64);
+                let timeout = Duration::from_millis(req.transaction_timeout_ms as u64);
                 b.txns
                     .init_transactions(id, timeout)
                     .map_err(|e| coord_code(&e))

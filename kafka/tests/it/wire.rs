@@ -210,3 +210,70 @@ fn pipelined_commits_on_one_connection_apply_in_request_order() -> anyhow::Resul
     assert_eq!(r.topics[0].partitions[0].committed_offset, 20);
     Ok(())
 }
+
+#[test]
+fn clients_cannot_write_internal_topics_or_markers() -> anyhow::Result<()> {
+    let server = TestServer::start()?;
+    server.log.create_topic("t", 1, Default::default())?;
+    let mut c = server.connect()?;
+    // A stray record in __consumer_offsets would stop the next start: refused.
+    let (code, _) = produce(&mut c, "__consumer_offsets", batch(&["x"], None), 7)?;
+    assert_eq!(code, 17, "INVALID_TOPIC_EXCEPTION");
+    // A control batch (a transaction marker) from a client: refused.
+    let mut b = BatchBuilder::with_capacity(128)
+        .producer(ProducerFields {
+            producer_id: 1,
+            producer_epoch: 0,
+            base_sequence: -1,
+        })
+        .transactional(true);
+    b.push(
+        &Record::keyed(vec![0u8, 0, 0, 0], vec![0u8, 0, 0, 0, 0, 0]),
+        weir_log::Timestamp(1),
+    );
+    let mut bytes = b.finish().as_bytes().to_vec();
+    // Attribute bit 5 (control), then the CRC over bytes 21.. again.
+    bytes[22] |= 0x20;
+    let crc = weir_log::batch::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    let marker = Bytes::from(bytes);
+    let (code, _) = produce(&mut c, "t", marker, 7)?;
+    assert_eq!(code, 87, "INVALID_RECORD");
+    assert_eq!(server.log.latest_offset("t", PartitionId(0))?.0, 0);
+    Ok(())
+}
+
+#[test]
+fn offset_metadata_over_the_limit_is_refused_not_stored() -> anyhow::Result<()> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let server = TestServer::start()?;
+    server.log.create_topic("m", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let commit = |meta: usize| {
+        OffsetCommitRequest::default()
+            .with_group_id(GroupId(
+                kafka_protocol::protocol::StrBytes::from_static_str("g"),
+            ))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(topic("m"))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(1)
+                    .with_committed_metadata(Some(
+                        kafka_protocol::protocol::StrBytes::from_string("x".repeat(meta)),
+                    ))])])
+    };
+    let r = c.call(&commit(70_000), 8)?;
+    assert_eq!(
+        r.topics[0].partitions[0].error_code, 12,
+        "OFFSET_METADATA_TOO_LARGE"
+    );
+    let r = c.call(&commit(100), 8)?;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    // The offsets topic still loads: a second coordinator over the same log starts.
+    weir_coord::GroupCoordinator::start(&server.log)?;
+    Ok(())
+}
