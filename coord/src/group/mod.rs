@@ -251,6 +251,24 @@ struct JoinGuard<'a> {
     done: bool,
 }
 
+/// Gives a member waiting in SyncGroup its session clock back when the wait ends, answered
+/// or abandoned.
+struct SyncGuard<'a> {
+    slot: &'a Slot,
+    member_id: &'a str,
+    log: &'a Log,
+}
+
+impl Drop for SyncGuard<'_> {
+    fn drop(&mut self) {
+        let mut g = self.slot.lock();
+        if let Some(m) = g.members.get_mut(self.member_id) {
+            m.in_sync = false;
+            m.last_heartbeat = self.log.now();
+        }
+    }
+}
+
 impl Drop for JoinGuard<'_> {
     fn drop(&mut self) {
         if self.done {
@@ -443,6 +461,7 @@ impl GroupCoordinator {
                 last_heartbeat: now,
                 joined: false,
                 in_join: false,
+                in_sync: false,
                 assignment: None,
             });
         member.protocols = req.protocols;
@@ -526,6 +545,11 @@ impl GroupCoordinator {
         assignments: Option<Vec<(String, Vec<u8>)>>,
     ) -> Result<Vec<u8>> {
         let slot = self.sync_register(group, generation, member_id, assignments)?;
+        let _waiting = SyncGuard {
+            slot: &slot,
+            member_id,
+            log: &self.inner.log,
+        };
         loop {
             let listener = slot.changed.listen();
             if let Some(r) = self.sync_poll(&slot, group, generation, member_id) {
@@ -544,6 +568,11 @@ impl GroupCoordinator {
         assignments: Option<Vec<(String, Vec<u8>)>>,
     ) -> Result<Vec<u8>> {
         let slot = self.sync_register(group, generation, member_id, assignments)?;
+        let _waiting = SyncGuard {
+            slot: &slot,
+            member_id,
+            log: &self.inner.log,
+        };
         loop {
             let listener = slot.changed.listen();
             if let Some(r) = self.sync_poll(&slot, group, generation, member_id) {
@@ -568,6 +597,7 @@ impl GroupCoordinator {
         if g.state == GroupState::PreparingRebalance {
             return Err(CoordError::RebalanceInProgress(group.to_string()));
         }
+        check_member(group, &mut g, member_id)?.in_sync = true;
         let is_leader = g.leader.as_deref() == Some(member_id);
         let mut assigned = false;
         if let (Some(list), true) = (assignments, is_leader) {

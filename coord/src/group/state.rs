@@ -23,6 +23,9 @@ pub(super) struct Member {
     pub(super) joined: bool,
     /// Waiting for its join response: its session clock is on hold, as in Kafka.
     pub(super) in_join: bool,
+    /// Waiting for its sync response (the leader's assignment): its heartbeats queue behind
+    /// that request on its connection, so its session clock is on hold too, as in Kafka.
+    pub(super) in_sync: bool,
     /// The leader's assignment for this member in this generation, as sent.
     pub(super) assignment: Option<Vec<u8>>,
 }
@@ -137,7 +140,9 @@ impl Group {
     pub(super) fn expired(&self, now: Timestamp) -> Vec<String> {
         self.members
             .iter()
-            .filter(|(_, m)| !m.in_join && now.0 - m.last_heartbeat.0 > m.session_timeout_ms)
+            .filter(|(_, m)| {
+                !m.in_join && !m.in_sync && now.0 - m.last_heartbeat.0 > m.session_timeout_ms
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }

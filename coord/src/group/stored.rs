@@ -179,6 +179,7 @@ pub(super) fn decode_value(b: &[u8], now: Timestamp) -> Option<Group> {
                 last_heartbeat: now,
                 joined: true,
                 in_join: false,
+                in_sync: false,
                 assignment,
             },
         );
@@ -209,6 +210,7 @@ mod tests {
                 last_heartbeat: Timestamp(5),
                 joined: true,
                 in_join: false,
+                in_sync: false,
                 assignment: Some(vec![9, 9]),
             },
         );

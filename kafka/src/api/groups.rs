@@ -48,6 +48,15 @@ fn code(r: &Result<impl Sized, CoordError>) -> i16 {
     r.as_ref().err().map_or(0, |e| coord_code(e).code())
 }
 
+/// For a member's own requests (SyncGroup, Heartbeat, LeaveGroup) Kafka answers a group it
+/// does not know with UNKNOWN_MEMBER_ID, which clients handle by rejoining.
+fn member_code(r: &Result<impl Sized, CoordError>) -> i16 {
+    match r {
+        Err(CoordError::UnknownGroup(_)) => ResponseError::UnknownMemberId.code(),
+        r => code(r),
+    }
+}
+
 pub(crate) fn join_group(
     b: &Arc<Broker>,
     h: &Head,
@@ -137,7 +146,7 @@ pub(crate) fn sync_group(
                 Some(assignments),
             )
             .await;
-        let mut r = SyncGroupResponse::default().with_error_code(code(&result));
+        let mut r = SyncGroupResponse::default().with_error_code(member_code(&result));
         if version >= 5 {
             r = r
                 .with_protocol_type(req.protocol_type.clone())
@@ -158,7 +167,7 @@ pub(crate) fn heartbeat(
     let result = b
         .groups
         .heartbeat(&req.group_id, req.generation_id, &req.member_id);
-    let body = HeartbeatResponse::default().with_error_code(code(&result));
+    let body = HeartbeatResponse::default().with_error_code(member_code(&result));
     Ok(Reply::Now(respond(h, &body)?))
 }
 
@@ -176,13 +185,13 @@ pub(crate) fn leave_group(
                 MemberResponse::default()
                     .with_member_id(m.member_id.clone())
                     .with_group_instance_id(m.group_instance_id.clone())
-                    .with_error_code(code(&result))
+                    .with_error_code(member_code(&result))
             })
             .collect();
         LeaveGroupResponse::default().with_members(members)
     } else {
         let result = b.groups.leave_group(&req.group_id, &req.member_id);
-        LeaveGroupResponse::default().with_error_code(code(&result))
+        LeaveGroupResponse::default().with_error_code(member_code(&result))
     };
     Ok(Reply::Now(respond(h, &body)?))
 }

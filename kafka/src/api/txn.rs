@@ -72,10 +72,15 @@ pub(crate) fn add_partitions(
     let b = b.clone();
     Ok(later(h, move || {
         let topics = &req.v3_and_below_topics;
-        let unknown = |t: &str| b.log.partition_count(t).is_err();
+        // A topic that does not exist, or a partition index it does not have: a transaction
+        // holding it could never write its marker there.
+        let unknown = |t: &kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic| {
+            let n = b.log.partition_count(&t.name).unwrap_or(0);
+            t.partitions.iter().any(|p| u32::try_from(*p).map_or(true, |p| p >= n))
+        };
         let partitions: Vec<(String, u32)> = topics
             .iter()
-            .filter(|t| !unknown(&t.name))
+            .filter(|t| !unknown(t))
             .flat_map(|t| t.partitions.iter().map(|p| (t.name.to_string(), *p as u32)))
             .collect();
         let result = b.txns.add_partitions(
@@ -88,7 +93,7 @@ pub(crate) fn add_partitions(
         let results = topics
             .iter()
             .map(|t| {
-                let e = if unknown(&t.name) {
+                let e = if unknown(t) {
                     ResponseError::UnknownTopicOrPartition.code()
                 } else {
                     error
