@@ -397,15 +397,7 @@ fn the_cli_writes_through_a_running_server_and_reads_beside_it() -> anyhow::Resu
     let dir = tempfile::tempdir()?;
     let server = Served::start(dir.path())?;
     let d = dir.path();
-    let ok = |args: &[&str], stdin: &str| -> anyhow::Result<String> {
-        let o = run(d, args, stdin);
-        anyhow::ensure!(
-            o.status.success(),
-            "weir {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let ok = |args: &[&str], stdin: &str| weir_ok(d, args, stdin);
     ok(
         &[
             "topic",
@@ -508,15 +500,7 @@ fn pipeline_run_beside_a_server_is_handed_over_and_followed() -> anyhow::Result<
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let server = Served::start(d)?;
-    let ok = |args: &[&str], stdin: &str| -> anyhow::Result<String> {
-        let o = run(d, args, stdin);
-        anyhow::ensure!(
-            o.status.success(),
-            "weir {args:?} failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let ok = |args: &[&str], stdin: &str| weir_ok(d, args, stdin);
     ok(&["topic", "create", "words", "--partitions", "2"], "")?;
     ok(&["topic", "create", "counts", "--partitions", "2"], "")?;
     ok(&["topic", "create", "counts2", "--partitions", "2"], "")?;
@@ -582,4 +566,15 @@ fn pipeline_run_beside_a_server_is_handed_over_and_followed() -> anyhow::Result<
         "the follower ends when the pipeline stops"
     );
     Ok(())
+}
+
+/// `weir ARGS` in `dir`, which must succeed; its stdout.
+fn weir_ok(dir: &Path, args: &[&str], stdin: &str) -> anyhow::Result<String> {
+    let o = run(dir, args, stdin);
+    anyhow::ensure!(
+        o.status.success(),
+        "weir {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }

@@ -25,7 +25,6 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use weir_coord::{CoordError, GroupState, JoinRequest};
-use weir_log::Offset;
 
 use super::{awaited, later, respond, s, Head, Reply};
 use crate::broker::{Broker, NODE_ID};
@@ -208,13 +207,11 @@ pub(crate) fn offset_commit(
             .iter()
             .flat_map(|t| {
                 t.partitions.iter().map(|p| {
-                    (
-                        (t.name.to_string(), p.partition_index as u32),
-                        Offset(p.committed_offset),
-                        p.committed_metadata
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
+                    super::offset_entry(
+                        &t.name,
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_metadata.as_ref(),
                     )
                 })
             })

@@ -270,6 +270,25 @@ fn api_versions_reply(h: &Head, error_code: i16) -> Result<Reply, ConnError> {
     Ok(Reply::Now(respond(&h, &body)?))
 }
 
+/// One committed offset of an OffsetCommit or TxnOffsetCommit request, as the coordinators
+/// take it. A negative partition index names no partition: it maps to `u32::MAX`, which no
+/// topic has, never to partition 0.
+pub(crate) fn offset_entry(
+    topic: &kafka_protocol::messages::TopicName,
+    partition: i32,
+    offset: i64,
+    metadata: Option<&StrBytes>,
+) -> ((String, u32), weir_log::Offset, String) {
+    (
+        (
+            topic.to_string(),
+            u32::try_from(partition).unwrap_or(u32::MAX),
+        ),
+        weir_log::Offset(offset),
+        metadata.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}
+
 /// A string field for a response.
 pub(crate) fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())

@@ -17,7 +17,6 @@ use kafka_protocol::messages::*;
 use kafka_protocol::ResponseError;
 use weir_coord::offsets::{OffsetStore, OFFSETS_TOPIC};
 use weir_coord::CoordError;
-use weir_log::Offset;
 
 use super::{later, Head, Reply};
 use crate::broker::Broker;
@@ -146,13 +145,11 @@ pub(crate) fn txn_offset_commit(
             .iter()
             .flat_map(|t| {
                 t.partitions.iter().map(|p| {
-                    (
-                        (t.name.to_string(), p.partition_index as u32),
-                        Offset(p.committed_offset),
-                        p.committed_metadata
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
+                    super::offset_entry(
+                        &t.name,
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_metadata.as_ref(),
                     )
                 })
             })
