@@ -65,6 +65,30 @@ pub enum CoordError {
     /// An argument is invalid.
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// A session timeout outside the coordinator's bounds.
+    #[error("session timeout {got:?} is outside {min:?}..={max:?}")]
+    InvalidSessionTimeout {
+        /// What the member asked for.
+        got: std::time::Duration,
+        /// The shortest allowed.
+        min: std::time::Duration,
+        /// The longest allowed.
+        max: std::time::Duration,
+    },
+    /// A transactional id that was never initialised (`init_transactions` first).
+    #[error("transactional id `{0}` is not initialised; call init_transactions first")]
+    UnknownTransactionalId(String),
+    /// The transaction is being completed (markers are being written); retry shortly.
+    #[error("the transaction of `{0}` is completing; retry")]
+    TransactionCompleting(String),
+    /// The request does not fit the transaction's state (commit after a decided abort, say).
+    #[error("transaction of `{id}`: {reason}")]
+    InvalidTxnState {
+        /// Transactional id.
+        id: String,
+        /// What does not fit.
+        reason: String,
+    },
     /// A committed offset's metadata is longer than the limit.
     #[error("offset metadata of {len} bytes is over the {max}-byte limit")]
     MetadataTooLarge {

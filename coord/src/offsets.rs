@@ -208,26 +208,8 @@ impl OffsetStore {
             .collect()
     }
 
-    /// Durably commits offsets (one append), then records them.
-    pub fn commit(
-        &mut self,
-        log: &Log,
-        group: &str,
-        offsets: &[(TopicPartition, CommittedOffset)],
-    ) -> Result<()> {
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let records = Self::records(group, offsets);
-        log.append(OFFSETS_TOPIC, Self::partition_of(group), &records)?;
-        let g = self.groups.entry(group.to_string()).or_default();
-        for (tp, c) in offsets {
-            g.insert(tp.clone(), c.clone());
-        }
-        Ok(())
-    }
-
-    /// Records offsets that a committed transaction already wrote to the log.
+    /// Records offsets already written to the log (a commit's append, or a committed
+    /// transaction's).
     pub fn apply_committed(&mut self, group: &str, offsets: &[(TopicPartition, CommittedOffset)]) {
         let g = self.groups.entry(group.to_string()).or_default();
         for (tp, c) in offsets {
@@ -235,43 +217,43 @@ impl OffsetStore {
         }
     }
 
-    /// Durably deletes every offset of a group (tombstones).
-    pub fn delete_group(&mut self, log: &Log, group: &str) -> Result<()> {
+    /// The tombstones that delete every offset of a group (appended by the caller, outside
+    /// this store's lock, then [`OffsetStore::remove`]d).
+    pub fn group_tombstones(&self, group: &str) -> Result<Vec<Record>> {
         let Some(g) = self.groups.get(group) else {
             return Err(CoordError::UnknownGroup(group.to_string()));
         };
-        let records: Vec<Record> = g
-            .keys()
+        Ok(g.keys()
             .map(|(t, p)| Record::tombstone(Bytes::from(encode_key(group, t, *p))))
-            .collect();
-        log.append(OFFSETS_TOPIC, Self::partition_of(group), &records)?;
-        self.groups.remove(group);
-        Ok(())
+            .collect())
     }
 
-    /// Durably deletes some of a group's offsets (tombstones); unknown ones are ignored.
-    pub fn delete_offsets(
-        &mut self,
-        log: &Log,
-        group: &str,
-        partitions: &[TopicPartition],
-    ) -> Result<()> {
-        let Some(g) = self.groups.get_mut(group) else {
+    /// The tombstones that delete some of a group's offsets; unknown ones are skipped.
+    pub fn tombstones(&self, group: &str, partitions: &[TopicPartition]) -> Result<Vec<Record>> {
+        let Some(g) = self.groups.get(group) else {
             return Err(CoordError::UnknownGroup(group.to_string()));
         };
-        let records: Vec<Record> = partitions
+        Ok(partitions
             .iter()
             .filter(|tp| g.contains_key(*tp))
             .map(|(t, p)| Record::tombstone(Bytes::from(encode_key(group, t, *p))))
-            .collect();
-        if records.is_empty() {
-            return Ok(());
+            .collect())
+    }
+
+    /// Forgets offsets whose tombstones were written: `None` forgets the whole group.
+    pub fn remove(&mut self, group: &str, partitions: Option<&[TopicPartition]>) {
+        match partitions {
+            None => {
+                self.groups.remove(group);
+            }
+            Some(partitions) => {
+                if let Some(g) = self.groups.get_mut(group) {
+                    for tp in partitions {
+                        g.remove(tp);
+                    }
+                }
+            }
         }
-        log.append(OFFSETS_TOPIC, Self::partition_of(group), &records)?;
-        for tp in partitions {
-            g.remove(tp);
-        }
-        Ok(())
     }
 
     /// A group's committed offsets.

@@ -38,6 +38,9 @@ const FORMAT_VERSION: u16 = 2;
 const FORMAT_VERSION_NO_METADATA: u16 = 1;
 /// How often timed-out transactions are looked for.
 const TIMEOUT_TICK: Duration = Duration::from_millis(50);
+/// How long after a failed attempt the tick finishes a decided transaction again: the log
+/// failed (a full disk, say), so retrying every tick would only fill the state topic.
+const FINISH_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a transaction is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +186,8 @@ impl TxnMeta {
 struct Txn {
     meta: TxnMeta,
     started: Option<Instant>,
+    /// A decided transaction whose markers failed: when the timeout tick tries again.
+    retry_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -289,6 +294,7 @@ impl TransactionCoordinator {
                     Txn {
                         meta,
                         started: None,
+                        retry_at: None,
                     },
                 )
             })
@@ -372,6 +378,7 @@ impl TransactionCoordinator {
                         offsets: Vec::new(),
                     },
                     started: None,
+                    retry_at: None,
                 }
             }
         };
@@ -387,9 +394,9 @@ impl TransactionCoordinator {
         producer_id: i64,
         epoch: i16,
     ) -> Result<&'a mut Txn> {
-        let t = txns.get_mut(id).ok_or_else(|| {
-            CoordError::Invalid(format!("transactional id `{id}` is not initialised"))
-        })?;
+        let t = txns
+            .get_mut(id)
+            .ok_or_else(|| CoordError::UnknownTransactionalId(id.to_string()))?;
         if t.meta.producer_id != producer_id || t.meta.epoch != epoch {
             return Err(fenced(&t.meta, epoch));
         }
@@ -410,9 +417,7 @@ impl TransactionCoordinator {
             t.meta.state,
             TxnState::PrepareCommit | TxnState::PrepareAbort
         ) {
-            return Err(CoordError::Invalid(format!(
-                "transaction of `{id}` is completing"
-            )));
+            return Err(CoordError::TransactionCompleting(id.to_string()));
         }
         let new: Vec<&TopicPartition> = partitions
             .iter()
@@ -490,6 +495,11 @@ impl TransactionCoordinator {
 
     /// Commits or aborts the open transaction: persists the decision, writes a marker to every
     /// partition in parallel, then completes it.
+    ///
+    /// A retry is answered by the state the first attempt left: a decided transaction whose
+    /// markers were not all written (the log failed part-way) is finished again with the
+    /// outcome already decided, a completed one is a no-op, and a request for the other
+    /// outcome is refused (`InvalidTxnState`), as Kafka does.
     pub fn end_transaction(
         &self,
         id: &str,
@@ -499,20 +509,54 @@ impl TransactionCoordinator {
     ) -> Result<()> {
         let mut txns = self.lock();
         let t = Self::current(&mut txns, id, producer_id, epoch)?;
-        if t.meta.state != TxnState::Ongoing {
-            // Nothing written since the last end: a no-op, as in Kafka.
-            return Ok(());
-        }
+        let outcome = |commit: bool| if commit { "commit" } else { "abort" };
+        let decided = match t.meta.state {
+            TxnState::Ongoing => commit,
+            // Nothing written since the last end: a no-op.
+            TxnState::Empty => return Ok(()),
+            TxnState::CompleteCommit | TxnState::CompleteAbort => {
+                let committed = t.meta.state == TxnState::CompleteCommit;
+                if committed == commit {
+                    return Ok(()); // a retry of the end that completed
+                }
+                return Err(CoordError::InvalidTxnState {
+                    id: id.to_string(),
+                    reason: format!(
+                        "cannot {} a transaction that was just {}ed",
+                        outcome(commit),
+                        outcome(committed)
+                    ),
+                });
+            }
+            TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                let decided = t.meta.state == TxnState::PrepareCommit;
+                if decided != commit {
+                    return Err(CoordError::InvalidTxnState {
+                        id: id.to_string(),
+                        reason: format!(
+                            "cannot {}: the transaction is decided to {}",
+                            outcome(commit),
+                            outcome(decided)
+                        ),
+                    });
+                }
+                decided
+            }
+        };
         let crash_after = self.inner.crash_after_markers.load(Ordering::Acquire);
         let crash = (crash_after != usize::MAX).then_some(crash_after);
-        finish(
+        let finished = finish(
             &self.inner.log,
             Some(&self.inner.groups),
             id,
             &mut t.meta,
-            commit,
+            decided,
             crash,
-        )?;
+        );
+        if finished.is_err() {
+            t.retry_at = Some(Instant::now() + FINISH_RETRY);
+        }
+        finished?;
         t.started = None;
         Ok(())
     }
@@ -520,6 +564,24 @@ impl TransactionCoordinator {
     /// The state of a transactional id.
     pub fn describe(&self, id: &str) -> Option<TxnMeta> {
         self.lock().get(id).map(|t| t.meta.clone())
+    }
+
+    /// The partitions of `group` with offsets written by a transaction that is not complete
+    /// yet: their committed offset may still change (Kafka's UNSTABLE_OFFSET_COMMIT, for
+    /// consumers that ask for stable offsets).
+    pub fn pending_offsets(&self, group: &str) -> BTreeSet<TopicPartition> {
+        self.lock()
+            .values()
+            .filter(|t| {
+                matches!(
+                    t.meta.state,
+                    TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
+            .flat_map(|t| t.meta.offsets.iter())
+            .filter(|(g, ..)| g == group)
+            .map(|(_, tp, ..)| tp.clone())
+            .collect()
     }
 
     /// Crash tests: the next commit stops after writing `n` markers, as a process killed
@@ -560,8 +622,9 @@ fn write_markers(
         let batch = BatchBuilder::marker(meta.producer_id, meta.epoch, commit, 0, log.now());
         match log.submit_batch(topic, PartitionId(*p), batch) {
             Ok(t) => tickets.push(t),
-            // A topic deleted since the transaction wrote to it holds nothing left to mark.
-            Err(LogError::UnknownTopic(_)) => {
+            // A topic deleted (or deleted and re-created smaller) since the transaction wrote
+            // to it holds nothing left to mark.
+            Err(LogError::UnknownTopic(_) | LogError::UnknownPartition { .. }) => {
                 tracing::debug!(topic = %topic, "skipping the marker of a deleted topic");
             }
             Err(e) => return Err(e.into()),
@@ -623,10 +686,40 @@ fn finish(
 }
 
 /// The timeout tick: aborts transactions open longer than their timeout, bumping the epoch
-/// so their producer is fenced.
+/// so their producer is fenced, and finishes decided transactions whose markers a failed
+/// attempt left unwritten (so read_committed readers are not held back until the producer
+/// retries).
 fn abort_timed_out(inner: &Inner) {
     let mut txns = inner.txns.lock().unwrap_or_else(|e| e.into_inner());
     for (id, t) in txns.iter_mut() {
+        if matches!(
+            t.meta.state,
+            TxnState::PrepareCommit | TxnState::PrepareAbort
+        ) {
+            // With a crash injected the coordinator stands for a dead process: it does nothing
+            // on its own until the test "restarts" it.
+            let simulating_crash = inner.crash_after_markers.load(Ordering::Acquire) != usize::MAX;
+            let due = t.retry_at.is_none_or(|at| Instant::now() >= at);
+            if simulating_crash || !due {
+                continue;
+            }
+            let commit = t.meta.state == TxnState::PrepareCommit;
+            match finish(
+                &inner.log,
+                Some(&inner.groups),
+                id,
+                &mut t.meta,
+                commit,
+                None,
+            ) {
+                Ok(()) => t.retry_at = None,
+                Err(e) => {
+                    tracing::warn!(transactional_id = %id, error = %e, "finishing a decided transaction failed; retrying");
+                    t.retry_at = Some(Instant::now() + FINISH_RETRY);
+                }
+            }
+            continue;
+        }
         let overdue = t.meta.state == TxnState::Ongoing
             && t.started.is_some_and(|s| s.elapsed() > t.meta.timeout);
         if !overdue {

@@ -108,8 +108,12 @@ async fn run(
                 break;
             }
             let started = Instant::now();
+            let mut blocks = ordered;
             match dispatch(broker, frame, peer) {
-                Ok(reply) => push(&mut in_flight, reply, broker, api, started),
+                Ok(reply) => {
+                    blocks |= matches!(reply, Reply::Barrier(_));
+                    push(&mut in_flight, reply, broker, api, started)
+                }
                 Err(e) => {
                     if let Some(api) = api {
                         broker.metrics.error(api);
@@ -118,7 +122,7 @@ async fn run(
                     stopped = true;
                 }
             }
-            barrier = ordered;
+            barrier = blocks;
         }
         let pending_input = held.is_some() || (!eof && !stopped);
         if in_flight.is_empty() && (stopped || !pending_input) {
@@ -186,7 +190,7 @@ fn push(
             done(broker, false);
             in_flight.push_back(Box::pin(async move { Ok(Some(frame)) }));
         }
-        Reply::Later(fut) => {
+        Reply::Later(fut) | Reply::Barrier(fut) => {
             let broker = broker.clone();
             in_flight.push_back(Box::pin(async move {
                 let r = fut.await;

@@ -14,25 +14,24 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
-use tokio::sync::oneshot;
 
 pub use crate::handles::{AppendListener, AppendTicket};
 use crate::handles::{ListenerKind, READ_ONLY_POLL};
 pub use crate::topic::TopicDescription;
 use crate::topic::{validate_topic_name, Topic};
 
-use crate::batch::{BatchBuilder, EncodedBatch, HEADER_LEN};
+use crate::batch::BatchBuilder;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{effective_pairs, StoredTopicConfig, TopicConfig};
 use crate::error::{LogError, Result};
 use crate::partition::{Fetch, Isolation, Partition, PartitionEnv};
 use crate::partitioner::partition_for_key;
-use crate::queue::{AppendOutcome, AppendRequest, PushError};
-use crate::record::Record;
+use crate::queue::AppendOutcome;
 use crate::storage::{read_all, write_atomic, DirLock, FsStorage, Storage};
 use crate::types::{Offset, PartitionId, Timestamp};
 
 mod admin;
+mod append;
 mod lookups;
 mod maintenance;
 
@@ -420,140 +419,6 @@ impl Log {
         Ok(self.topic(name)?.partitions.len() as u32)
     }
 
-    /// Encodes records into batches no larger than the topic's `max.message.bytes`.
-    fn encode(&self, topic: &Topic, records: &[Record]) -> Result<Vec<EncodedBatch>> {
-        let max = topic.config.max_message_bytes;
-        let now = self.inner.options.clock.now();
-        let mut out = Vec::new();
-        let mut b = BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64);
-        for r in records {
-            if topic.config.cleanup_compact && r.key.is_none() {
-                return Err(LogError::MissingKey(topic.name.clone()));
-            }
-            let ts = r.timestamp.unwrap_or(now);
-            let size = b.record_size(r.key.as_deref(), r.value.as_deref(), &r.headers, ts);
-            if HEADER_LEN + size > max {
-                return Err(LogError::RecordTooLarge {
-                    topic: topic.name.clone(),
-                    size: HEADER_LEN + size,
-                    max,
-                });
-            }
-            if b.count() > 0 && b.size() + size > max {
-                out.push(
-                    std::mem::replace(
-                        &mut b,
-                        BatchBuilder::with_capacity(HEADER_LEN + records.len() * 64),
-                    )
-                    .finish(),
-                );
-            }
-            b.push(r, now);
-        }
-        if b.count() > 0 {
-            out.push(b.finish());
-        }
-        Ok(out)
-    }
-
-    fn enqueue(
-        &self,
-        topic: &Topic,
-        partition: PartitionId,
-        batches: Vec<EncodedBatch>,
-        roll_first: bool,
-    ) -> Result<AppendTicket> {
-        self.writable()?;
-        let p = topic.partition(partition)?;
-        if let Some(cause) = p.poison_cause() {
-            return Err(p.poisoned_error(cause));
-        }
-        let (tx, rx) = oneshot::channel();
-        if batches.is_empty() && !roll_first {
-            let end = Offset(p.log_end.load(Ordering::Acquire));
-            let _ = tx.send(Ok(AppendOutcome {
-                partition,
-                base_offset: end,
-                last_offset: end.plus(-1),
-                log_append_time: None,
-            }));
-            return Ok(AppendTicket { rx });
-        }
-        let bytes: usize = batches.iter().map(EncodedBatch::len).sum();
-        if bytes > APPEND_REQUEST_BYTES_MAX {
-            return Err(LogError::RecordTooLarge {
-                topic: topic.name.clone(),
-                size: bytes,
-                max: APPEND_REQUEST_BYTES_MAX,
-            });
-        }
-        let req = AppendRequest {
-            batches,
-            bytes,
-            ack: tx,
-            roll_first,
-        };
-        match p.queue.push(req, self.inner.options.append_max_block) {
-            Ok(()) => Ok(AppendTicket { rx }),
-            Err((_, PushError::Closed)) => Err(LogError::Closed),
-            Err((_, PushError::Full(waited))) => Err(LogError::QueueFull {
-                topic: topic.name.clone(),
-                partition,
-                waited_ms: waited.as_millis() as u64,
-            }),
-        }
-    }
-
-    /// Queues records for a partition as one atomic append and returns at once; the ticket
-    /// resolves when the flush policy is met. Lets one producer keep several appends in flight.
-    pub fn submit(
-        &self,
-        topic: &str,
-        partition: PartitionId,
-        records: &[Record],
-    ) -> Result<AppendTicket> {
-        let t = self.topic(topic)?;
-        t.partition(partition)?;
-        let batches = self.encode(&t, records)?;
-        self.enqueue(&t, partition, batches, false)
-    }
-
-    /// Queues a batch built by the caller (e.g. with [`BatchBuilder`] or from a Kafka client).
-    pub fn submit_batch(
-        &self,
-        topic: &str,
-        partition: PartitionId,
-        batch: EncodedBatch,
-    ) -> Result<AppendTicket> {
-        let t = self.topic(topic)?;
-        if batch.len() > t.config.max_message_bytes {
-            return Err(LogError::RecordTooLarge {
-                topic: t.name.clone(),
-                size: batch.len(),
-                max: t.config.max_message_bytes,
-            });
-        }
-        if t.config.cleanup_compact {
-            let view = crate::batch::BatchView::parse(batch.as_bytes())?;
-            for r in view.inflate()?.iter() {
-                if r?.key.is_none() {
-                    return Err(LogError::MissingKey(t.name.clone()));
-                }
-            }
-        }
-        self.enqueue(&t, partition, vec![batch], false)
-    }
-
-    /// Appends records to a partition and waits for the acknowledgement; returns the offsets.
-    pub fn append(
-        &self,
-        topic: &str,
-        partition: PartitionId,
-        records: &[Record],
-    ) -> Result<AppendOutcome> {
-        self.submit(topic, partition, records)?.wait()
-    }
-
     /// A new producer id (with epoch 0) for an idempotent producer. Ids are unique for the
     /// life of the data directory: they come from blocks whose end is persisted before use.
     pub fn init_producer_id(&self) -> Result<(i64, i16)> {
@@ -594,31 +459,6 @@ impl Log {
     /// The partition Kafka's default partitioner picks for `key`.
     pub fn partition_for(&self, topic: &str, key: &[u8]) -> Result<PartitionId> {
         Ok(partition_for_key(key, self.partition_count(topic)?))
-    }
-
-    /// Sends one record: a key picks its partition with murmur2 as Kafka does; keyless records
-    /// go round-robin. Waits for the acknowledgement.
-    pub fn send(
-        &self,
-        topic: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-    ) -> Result<AppendOutcome> {
-        let t = self.topic(topic)?;
-        let n = t.partitions.len() as u32;
-        let partition = match key {
-            Some(k) => partition_for_key(k, n),
-            None => {
-                PartitionId((t.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(n)) as u32)
-            }
-        };
-        let record = Record {
-            key: key.map(bytes::Bytes::copy_from_slice),
-            value: value.map(bytes::Bytes::copy_from_slice),
-            ..Record::default()
-        };
-        let batches = self.encode(&t, std::slice::from_ref(&record))?;
-        self.enqueue(&t, partition, batches, false)?.wait()
     }
 
     /// Reads whole batches from `offset` (at least one batch if any is readable).

@@ -132,8 +132,10 @@ impl GroupCoordinator {
         Ok(out)
     }
 
-    /// Runs `f` holding the group's lock (if the group has state), refusing while it has live
-    /// members: offsets an administrator changes must not race a member's commits.
+    /// Runs `f` holding the group's lock and its commit lock (if the group has state),
+    /// refusing while it has live members: offsets an administrator changes must race neither
+    /// a member's commits nor a standalone consumer's. The store of committed offsets, which
+    /// every group reads, is locked only to plan and to apply, never across the append.
     fn while_empty<T>(
         &self,
         group: &str,
@@ -149,6 +151,9 @@ impl GroupCoordinator {
                 });
             }
         }
+        let _order = slot
+            .as_ref()
+            .map(|s| s.commits.lock().unwrap_or_else(|e| e.into_inner()));
         f(guard.as_deref_mut())
     }
 
@@ -156,17 +161,20 @@ impl GroupCoordinator {
     pub fn delete_group(&self, group: &str) -> Result<()> {
         let log = self.inner.log.clone();
         self.while_empty(group, |g| {
-            self.offsets().delete_group(&log, group)?;
+            // A group the coordinator knows with no offsets (members came and left without
+            // committing) still has its membership record to delete.
+            let known = g.as_deref().is_some_and(|g| g.state != GroupState::Dead);
+            let mut records = match self.offsets().group_tombstones(group) {
+                Err(CoordError::UnknownGroup(_)) if known => Vec::new(),
+                r => r?,
+            };
+            // The membership record goes too (a tombstone, as Kafka writes).
+            records.push(weir_log::Record::tombstone(stored::encode_key(group)));
+            log.append(OFFSETS_TOPIC, OffsetStore::partition_of(group), &records)?;
+            self.offsets().remove(group, None);
             if let Some(g) = g {
                 g.state = GroupState::Dead;
             }
-            // The membership record goes too (a tombstone, as Kafka writes).
-            let tombstone = weir_log::Record::tombstone(stored::encode_key(group));
-            log.append(
-                OFFSETS_TOPIC,
-                OffsetStore::partition_of(group),
-                &[tombstone],
-            )?;
             Ok(())
         })
     }
@@ -176,7 +184,13 @@ impl GroupCoordinator {
     pub fn delete_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<()> {
         let log = self.inner.log.clone();
         self.while_empty(group, |_| {
-            self.offsets().delete_offsets(&log, group, partitions)
+            let records = self.offsets().tombstones(group, partitions)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            log.append(OFFSETS_TOPIC, OffsetStore::partition_of(group), &records)?;
+            self.offsets().remove(group, Some(partitions));
+            Ok(())
         })
     }
 
@@ -199,7 +213,15 @@ impl GroupCoordinator {
                 )
             })
             .collect();
-        self.while_empty(group, |_| self.offsets().commit(&log, group, &entries))?;
+        self.while_empty(group, |_| {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let records = OffsetStore::records(group, &entries);
+            log.append(OFFSETS_TOPIC, OffsetStore::partition_of(group), &records)?;
+            self.offsets().apply_committed(group, &entries);
+            Ok(())
+        })?;
         Ok(targets)
     }
 }

@@ -136,16 +136,28 @@ pub(crate) fn stored_group_key(key: &[u8]) -> Option<String> {
     stored::decode_key(key)
 }
 
-/// Persists a group's membership without waiting for its fsync (it is advisory: describe
-/// from other processes, and members' continuity across a restart). Nothing on a read-only
+/// Persists a group's membership without waiting for its fsync, or for room in a full
+/// queue: it is advisory (describe from other processes, members' continuity across a
+/// restart), it is written under the group's lock, which requests served on async workers
+/// take, and the group's next change writes its whole state again. Nothing on a read-only
 /// view.
 fn persist(log: &Log, name: &str, g: &Group) {
     if log.is_read_only() {
         return;
     }
     let record = weir_log::Record::keyed(stored::encode_key(name), stored::encode_value(g));
-    if let Err(e) = log.submit(OFFSETS_TOPIC, OffsetStore::partition_of(name), &[record]) {
-        tracing::warn!(group = name, error = %e, "cannot persist group metadata");
+    let mut batch = weir_log::BatchBuilder::with_capacity(256);
+    batch.push(&record, log.now());
+    let partition = OffsetStore::partition_of(name);
+    match log.try_submit_batch(OFFSETS_TOPIC, partition, batch.finish()) {
+        Ok(Ok(_)) => {}
+        Ok(Err(_full)) => {
+            tracing::warn!(
+                group = name,
+                "group metadata not persisted: the offsets queue is full"
+            )
+        }
+        Err(e) => tracing::warn!(group = name, error = %e, "cannot persist group metadata"),
     }
 }
 
@@ -398,10 +410,11 @@ impl GroupCoordinator {
     /// Validates a join and records the member as joining; starts a rebalance if needed.
     fn join_register(&self, req: JoinRequest) -> Result<PendingJoin> {
         if !(SESSION_TIMEOUT_MIN..=SESSION_TIMEOUT_MAX).contains(&req.session_timeout) {
-            return Err(CoordError::Invalid(format!(
-                "session timeout {:?} is outside {SESSION_TIMEOUT_MIN:?}..={SESSION_TIMEOUT_MAX:?}",
-                req.session_timeout
-            )));
+            return Err(CoordError::InvalidSessionTimeout {
+                got: req.session_timeout,
+                min: SESSION_TIMEOUT_MIN,
+                max: SESSION_TIMEOUT_MAX,
+            });
         }
         if req.group.is_empty() || req.group.len() > crate::offsets::GROUP_ID_MAX_BYTES {
             return Err(CoordError::InvalidGroupId {

@@ -293,3 +293,62 @@ fn a_topic_deleted_after_a_transaction_does_not_block_its_id() -> anyhow::Result
     assert_eq!(committed_values(&log, "out"), vec!["kept", "next"]);
     Ok(())
 }
+
+#[test]
+fn a_commit_retried_after_a_failure_between_markers_finishes_it() -> anyhow::Result<()> {
+    // The log fails after one marker (the decision is durable): the producer's retry of the
+    // same commit writes the rest; a request for the other outcome is refused.
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("out", 3, Default::default())?;
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    for i in 0..3 {
+        p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
+    }
+    txns.inject_crash_after_markers(1);
+    assert!(p.commit().is_err(), "the commit stopped after one marker");
+    txns.inject_crash_after_markers(usize::MAX);
+    let meta = txns.describe("app").expect("registered");
+    let abort = txns.end_transaction("app", meta.producer_id, meta.epoch, false);
+    assert!(
+        matches!(abort, Err(CoordError::InvalidTxnState { .. })),
+        "{abort:?}"
+    );
+    txns.end_transaction("app", meta.producer_id, meta.epoch, true)?;
+    assert_eq!(committed_values(&log, "out"), vec!["v0", "v1", "v2"]);
+    assert_eq!(
+        txns.describe("app").map(|m| m.state),
+        Some(TxnState::CompleteCommit)
+    );
+    // A second retry is answered by the completed state.
+    txns.end_transaction("app", meta.producer_id, meta.epoch, true)?;
+    let unknown = txns.end_transaction("nobody", 1, 0, true);
+    assert!(
+        matches!(unknown, Err(CoordError::UnknownTransactionalId(_))),
+        "{unknown:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn offsets_in_an_open_transaction_are_pending_until_it_ends() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path());
+    log.create_topic("in", 1, Default::default())?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    p.send_offsets_to_transaction("g", &[(("in".to_string(), 0), Offset(7))])?;
+    let tp = ("in".to_string(), 0);
+    assert!(txns.pending_offsets("g").contains(&tp));
+    assert!(txns.pending_offsets("other").is_empty());
+    p.commit()?;
+    assert!(txns.pending_offsets("g").is_empty());
+    assert_eq!(
+        groups.committed("g").get(&tp).map(|c| c.offset),
+        Some(Offset(7))
+    );
+    Ok(())
+}

@@ -250,7 +250,42 @@ pub(crate) fn offset_fetch(
     h: &Head,
     req: OffsetFetchRequest,
 ) -> Result<Reply, ConnError> {
+    if !req.require_stable {
+        return Ok(Reply::Now(respond(h, &committed_offsets(b, req))?));
+    }
+    // Asking which offsets a transaction holds takes the transaction coordinator's lock,
+    // which a commit holds across its fsync: off the async workers.
+    let b = b.clone();
+    Ok(later(h, move || committed_offsets(&b, req)))
+}
+
+/// The group's committed offsets for the asked partitions (all, for null topics). With
+/// `require_stable` (v7+), a partition whose offset an open transaction is changing is
+/// UNSTABLE_OFFSET_COMMIT, which clients retry, so a consumer that takes over from a
+/// transactional one never starts from an offset about to be superseded.
+fn committed_offsets(b: &Broker, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let committed = b.groups.committed(&req.group_id);
+    let pending = if req.require_stable {
+        b.txns.pending_offsets(&req.group_id)
+    } else {
+        Default::default()
+    };
+    let entry = |topic: &str, p: i32| {
+        let r = OffsetFetchResponsePartition::default()
+            .with_partition_index(p)
+            .with_committed_offset(-1)
+            .with_metadata(Some(s("")));
+        let tp = (topic.to_string(), u32::try_from(p).unwrap_or(u32::MAX));
+        if pending.contains(&tp) {
+            return r.with_error_code(ResponseError::UnstableOffsetCommit.code());
+        }
+        match committed.get(&tp) {
+            Some(c) => r
+                .with_committed_offset(c.offset.0)
+                .with_metadata(Some(s(c.metadata.clone()))),
+            None => r,
+        }
+    };
     let topics: Vec<OffsetFetchResponseTopic> = match req.topics {
         Some(topics) => topics
             .into_iter()
@@ -258,44 +293,32 @@ pub(crate) fn offset_fetch(
                 let partitions = t
                     .partition_indexes
                     .iter()
-                    .map(|p| {
-                        let c = committed.get(&(t.name.to_string(), *p as u32));
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(*p)
-                            .with_committed_offset(c.map_or(-1, |c| c.offset.0))
-                            .with_metadata(Some(s(c
-                                .map(|c| c.metadata.clone())
-                                .unwrap_or_default())))
-                    })
+                    .map(|p| entry(&t.name, *p))
                     .collect();
                 OffsetFetchResponseTopic::default()
                     .with_name(t.name)
                     .with_partitions(partitions)
             })
             .collect(),
-        // Null topics (v2+): every committed offset of the group.
+        // Null topics (v2+): every partition the group has an offset for, or is about to.
         None => {
+            let all: std::collections::BTreeSet<&(String, u32)> =
+                committed.keys().chain(pending.iter()).collect();
             let mut out: Vec<OffsetFetchResponseTopic> = Vec::new();
-            for ((topic, p), c) in &committed {
+            for (topic, p) in all {
                 if out.last().is_none_or(|t| t.name.0.as_str() != topic) {
                     out.push(
                         OffsetFetchResponseTopic::default().with_name(TopicName(s(topic.clone()))),
                     );
                 }
                 if let Some(t) = out.last_mut() {
-                    t.partitions.push(
-                        OffsetFetchResponsePartition::default()
-                            .with_partition_index(*p as i32)
-                            .with_committed_offset(c.offset.0)
-                            .with_metadata(Some(s(c.metadata.clone()))),
-                    );
+                    t.partitions.push(entry(topic, *p as i32));
                 }
             }
             out
         }
     };
-    let body = OffsetFetchResponse::default().with_topics(topics);
-    Ok(Reply::Now(respond(h, &body)?))
+    OffsetFetchResponse::default().with_topics(topics)
 }
 
 fn state_name(state: GroupState) -> &'static str {

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{respond, s, Head, Reply};
+use super::{later, respond, s, Head, Reply};
 use crate::broker::{Broker, NODE_ID};
 use crate::error::{log_code, ConnError};
 use crate::limits::AUTO_CREATE_PARTITIONS;
@@ -22,13 +22,28 @@ pub(crate) fn metadata(
     h: &Head,
     req: MetadataRequest,
 ) -> Result<Reply, ConnError> {
+    // Before v4 the request has no flag and creation follows the broker's setting.
+    let may_create = b.auto_create_topics && (h.version < 4 || req.allow_auto_topic_creation);
+    let creates = may_create
+        && req.topics.iter().flatten().any(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| b.log.partition_count(n).is_err())
+        });
+    if creates {
+        // Creating a topic writes and fsyncs its directory: off the async workers.
+        let (b, version) = (b.clone(), h.version);
+        return Ok(later(h, move || response(&b, version, req, may_create)));
+    }
+    Ok(Reply::Now(respond(h, &response(b, h.version, req, false))?))
+}
+
+fn response(b: &Broker, version: i16, req: MetadataRequest, may_create: bool) -> MetadataResponse {
     // v0 lists all topics with an empty list; v1+ with a null list.
     let all = match &req.topics {
         None => true,
-        Some(t) => t.is_empty() && h.version == 0,
+        Some(t) => t.is_empty() && version == 0,
     };
-    // Before v4 the request has no flag and creation follows the broker's setting.
-    let may_create = b.auto_create_topics && (h.version < 4 || req.allow_auto_topic_creation);
     let topics = if all {
         b.log
             .list_topics()
@@ -50,12 +65,11 @@ pub(crate) fn metadata(
         .with_node_id(BrokerId(NODE_ID))
         .with_host(s(host))
         .with_port(port);
-    let body = MetadataResponse::default()
+    MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(s(b.cluster_id.clone())))
         .with_controller_id(BrokerId(NODE_ID))
-        .with_topics(topics);
-    Ok(Reply::Now(respond(h, &body)?))
+        .with_topics(topics)
 }
 
 /// A requested topic: described, created if allowed, or an error entry.

@@ -79,6 +79,9 @@ pub(crate) struct Head {
 pub(crate) enum Reply {
     Now(Bytes),
     Later(BoxFuture<'static, Result<Option<Bytes>, ConnError>>),
+    /// Like `Later`, but the connection dispatches nothing more until it is done (a produce
+    /// whose append waits for room in a full queue, which later appends must not overtake).
+    Barrier(BoxFuture<'static, Result<Option<Bytes>, ConnError>>),
     Silent,
 }
 
@@ -87,6 +90,7 @@ impl std::fmt::Debug for Reply {
         f.write_str(match self {
             Reply::Now(_) => "Reply::Now",
             Reply::Later(_) => "Reply::Later",
+            Reply::Barrier(_) => "Reply::Barrier",
             Reply::Silent => "Reply::Silent",
         })
     }

@@ -15,11 +15,15 @@ use super::{respond, Head, Reply};
 use crate::broker::Broker;
 use crate::error::{log_code, ConnError};
 
-/// One partition's outcome so far: an error already, or an append in flight.
+/// One partition's outcome so far: an error already, an append in flight, or an append
+/// waiting for room in the partition's full queue.
 enum Pending {
     Failed(ResponseError, String),
     /// An append in flight, with its batch's bytes and records (counted once acknowledged).
     Appending(AppendTicket, usize, u64),
+    /// The partition's queue was full: submitted from the blocking pool, which may wait for
+    /// room (the log's `append_max_block`) without holding an async worker.
+    Deferred(PartitionId, EncodedBatch),
 }
 
 pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<Reply, ConnError> {
@@ -39,24 +43,34 @@ pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<
         }
         topics.push((t.name, parts));
     }
+    // A deferred append must reach its queue before any later request of this connection
+    // appends (an idempotent producer's next batch carries the next sequence; any producer's
+    // next batch must stay behind it): the reply holds the connection's later requests back
+    // until it is queued.
+    let deferred = topics.iter().any(|(_, parts)| {
+        parts
+            .iter()
+            .any(|(_, p)| matches!(p, Pending::Deferred(..)))
+    });
     if acks == 0 {
-        // Nobody waits for these appends; failures are logged, as Kafka's broker does.
-        tokio::spawn(async move {
-            for (_, parts) in topics {
-                for (_, p) in parts {
-                    if let Pending::Appending(t, _, _) = p {
-                        if let Err(e) = t.await {
-                            tracing::warn!(error = %e, "acks=0 append failed");
-                        }
-                    }
-                }
-            }
-        });
-        return Ok(Reply::Silent);
+        if !deferred {
+            tokio::spawn(log_failures(topics));
+            return Ok(Reply::Silent);
+        }
+        let b = b.clone();
+        return Ok(Reply::Barrier(Box::pin(async move {
+            tokio::spawn(log_failures(submit_deferred(&b, topics).await));
+            Ok(None)
+        })));
     }
     let h = h.clone();
     let b = b.clone();
-    Ok(Reply::Later(Box::pin(async move {
+    let work = Box::pin(async move {
+        let topics = if deferred {
+            submit_deferred(&b, topics).await
+        } else {
+            topics
+        };
         let mut responses = Vec::with_capacity(topics.len());
         for (name, parts) in topics {
             let mut out = Vec::with_capacity(parts.len());
@@ -75,9 +89,57 @@ pub(crate) fn produce(b: &Arc<Broker>, h: &Head, req: ProduceRequest) -> Result<
         }
         let body = ProduceResponse::default().with_responses(responses);
         respond(&h, &body).map(Some)
-    })))
+    });
+    Ok(if deferred {
+        Reply::Barrier(work)
+    } else {
+        Reply::Later(work)
+    })
 }
 
+type TopicAppends = Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Pending)>)>;
+
+/// `acks=0`: nobody waits for these appends; failures are logged, as Kafka's broker does.
+async fn log_failures(topics: TopicAppends) {
+    for (_, parts) in topics {
+        for (_, p) in parts {
+            if let Pending::Appending(t, _, _) = p {
+                if let Err(e) = t.await {
+                    tracing::warn!(error = %e, "acks=0 append failed");
+                }
+            }
+        }
+    }
+}
+
+/// Submits the appends whose queue was full, in request order, from the blocking pool.
+async fn submit_deferred(b: &Arc<Broker>, topics: TopicAppends) -> TopicAppends {
+    let b = b.clone();
+    let submitted = tokio::task::spawn_blocking(move || {
+        topics
+            .into_iter()
+            .map(|(name, parts)| {
+                let parts = parts
+                    .into_iter()
+                    .map(|(index, p)| match p {
+                        Pending::Deferred(partition, batch) => {
+                            (index, queue(&b, &name, partition, batch))
+                        }
+                        p => (index, p),
+                    })
+                    .collect();
+                (name, parts)
+            })
+            .collect()
+    })
+    .await;
+    // The blocking task cannot panic (no unwraps); if the pool is gone the server is
+    // shutting down and the connection closes with it.
+    submitted.unwrap_or_default()
+}
+
+/// Validates a partition's batch and queues it without waiting for room: a full queue
+/// defers it to the blocking pool.
 fn submit(b: &Broker, topic: &str, index: i32, records: Option<bytes::Bytes>) -> Pending {
     let Some(bytes) = records else {
         return Pending::Failed(ResponseError::InvalidRecord, "no records".into());
@@ -107,7 +169,18 @@ fn submit(b: &Broker, topic: &str, index: i32, records: Option<bytes::Bytes>) ->
         );
     }
     let (bytes, records) = (batch.len(), batch.record_count() as u64);
-    match b.log.submit_batch(topic, PartitionId(partition), batch) {
+    match b.log.try_submit_batch(topic, PartitionId(partition), batch) {
+        Ok(Ok(ticket)) => Pending::Appending(ticket, bytes, records),
+        Ok(Err(batch)) => Pending::Deferred(PartitionId(partition), batch),
+        Err(e) => Pending::Failed(log_code(&e), e.to_string()),
+    }
+}
+
+/// Queues one validated batch, waiting for room in its partition's queue (the log's
+/// `append_max_block`): on the blocking pool only.
+fn queue(b: &Broker, topic: &str, partition: PartitionId, batch: EncodedBatch) -> Pending {
+    let (bytes, records) = (batch.len(), batch.record_count() as u64);
+    match b.log.submit_batch(topic, partition, batch) {
         Ok(ticket) => Pending::Appending(ticket, bytes, records),
         Err(e) => Pending::Failed(log_code(&e), e.to_string()),
     }
@@ -127,6 +200,11 @@ async fn finish(
         .with_log_start_offset(-1);
     let (code, message) = match p {
         Pending::Failed(code, message) => (code, message),
+        // `submit_deferred` submitted every deferred batch before this.
+        Pending::Deferred(..) => (
+            ResponseError::UnknownServerError,
+            "append was not submitted".into(),
+        ),
         Pending::Appending(ticket, bytes, records) => match ticket.await {
             Ok(outcome) => {
                 b.metrics.produced(topic, index as u32, bytes, records);

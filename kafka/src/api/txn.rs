@@ -30,6 +30,20 @@ fn code(r: &Result<impl Sized, CoordError>) -> i16 {
     r.as_ref().err().map_or(0, |e| coord_code(e).code())
 }
 
+/// First version of EndTxn, AddPartitionsToTxn and AddOffsetsToTxn whose clients know
+/// PRODUCER_FENCED (KIP-588); older ones are told INVALID_PRODUCER_EPOCH, as Kafka does.
+const PRODUCER_FENCED_SINCE: i16 = 2;
+
+/// [`code`] as a client of this request version understands it.
+fn versioned_code(r: &Result<impl Sized, CoordError>, version: i16) -> i16 {
+    let c = code(r);
+    if c == ResponseError::ProducerFenced.code() && version < PRODUCER_FENCED_SINCE {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        c
+    }
+}
+
 pub(crate) fn init_producer_id(
     b: &Arc<Broker>,
     h: &Head,
@@ -69,6 +83,7 @@ pub(crate) fn add_partitions(
     req: AddPartitionsToTxnRequest,
 ) -> Result<Reply, ConnError> {
     let b = b.clone();
+    let version = h.version;
     Ok(later(h, move || {
         let topics = &req.v3_and_below_topics;
         // A topic that does not exist, or a partition index it does not have: a transaction
@@ -88,7 +103,7 @@ pub(crate) fn add_partitions(
             req.v3_and_below_producer_epoch,
             &partitions,
         );
-        let error = code(&result);
+        let error = versioned_code(&result, version);
         let results = topics
             .iter()
             .map(|t| {
@@ -121,6 +136,7 @@ pub(crate) fn add_offsets(
     req: AddOffsetsToTxnRequest,
 ) -> Result<Reply, ConnError> {
     let b = b.clone();
+    let version = h.version;
     Ok(later(h, move || {
         let partition = OffsetStore::partition_of(&req.group_id);
         let result = b.txns.add_partitions(
@@ -129,7 +145,7 @@ pub(crate) fn add_offsets(
             req.producer_epoch,
             &[(OFFSETS_TOPIC.to_string(), partition.0)],
         );
-        AddOffsetsToTxnResponse::default().with_error_code(code(&result))
+        AddOffsetsToTxnResponse::default().with_error_code(versioned_code(&result, version))
     }))
 }
 
@@ -196,6 +212,7 @@ pub(crate) fn txn_offset_commit(
 
 pub(crate) fn end_txn(b: &Arc<Broker>, h: &Head, req: EndTxnRequest) -> Result<Reply, ConnError> {
     let b = b.clone();
+    let version = h.version;
     Ok(later(h, move || {
         let result = b.txns.end_transaction(
             &req.transactional_id,
@@ -203,6 +220,6 @@ pub(crate) fn end_txn(b: &Arc<Broker>, h: &Head, req: EndTxnRequest) -> Result<R
             req.producer_epoch,
             req.committed,
         );
-        EndTxnResponse::default().with_error_code(code(&result))
+        EndTxnResponse::default().with_error_code(versioned_code(&result, version))
     }))
 }

@@ -277,3 +277,116 @@ fn offset_metadata_over_the_limit_is_refused_not_stored() -> anyhow::Result<()> 
     weir_coord::GroupCoordinator::start(&server.log)?;
     Ok(())
 }
+
+#[test]
+fn transactional_offsets_are_unstable_until_the_end_and_ends_retry_as_in_kafka(
+) -> anyhow::Result<()> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let server = TestServer::start()?;
+    server.log.create_topic("m", 1, Default::default())?;
+    let mut c = server.connect()?;
+    let str = |v: &str| StrBytes::from_string(v.into());
+    let txn_id = TransactionalId(str("tx"));
+    let group = GroupId(str("g"));
+    let init = c.call(
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(txn_id.clone()))
+            .with_transaction_timeout_ms(60_000),
+        4,
+    )?;
+    assert_eq!(init.error_code, 0);
+    let (pid, epoch) = (init.producer_id, init.producer_epoch);
+    let add = |epoch: i16| {
+        AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id(group.clone())
+    };
+    assert_eq!(c.call(&add(epoch), 3)?.error_code, 0);
+    // A stale epoch: PRODUCER_FENCED for clients that know it, INVALID_PRODUCER_EPOCH before.
+    assert_eq!(c.call(&add(epoch - 1), 3)?.error_code, 90);
+    assert_eq!(c.call(&add(epoch - 1), 1)?.error_code, 47);
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn_id.clone())
+        .with_group_id(group.clone())
+        .with_producer_id(pid)
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_member_id(str(""))
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic("m"))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)])]);
+    let r = c.call(&commit, 3)?;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let fetch = |stable: bool| {
+        OffsetFetchRequest::default()
+            .with_group_id(group.clone())
+            .with_require_stable(stable)
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(topic("m"))
+                .with_partition_indexes(vec![0])]))
+    };
+    let p = |r: &OffsetFetchResponse| {
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    assert_eq!(
+        p(&c.call(&fetch(true), 7)?),
+        (88, -1),
+        "UNSTABLE_OFFSET_COMMIT"
+    );
+    assert_eq!(
+        p(&c.call(&fetch(false), 7)?),
+        (0, -1),
+        "nothing committed yet"
+    );
+    let end = |commit: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(txn_id.clone())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(commit)
+    };
+    assert_eq!(c.call(&end(true), 3)?.error_code, 0);
+    assert_eq!(c.call(&end(true), 3)?.error_code, 0, "a retried commit");
+    assert_eq!(c.call(&end(false), 3)?.error_code, 48, "INVALID_TXN_STATE");
+    assert_eq!(p(&c.call(&fetch(true), 7)?), (0, 5));
+    let unknown = EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(str("never")))
+        .with_producer_id(pid)
+        .with_committed(true);
+    assert_eq!(
+        c.call(&unknown, 3)?.error_code,
+        49,
+        "INVALID_PRODUCER_ID_MAPPING"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_session_timeout_out_of_bounds_is_invalid_session_timeout() -> anyhow::Result<()> {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    let server = TestServer::start()?;
+    let mut c = server.connect()?;
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(
+            kafka_protocol::protocol::StrBytes::from_static_str("g"),
+        ))
+        .with_session_timeout_ms(1)
+        .with_rebalance_timeout_ms(1_000)
+        .with_protocol_type(kafka_protocol::protocol::StrBytes::from_static_str(
+            "consumer",
+        ))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(kafka_protocol::protocol::StrBytes::from_static_str("range"))
+            .with_metadata(Bytes::new())]);
+    assert_eq!(c.call(&join, 5)?.error_code, 26);
+    Ok(())
+}

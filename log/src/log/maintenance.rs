@@ -20,7 +20,7 @@ impl Log {
     pub fn roll(&self, topic: &str) -> Result<()> {
         let t = self.topic(topic)?;
         let tickets: Vec<AppendTicket> = (0..t.partitions.len() as u32)
-            .map(|p| self.enqueue(&t, PartitionId(p), Vec::new(), true))
+            .map(|p| self.enqueue_blocking(&t, PartitionId(p), Vec::new(), true))
             .collect::<Result<_>>()?;
         for ticket in tickets {
             ticket.wait()?;

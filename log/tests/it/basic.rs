@@ -292,6 +292,54 @@ fn queue_full_is_a_typed_error_after_max_block() -> anyhow::Result<()> {
 }
 
 #[test]
+fn try_submit_hands_the_batch_back_when_the_queue_is_full() -> anyhow::Result<()> {
+    let sim = weir_log::sim::SimStorage::new();
+    let opts = weir_log::LogOptions {
+        storage: std::sync::Arc::new(sim.clone()),
+        cleaner_interval: None,
+        append_queue_bytes: 1,
+        ..Default::default()
+    };
+    let log = weir_log::Log::open_with("/q", opts)?;
+    log.create_topic("t", 1, Default::default())?;
+    sim.inject(weir_log::sim::Faults {
+        sync_delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let batch = |i: usize| {
+        let mut b = weir_log::BatchBuilder::with_capacity(1100);
+        b.push(&Record::value(vec![i as u8; 1000]), Timestamp(0));
+        b.finish()
+    };
+    let mut tickets = Vec::new();
+    let mut handed_back = None;
+    for i in 0..50 {
+        let started = Instant::now();
+        match log.try_submit_batch("t", PartitionId(0), batch(i))? {
+            Ok(t) => tickets.push(t),
+            Err(back) => {
+                assert!(
+                    started.elapsed() < Duration::from_millis(250),
+                    "it must not wait"
+                );
+                handed_back = Some(back);
+                break;
+            }
+        }
+    }
+    let back = handed_back.expect("a 1-byte queue must push back");
+    assert_eq!(back.record_count(), 1, "the batch comes back whole");
+    for t in tickets.drain(..) {
+        t.wait()?;
+    }
+    // Submitted again once there is room, it is appended after the others.
+    let end = log.latest_offset("t", PartitionId(0))?;
+    let outcome = log.submit_batch("t", PartitionId(0), back)?.wait()?;
+    assert_eq!(outcome.base_offset, end);
+    Ok(())
+}
+
+#[test]
 fn dropping_the_log_shuts_it_down_at_once_even_with_the_cleaner_running() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let opts = || weir_log::LogOptions {
