@@ -40,6 +40,23 @@ pub enum Command {
     Bench(BenchCmd),
     /// Serve the data directory to Kafka clients (the Kafka wire protocol).
     Serve(ServeArgs),
+    /// Run SQL: streams, tables and batch queries over the log (a REPL without -c or -f).
+    Sql(SqlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// Run these statements and exit.
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "SQL",
+        conflicts_with = "file"
+    )]
+    pub command: Option<String>,
+    /// Run the statements of this file and exit.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

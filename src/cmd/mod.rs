@@ -9,6 +9,7 @@ mod pipeline;
 mod produce;
 mod remote;
 mod serve;
+mod sql;
 mod topic;
 
 use anyhow::{Context, Result};
@@ -52,5 +53,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
         Command::Bench(BenchCmd::Join(a)) => bench::join(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
+        Command::Sql(a) => sql::run(&cli.data_dir, a),
     }
 }

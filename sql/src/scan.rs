@@ -1,0 +1,218 @@
+//! Batch scans of a relation's topic for DataFusion: one partition stream per log partition
+//! (so DataFusion reads partitions in parallel), each reading `read_committed` from the start
+//! of the partition to its last stable offset at the moment the query runs, decoding chunks
+//! of records into Arrow batches on a blocking thread and handing them over through a bounded
+//! channel. A table's scan keeps the latest row per key (a tombstone deletes it).
+//!
+//! Records that do not decode are not dropped silently: they are collected (first few in full,
+//! all counted) and the session reports them with the query's result.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+use tokio::sync::mpsc;
+use weir_log::{Isolation, Log, PartitionId};
+
+use crate::format::{BadRecord, LogRecord, RowDecoder};
+use crate::parser::RelationKind;
+
+/// Records decoded per Arrow batch: large enough to amortise per-batch costs, small enough
+/// that a partition's reader holds little (DataFusion's own default batch size).
+pub const SCAN_BATCH_ROWS: usize = 8192;
+
+/// Batches a partition's reader may run ahead of the query (the channel's bound).
+const SCAN_QUEUE_BATCHES: usize = 2;
+
+/// Bytes read from the log per fetch.
+const SCAN_FETCH_BYTES: usize = 1 << 20;
+
+/// Bad records kept in full per query (all are counted).
+pub const BAD_RECORDS_KEPT: usize = 5;
+
+/// The bad records one query met.
+#[derive(Debug, Default)]
+pub struct BadRecords {
+    /// How many.
+    pub count: u64,
+    /// The first few, with their relation.
+    pub first: Vec<(String, BadRecord)>,
+}
+
+/// Shared between a session and its scans.
+pub type BadRecordLog = Arc<Mutex<BadRecords>>;
+
+/// One partition of a relation, as DataFusion streams it.
+#[derive(Debug, Clone)]
+pub struct PartitionScan {
+    pub(crate) log: Log,
+    pub(crate) relation: String,
+    pub(crate) topic: String,
+    pub(crate) kind: RelationKind,
+    pub(crate) partition: u32,
+    pub(crate) decoder: RowDecoder,
+    pub(crate) bad: BadRecordLog,
+}
+
+type Sender = mpsc::Sender<Result<RecordBatch, DataFusionError>>;
+
+impl PartitionStream for PartitionScan {
+    fn schema(&self) -> &SchemaRef {
+        self.decoder.schema()
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (tx, rx) = mpsc::channel(SCAN_QUEUE_BATCHES);
+        let scan = self.clone();
+        let work = move || scan.run(&tx);
+        // Reads are blocking disk I/O: the runtime's blocking pool when there is one.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(work)),
+            Err(_) => {
+                if let Err(e) = std::thread::Builder::new()
+                    .name("weir-sql-scan".into())
+                    .spawn(work)
+                {
+                    tracing::error!(error = %e, "cannot start a scan thread");
+                }
+            }
+        }
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.decoder.schema().clone(),
+            stream,
+        ))
+    }
+}
+
+impl PartitionScan {
+    fn run(&self, tx: &Sender) {
+        let result = match self.kind {
+            RelationKind::Stream => self.scan_stream(tx),
+            RelationKind::Table => self.scan_table(tx),
+        };
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+        }
+    }
+
+    /// Reads `[start, last stable offset)` and calls `f` with each record.
+    fn read(
+        &self,
+        mut f: impl FnMut(LogRecord) -> Result<bool, weir_log::LogError>,
+    ) -> Result<(), weir_log::LogError> {
+        let p = PartitionId(self.partition);
+        let end = self.log.last_stable_offset(&self.topic, p)?;
+        let mut at = self.log.earliest_offset(&self.topic, p)?;
+        while at < end {
+            let fetch = self.log.read_isolated(
+                &self.topic,
+                p,
+                at,
+                SCAN_FETCH_BYTES,
+                Isolation::ReadCommitted,
+            )?;
+            if fetch.is_empty() {
+                break;
+            }
+            for r in fetch.records() {
+                let r = r?;
+                if r.offset >= end {
+                    return Ok(());
+                }
+                let record = LogRecord {
+                    key: r.key.map(Bytes::copy_from_slice),
+                    value: r.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                    timestamp: r.timestamp.0,
+                    partition: self.partition as i32,
+                    offset: r.offset.0,
+                };
+                // A tombstone (no value) carries no row of a stream.
+                if r.value.is_none() && self.kind == RelationKind::Stream {
+                    continue;
+                }
+                if !f(record)? {
+                    return Ok(());
+                }
+            }
+            let next = fetch.next_offset();
+            if next <= at {
+                break;
+            }
+            at = next;
+        }
+        Ok(())
+    }
+
+    fn scan_stream(&self, tx: &Sender) -> Result<(), weir_log::LogError> {
+        let mut chunk = Vec::with_capacity(SCAN_BATCH_ROWS);
+        let mut open = true;
+        self.read(|r| {
+            chunk.push(r);
+            if chunk.len() == SCAN_BATCH_ROWS {
+                open = self.send(tx, &std::mem::take(&mut chunk));
+            }
+            Ok(open)
+        })?;
+        if open && !chunk.is_empty() {
+            self.send(tx, &chunk);
+        }
+        Ok(())
+    }
+
+    /// A table is its latest row per key: the whole partition is read, then decoded.
+    fn scan_table(&self, tx: &Sender) -> Result<(), weir_log::LogError> {
+        let mut latest: HashMap<Bytes, LogRecord> = HashMap::new();
+        let mut keyless = Vec::new();
+        self.read(|r| {
+            match &r.key {
+                None => keyless.push(r),
+                Some(k) if r.value.is_empty() => {
+                    latest.remove(k);
+                }
+                Some(k) => {
+                    latest.insert(k.clone(), r);
+                }
+            }
+            Ok(true)
+        })?;
+        self.report(keyless.iter().map(|r| BadRecord {
+            partition: r.partition,
+            offset: r.offset,
+            reason: "a table's records need a key".into(),
+        }));
+        let mut rows: Vec<LogRecord> = latest.into_values().collect();
+        rows.sort_by_key(|r| r.offset);
+        for chunk in rows.chunks(SCAN_BATCH_ROWS) {
+            if !self.send(tx, chunk) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Decodes a chunk and sends its rows; false once the query stopped listening.
+    fn send(&self, tx: &Sender, chunk: &[LogRecord]) -> bool {
+        let (batch, bad) = self.decoder.decode(chunk);
+        self.report(bad.into_iter());
+        batch.num_rows() == 0 || tx.blocking_send(Ok(batch)).is_ok()
+    }
+
+    fn report(&self, bad: impl Iterator<Item = BadRecord>) {
+        let mut log = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        for b in bad {
+            log.count += 1;
+            if log.first.len() < BAD_RECORDS_KEPT {
+                log.first.push((self.relation.clone(), b));
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! [`Session`]: runs statements against a log. DDL goes to the catalog (and creates topics),
+//! `INSERT … VALUES` writes records, and queries are planned and executed by DataFusion over
+//! the catalog's relations (batch queries over what the log holds when they run).
+//!
+//! A session owns a small tokio runtime for DataFusion; its methods block, so a CLI or a
+//! test calls them directly and a server calls them from its blocking pool.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::{provider_as_source, ViewTable};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{col, SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
+use weir_log::Log;
+
+use crate::catalog::{Catalog, Relation};
+use crate::error::{closest, from_datafusion, At, Hint, Result, SqlError};
+use crate::format::{RowDecoder, META_COLUMNS};
+use crate::parser::{parse, WeirStatement};
+use crate::scan::{BadRecordLog, BadRecords, PartitionScan};
+
+/// Threads of a session's DataFusion runtime (the machine's cores, at most this many).
+const SQL_WORKER_THREADS_MAX: usize = 8;
+
+/// Rows a query result may hold: results are returned whole, so a query over a huge stream
+/// needs a `LIMIT` or an aggregate.
+pub const RESULT_ROWS_MAX: usize = 1_000_000;
+
+/// What a statement returns.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Rows, with their schema (also when there are none).
+    Rows {
+        /// Column names and types.
+        schema: SchemaRef,
+        /// The rows.
+        batches: Vec<RecordBatch>,
+    },
+    /// A command's tag, as Postgres reports it (`CREATE STREAM`, `INSERT 0 3`).
+    Status(String),
+}
+
+/// A statement's output and anything the user should know about it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The output.
+    pub output: Output,
+    /// Warnings: records skipped because they do not decode, a topic kept on DROP, …
+    pub notices: Vec<String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub(crate) fn status(tag: impl Into<String>) -> Outcome {
+        Outcome {
+            output: Output::Status(tag.into()),
+            notices: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn notice(mut self, n: impl Into<String>) -> Outcome {
+        self.notices.push(n.into());
+        self
+    }
+}
+
+/// A SQL session over a log.
+pub struct Session {
+    pub(crate) log: Log,
+    pub(crate) catalog: Catalog,
+    pub(crate) ctx: SessionContext,
+    pub(crate) runtime: tokio::runtime::Runtime,
+    bad: BadRecordLog,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("log", &self.log)
+            .field("catalog", &self.catalog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session over `log` (its catalog is loaded, and created on a writable log).
+    pub fn open(log: &Log) -> Result<Session> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = cores.min(SQL_WORKER_THREADS_MAX);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("weir-sql")
+            .enable_all()
+            .build()
+            .map_err(|e| SqlError::Execution(format!("cannot start the SQL runtime: {e}")))?;
+        let mut config = SessionConfig::new()
+            .with_target_partitions(threads)
+            .with_information_schema(true);
+        config.options_mut().sql_parser.collect_spans = true;
+        Ok(Session {
+            log: log.clone(),
+            catalog: Catalog::open(log)?,
+            ctx: SessionContext::new_with_config(config),
+            runtime,
+            bad: Arc::new(Mutex::new(BadRecords::default())),
+        })
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Parses and runs a script; stops at the first error (statements before it took effect).
+    pub fn execute(&mut self, sql: &str) -> Result<Vec<Outcome>> {
+        parse(sql)?.into_iter().map(|s| self.run(s)).collect()
+    }
+
+    /// Runs one parsed statement.
+    pub fn run(&mut self, statement: WeirStatement) -> Result<Outcome> {
+        let started = std::time::Instant::now();
+        let mut outcome = match statement {
+            WeirStatement::Create(c) => self.create(*c)?,
+            WeirStatement::Drop {
+                kind,
+                name,
+                at,
+                if_exists,
+            } => self.drop_relation(kind, &name, at, if_exists)?,
+            WeirStatement::Show(what) => self.show(what)?,
+            WeirStatement::Describe { name, at } => self.describe(&name, at)?,
+            WeirStatement::Insert {
+                name,
+                at,
+                columns,
+                source,
+            } => self.insert(&name, at, &columns, *source)?,
+            WeirStatement::Query(s) => self.query(*s)?,
+        };
+        outcome.elapsed = started.elapsed();
+        Ok(outcome)
+    }
+
+    /// A relation, or the error naming the closest one.
+    pub(crate) fn relation(
+        &self,
+        name: &str,
+        at: Option<crate::error::Position>,
+    ) -> Result<&Relation> {
+        self.catalog
+            .get(name)
+            .ok_or_else(|| SqlError::UnknownRelation {
+                kind: "relation",
+                name: name.to_string(),
+                at: At(at),
+                hint: Hint(
+                    closest(name, self.catalog.names()).map(|c| format!("did you mean `{c}`?")),
+                ),
+            })
+    }
+
+    /// Runs a query (or EXPLAIN) through DataFusion over the catalog's relations.
+    fn query(&mut self, statement: Statement) -> Result<Outcome> {
+        if let Statement::Query(q) = &statement {
+            if q.to_string().to_uppercase().ends_with("EMIT CHANGES") {
+                return Err(SqlError::unsupported(
+                    "push queries (EMIT CHANGES, SUBSCRIBE) are not available yet",
+                    None,
+                ));
+            }
+        }
+        self.register_relations()?;
+        *self.bad.lock().unwrap_or_else(|e| e.into_inner()) = BadRecords::default();
+        let state = self.ctx.state();
+        let ctx = self.ctx.clone();
+        let (schema, batches) = self
+            .runtime
+            .block_on(async move {
+                let plan = state
+                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                        statement,
+                    )))
+                    .await
+                    .map_err(from_datafusion)?;
+                refuse_side_effects(&plan)?;
+                let df = ctx
+                    .execute_logical_plan(plan)
+                    .await
+                    .map_err(from_datafusion)?;
+                let schema: SchemaRef = Arc::clone(df.schema().inner());
+                let batches = df
+                    .limit(0, Some(RESULT_ROWS_MAX + 1))
+                    .map_err(from_datafusion)?
+                    .collect()
+                    .await
+                    .map_err(from_datafusion)?;
+                Ok::<_, SqlError>((schema, batches))
+            })
+            .map_err(|e| self.unknown_relation(e))?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if rows > RESULT_ROWS_MAX {
+            return Err(SqlError::plan(
+                format!(
+                    "the result has more than {RESULT_ROWS_MAX} rows; add a LIMIT or aggregate"
+                ),
+                None,
+            ));
+        }
+        let mut outcome = Outcome {
+            output: Output::Rows { schema, batches },
+            notices: Vec::new(),
+            elapsed: Duration::ZERO,
+        };
+        let bad = std::mem::take(&mut *self.bad.lock().unwrap_or_else(|e| e.into_inner()));
+        if bad.count > 0 {
+            let first: Vec<String> = bad
+                .first
+                .iter()
+                .map(|(rel, b)| {
+                    format!(
+                        "`{rel}` partition {} offset {}: {}",
+                        b.partition, b.offset, b.reason
+                    )
+                })
+                .collect();
+            outcome = outcome.notice(format!(
+                "skipped {} record(s) that do not decode; first: {}",
+                bad.count,
+                first.join("; ")
+            ));
+        }
+        Ok(outcome)
+    }
+
+    /// DataFusion's "table 'x' not found" as the catalog's error, with the closest name.
+    fn unknown_relation(&self, e: SqlError) -> SqlError {
+        if let SqlError::Plan { message, at, .. } = &e {
+            let name = message
+                .strip_prefix("table '")
+                .and_then(|m| m.strip_suffix("' not found"));
+            if let Some(name) = name {
+                let hint =
+                    closest(name, self.catalog.names()).map(|c| format!("did you mean `{c}`?"));
+                return SqlError::UnknownRelation {
+                    kind: "relation",
+                    name: name.to_string(),
+                    at: *at,
+                    hint: Hint(hint),
+                };
+            }
+        }
+        e
+    }
+
+    /// (Re)registers every relation with DataFusion: partition counts and the catalog may have
+    /// changed since the last statement.
+    fn register_relations(&mut self) -> Result<()> {
+        let relations: Vec<Relation> = self.catalog.relations().cloned().collect();
+        for rel in relations {
+            let provider = self.provider(&rel)?;
+            self.ctx
+                .deregister_table(rel.name.as_str())
+                .map_err(from_datafusion)?;
+            self.ctx
+                .register_table(rel.name.as_str(), provider)
+                .map_err(from_datafusion)?;
+        }
+        Ok(())
+    }
+
+    /// A relation as DataFusion sees it: a scan of its topic's partitions, projected to its
+    /// declared columns (computed ones evaluated) and the metadata columns.
+    fn provider(&self, rel: &Relation) -> Result<Arc<dyn TableProvider>> {
+        self.provider_with(rel, self.log.partition_count(&rel.topic)?)
+    }
+
+    /// [`Session::provider`] over `partitions` partitions (none: to plan against its schema).
+    pub(crate) fn provider_with(
+        &self,
+        rel: &Relation,
+        partitions: u32,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
+        let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
+            .map(|p| {
+                Arc::new(PartitionScan {
+                    log: self.log.clone(),
+                    relation: rel.name.clone(),
+                    topic: rel.topic.clone(),
+                    kind: rel.kind,
+                    partition: p,
+                    decoder: decoder.clone(),
+                    bad: self.bad.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        let scan = Arc::new(
+            StreamingTable::try_new(decoder.schema().clone(), streams).map_err(from_datafusion)?,
+        );
+        if rel.columns.iter().all(|c| c.computed.is_none()) {
+            return Ok(scan);
+        }
+        let stored = datafusion::common::DFSchema::try_from(decoder.schema().as_ref().clone())
+            .map_err(from_datafusion)?;
+        let mut exprs = Vec::with_capacity(rel.columns.len() + META_COLUMNS.len());
+        for c in &rel.columns {
+            exprs.push(match &c.computed {
+                Some(sql) => self
+                    .ctx
+                    .parse_sql_expr(sql, &stored)
+                    .map_err(from_datafusion)?
+                    .alias(&c.name),
+                None => col(format!("\"{}\"", c.name)),
+            });
+        }
+        exprs.extend(META_COLUMNS.iter().map(|m| col(*m)));
+        let plan = LogicalPlanBuilder::scan(rel.name.as_str(), provider_as_source(scan), None)
+            .and_then(|b| b.project(exprs))
+            .and_then(|b| b.build())
+            .map_err(from_datafusion)?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+/// Queries read; DataFusion's own DDL and DML would create in-memory tables or write
+/// nowhere, so they are refused in favour of the dialect's statements.
+fn refuse_side_effects(plan: &LogicalPlan) -> Result<()> {
+    let what = match plan {
+        LogicalPlan::Ddl(d) => Some(d.name().to_string()),
+        LogicalPlan::Dml(_) => Some("this DML statement".to_string()),
+        LogicalPlan::Copy(_) => Some("COPY".to_string()),
+        LogicalPlan::Statement(_) => Some("this statement".to_string()),
+        _ => None,
+    };
+    match what {
+        Some(w) => Err(SqlError::unsupported(
+            format!("{w} (use CREATE STREAM / CREATE TABLE … WITH (topic = …) and INSERT INTO … VALUES)"),
+            None,
+        )),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,6 @@
+//! `weir-sql` integration tests: the `.slt` files under `tests/slt` (statements with expected
+//! results and expected errors), and what a file cannot say (records written by other
+//! producers, a catalog that survives a restart).
+
+mod logic;
+mod records;
