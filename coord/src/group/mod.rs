@@ -136,31 +136,6 @@ pub(crate) fn stored_group_key(key: &[u8]) -> Option<String> {
     stored::decode_key(key)
 }
 
-/// Persists a group's membership without waiting for its fsync, or for room in a full
-/// queue: it is advisory (describe from other processes, members' continuity across a
-/// restart), it is written under the group's lock, which requests served on async workers
-/// take, and the group's next change writes its whole state again. Nothing on a read-only
-/// view.
-fn persist(log: &Log, name: &str, g: &Group) {
-    if log.is_read_only() {
-        return;
-    }
-    let record = weir_log::Record::keyed(stored::encode_key(name), stored::encode_value(g));
-    let mut batch = weir_log::BatchBuilder::with_capacity(256);
-    batch.push(&record, log.now());
-    let partition = OffsetStore::partition_of(name);
-    match log.try_submit_batch(OFFSETS_TOPIC, partition, batch.finish()) {
-        Ok(Ok(_)) => {}
-        Ok(Err(_full)) => {
-            tracing::warn!(
-                group = name,
-                "group metadata not persisted: the offsets queue is full"
-            )
-        }
-        Err(e) => tracing::warn!(group = name, error = %e, "cannot persist group metadata"),
-    }
-}
-
 /// Lag of one partition for a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLag {
@@ -491,7 +466,7 @@ impl GroupCoordinator {
         }
         let start_generation = g.generation;
         g.try_complete_join(now);
-        persist(&self.inner.log, &req.group, &g);
+        stored::persist(&self.inner.log, &req.group, &g);
         drop(g);
         slot.changed.notify(usize::MAX);
         Ok(PendingJoin {
@@ -621,7 +596,7 @@ impl GroupCoordinator {
                 }
                 g.state = GroupState::Stable;
                 assigned = true;
-                persist(&self.inner.log, group, &g);
+                stored::persist(&self.inner.log, group, &g);
             }
         }
         drop(g);
@@ -670,7 +645,7 @@ impl GroupCoordinator {
         let mut g = slot.lock();
         check_member(group, &mut g, member_id)?;
         g.remove_member(member_id, now);
-        persist(&self.inner.log, group, &g);
+        stored::persist(&self.inner.log, group, &g);
         drop(g);
         slot.changed.notify(usize::MAX);
         Ok(())
@@ -791,7 +766,7 @@ fn reap(inner: &Inner) {
         }
         changed |= g.try_complete_join(now);
         if changed {
-            persist(&inner.log, &id, &g);
+            stored::persist(&inner.log, &id, &g);
         }
         drop(g);
         if changed {

@@ -187,6 +187,31 @@ pub(super) fn decode_value(b: &[u8], now: Timestamp) -> Option<Group> {
     (r.at == b.len()).then_some(g)
 }
 
+/// Persists a group's membership without waiting for its fsync, or for room in a full
+/// queue: it is advisory (describe from other processes, members' continuity across a
+/// restart), it is written under the group's lock, which requests served on async workers
+/// take, and the group's next change writes its whole state again. Nothing on a read-only
+/// view.
+pub(super) fn persist(log: &weir_log::Log, name: &str, g: &Group) {
+    if log.is_read_only() {
+        return;
+    }
+    let record = weir_log::Record::keyed(encode_key(name), encode_value(g));
+    let mut batch = weir_log::BatchBuilder::with_capacity(256);
+    batch.push(&record, log.now());
+    let partition = crate::offsets::OffsetStore::partition_of(name);
+    match log.try_submit_batch(crate::offsets::OFFSETS_TOPIC, partition, batch.finish()) {
+        Ok(Ok(_)) => {}
+        Ok(Err(_full)) => {
+            tracing::warn!(
+                group = name,
+                "group metadata not persisted: the offsets queue is full"
+            )
+        }
+        Err(e) => tracing::warn!(group = name, error = %e, "cannot persist group metadata"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,21 @@ fn is_fenced(e: &CoordError) -> bool {
     matches!(e, CoordError::Log(LogError::ProducerFenced { .. }))
 }
 
+/// Writes `v0..v2` to partitions 0..2 of `out` in a transaction of `app` whose commit stops
+/// after its decision and one marker (as a process killed between markers would).
+fn commit_stopped_after_one_marker(
+    txns: &weir_coord::TransactionCoordinator,
+) -> anyhow::Result<()> {
+    let mut p = TransactionalProducer::new(txns, "app", Duration::from_secs(60))?;
+    p.begin()?;
+    for i in 0..3 {
+        p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
+    }
+    txns.inject_crash_after_markers(1);
+    assert!(p.commit().is_err(), "the commit stopped after one marker");
+    Ok(())
+}
+
 #[test]
 fn outputs_and_offsets_commit_or_abort_together() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -149,13 +164,7 @@ fn a_crash_between_markers_is_finished_on_restart_on_every_partition() -> anyhow
         let log = open(dir.path());
         log.create_topic("out", 3, Default::default())?;
         let (_groups, txns) = weir_coord::start(&log)?;
-        let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
-        p.begin()?;
-        for i in 0..3 {
-            p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
-        }
-        txns.inject_crash_after_markers(1);
-        assert!(p.commit().is_err(), "the commit stopped after one marker");
+        commit_stopped_after_one_marker(&txns)?;
         // Partition 0 is committed, partitions 1 and 2 are not yet.
         assert_eq!(committed_values(&log, "out"), vec!["v0"]);
     }
@@ -230,14 +239,7 @@ fn a_failed_reinit_keeps_the_decided_transaction_for_the_next_attempt() -> anyho
     )?;
     log.create_topic("out", 3, Default::default())?;
     let (_groups, txns) = weir_coord::start(&log)?;
-    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
-    p.begin()?;
-    for i in 0..3 {
-        p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
-    }
-    txns.inject_crash_after_markers(1);
-    assert!(p.commit().is_err(), "the commit stopped after one marker");
-    drop(p);
+    commit_stopped_after_one_marker(&txns)?;
     sim.inject(weir_log::sim::Faults {
         enospc_on_write: Some(1),
         sticky_enospc: true,
@@ -302,13 +304,7 @@ fn a_commit_retried_after_a_failure_between_markers_finishes_it() -> anyhow::Res
     let log = open(dir.path());
     log.create_topic("out", 3, Default::default())?;
     let (_groups, txns) = weir_coord::start(&log)?;
-    let mut p = TransactionalProducer::new(&txns, "app", Duration::from_secs(60))?;
-    p.begin()?;
-    for i in 0..3 {
-        p.send_to("out", PartitionId(i), &[Record::value(format!("v{i}"))])?;
-    }
-    txns.inject_crash_after_markers(1);
-    assert!(p.commit().is_err(), "the commit stopped after one marker");
+    commit_stopped_after_one_marker(&txns)?;
     txns.inject_crash_after_markers(usize::MAX);
     let meta = txns.describe("app").expect("registered");
     let abort = txns.end_transaction("app", meta.producer_id, meta.epoch, false);
