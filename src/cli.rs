@@ -321,6 +321,8 @@ pub enum BenchCmd {
     Window(BenchWindowArgs),
     /// Throughput of a stream–stream windowed join.
     Join(BenchJoinArgs),
+    /// A persistent SQL query over generated rows into a blackhole (Nexmark q1 by default).
+    Sql(BenchSqlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +342,19 @@ pub struct BenchJoinArgs {
     /// Partitions of each side (= tasks).
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSqlArgs {
+    /// Rows generated.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: u64,
+    /// Partitions of the generator (= tasks).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// The query over `gen (id, auction, bidder, price, ts)`; default Nexmark q1.
+    #[arg(long)]
+    pub select: Option<String>,
 }
 
 #[derive(Debug, Args)]

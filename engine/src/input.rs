@@ -18,6 +18,10 @@ use crate::processor::InputRecord;
 /// Bytes one fetch reads from an input partition.
 pub(crate) const FETCH_BYTES: usize = 1 << 20;
 
+/// Rows one fetch of a generated input makes: as many records as a 1 MiB fetch of small
+/// records, so a generator's batch costs about what a topic's does.
+pub(crate) const GENERATED_FETCH_ROWS: u64 = 8192;
+
 /// One input of a task.
 #[derive(Debug)]
 pub(crate) struct Input {
@@ -34,6 +38,8 @@ pub(crate) struct Input {
     /// watermark, idle). Each takes effect only once the input's position has passed it, so
     /// the records written before it are processed first (they are not late).
     pub(crate) watermarks: std::collections::VecDeque<(Offset, u32, i64, bool)>,
+    /// A generated input's pace: when and at which position this task started it.
+    paced_from: Option<(std::time::Instant, Offset)>,
 }
 
 impl Input {
@@ -46,6 +52,7 @@ impl Input {
             fetched: Vec::new(),
             fetched_at: 0,
             watermarks: std::collections::VecDeque::new(),
+            paced_from: None,
         }
     }
 
@@ -60,6 +67,9 @@ impl Input {
         }
         self.fetched.clear();
         self.fetched_at = 0;
+        if let Some(g) = self.spec.generated {
+            return Ok(self.generate(g, log, partition));
+        }
         // Watermark records not yet passed lie at or after the position: read again below.
         self.watermarks.clear();
         let at = self.position;
@@ -106,6 +116,37 @@ impl Input {
 }
 
 impl Input {
+    /// Makes the next records of a generated input: empty records numbered by offset, as many
+    /// as its rate allows by now (and at most `GENERATED_FETCH_ROWS`), none past its end.
+    fn generate(&mut self, g: crate::plan::GeneratedInput, log: &Log, partition: u32) -> bool {
+        let at = self.position;
+        let (since, from) = *self
+            .paced_from
+            .get_or_insert((std::time::Instant::now(), at));
+        let mut until = at.0.saturating_add(GENERATED_FETCH_ROWS as i64);
+        if let Some(end) = g.rows_of(partition) {
+            until = until.min(i64::try_from(end).unwrap_or(i64::MAX));
+        }
+        let rate = g.rate_of_partition();
+        if rate > 0 {
+            let due = (since.elapsed().as_secs_f64() * rate as f64) as i64;
+            until = until.min(from.0.saturating_add(due));
+        }
+        let now = log.now();
+        for offset in at.0..until {
+            self.fetched.push(InputRecord {
+                topic: self.topic.clone(),
+                partition,
+                offset: Offset(offset),
+                timestamp: now,
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            });
+        }
+        !self.fetched.is_empty()
+    }
+
     /// The watermark records the input's position has passed: (writer, watermark, idle).
     pub(crate) fn passed_watermarks(&mut self) -> Vec<(u32, i64, bool)> {
         let mut out = Vec::new();

@@ -63,7 +63,8 @@ pub use metrics::{
 };
 pub use names::{changelog_topic, dead_letter_topic};
 pub use plan::{
-    InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreKind, StoreSpec, SubPlan, TaskSetup,
+    GeneratedInput, InputKind, InputSpec, InternalTopic, Plan, PlanShape, StoreKind, StoreSpec,
+    SubPlan, TaskSetup,
 };
 pub use poison::ErrorPolicy;
 pub use processor::{InputRecord, Origin, Poison, Processor, RetryPolicy, TaskContext};

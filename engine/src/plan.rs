@@ -42,6 +42,63 @@ pub struct InputSpec {
     /// An internal topic of this plan (a repartition topic): created by the runtime, and
     /// purged once its records are committed.
     pub internal: bool,
+    /// Records the plan generates itself (`None`: read from the topic). The topic is then
+    /// only the name its positions commit under.
+    pub generated: Option<GeneratedInput>,
+}
+
+impl InputSpec {
+    /// A stream read from `topic`, with the record timestamps as event time.
+    pub fn topic(topic: &str, kind: InputKind) -> InputSpec {
+        InputSpec {
+            topic: topic.to_string(),
+            kind,
+            event_time: Default::default(),
+            internal: false,
+            generated: None,
+        }
+    }
+
+    /// Its partition count: the topic's, or the generator's.
+    pub fn partitions(&self, log: &weir_log::Log) -> Result<u32> {
+        match &self.generated {
+            Some(g) => Ok(g.partitions),
+            None => Ok(log.partition_count(&self.topic)?),
+        }
+    }
+}
+
+/// An input whose records the plan's processor generates (a `datagen` source): the runtime
+/// hands it empty records numbered like offsets, `0, 1, 2, …` per partition, at most
+/// `rows_per_second`, and commits the position reached with the task's transaction like an
+/// offset; the processor makes each row's values from its partition and offset alone, so a
+/// restart regenerates exactly the rows after the committed position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneratedInput {
+    /// Partitions (tasks) generating in parallel.
+    pub partitions: u32,
+    /// Rows in all (`None`: unbounded); row `i` of the whole input is row `i / partitions` of
+    /// partition `i % partitions`.
+    pub rows: Option<u64>,
+    /// Rows per second over all partitions (0: as fast as the processor takes them).
+    pub rows_per_second: u64,
+}
+
+impl GeneratedInput {
+    /// Rows partition `p` generates (`None`: unbounded).
+    pub fn rows_of(&self, p: u32) -> Option<u64> {
+        let n = u64::from(self.partitions.max(1));
+        self.rows
+            .map(|rows| (rows + n - 1 - u64::from(p).min(n - 1)) / n)
+    }
+
+    /// The rate of one partition (0: unbounded).
+    pub fn rate_of_partition(&self) -> u64 {
+        match self.rows_per_second {
+            0 => 0,
+            r => (r / u64::from(self.partitions.max(1))).max(1),
+        }
+    }
 }
 
 /// The kind of a store: how its keys are laid out, how its pending writes are kept, and how

@@ -410,7 +410,11 @@ fn ensure_topics(log: &Log, plan: &dyn Plan) -> Result<()> {
         )));
     }
     for sub in &shape.subplans {
-        for input in sub.inputs.iter().filter(|i| !i.internal) {
+        for input in sub
+            .inputs
+            .iter()
+            .filter(|i| !i.internal && i.generated.is_none())
+        {
             log.partition_count(&input.topic).map_err(|_| {
                 EngineError::Plan(format!(
                     "pipeline `{app}` reads topic `{}`, which does not exist",
@@ -459,7 +463,8 @@ pub fn run(
     ));
     let mut partitions = Vec::new();
     for sub in &shape.subplans {
-        for input in &sub.inputs {
+        // Generated inputs are no topic's partitions: the group does not list them.
+        for input in sub.inputs.iter().filter(|i| i.generated.is_none()) {
             for p in 0..log.partition_count(&input.topic)? {
                 partitions.push((input.topic.clone(), p));
             }
@@ -472,8 +477,7 @@ pub fn run(
     let mut assigned: Vec<Vec<TaskSlot>> = (0..workers).map(|_| Vec::new()).collect();
     let mut next = 0usize;
     for (index, sub) in shape.subplans.iter().enumerate() {
-        let first = &sub.inputs[0].topic;
-        for partition in 0..log.partition_count(first)? {
+        for partition in 0..sub.inputs[0].partitions(log)? {
             let cfg = TaskConfig {
                 app: app.clone(),
                 task: sub.name.clone(),

@@ -106,12 +106,7 @@ impl TaskConfig {
         TaskConfig {
             app: app.to_string(),
             task: crate::names::part_from(topic),
-            inputs: vec![InputSpec {
-                topic: topic.to_string(),
-                kind: InputKind::Stream,
-                event_time: Default::default(),
-                internal: false,
-            }],
+            inputs: vec![InputSpec::topic(topic, InputKind::Stream)],
             partition,
             stores: Vec::new(),
             commit_interval: Duration::from_millis(100),
@@ -243,7 +238,7 @@ impl Task {
             .inputs
             .first()
             .ok_or_else(|| EngineError::Plan(format!("task `{}` reads nothing", cfg.task)))?;
-        let partitions = log.partition_count(&first.topic)?;
+        let partitions = first.partitions(log)?;
         if cfg.partition >= partitions {
             return Err(EngineError::Plan(format!(
                 "topic `{}` has {partitions} partitions; task for partition {} cannot run",
@@ -338,14 +333,17 @@ impl Task {
         let mut inputs = Vec::new();
         for (n, spec) in cfg.inputs.iter().enumerate() {
             let t = &spec.topic;
-            let count = log.partition_count(t)?;
+            let count = spec.partitions(log)?;
             if count != partitions {
                 return Err(EngineError::Plan(format!(
                     "`{t}` has {count} partitions and `{}` has {partitions}: inputs of one task must be co-partitioned",
                     first.topic
                 )));
             }
-            let earliest = log.earliest_offset(t, PartitionId(cfg.partition))?;
+            let earliest = match spec.generated {
+                Some(_) => Offset(0),
+                None => log.earliest_offset(t, PartitionId(cfg.partition))?,
+            };
             let c = committed.get(&(t.to_string(), cfg.partition));
             if let Some(c) = c {
                 time.restore(n, &c.metadata);
@@ -359,7 +357,7 @@ impl Task {
                     earliest
                 }
                 Some(c) => c.offset,
-                None if spec.internal => earliest,
+                None if spec.internal || spec.generated.is_some() => earliest,
                 None => start_position(log, t, PartitionId(cfg.partition), cfg.start_from)?,
             };
             let mut input = Input::new(spec.clone(), position);
@@ -422,7 +420,11 @@ impl Task {
         let p = PartitionId(self.cfg.partition);
         let position = self.position();
         if let Some(first) = self.inputs.first() {
-            if let Ok(end) = self.log.latest_offset(&first.topic, p) {
+            let end = match first.spec.generated {
+                Some(g) => g.rows_of(p.0).map(|n| Offset(n as i64)),
+                None => self.log.latest_offset(&first.topic, p).ok(),
+            };
+            if let Some(end) = end {
                 self.metrics.lag = (end.0 - position.0).max(0);
             }
         }

@@ -13,6 +13,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use serde::{Deserialize, Serialize};
 use weir_log::{Isolation, Log, LogError, PartitionId, Record, TopicConfig};
 
+use crate::datagen::Datagen;
 use crate::error::{Result, SqlError};
 use crate::format::Format;
 use crate::parser::RelationKind;
@@ -65,6 +66,9 @@ pub struct Relation {
     /// Every `WITH` option as given.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// A sink's query (SQL text), run continuously.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 impl Relation {
@@ -84,6 +88,42 @@ impl Relation {
             fields.push(Field::new(&c.name, arrow_type(&parsed, None)?, true));
         }
         Ok(Arc::new(Schema::new(fields)))
+    }
+
+    /// The connector, lower-cased: `topic` (the default), `datagen`, `blackhole`.
+    pub fn connector(&self) -> String {
+        match self
+            .options
+            .get("connector")
+            .map(|c| c.to_ascii_lowercase())
+        {
+            None => "topic".into(),
+            Some(c) if c == "kafka" => "topic".into(),
+            Some(c) => c,
+        }
+    }
+
+    /// A `datagen` stream's generator.
+    pub fn datagen(&self) -> Result<Option<Datagen>> {
+        if self.connector() != "datagen" || self.kind == RelationKind::Sink {
+            return Ok(None);
+        }
+        let partitions = match self.options.get("partitions") {
+            Some(p) => p.parse().map_err(|_| SqlError::CorruptCatalog {
+                name: self.name.clone(),
+                reason: format!("partitions `{p}`"),
+            })?,
+            None => 1,
+        };
+        Datagen::from_options(&self.options, &self.stored_schema()?, partitions).map(Some)
+    }
+
+    /// Its partitions: its topic's, or its generator's.
+    pub fn partitions(&self, log: &Log) -> Result<u32> {
+        match self.datagen()? {
+            Some(g) => Ok(g.partitions),
+            None => Ok(log.partition_count(&self.topic)?),
+        }
     }
 
     /// The type of a stored column, if it is one.

@@ -49,6 +49,17 @@ impl Session {
             self.check_watermark(w, &provider.schema(), c.at)?;
         }
         let mut notices = Vec::new();
+        if rel.connector() == "datagen" {
+            if rel.kind != RelationKind::Stream {
+                return Err(SqlError::plan(
+                    "a datagen source is a stream: use CREATE STREAM",
+                    c.at,
+                ));
+            }
+            rel.datagen()?;
+            self.catalog.put(rel)?;
+            return Ok(Outcome::status(tag));
+        }
         match self.log.partition_count(&rel.topic) {
             Ok(n) => {
                 if partitions.is_some_and(|p| p != n) {
@@ -61,7 +72,7 @@ impl Session {
             Err(weir_log::LogError::UnknownTopic(_)) => {
                 let config = match rel.kind {
                     RelationKind::Table => TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
-                    RelationKind::Stream => Default::default(),
+                    RelationKind::Stream | RelationKind::Sink => Default::default(),
                 };
                 self.log
                     .create_topic(&rel.topic, partitions.unwrap_or(1), config)?;
@@ -136,17 +147,49 @@ impl Session {
             ));
         }
         let topic = rel.topic.clone();
+        let generated = rel.connector() == "datagen";
+        let users: Vec<String> = self
+            .catalog
+            .relations()
+            .filter(|r| r.kind == RelationKind::Sink)
+            .filter(|r| {
+                r.options.get("into").is_some_and(|i| i == name)
+                    || r.query.as_deref().is_some_and(|q| mentions(q, name))
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        if kind != RelationKind::Sink && !users.is_empty() {
+            return Err(SqlError::plan(
+                format!(
+                    "`{name}` is used by persistent quer{} {}; drop {} first (DROP SINK)",
+                    if users.len() == 1 { "y" } else { "ies" },
+                    users.join(", "),
+                    if users.len() == 1 { "it" } else { "them" }
+                ),
+                at,
+            ));
+        }
+        let mut notices = Vec::new();
+        if kind == RelationKind::Sink {
+            notices = self.drop_sink(name)?;
+        }
         self.catalog.remove(name)?;
         let _ = self.ctx.deregister_table(name);
-        Ok(Outcome::status(tag).notice(format!(
-            "topic `{topic}` and its records are kept (`weir topic delete {topic}` removes them)"
-        )))
+        let mut outcome = Outcome::status(tag);
+        outcome.notices = notices;
+        if !generated && !topic.is_empty() && rel_kind_keeps_topic(kind) {
+            outcome = outcome.notice(format!(
+                "topic `{topic}` and its records are kept (`weir topic delete {topic}` removes them)"
+            ));
+        }
+        Ok(outcome)
     }
 
     pub(crate) fn show(&self, what: ShowWhat) -> Result<Outcome> {
         let kind = match what {
             ShowWhat::Streams => RelationKind::Stream,
             ShowWhat::Tables => RelationKind::Table,
+            ShowWhat::Queries => return self.show_queries(),
         };
         let rels: Vec<&Relation> = self
             .catalog
@@ -155,11 +198,17 @@ impl Session {
             .collect();
         let partitions: Int64Array = rels
             .iter()
-            .map(|r| self.log.partition_count(&r.topic).ok().map(i64::from))
+            .map(|r| r.partitions(&self.log).ok().map(i64::from))
             .collect();
         let columns: Vec<(&str, ArrayRef)> = vec![
             ("name", strings(rels.iter().map(|r| r.name.clone()))),
-            ("topic", strings(rels.iter().map(|r| r.topic.clone()))),
+            (
+                "topic",
+                strings(rels.iter().map(|r| match r.connector().as_str() {
+                    "datagen" => "(datagen)".to_string(),
+                    _ => r.topic.clone(),
+                })),
+            ),
             (
                 "format",
                 strings(
@@ -207,7 +256,7 @@ impl Session {
             ("key", strings(keys.into_iter())),
             ("expression", strings(exprs.into_iter())),
         ])?;
-        let partitions = self.log.partition_count(&rel.topic).unwrap_or(0);
+        let partitions = rel.partitions(&self.log).unwrap_or(0);
         let watermark = rel
             .watermark
             .as_ref()
@@ -225,11 +274,33 @@ impl Session {
     }
 }
 
+/// Whether a query's text names `relation` (as a word): such a relation may not be dropped
+/// while the query exists.
+fn mentions(query: &str, relation: &str) -> bool {
+    let words = query
+        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+        .map(|w| w.trim_matches('.'));
+    words.into_iter().any(|w| w.eq_ignore_ascii_case(relation))
+}
+
+/// Streams and tables keep their topic on DROP; a sink's topic is its output, kept too.
+fn rel_kind_keeps_topic(kind: RelationKind) -> bool {
+    matches!(
+        kind,
+        RelationKind::Stream | RelationKind::Table | RelationKind::Sink
+    )
+}
+
 /// The `WITH` options as a map, refusing unknown keys (a typo must not be ignored).
 fn options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
+    let datagen = given
+        .iter()
+        .any(|(k, v)| k == "connector" && v.eq_ignore_ascii_case("datagen"));
     for (k, v) in given {
-        if !OPTIONS.contains(&k.as_str()) {
+        let generator_option = datagen
+            && (crate::datagen::DATAGEN_OPTIONS.contains(&k.as_str()) || k.starts_with("fields."));
+        if !OPTIONS.contains(&k.as_str()) && !generator_option {
             let hint = crate::error::closest(k, OPTIONS.iter().copied())
                 .map(|c| format!("did you mean `{c}`? "))
                 .unwrap_or_default();
@@ -242,18 +313,18 @@ fn options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
     }
     match out.get("connector").map(|c| c.to_ascii_lowercase()) {
         None => {}
-        Some(c) if c == "topic" || c == "kafka" => {}
+        Some(c) if c == "topic" || c == "kafka" || c == "datagen" => {}
         Some(c) => {
-            return Err(SqlError::unsupported(
-                format!("connector `{c}` (only `topic` is available yet)"),
-                None,
+            return Err(SqlError::option(
+                "connector",
+                format!("`{c}`: a stream or table reads `topic` or `datagen`"),
             ))
         }
     }
     Ok(out)
 }
 
-fn partitions(options: &BTreeMap<String, String>) -> Result<Option<u32>> {
+pub(crate) fn partitions(options: &BTreeMap<String, String>) -> Result<Option<u32>> {
     let Some(p) = options.get("partitions") else {
         return Ok(None);
     };
@@ -323,6 +394,7 @@ fn relation(c: &CreateRelation, options: &BTreeMap<String, String>) -> Result<Re
             .unwrap_or_else(|| c.name.clone()),
         format,
         options: options.clone(),
+        query: None,
     })
 }
 
@@ -379,7 +451,7 @@ fn strings(values: impl Iterator<Item = String>) -> ArrayRef {
 }
 
 /// A result of named columns.
-fn rows(columns: Vec<(&str, ArrayRef)>) -> Result<Outcome> {
+pub(crate) fn rows(columns: Vec<(&str, ArrayRef)>) -> Result<Outcome> {
     let schema = Arc::new(Schema::new(
         columns
             .iter()

@@ -28,9 +28,11 @@ impl Session {
     ) -> Result<Outcome> {
         let rel = self.relation(name, at)?.clone();
         if !matches!(*source.body, SetExpr::Values(_)) {
-            return Err(SqlError::unsupported(
-                "INSERT INTO … SELECT (a continuous query; it arrives with streaming queries). \
-                 INSERT INTO … VALUES writes rows now",
+            return self.insert_select(name, at, columns, source);
+        }
+        if rel.kind == crate::parser::RelationKind::Sink || rel.datagen()?.is_some() {
+            return Err(SqlError::plan(
+                format!("`{name}` is not a stream or table written through a topic"),
                 at,
             ));
         }
@@ -96,7 +98,11 @@ impl Session {
 }
 
 /// The stored columns an INSERT names (all of them, in order, when it names none).
-fn target_columns(rel: &Relation, named: &[String], at: Option<Position>) -> Result<Vec<String>> {
+pub(crate) fn target_columns(
+    rel: &Relation,
+    named: &[String],
+    at: Option<Position>,
+) -> Result<Vec<String>> {
     let stored: Vec<String> = rel
         .columns
         .iter()

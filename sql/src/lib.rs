@@ -5,22 +5,30 @@
 //! ([`catalog`]); their records are decoded into Arrow batches ([`format`]) by parallel
 //! per-partition scans ([`scan`]); and a [`Session`] runs statements: DDL, `INSERT … VALUES`,
 //! and queries planned and executed by DataFusion over what the log holds when they run.
+//! Persistent queries (`CREATE SINK`, `INSERT INTO … SELECT`, [`queries`]) are compiled onto
+//! the engine ([`stream`]) and run, exactly once, for as long as a session with an
+//! [`Engine`] lives; `datagen` streams ([`datagen`]) generate their rows.
 //!
 //! Errors are typed and located ([`SqlError`]): line and column in the statement, and a
 //! "did you mean" hint where one exists.
 
 pub mod catalog;
+pub mod datagen;
 mod ddl;
 mod error;
 pub mod format;
 mod insert;
 pub mod parser;
+pub mod queries;
 pub mod scan;
 mod session;
+pub mod stream;
 pub mod types;
+mod wildcard;
 
 pub use error::{At, Hint, Position, Result, SqlError};
 pub use parser::{parse, WeirStatement, STATEMENT_BYTES_MAX};
+pub use queries::{query_app, Engine};
 pub use session::{Outcome, Output, Session, RESULT_ROWS_MAX};
 
 /// Renders rows as an aligned text table (what `weir sql` prints).

@@ -26,6 +26,8 @@ pub enum RelationKind {
     Stream,
     /// `CREATE TABLE`.
     Table,
+    /// `CREATE SINK` or `INSERT INTO … SELECT`: a persistent query writing somewhere.
+    Sink,
 }
 
 impl RelationKind {
@@ -34,6 +36,7 @@ impl RelationKind {
         match self {
             RelationKind::Stream => "stream",
             RelationKind::Table => "table",
+            RelationKind::Sink => "sink",
         }
     }
 }
@@ -88,6 +91,32 @@ pub enum ShowWhat {
     Streams,
     /// `SHOW TABLES`.
     Tables,
+    /// `SHOW SINKS` or `SHOW QUERIES`: persistent queries.
+    Queries,
+}
+
+/// What a sink reads.
+#[derive(Debug, Clone)]
+pub enum SinkSource {
+    /// `FROM relation`.
+    From(String, Option<Position>),
+    /// `AS query`.
+    Query(Box<Query>),
+}
+
+/// `CREATE SINK name {FROM relation | AS query} WITH (…)`.
+#[derive(Debug, Clone)]
+pub struct CreateSink {
+    /// Its name.
+    pub name: String,
+    /// Where the name is.
+    pub at: Option<Position>,
+    /// `IF NOT EXISTS`.
+    pub if_not_exists: bool,
+    /// What it reads.
+    pub source: SinkSource,
+    /// `WITH (key = value, …)`.
+    pub options: Vec<(String, String)>,
 }
 
 /// One parsed statement.
@@ -95,7 +124,9 @@ pub enum ShowWhat {
 pub enum WeirStatement {
     /// `CREATE STREAM|TABLE`.
     Create(Box<CreateRelation>),
-    /// `DROP STREAM|TABLE [IF EXISTS] name`.
+    /// `CREATE SINK`.
+    CreateSink(Box<CreateSink>),
+    /// `DROP STREAM|TABLE|SINK [IF EXISTS] name`.
     Drop {
         /// What the user said it is.
         kind: RelationKind,
@@ -106,7 +137,7 @@ pub enum WeirStatement {
         /// `IF EXISTS`.
         if_exists: bool,
     },
-    /// `SHOW STREAMS|TABLES`.
+    /// `SHOW STREAMS|TABLES|SINKS|QUERIES`.
     Show(ShowWhat),
     /// `DESCRIBE name`.
     Describe {
@@ -222,10 +253,23 @@ fn statement(p: &mut Parser) -> Result<WeirStatement, ParserError> {
         };
         return create(p, kind).map(|c| WeirStatement::Create(Box::new(c)));
     }
-    if p.peek_keyword(Keyword::DROP) && (peek_word(p, 1, "STREAM") || peek_word(p, 1, "TABLE")) {
+    if p.peek_keyword(Keyword::CREATE) && peek_word(p, 1, "SINK") {
+        p.advance_token();
+        p.advance_token();
+        return create_sink(p).map(|c| WeirStatement::CreateSink(Box::new(c)));
+    }
+    if p.peek_keyword(Keyword::DROP)
+        && (peek_word(p, 1, "STREAM")
+            || peek_word(p, 1, "TABLE")
+            || peek_word(p, 1, "SINK")
+            || peek_word(p, 1, "SOURCE"))
+    {
         p.advance_token();
         let kind = if p.parse_keyword(Keyword::TABLE) {
             RelationKind::Table
+        } else if peek_word(p, 0, "SINK") {
+            p.advance_token();
+            RelationKind::Sink
         } else {
             p.advance_token();
             RelationKind::Stream
@@ -240,12 +284,15 @@ fn statement(p: &mut Parser) -> Result<WeirStatement, ParserError> {
             if_exists,
         });
     }
-    if p.peek_keyword(Keyword::SHOW) && (peek_word(p, 1, "STREAMS") || peek_word(p, 1, "TABLES")) {
+    let shown = ["STREAMS", "SOURCES", "TABLES", "SINKS", "QUERIES"];
+    if p.peek_keyword(Keyword::SHOW) && shown.iter().any(|w| peek_word(p, 1, w)) {
         p.advance_token();
-        let what = if peek_word(p, 0, "STREAMS") {
+        let what = if peek_word(p, 0, "STREAMS") || peek_word(p, 0, "SOURCES") {
             ShowWhat::Streams
-        } else {
+        } else if peek_word(p, 0, "TABLES") {
             ShowWhat::Tables
+        } else {
+            ShowWhat::Queries
         };
         p.advance_token();
         return Ok(WeirStatement::Show(what));
@@ -290,6 +337,11 @@ pub(crate) fn ident(i: &Ident) -> String {
         Some(_) => i.value.clone(),
         None => i.value.to_lowercase(),
     }
+}
+
+/// An object name as the catalog names it (parts lower-cased unless quoted, joined by `.`).
+pub(crate) fn object_name(n: &ObjectName) -> String {
+    name(n)
 }
 
 fn name(n: &ObjectName) -> String {
@@ -350,6 +402,99 @@ fn create(p: &mut Parser, kind: RelationKind) -> Result<CreateRelation, ParserEr
         primary_key,
         options,
     })
+}
+
+/// After `CREATE SINK`: `[IF NOT EXISTS] name {FROM relation | AS query} [WITH (…)]`.
+fn create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let at = here(p);
+    let sink = name(&p.parse_object_name(false)?);
+    let source = if p.parse_keyword(Keyword::FROM) {
+        let from_at = here(p);
+        SinkSource::From(name(&p.parse_object_name(false)?), from_at)
+    } else {
+        p.expect_keyword_is(Keyword::AS)?;
+        SinkSource::Query(Box::new(query_before_options(p)?))
+    };
+    let mut options = Vec::new();
+    if p.parse_keyword(Keyword::WITH) {
+        p.expect_token(&Token::LParen)?;
+        options = p.parse_comma_separated(option)?;
+        p.expect_token(&Token::RParen)?;
+    }
+    Ok(CreateSink {
+        name: sink,
+        at,
+        if_not_exists,
+        source,
+        options,
+    })
+}
+
+/// Parses a query that a `WITH (…)` of options may follow. The options are found first — the
+/// last `WITH (` at the query's top level whose `)` ends the statement — and the query is
+/// parsed from the tokens before them, so `GROUP BY a WITH (…)` is not taken for sqlparser's
+/// `GROUP BY … WITH ROLLUP`.
+fn query_before_options(p: &mut Parser) -> Result<Query, ParserError> {
+    let mut depth = 0i32;
+    let mut options_at = None;
+    let mut n = 0;
+    loop {
+        let t = &p.peek_nth_token_ref(n).token;
+        match t {
+            Token::EOF | Token::SemiColon if depth == 0 => break,
+            Token::EOF => break,
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ if depth == 0
+                && is_keyword(t, Keyword::WITH)
+                && p.peek_nth_token_ref(n + 1).token == Token::LParen =>
+            {
+                options_at = Some(n);
+            }
+            _ => {}
+        }
+        n += 1;
+    }
+    let Some(end) = options_at else {
+        return Ok(*p.parse_query()?);
+    };
+    let mut tokens: Vec<_> = (0..end).map(|i| p.peek_nth_token_ref(i).clone()).collect();
+    let eof_span = p.peek_nth_token_ref(end).span;
+    tokens.push(datafusion::sql::sqlparser::tokenizer::TokenWithSpan::new(
+        Token::EOF,
+        eof_span,
+    ));
+    let dialect = GenericDialect {};
+    let mut sub = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let query = sub.parse_query()?;
+    if sub.peek_token_ref().token != Token::EOF {
+        let found = sub.peek_token();
+        return sub.expected("the end of the query before WITH (…)", found);
+    }
+    for _ in 0..end {
+        p.next_token();
+    }
+    Ok(*query)
+}
+
+fn is_keyword(t: &Token, k: Keyword) -> bool {
+    matches!(t, Token::Word(w) if w.keyword == k && w.quote_style.is_none())
+}
+
+/// Parses the text of one query (a stored persistent query).
+pub(crate) fn parse_query(sql: &str) -> Result<Query> {
+    let dialect = GenericDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let q = p.parse_query().map_err(syntax)?;
+    while p.consume_token(&Token::SemiColon) {}
+    if p.peek_token_ref().token != Token::EOF {
+        return Err(SqlError::Syntax {
+            message: "a stored query has text after its end".into(),
+            at: At(here(&p)),
+        });
+    }
+    Ok(*q)
 }
 
 /// `name TYPE [PRIMARY KEY] [NOT NULL]` or `name AS expr`.
@@ -474,6 +619,35 @@ mod tests {
             panic!()
         };
         assert_eq!(d.primary_key, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn create_sink_from_a_relation_or_a_query() {
+        let s = parse(
+            "CREATE SINK a FROM bids WITH (connector = 'blackhole');\n\
+             CREATE SINK IF NOT EXISTS b AS SELECT * FROM bids WHERE price > 10000 \
+             WITH (connector = 'topic', topic = 'big-bids');\n\
+             DROP SINK a; SHOW SINKS; SHOW QUERIES",
+        )
+        .expect("parses");
+        let WeirStatement::CreateSink(a) = &s[0] else {
+            panic!("{s:?}")
+        };
+        assert!(matches!(&a.source, SinkSource::From(n, _) if n == "bids"));
+        let WeirStatement::CreateSink(b) = &s[1] else {
+            panic!("{s:?}")
+        };
+        assert!(b.if_not_exists);
+        assert!(matches!(&b.source, SinkSource::Query(_)));
+        assert_eq!(b.options[1], ("topic".to_string(), "big-bids".to_string()));
+        assert!(matches!(
+            &s[2],
+            WeirStatement::Drop {
+                kind: RelationKind::Sink,
+                ..
+            }
+        ));
+        assert!(matches!(s[4], WeirStatement::Show(ShowWhat::Queries)));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use tokio::sync::mpsc;
 use weir_log::{Isolation, Log, PartitionId};
 
+use crate::datagen::Datagen;
 use crate::format::{BadRecord, LogRecord, RowDecoder};
 use crate::parser::RelationKind;
 
@@ -58,7 +59,13 @@ pub struct PartitionScan {
     pub(crate) partition: u32,
     pub(crate) decoder: RowDecoder,
     pub(crate) bad: BadRecordLog,
+    /// A `datagen` stream's generator (the topic is then not read).
+    pub(crate) datagen: Option<Arc<Datagen>>,
 }
+
+/// Rows a batch query generates from an unbounded `datagen` stream before it fails: such a
+/// query needs a `LIMIT` (or `number-of-rows`), and is told so rather than left running.
+pub const DATAGEN_SCAN_ROWS_MAX: u64 = 100_000_000;
 
 type Sender = mpsc::Sender<Result<RecordBatch, DataFusionError>>;
 
@@ -95,12 +102,48 @@ impl PartitionStream for PartitionScan {
 
 impl PartitionScan {
     fn run(&self, tx: &Sender) {
+        if let Some(g) = &self.datagen {
+            return self.generate(g, tx);
+        }
         let result = match self.kind {
-            RelationKind::Stream => self.scan_stream(tx),
+            RelationKind::Stream | RelationKind::Sink => self.scan_stream(tx),
             RelationKind::Table => self.scan_table(tx),
         };
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
+        }
+    }
+
+    /// Generates the partition's rows in batches until its end (or the cap of an unbounded
+    /// generator, which is an error), or until the query stops listening.
+    fn generate(&self, g: &Datagen, tx: &Sender) {
+        let end = g.rows_of(self.partition).unwrap_or(u64::MAX);
+        let now = self.log.now().0;
+        let mut at = 0u64;
+        while at < end {
+            if at >= DATAGEN_SCAN_ROWS_MAX {
+                let e = DataFusionError::Execution(format!(
+                    "`{}` is a datagen stream without end: a batch query over it stopped after \
+                     {DATAGEN_SCAN_ROWS_MAX} rows per partition; add a LIMIT, or set `number-of-rows`",
+                    self.relation
+                ));
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let to = end.min(at + SCAN_BATCH_ROWS as u64);
+            let batch = g
+                .batch(
+                    self.decoder.schema(),
+                    self.partition,
+                    at as i64..to as i64,
+                    now,
+                )
+                .map_err(|e| DataFusionError::External(Box::new(e)));
+            let failed = batch.is_err();
+            if tx.blocking_send(batch).is_err() || failed {
+                return;
+            }
+            at = to;
         }
     }
 

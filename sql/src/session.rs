@@ -23,6 +23,7 @@ use crate::catalog::{Catalog, Relation};
 use crate::error::{closest, from_datafusion, At, Hint, Result, SqlError};
 use crate::format::{RowDecoder, META_COLUMNS};
 use crate::parser::{parse, WeirStatement};
+use crate::queries::{Engine, Running};
 use crate::scan::{BadRecordLog, BadRecords, PartitionScan};
 
 /// Threads of a session's DataFusion runtime (the machine's cores, at most this many).
@@ -79,6 +80,15 @@ pub struct Session {
     pub(crate) ctx: SessionContext,
     pub(crate) runtime: tokio::runtime::Runtime,
     bad: BadRecordLog,
+    /// Runs persistent queries (`None`: a read-only session).
+    pub(crate) engine: Option<Engine>,
+    pub(crate) running: Running,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.stop_queries();
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -111,7 +121,18 @@ impl Session {
             ctx: SessionContext::new_with_config(config),
             runtime,
             bad: Arc::new(Mutex::new(BadRecords::default())),
+            engine: None,
+            running: Running::default(),
         })
+    }
+
+    /// A session that also runs persistent queries (sinks, `INSERT INTO … SELECT`) on the
+    /// engine, starting every one the catalog holds; they run until the session ends.
+    pub fn open_with_engine(log: &Log, engine: Engine) -> Result<Session> {
+        let mut session = Session::open(log)?;
+        session.engine = Some(engine);
+        session.start_queries();
+        Ok(session)
     }
 
     /// The catalog.
@@ -129,6 +150,7 @@ impl Session {
         let started = std::time::Instant::now();
         let mut outcome = match statement {
             WeirStatement::Create(c) => self.create(*c)?,
+            WeirStatement::CreateSink(c) => self.create_sink(*c)?,
             WeirStatement::Drop {
                 kind,
                 name,
@@ -168,7 +190,7 @@ impl Session {
     }
 
     /// Runs a query (or EXPLAIN) through DataFusion over the catalog's relations.
-    fn query(&mut self, statement: Statement) -> Result<Outcome> {
+    fn query(&mut self, mut statement: Statement) -> Result<Outcome> {
         if let Statement::Query(q) = &statement {
             if q.to_string().to_uppercase().ends_with("EMIT CHANGES") {
                 return Err(SqlError::unsupported(
@@ -176,6 +198,15 @@ impl Session {
                     None,
                 ));
             }
+        }
+        match &mut statement {
+            Statement::Query(q) => self.hide_metadata(q),
+            Statement::Explain { statement, .. } => {
+                if let Statement::Query(q) = statement.as_mut() {
+                    self.hide_metadata(q);
+                }
+            }
+            _ => {}
         }
         self.register_relations()?;
         *self.bad.lock().unwrap_or_else(|e| e.into_inner()) = BadRecords::default();
@@ -240,8 +271,18 @@ impl Session {
         Ok(outcome)
     }
 
+    /// `SELECT *` over the catalog's relations without their metadata columns.
+    pub(crate) fn hide_metadata(&self, query: &mut datafusion::sql::sqlparser::ast::Query) {
+        let catalog = &self.catalog;
+        crate::wildcard::hide_metadata(query, &|name| {
+            catalog
+                .get(name)
+                .is_some_and(|r| r.kind != crate::parser::RelationKind::Sink)
+        });
+    }
+
     /// DataFusion's "table 'x' not found" as the catalog's error, with the closest name.
-    fn unknown_relation(&self, e: SqlError) -> SqlError {
+    pub(crate) fn unknown_relation(&self, e: SqlError) -> SqlError {
         if let SqlError::Plan { message, at, .. } = &e {
             let name = message
                 .strip_prefix("table '")
@@ -262,8 +303,13 @@ impl Session {
 
     /// (Re)registers every relation with DataFusion: partition counts and the catalog may have
     /// changed since the last statement.
-    fn register_relations(&mut self) -> Result<()> {
-        let relations: Vec<Relation> = self.catalog.relations().cloned().collect();
+    pub(crate) fn register_relations(&mut self) -> Result<()> {
+        let relations: Vec<Relation> = self
+            .catalog
+            .relations()
+            .filter(|r| r.kind != crate::parser::RelationKind::Sink)
+            .cloned()
+            .collect();
         for rel in relations {
             let provider = self.provider(&rel)?;
             self.ctx
@@ -279,7 +325,7 @@ impl Session {
     /// A relation as DataFusion sees it: a scan of its topic's partitions, projected to its
     /// declared columns (computed ones evaluated) and the metadata columns.
     fn provider(&self, rel: &Relation) -> Result<Arc<dyn TableProvider>> {
-        self.provider_with(rel, self.log.partition_count(&rel.topic)?)
+        self.provider_with(rel, rel.partitions(&self.log)?)
     }
 
     /// [`Session::provider`] over `partitions` partitions (none: to plan against its schema).
@@ -289,6 +335,7 @@ impl Session {
         partitions: u32,
     ) -> Result<Arc<dyn TableProvider>> {
         let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
+        let datagen = rel.datagen()?.map(Arc::new);
         let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
             .map(|p| {
                 Arc::new(PartitionScan {
@@ -299,6 +346,7 @@ impl Session {
                     partition: p,
                     decoder: decoder.clone(),
                     bad: self.bad.clone(),
+                    datagen: datagen.clone(),
                 }) as Arc<dyn PartitionStream>
             })
             .collect();

@@ -52,6 +52,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Restart(a)) => bench::restart(&cli.data_dir, a),
         Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
         Command::Bench(BenchCmd::Join(a)) => bench::join(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Sql(a)) => bench::sql(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
         Command::Sql(a) => sql::run(&cli.data_dir, a),
     }

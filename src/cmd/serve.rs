@@ -40,6 +40,16 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         groups.clone(),
         txns.clone(),
     ));
+    // Persistent SQL queries (sinks, INSERT INTO … SELECT) run for as long as the server.
+    let sql = weir_sql::Session::open_with_engine(
+        &log,
+        weir_sql::Engine {
+            groups: groups.clone(),
+            txns: txns.clone(),
+            state_dir: dir.join("state"),
+        },
+    )
+    .context("cannot start the SQL engine")?;
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
         control: Some(host.clone()),
@@ -66,6 +76,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     let signal = server.wait_for_signal()?;
     eprintln!("weir serve: {signal}: stopping hosted pipelines, finishing in-flight requests");
     host.stop_all();
+    drop(sql);
     server.shutdown();
     let _ = std::fs::remove_file(&path);
     log.close();

@@ -19,7 +19,9 @@ Statements end with `;` and may span lines. Examples:
   CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT) WITH (topic = 'customers');
   INSERT INTO bids VALUES (42, 12000, TIMESTAMP '2026-01-01 00:00:01');
   SELECT auction, COUNT(*), MAX(price) FROM bids GROUP BY auction;
-  SHOW STREAMS;  SHOW TABLES;  DESCRIBE bids;  DROP STREAM bids;
+  CREATE SINK big AS SELECT * FROM bids WHERE price > 10000 WITH (topic = 'big-bids');
+  SHOW STREAMS;  SHOW TABLES;  SHOW QUERIES;  DESCRIBE bids;  DROP SINK big;
+Persistent queries (sinks, INSERT INTO … SELECT) run while this session (or `weir serve`) does.
 Meta-commands:
   \\d [name]   list relations, or describe one
   \\timing     toggle timing (on in the REPL)
@@ -39,7 +41,19 @@ pub fn run(dir: &Path, args: SqlArgs) -> Result<()> {
             dir.display()
         );
     }
-    let mut session = Session::open(&log).context("cannot start the SQL session")?;
+    let mut session = match read_only {
+        true => Session::open(&log).context("cannot start the SQL session")?,
+        false => {
+            let (groups, txns) =
+                weir_coord::start(&log).context("cannot start the coordinators")?;
+            let engine = weir_sql::Engine {
+                groups,
+                txns,
+                state_dir: dir.join("state"),
+            };
+            Session::open_with_engine(&log, engine).context("cannot start the SQL session")?
+        }
+    };
     if let Some(sql) = args.command {
         return run_script(&mut session, &sql);
     }

@@ -151,10 +151,8 @@ impl Pipeline {
         }
         s.subs.push(SubBuilder {
             inputs: vec![InputSpec {
-                topic: topic.to_string(),
-                kind,
-                event_time: Default::default(),
                 internal,
+                ..InputSpec::topic(topic, kind)
             }],
             ..SubBuilder::default()
         });

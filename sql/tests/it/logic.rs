@@ -3,11 +3,12 @@
 //! ```text
 //! statement ok                 -- runs, must succeed
 //! statement error <text>       -- must fail with a message containing <text>
-//! query [rowsort]              -- rows (values separated by one space, NULL for null),
-//! SELECT …                     -- compared after `----`; `rowsort` sorts both sides
-//! ----
-//! 1 a
-//! restart                      -- reopen the log and the session (the catalog must survive)
+//! query [rowsort] [eventually] -- rows (values separated by one space, NULL for null),
+//! SELECT …                     -- compared after `----`; `rowsort` sorts both sides;
+//! ----                         -- `eventually` runs it again until it matches (a
+//! 1 a                          -- persistent query's output), for up to `EVENTUALLY_MAX`
+//! restart                      -- reopen the log and the session (the catalog must survive,
+//!                              -- persistent queries resume)
 //! ```
 //! Records end at a blank line; `#` starts a comment line.
 
@@ -16,9 +17,18 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use weir_sql::{Output, Session};
 
+/// How long an `eventually` query is retried.
+const EVENTUALLY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 fn open(dir: &Path) -> anyhow::Result<(weir_log::Log, Session)> {
     let log = weir_log::Log::open_with(dir, weir_log::LogOptions::without_cleaner())?;
-    let session = Session::open(&log)?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let engine = weir_sql::Engine {
+        groups,
+        txns,
+        state_dir: dir.join("state"),
+    };
+    let session = Session::open_with_engine(&log, engine)?;
     Ok((log, session))
 }
 
@@ -79,6 +89,11 @@ fn run_file(path: &Path) -> anyhow::Result<()> {
             }
         }
         let sql = sql.join("\n");
+        if line.starts_with("query") && line.contains("eventually") {
+            eventually(&mut session, &sql, &expected, line.contains("rowsort"))
+                .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            continue;
+        }
         let result = session.execute(&sql);
         if line == "statement ok" {
             if let Err(e) = result {
@@ -111,6 +126,41 @@ fn run_file(path: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs a query until its rows are `expected`.
+fn eventually(
+    session: &mut Session,
+    sql: &str,
+    expected: &[String],
+    sort: bool,
+) -> anyhow::Result<()> {
+    let mut expected = expected.to_vec();
+    if sort {
+        expected.sort();
+    }
+    let deadline = std::time::Instant::now() + EVENTUALLY_MAX;
+    loop {
+        let outcomes = session.execute(sql)?;
+        let last = outcomes
+            .last()
+            .ok_or_else(|| anyhow::anyhow!("no statement"))?;
+        let mut got = rows(&last.output)?;
+        if sort {
+            got.sort();
+        }
+        if got == expected {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{sql}\n--- expected (eventually)\n{}\n--- got\n{}",
+                expected.join("\n"),
+                got.join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

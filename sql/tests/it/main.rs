@@ -1,6 +1,8 @@
 //! `weir-sql` integration tests: the `.slt` files under `tests/slt` (statements with expected
 //! results and expected errors), and what a file cannot say (records written by other
-//! producers, a catalog that survives a restart).
+//! producers, a catalog that survives a restart, persistent queries' counts, dead letters
+//! and restarts).
 
 mod logic;
 mod records;
+mod streaming;

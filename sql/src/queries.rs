@@ -1,0 +1,476 @@
+//! Persistent queries: `CREATE SINK name {AS query | FROM relation} WITH (…)` and
+//! `INSERT INTO stream SELECT …`. Each is a catalog entry (kind `sink`, with its query's SQL
+//! text) and, in a session with an engine, a running engine pipeline under the application id
+//! `sql-NAME`, committing its output with its source positions exactly once.
+//!
+//! Invariants: a query is compiled in full (and its sink topic made) before its catalog entry
+//! is written, so the catalog never holds a query that cannot start; the application id is a
+//! function of the name alone, so an unchanged restart resumes where it committed, and
+//! `DROP SINK` deletes its offsets and state, so re-creating the name starts from nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+use datafusion::arrow::datatypes::Schema;
+use datafusion::logical_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion::sql::sqlparser::ast::{Query, Statement};
+use weir_coord::{GroupCoordinator, TransactionCoordinator};
+use weir_engine::{RunOptions, RunningPipeline};
+
+use crate::catalog::{Column, Relation};
+use crate::error::{from_datafusion, At, Position, Result, SqlError};
+use crate::format::{Format, META_COLUMNS};
+use crate::parser::{CreateSink, RelationKind, SinkSource};
+use crate::session::{Outcome, Session};
+use crate::stream::{compile, Compiled, QueryPlan, SinkTarget, STREAM_BATCH_ROWS};
+use crate::types::sql_name;
+
+/// Options `CREATE SINK` understands.
+const SINK_OPTIONS: &[&str] = &["connector", "topic", "format", "partitions"];
+
+/// What a session needs to run persistent queries.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The group coordinator (queries' offsets).
+    pub groups: GroupCoordinator,
+    /// The transaction coordinator (exactly-once commits).
+    pub txns: TransactionCoordinator,
+    /// Where queries keep RocksDB state.
+    pub state_dir: PathBuf,
+}
+
+/// The running queries of a session.
+#[derive(Debug, Default)]
+pub(crate) struct Running {
+    pub(crate) pipelines: BTreeMap<String, RunningPipeline>,
+    /// Queries that could not start, with why.
+    pub(crate) failed: BTreeMap<String, String>,
+}
+
+/// The application id of persistent query `name`.
+pub fn query_app(name: &str) -> String {
+    format!("sql-{}", weir_engine::names::part_from(name))
+}
+
+impl Session {
+    /// Starts every persistent query of the catalog; one that cannot start is reported by
+    /// `SHOW QUERIES` and does not stop the others.
+    pub fn start_queries(&mut self) {
+        let sinks: Vec<Relation> = self
+            .catalog
+            .relations()
+            .filter(|r| r.kind == RelationKind::Sink)
+            .cloned()
+            .collect();
+        for rel in sinks {
+            if let Err(e) = self.start_query(&rel) {
+                tracing::warn!(query = %rel.name, error = %e, "persistent query did not start");
+                self.running.failed.insert(rel.name.clone(), e.to_string());
+            }
+        }
+    }
+
+    /// Stops every running query of this session (each commits what it processed).
+    pub fn stop_queries(&mut self) {
+        for (name, p) in std::mem::take(&mut self.running.pipelines) {
+            if let Err(e) = p.stop() {
+                tracing::warn!(query = %name, error = %e, "persistent query stopped with an error");
+            }
+        }
+    }
+
+    /// The metrics of a running query.
+    pub fn query_metrics(&self, name: &str) -> Option<weir_engine::MetricsSnapshot> {
+        self.running.pipelines.get(name).map(|p| p.metrics())
+    }
+
+    fn engine(&self) -> Result<&Engine> {
+        self.engine.as_ref().ok_or_else(|| {
+            SqlError::unsupported(
+                "persistent queries in a read-only session (a `weir serve` holds the data \
+                 directory; run the statement through it)",
+                None,
+            )
+        })
+    }
+
+    pub(crate) fn create_sink(&mut self, c: CreateSink) -> Result<Outcome> {
+        if let Some(existing) = self.catalog.get(&c.name) {
+            if c.if_not_exists {
+                return Ok(Outcome::status("CREATE SINK")
+                    .notice(format!("`{}` already exists; nothing done", c.name)));
+            }
+            return Err(SqlError::Exists {
+                name: c.name.clone(),
+                kind: existing.kind.name(),
+                at: At(c.at),
+            });
+        }
+        self.engine()?;
+        let options = sink_options(&c.options)?;
+        let (query, text) = match c.source {
+            SinkSource::Query(q) => {
+                let text = q.to_string();
+                (*q, text)
+            }
+            SinkSource::From(name, at) => {
+                self.relation(&name, at)?;
+                let text = format!("SELECT * FROM \"{name}\"");
+                (crate::parser::parse_query(&text)?, text)
+            }
+        };
+        let blackhole = options.get("connector").is_some_and(|c| c == "blackhole");
+        let format = Format::parse(options.get("format").map_or("json", String::as_str))?;
+        let topic = match blackhole {
+            true => String::new(),
+            false => options
+                .get("topic")
+                .cloned()
+                .unwrap_or_else(|| c.name.clone()),
+        };
+        let sink = match blackhole {
+            true => SinkTarget::Blackhole,
+            false => SinkTarget::Topic {
+                topic: topic.clone(),
+                format,
+                key: Vec::new(),
+            },
+        };
+        let compiled = self.compile_query(query, None, sink)?;
+        let columns = value_columns(compiled.output());
+        if !blackhole {
+            format.check(&Schema::new(
+                compiled
+                    .output()
+                    .fields()
+                    .iter()
+                    .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ))?;
+            self.ensure_sink_topic(&topic, &options)?;
+        }
+        let rel = Relation {
+            name: c.name.clone(),
+            kind: RelationKind::Sink,
+            columns,
+            primary_key: Vec::new(),
+            watermark: None,
+            topic,
+            format,
+            options,
+            query: Some(text),
+        };
+        self.catalog.put(rel.clone())?;
+        self.run_compiled(&rel, compiled)?;
+        Ok(Outcome::status("CREATE SINK"))
+    }
+
+    /// `INSERT INTO target [(columns)] SELECT …`: a persistent query named after its target.
+    pub(crate) fn insert_select(
+        &mut self,
+        target: &str,
+        at: Option<Position>,
+        columns: &[String],
+        query: Query,
+    ) -> Result<Outcome> {
+        self.engine()?;
+        let into = self.relation(target, at)?.clone();
+        if into.kind == RelationKind::Sink || into.datagen()?.is_some() {
+            return Err(SqlError::plan(
+                format!("`{target}` is not a stream or table written through a topic"),
+                at,
+            ));
+        }
+        let mut name = format!("insert_into_{}", into.name);
+        let mut n = 1;
+        while self.catalog.get(&name).is_some() {
+            n += 1;
+            name = format!("insert_into_{}_{n}", into.name);
+        }
+        let text = query.to_string();
+        let targets = crate::insert::target_columns(&into, columns, at)?;
+        let compiled = self.compile_query(query, Some((&into, &targets)), sink_of(&into))?;
+        if compiled.source.relation.topic == into.topic {
+            return Err(SqlError::plan(
+                format!(
+                    "a query may not write into `{}`, which it reads (its output would be its input)",
+                    into.name
+                ),
+                at,
+            ));
+        }
+        let mut options = BTreeMap::new();
+        options.insert("into".to_string(), into.name.clone());
+        options.insert("columns".to_string(), targets.join(","));
+        let rel = Relation {
+            name: name.clone(),
+            kind: RelationKind::Sink,
+            columns: value_columns(compiled.output()),
+            primary_key: into.primary_key.clone(),
+            watermark: None,
+            topic: into.topic.clone(),
+            format: into.format,
+            options,
+            query: Some(text),
+        };
+        self.catalog.put(rel.clone())?;
+        self.run_compiled(&rel, compiled)?;
+        Ok(Outcome::status("INSERT 0 0").notice(format!(
+            "a continuous query `{name}` writes into `{}` from now on (SHOW QUERIES; DROP SINK {name} stops it)",
+            into.name
+        )))
+    }
+
+    /// Plans, optimizes and compiles a query; for an INSERT, its columns are cast to the
+    /// target's stored columns first.
+    fn compile_query(
+        &mut self,
+        mut query: Query,
+        into: Option<(&Relation, &[String])>,
+        sink: SinkTarget,
+    ) -> Result<Compiled> {
+        self.hide_metadata(&mut query);
+        self.register_relations()?;
+        let state = self.ctx.state();
+        let plan = self
+            .runtime
+            .block_on(
+                state.statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                    Statement::Query(Box::new(query)),
+                ))),
+            )
+            .map_err(from_datafusion)
+            .map_err(|e| self.unknown_relation(e))?;
+        let plan = match into {
+            Some((rel, targets)) => cast_to(plan, rel, targets)?,
+            None => plan,
+        };
+        let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+        let catalog = &self.catalog;
+        compile(&state, &optimized, &|n| catalog.get(n).cloned(), sink)
+    }
+
+    /// Compiles a stored query again and runs it.
+    fn start_query(&mut self, rel: &Relation) -> Result<()> {
+        let text = rel.query.clone().unwrap_or_default();
+        let query = crate::parser::parse_query(&text)?;
+        let compiled = match rel.options.get("into") {
+            Some(target) => {
+                let into = self.relation(target, None)?.clone();
+                let columns: Vec<String> = rel
+                    .options
+                    .get("columns")
+                    .map(|c| c.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                let sink = sink_of(&into);
+                self.compile_query(query, Some((&into, &columns)), sink)?
+            }
+            None => {
+                let sink = match rel.connector().as_str() {
+                    "blackhole" => SinkTarget::Blackhole,
+                    _ => SinkTarget::Topic {
+                        topic: rel.topic.clone(),
+                        format: rel.format,
+                        key: Vec::new(),
+                    },
+                };
+                self.compile_query(query, None, sink)?
+            }
+        };
+        self.run_compiled(rel, compiled)
+    }
+
+    fn run_compiled(&mut self, rel: &Relation, compiled: Compiled) -> Result<()> {
+        let engine = self.engine()?.clone();
+        let partitions = compiled.source.relation.partitions(&self.log)?;
+        let mut options = RunOptions::new(engine.state_dir.clone());
+        options.max_batch_records = STREAM_BATCH_ROWS;
+        options.workers = options.workers.min(partitions.max(1) as usize);
+        let plan = Arc::new(QueryPlan::new(&query_app(&rel.name), compiled));
+        let running = weir_engine::run(plan, &self.log, &engine.groups, &engine.txns, options)
+            .map_err(|e| SqlError::Execution(format!("query `{}`: {e}", rel.name)))?;
+        self.running.failed.remove(&rel.name);
+        self.running.pipelines.insert(rel.name.clone(), running);
+        Ok(())
+    }
+
+    /// Creates a sink's topic when it does not exist (`partitions` from its options, else 1).
+    fn ensure_sink_topic(&self, topic: &str, options: &BTreeMap<String, String>) -> Result<()> {
+        if self.log.partition_count(topic).is_ok() {
+            return Ok(());
+        }
+        let partitions = crate::ddl::partitions(options)?.unwrap_or(1);
+        self.log
+            .create_topic(topic, partitions, Default::default())?;
+        Ok(())
+    }
+
+    /// `DROP SINK`: stops the query and deletes its offsets and state.
+    pub(crate) fn drop_sink(&mut self, name: &str) -> Result<Vec<String>> {
+        let mut notices = Vec::new();
+        if let Some(p) = self.running.pipelines.remove(name) {
+            if let Err(e) = p.stop() {
+                notices.push(format!("the query stopped with an error: {e}"));
+            }
+        }
+        self.running.failed.remove(name);
+        if let Some(engine) = &self.engine {
+            weir_engine::reset(
+                &self.log,
+                &engine.groups,
+                &query_app(name),
+                &engine.state_dir,
+            )
+            .map_err(|e| {
+                SqlError::Execution(format!("cannot delete the state of `{name}`: {e}"))
+            })?;
+        }
+        Ok(notices)
+    }
+
+    /// `SHOW SINKS` / `SHOW QUERIES`: every persistent query with its state and counts.
+    pub(crate) fn show_queries(&self) -> Result<Outcome> {
+        let sinks: Vec<&Relation> = self
+            .catalog
+            .relations()
+            .filter(|r| r.kind == RelationKind::Sink)
+            .collect();
+        let mut status = Vec::new();
+        let mut records_in = Vec::new();
+        for r in &sinks {
+            let metrics = self.query_metrics(&r.name);
+            records_in.push(metrics.as_ref().map(|m| m.records_in as i64));
+            status.push(match (&metrics, self.running.failed.get(&r.name)) {
+                (_, Some(e)) => format!("failed: {e}"),
+                (Some(m), None) => match m.tasks.iter().find_map(|t| match &t.state {
+                    weir_engine::TaskState::Failed(e) => Some(e.clone()),
+                    _ => None,
+                }) {
+                    Some(e) => format!("failed: {e}"),
+                    None => "running".to_string(),
+                },
+                (None, None) => "not running in this session".to_string(),
+            });
+        }
+        let target = |r: &Relation| match (r.options.get("into"), r.connector().as_str()) {
+            (Some(into), _) => format!("{into} (topic {})", r.topic),
+            (None, "blackhole") => "blackhole".to_string(),
+            (None, _) => format!("topic {}", r.topic),
+        };
+        let strings = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from_iter_values(v)) };
+        crate::ddl::rows(vec![
+            (
+                "name",
+                strings(sinks.iter().map(|r| r.name.clone()).collect()),
+            ),
+            ("target", strings(sinks.iter().map(|r| target(r)).collect())),
+            ("status", strings(status)),
+            (
+                "records_in",
+                Arc::new(Int64Array::from(records_in)) as ArrayRef,
+            ),
+            (
+                "query",
+                strings(
+                    sinks
+                        .iter()
+                        .map(|r| r.query.clone().unwrap_or_default())
+                        .collect(),
+                ),
+            ),
+        ])
+    }
+}
+
+/// The sink writing into a stream or table: its topic, format and primary key.
+fn sink_of(into: &Relation) -> SinkTarget {
+    SinkTarget::Topic {
+        topic: into.topic.clone(),
+        format: into.format,
+        key: into.primary_key.clone(),
+    }
+}
+
+/// The query's columns cast to the target's stored columns (named ones, in order; the others
+/// NULL), named as the target's.
+fn cast_to(plan: LogicalPlan, into: &Relation, targets: &[String]) -> Result<LogicalPlan> {
+    let given = plan.schema().columns();
+    if given.len() != targets.len() {
+        return Err(SqlError::plan(
+            format!(
+                "the query has {} column(s) for {} column(s) of `{}`",
+                given.len(),
+                targets.len(),
+                into.name
+            ),
+            None,
+        ));
+    }
+    let stored = into.stored_schema()?;
+    let mut exprs: Vec<Expr> = Vec::with_capacity(stored.fields().len());
+    for f in stored.fields() {
+        let e = match targets.iter().position(|t| t == f.name()) {
+            Some(i) => cast(Expr::Column(given[i].clone()), f.data_type().clone()),
+            None => cast(
+                lit(datafusion::common::ScalarValue::Null),
+                f.data_type().clone(),
+            ),
+        };
+        exprs.push(e.alias(f.name()));
+    }
+    LogicalPlanBuilder::from(plan)
+        .project(exprs)
+        .and_then(|b| b.build())
+        .map_err(from_datafusion)
+}
+
+/// The catalog's columns of a sink: its output's value columns and their types.
+fn value_columns(schema: &datafusion::arrow::datatypes::SchemaRef) -> Vec<Column> {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+        .map(|f| Column {
+            name: f.name().clone(),
+            sql_type: Some(sql_name(f.data_type())),
+            computed: None,
+        })
+        .collect()
+}
+
+/// A sink's `WITH` options, refusing unknown keys and connectors.
+fn sink_options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in given {
+        if !SINK_OPTIONS.contains(&k.as_str()) {
+            let hint = crate::error::closest(k, SINK_OPTIONS.iter().copied())
+                .map(|c| format!("did you mean `{c}`? "))
+                .unwrap_or_default();
+            return Err(SqlError::option(
+                k,
+                format!("unknown option; {hint}known: {}", SINK_OPTIONS.join(", ")),
+            ));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    match out
+        .get("connector")
+        .map(|c| c.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("topic") | Some("kafka") => {}
+        Some("blackhole") => {
+            out.insert("connector".into(), "blackhole".into());
+        }
+        Some(c) => {
+            return Err(SqlError::option(
+                "connector",
+                format!("`{c}`: a sink writes to `topic` or `blackhole`"),
+            ))
+        }
+    }
+    Ok(out)
+}

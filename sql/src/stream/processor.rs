@@ -1,0 +1,349 @@
+//! [`QueryProcessor`]: one task of a compiled query. Each engine batch becomes one Arrow
+//! batch (decoded from the records, or generated), runs through the query's steps as a whole,
+//! and its rows go to the sink — records emitted in the task's transaction, or counted.
+//!
+//! Invariants: a record that does not decode, or a row whose expression fails (a division by
+//! zero, a bad cast), is reported as poison with its origin — the engine's error policy
+//! dead-letters it — and every other row of the batch goes on; nothing is dropped silently.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use weir_engine::{InputRecord, Origin, TaskContext};
+use weir_log::{Record, Timestamp};
+
+use super::{Compiled, SinkTarget, Step};
+use crate::error::{from_datafusion, Result, SqlError};
+use crate::format::{encode_rows, Format, LogRecord, META_COLUMNS};
+
+/// A task's processor of a compiled query.
+pub(crate) struct QueryProcessor {
+    query: Arc<Compiled>,
+    partition: u32,
+    /// Output columns that are values, and the `_key` / `_timestamp` columns if selected.
+    values: Vec<usize>,
+    key_column: Option<usize>,
+    timestamp_column: Option<usize>,
+    /// Primary-key columns keying the output (a table sink).
+    key_columns: Vec<usize>,
+}
+
+/// A batch on its way through the steps: its rows, and for each the decoded row it came from.
+struct Rows {
+    batch: RecordBatch,
+    from: UInt32Array,
+}
+
+fn arrow(e: datafusion::arrow::error::ArrowError) -> SqlError {
+    SqlError::Execution(e.to_string())
+}
+
+impl QueryProcessor {
+    pub(crate) fn new(query: Arc<Compiled>, partition: u32) -> QueryProcessor {
+        let schema = query.output.clone();
+        let index = |name: &str| schema.index_of(name).ok();
+        let values = (0..schema.fields().len())
+            .filter(|&i| !META_COLUMNS.contains(&schema.field(i).name().as_str()))
+            .collect();
+        let key_columns = match &query.sink {
+            SinkTarget::Topic { key, .. } => key.iter().filter_map(|k| index(k)).collect(),
+            SinkTarget::Blackhole => Vec::new(),
+        };
+        QueryProcessor {
+            key_column: index("_key"),
+            timestamp_column: index("_timestamp"),
+            values,
+            key_columns,
+            partition,
+            query,
+        }
+    }
+
+    /// The batch's records as decoded rows (bad ones reported as poison), with the input
+    /// record of each row.
+    fn read(&self, ctx: &mut TaskContext<'_>) -> Result<(RecordBatch, Vec<u32>)> {
+        let input = ctx.input();
+        let source = &self.query.source;
+        if let Some(g) = &source.datagen {
+            let (Some(first), Some(last)) = (input.first(), input.last()) else {
+                return Ok((
+                    RecordBatch::new_empty(source.decoder.schema().clone()),
+                    Vec::new(),
+                ));
+            };
+            let rows = first.offset.0..last.offset.0 + 1;
+            let batch = g.batch(
+                source.decoder.schema(),
+                self.partition,
+                rows,
+                first.timestamp.0,
+            )?;
+            return Ok((batch, (0..input.len() as u32).collect()));
+        }
+        let mut records = Vec::with_capacity(input.len());
+        let mut origin = Vec::with_capacity(input.len());
+        for (i, r) in input.iter().enumerate() {
+            // A tombstone carries no row of a stream.
+            let Some(value) = &r.value else { continue };
+            records.push(log_record(r, value.clone()));
+            origin.push(i as u32);
+        }
+        let (batch, bad) = source.decoder.decode(&records);
+        if bad.is_empty() {
+            return Ok((batch, origin));
+        }
+        let mut kept = Vec::with_capacity(batch.num_rows());
+        let mut bad = bad.into_iter().peekable();
+        for (r, &o) in records.iter().zip(&origin) {
+            match bad.peek() {
+                Some(b) if b.offset == r.offset => {
+                    let reason = bad.next().map(|b| b.reason).unwrap_or_default();
+                    ctx.poison(
+                        Origin::input(o as usize),
+                        format!("does not decode: {reason}"),
+                    );
+                }
+                _ => kept.push(o),
+            }
+        }
+        Ok((batch, kept))
+    }
+
+    /// Runs the steps over a whole batch.
+    fn run_steps(&self, batch: RecordBatch) -> Result<Rows> {
+        let n = batch.num_rows() as u32;
+        let mut rows = Rows {
+            batch,
+            from: UInt32Array::from_iter_values(0..n),
+        };
+        for step in &self.query.steps {
+            rows = match step {
+                Step::Columns(indices) => Rows {
+                    batch: rows.batch.project(indices).map_err(arrow)?,
+                    from: rows.from,
+                },
+                Step::Filter(predicate) => {
+                    let mask = predicate
+                        .evaluate(&rows.batch)
+                        .and_then(|v| v.into_array(rows.batch.num_rows()))
+                        .map_err(from_datafusion)?;
+                    let mask = mask
+                        .as_boolean_opt()
+                        .ok_or_else(|| SqlError::Execution("a filter is not boolean".into()))?;
+                    let from = filter(&rows.from, mask).map_err(arrow)?;
+                    Rows {
+                        batch: filter_record_batch(&rows.batch, mask).map_err(arrow)?,
+                        from: from.as_primitive().clone(),
+                    }
+                }
+                Step::Project(exprs, schema) => {
+                    let n = rows.batch.num_rows();
+                    let columns = exprs
+                        .iter()
+                        .map(|e| e.evaluate(&rows.batch).and_then(|v| v.into_array(n)))
+                        .collect::<datafusion::common::Result<Vec<ArrayRef>>>()
+                        .map_err(from_datafusion)?;
+                    Rows {
+                        batch: RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?,
+                        from: rows.from,
+                    }
+                }
+            };
+        }
+        Ok(rows)
+    }
+
+    /// The steps over a batch; when they fail, row by row, so that only the rows that fail
+    /// are poison.
+    fn process_rows(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        batch: &RecordBatch,
+        origin: &[u32],
+    ) -> Result<Vec<Rows>> {
+        match self.run_steps(batch.clone()) {
+            Ok(rows) => Ok(vec![rows]),
+            Err(_) => {
+                let mut out = Vec::new();
+                for (i, &source) in origin.iter().enumerate().take(batch.num_rows()) {
+                    match self.run_steps(batch.slice(i, 1)) {
+                        Ok(mut rows) => {
+                            rows.from = UInt32Array::from(vec![i as u32; rows.batch.num_rows()]);
+                            out.push(rows);
+                        }
+                        Err(e) => ctx.poison(Origin::input(source as usize), e.to_string()),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Emits the rows to the sink, each with its time: the `_timestamp` column if selected,
+    /// else the event time of the row it came from.
+    fn write(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        rows: &Rows,
+        times: &[i64],
+        origin: &[u32],
+    ) -> Result<usize> {
+        let n = rows.batch.num_rows();
+        let SinkTarget::Topic { topic, format, .. } = &self.query.sink else {
+            return Ok(n);
+        };
+        if n == 0 {
+            return Ok(0);
+        }
+        let values = rows.batch.project(&self.values).map_err(arrow)?;
+        let encoded = encode_rows(*format, &values)?;
+        let keys = self.keys(&rows.batch)?;
+        let stamps = match self.timestamp_column {
+            Some(c) => Some(millis(rows.batch.column(c))?),
+            None => None,
+        };
+        for (r, value) in encoded.into_iter().enumerate() {
+            let d = rows.from.value(r) as usize;
+            let key = match &keys {
+                Keys::None => None,
+                Keys::Some(k) => k[r].clone(),
+                Keys::NullPrimaryKey(k, column) => match &k[r] {
+                    Some(k) => Some(k.clone()),
+                    None => {
+                        ctx.poison(
+                            Origin::input(origin[d] as usize),
+                            format!("primary key column `{column}` is NULL"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let at = stamps
+                .as_ref()
+                .filter(|s| !s.is_null(r))
+                .map_or(times[d], |s| s.value(r));
+            ctx.emit(
+                topic,
+                Record {
+                    key,
+                    value: Some(value),
+                    timestamp: Some(Timestamp(at)),
+                    ..Record::default()
+                },
+            )
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        }
+        Ok(n)
+    }
+
+    /// The record keys of the rows.
+    fn keys(&self, batch: &RecordBatch) -> Result<Keys> {
+        if !self.key_columns.is_empty() {
+            let key_rows = batch.project(&self.key_columns).map_err(arrow)?;
+            let nulls: Option<usize> = self
+                .key_columns
+                .iter()
+                .position(|&c| batch.column(c).null_count() > 0);
+            let encoded: Vec<Option<Bytes>> = encode_rows(Format::Json, &key_rows)?
+                .into_iter()
+                .enumerate()
+                .map(|(r, k)| {
+                    let null = self.key_columns.iter().any(|&c| batch.column(c).is_null(r));
+                    (!null).then_some(k)
+                })
+                .collect();
+            return Ok(match nulls {
+                None => Keys::Some(encoded),
+                Some(i) => Keys::NullPrimaryKey(
+                    encoded,
+                    batch.schema().field(self.key_columns[i]).name().clone(),
+                ),
+            });
+        }
+        let Some(c) = self.key_column else {
+            return Ok(Keys::None);
+        };
+        let text = cast(batch.column(c), &DataType::Utf8).map_err(arrow)?;
+        let text: &StringArray = text
+            .as_string_opt()
+            .ok_or_else(|| SqlError::Execution("`_key` is not text".into()))?;
+        Ok(Keys::Some(
+            text.iter()
+                .map(|k| k.map(|k| Bytes::copy_from_slice(k.as_bytes())))
+                .collect(),
+        ))
+    }
+
+    /// Per decoded row: its event time (the watermark column, else the record timestamp),
+    /// reporting the batch's largest to the task's clock.
+    fn times(&self, ctx: &mut TaskContext<'_>, batch: &RecordBatch) -> Result<Vec<i64>> {
+        let record_time = batch
+            .schema()
+            .index_of("_timestamp")
+            .map_err(arrow)
+            .and_then(|i| millis(batch.column(i)))?;
+        let Some((expr, _)) = &self.query.source.event_time else {
+            return Ok(record_time.values().to_vec());
+        };
+        let event = expr
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(from_datafusion)?;
+        let event = millis(&event)?;
+        let times: Vec<i64> = (0..batch.num_rows())
+            .map(|r| match event.is_null(r) {
+                true => record_time.value(r),
+                false => event.value(r),
+            })
+            .collect();
+        if let Some(max) = event.iter().flatten().max() {
+            ctx.observe_event_time(Timestamp(max));
+        }
+        Ok(times)
+    }
+}
+
+/// Record keys of a batch's rows.
+enum Keys {
+    None,
+    Some(Vec<Option<Bytes>>),
+    /// Keyed by a primary key, some of whose values are NULL (those rows are poison).
+    NullPrimaryKey(Vec<Option<Bytes>>, String),
+}
+
+fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
+    let t = cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(arrow)?;
+    Ok(t.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+fn log_record(r: &InputRecord, value: Bytes) -> LogRecord {
+    LogRecord {
+        key: r.key.clone(),
+        value,
+        timestamp: r.timestamp.0,
+        partition: r.partition as i32,
+        offset: r.offset.0,
+    }
+}
+
+impl weir_engine::Processor for QueryProcessor {
+    fn process(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
+        let started = Instant::now();
+        let records_in = ctx.input().len();
+        let failed = |e: SqlError| weir_engine::EngineError::Internal(e.to_string());
+        let (batch, origin) = self.read(ctx).map_err(failed)?;
+        let times = self.times(ctx, &batch).map_err(failed)?;
+        let mut out = 0;
+        for rows in self.process_rows(ctx, &batch, &origin).map_err(failed)? {
+            out += self.write(ctx, &rows, &times, &origin).map_err(failed)?;
+        }
+        ctx.record_operator(0, records_in, out, started.elapsed());
+        Ok(())
+    }
+}
