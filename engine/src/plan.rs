@@ -189,7 +189,7 @@ pub struct SubPlan {
 pub struct InternalTopic {
     /// The topic.
     pub name: String,
-    /// The topic whose partition count it copies.
+    /// The input (a topic, or a generated input's name) whose partition count it copies.
     pub partitions_like: String,
 }
 

@@ -432,11 +432,17 @@ fn ensure_topics(log: &Log, plan: &dyn Plan) -> Result<()> {
     }
     log.ensure_topic(&crate::names::dead_letter_topic(app), 1, Default::default())?;
     for t in &shape.internal_topics {
-        log.ensure_topic(
-            &t.name,
-            log.partition_count(&t.partitions_like)?,
-            Default::default(),
-        )?;
+        // The input it copies may be generated (no topic): its spec knows the count.
+        let like = shape
+            .subplans
+            .iter()
+            .flat_map(|s| s.inputs.iter())
+            .find(|i| i.topic == t.partitions_like);
+        let partitions = match like {
+            Some(input) => input.partitions(log)?,
+            None => log.partition_count(&t.partitions_like)?,
+        };
+        log.ensure_topic(&t.name, partitions, Default::default())?;
     }
     Ok(())
 }

@@ -25,10 +25,11 @@ impl Session {
         at: Option<Position>,
         columns: &[String],
         source: Query,
+        emit: Option<crate::parser::EmitMode>,
     ) -> Result<Outcome> {
         let rel = self.relation(name, at)?.clone();
         if !matches!(*source.body, SetExpr::Values(_)) {
-            return self.insert_select(name, at, columns, source);
+            return self.insert_select(name, at, columns, source, emit);
         }
         if rel.kind == crate::parser::RelationKind::Sink || rel.datagen()?.is_some() {
             return Err(SqlError::plan(

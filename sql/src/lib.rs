@@ -25,6 +25,7 @@ mod session;
 pub mod stream;
 pub mod types;
 mod wildcard;
+pub mod window;
 
 pub use error::{At, Hint, Position, Result, SqlError};
 pub use parser::{parse, WeirStatement, STATEMENT_BYTES_MAX};

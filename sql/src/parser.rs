@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{DataType, Expr, Ident, ObjectName, Query, 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::{At, Position, Result, SqlError};
 
@@ -95,6 +95,15 @@ pub enum ShowWhat {
     Queries,
 }
 
+/// `EMIT …` after a query: when a continuous query's results are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitMode {
+    /// `EMIT CHANGES` (the default): every change of a result, as change rows.
+    Changes,
+    /// `EMIT ON WINDOW CLOSE` (or ksqlDB's `EMIT FINAL`): one final row per window.
+    OnWindowClose,
+}
+
 /// What a sink reads.
 #[derive(Debug, Clone)]
 pub enum SinkSource {
@@ -117,6 +126,8 @@ pub struct CreateSink {
     pub source: SinkSource,
     /// `WITH (key = value, …)`.
     pub options: Vec<(String, String)>,
+    /// `EMIT …` after the query.
+    pub emit: Option<EmitMode>,
 }
 
 /// One parsed statement.
@@ -156,9 +167,13 @@ pub enum WeirStatement {
         columns: Vec<String>,
         /// The rows: `VALUES …` or a query.
         source: Box<Query>,
+        /// `EMIT …` after a query.
+        emit: Option<EmitMode>,
     },
     /// A query or `EXPLAIN`, run by DataFusion over the catalog's relations.
     Query(Box<Statement>),
+    /// `SELECT … EMIT CHANGES`: a push query (rows as they change).
+    Push(Box<Statement>),
 }
 
 /// Parses a script of `;`-separated statements.
@@ -170,14 +185,29 @@ pub fn parse(sql: &str) -> Result<Vec<WeirStatement>> {
         });
     }
     let dialect = GenericDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(syntax)?;
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::Syntax {
+            message: e.message,
+            at: At(position(e.location)),
+        })?;
+    let (tokens, mut emits) = emit_clauses(window_call_syntax(tokens))?;
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
         while p.consume_token(&Token::SemiColon) {}
         if p.peek_token_ref().token == Token::EOF {
             break;
         }
-        out.push(statement(&mut p).map_err(syntax)?);
+        let s = statement(&mut p).map_err(syntax)?;
+        let emit = match emits.first() {
+            Some(&(n, mode, at)) if n == out.len() => {
+                emits.remove(0);
+                Some((mode, at))
+            }
+            _ => None,
+        };
+        out.push(with_emit(s, emit)?);
         if !p.consume_token(&Token::SemiColon) && p.peek_token_ref().token != Token::EOF {
             let found = p.peek_token();
             return Err(syntax(
@@ -188,6 +218,175 @@ pub fn parse(sql: &str) -> Result<Vec<WeirStatement>> {
         }
     }
     Ok(out)
+}
+
+/// The window table functions.
+pub const WINDOW_FUNCTIONS: [&str; 3] = ["TUMBLE", "HOP", "SESSION"];
+
+/// Flink's spelling of a window table function call, `TABLE(TUMBLE(TABLE bids,
+/// DESCRIPTOR(ts), INTERVAL '10' SECOND))`, as the short one sqlparser reads as a table
+/// function, `TUMBLE(bids, ts, INTERVAL '10' SECOND)`: the `TABLE( … )` around the call, the
+/// `TABLE` before its relation and the `DESCRIPTOR( … )` around its column are dropped. The
+/// tokens keep their positions, so errors still point into the text as written.
+fn window_call_syntax(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let mut t: Vec<TokenWithSpan> = tokens
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let mut drop = vec![false; t.len()];
+    let window_at = |t: &[TokenWithSpan], i: usize| {
+        t.get(i)
+            .is_some_and(|x| WINDOW_FUNCTIONS.iter().any(|w| is_word(&x.token, w)))
+            && t.get(i + 1).is_some_and(|x| x.token == Token::LParen)
+    };
+    let matching = |t: &[TokenWithSpan], open: usize| {
+        let mut depth = 0;
+        for (j, x) in t.iter().enumerate().skip(open) {
+            match x.token {
+                Token::LParen => depth += 1,
+                Token::RParen => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(j);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    };
+    for i in 0..t.len() {
+        if is_word(&t[i].token, "TABLE")
+            && t.get(i + 1).is_some_and(|x| x.token == Token::LParen)
+            && window_at(&t, i + 2)
+        {
+            if let Some(close) = matching(&t, i + 1) {
+                drop[i] = true;
+                drop[i + 1] = true;
+                drop[close] = true;
+            }
+        }
+        if window_at(&t, i) {
+            if t.get(i + 2).is_some_and(|x| is_word(&x.token, "TABLE")) {
+                drop[i + 2] = true;
+            }
+            if let Some(close) = matching(&t, i + 1) {
+                for j in i + 2..close {
+                    if is_word(&t[j].token, "DESCRIPTOR")
+                        && t.get(j + 1).is_some_and(|x| x.token == Token::LParen)
+                    {
+                        if let Some(c) = matching(&t, j + 1) {
+                            drop[j] = true;
+                            drop[j + 1] = true;
+                            drop[c] = true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut keep = drop.into_iter();
+    t.retain(|_| !keep.next().unwrap_or(false));
+    t
+}
+
+/// Removes `EMIT CHANGES`, `EMIT ON WINDOW CLOSE` and `EMIT FINAL` at a statement's top level
+/// (sqlparser has no such clause) and says which statement (by index) had which, and where.
+#[allow(clippy::type_complexity)]
+fn emit_clauses(
+    tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, Vec<(usize, EmitMode, Option<Position>)>)> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut emits = Vec::new();
+    let (mut depth, mut statement, mut has_tokens) = (0i32, 0usize, false);
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = &tokens[i].token;
+        let word = |k: usize, w: &str| tokens.get(i + k).is_some_and(|x| is_word(&x.token, w));
+        match t {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::SemiColon if depth == 0 => {
+                if has_tokens {
+                    statement += 1;
+                }
+                has_tokens = false;
+                out.push(tokens[i].clone());
+                i += 1;
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 && word(0, "EMIT") {
+            let at = position(tokens[i].span.start);
+            let (mode, len) = if word(1, "CHANGES") {
+                (EmitMode::Changes, 2)
+            } else if word(1, "FINAL") {
+                (EmitMode::OnWindowClose, 2)
+            } else if word(1, "ON") && word(2, "WINDOW") && word(3, "CLOSE") {
+                (EmitMode::OnWindowClose, 4)
+            } else {
+                return Err(SqlError::Syntax {
+                    message: "expected EMIT CHANGES or EMIT ON WINDOW CLOSE".into(),
+                    at: At(at),
+                });
+            };
+            emits.push((statement, mode, at));
+            i += len;
+            continue;
+        }
+        if !matches!(t, Token::EOF) {
+            has_tokens = true;
+        }
+        out.push(tokens[i].clone());
+        i += 1;
+    }
+    Ok((out, emits))
+}
+
+/// Attaches a statement's `EMIT` clause to it; one where none can be is an error.
+fn with_emit(
+    s: WeirStatement,
+    emit: Option<(EmitMode, Option<Position>)>,
+) -> Result<WeirStatement> {
+    let Some((mode, at)) = emit else {
+        return Ok(s);
+    };
+    Ok(match s {
+        WeirStatement::CreateSink(mut c) if matches!(c.source, SinkSource::Query(_)) => {
+            c.emit = Some(mode);
+            WeirStatement::CreateSink(c)
+        }
+        WeirStatement::Insert {
+            name,
+            at: insert_at,
+            columns,
+            source,
+            ..
+        } => WeirStatement::Insert {
+            name,
+            at: insert_at,
+            columns,
+            source,
+            emit: Some(mode),
+        },
+        WeirStatement::Query(q) if matches!(*q, Statement::Query(_)) => match mode {
+            EmitMode::Changes => WeirStatement::Push(q),
+            EmitMode::OnWindowClose => {
+                return Err(SqlError::plan(
+                    "EMIT ON WINDOW CLOSE belongs to a persistent query (CREATE SINK, CREATE \
+                     MATERIALIZED VIEW, INSERT INTO … SELECT); a SELECT runs once over the log",
+                    at,
+                ))
+            }
+        },
+        _ => {
+            return Err(SqlError::plan(
+                "EMIT belongs after the query of a persistent or push query",
+                at,
+            ))
+        }
+    })
 }
 
 /// Turns sqlparser's message (`… at Line: L, Column: C`) into a located syntax error.
@@ -320,6 +519,7 @@ fn statement(p: &mut Parser) -> Result<WeirStatement, ParserError> {
             at,
             columns,
             source,
+            emit: None,
         });
     }
     Ok(WeirStatement::Query(Box::new(p.parse_statement()?)))
@@ -428,6 +628,7 @@ fn create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
         if_not_exists,
         source,
         options,
+        emit: None,
     })
 }
 

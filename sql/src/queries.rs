@@ -22,7 +22,7 @@ use weir_engine::{RunOptions, RunningPipeline};
 use crate::catalog::{Column, Relation};
 use crate::error::{from_datafusion, At, Position, Result, SqlError};
 use crate::format::{Format, META_COLUMNS};
-use crate::parser::{CreateSink, RelationKind, SinkSource};
+use crate::parser::{CreateSink, EmitMode, RelationKind, SinkSource};
 use crate::session::{Outcome, Session};
 use crate::stream::{compile, Compiled, QueryPlan, SinkTarget, STREAM_BATCH_ROWS};
 use crate::types::sql_name;
@@ -109,7 +109,10 @@ impl Session {
             });
         }
         self.engine()?;
-        let options = sink_options(&c.options)?;
+        let mut options = sink_options(&c.options)?;
+        if let Some(e) = c.emit {
+            options.insert("emit".into(), emit_name(e).into());
+        }
         let (query, text) = match c.source {
             SinkSource::Query(q) => {
                 let text = q.to_string();
@@ -138,7 +141,7 @@ impl Session {
                 key: Vec::new(),
             },
         };
-        let compiled = self.compile_query(query, None, sink)?;
+        let compiled = self.compile_query(query, None, sink, c.emit)?;
         let columns = value_columns(compiled.output());
         if !blackhole {
             format.check(&Schema::new(
@@ -175,6 +178,7 @@ impl Session {
         at: Option<Position>,
         columns: &[String],
         query: Query,
+        emit: Option<EmitMode>,
     ) -> Result<Outcome> {
         self.engine()?;
         let into = self.relation(target, at)?.clone();
@@ -192,7 +196,7 @@ impl Session {
         }
         let text = query.to_string();
         let targets = crate::insert::target_columns(&into, columns, at)?;
-        let compiled = self.compile_query(query, Some((&into, &targets)), sink_of(&into))?;
+        let compiled = self.compile_query(query, Some((&into, &targets)), sink_of(&into), emit)?;
         if compiled.source.relation.topic == into.topic {
             return Err(SqlError::plan(
                 format!(
@@ -205,6 +209,9 @@ impl Session {
         let mut options = BTreeMap::new();
         options.insert("into".to_string(), into.name.clone());
         options.insert("columns".to_string(), targets.join(","));
+        if let Some(e) = emit {
+            options.insert("emit".into(), emit_name(e).into());
+        }
         let rel = Relation {
             name: name.clone(),
             kind: RelationKind::Sink,
@@ -231,9 +238,11 @@ impl Session {
         mut query: Query,
         into: Option<(&Relation, &[String])>,
         sink: SinkTarget,
+        emit: Option<EmitMode>,
     ) -> Result<Compiled> {
-        self.hide_metadata(&mut query);
         self.register_relations()?;
+        let windows = self.window_calls(&mut query, true)?;
+        self.hide_metadata(&mut query);
         let state = self.ctx.state();
         let plan = self
             .runtime
@@ -250,13 +259,24 @@ impl Session {
         };
         let optimized = state.optimize(&plan).map_err(from_datafusion)?;
         let catalog = &self.catalog;
-        compile(&state, &optimized, &|n| catalog.get(n).cloned(), sink)
+        let cx = crate::stream::Context {
+            state: &state,
+            relation_of: &|n| catalog.get(n).cloned(),
+            windows: &windows,
+            emit,
+        };
+        compile(&cx, &optimized, sink)
     }
 
     /// Compiles a stored query again and runs it.
     fn start_query(&mut self, rel: &Relation) -> Result<()> {
         let text = rel.query.clone().unwrap_or_default();
         let query = crate::parser::parse_query(&text)?;
+        let emit = match rel.options.get("emit").map(String::as_str) {
+            Some("on_window_close") => Some(EmitMode::OnWindowClose),
+            Some("changes") => Some(EmitMode::Changes),
+            _ => None,
+        };
         let compiled = match rel.options.get("into") {
             Some(target) => {
                 let into = self.relation(target, None)?.clone();
@@ -266,7 +286,7 @@ impl Session {
                     .map(|c| c.split(',').map(str::to_string).collect())
                     .unwrap_or_default();
                 let sink = sink_of(&into);
-                self.compile_query(query, Some((&into, &columns)), sink)?
+                self.compile_query(query, Some((&into, &columns)), sink, emit)?
             }
             None => {
                 let sink = match rel.connector().as_str() {
@@ -277,7 +297,7 @@ impl Session {
                         key: Vec::new(),
                     },
                 };
-                self.compile_query(query, None, sink)?
+                self.compile_query(query, None, sink, emit)?
             }
         };
         self.run_compiled(rel, compiled)
@@ -289,7 +309,7 @@ impl Session {
         let mut options = RunOptions::new(engine.state_dir.clone());
         options.max_batch_records = STREAM_BATCH_ROWS;
         options.workers = options.workers.min(partitions.max(1) as usize);
-        let plan = Arc::new(QueryPlan::new(&query_app(&rel.name), compiled));
+        let plan = Arc::new(QueryPlan::new(&query_app(&rel.name), compiled, partitions));
         let running = weir_engine::run(plan, &self.log, &engine.groups, &engine.txns, options)
             .map_err(|e| SqlError::Execution(format!("query `{}`: {e}", rel.name)))?;
         self.running.failed.remove(&rel.name);
@@ -382,6 +402,14 @@ impl Session {
                 ),
             ),
         ])
+    }
+}
+
+/// How an `EMIT` clause is stored in a sink's options.
+fn emit_name(e: EmitMode) -> &'static str {
+    match e {
+        EmitMode::Changes => "changes",
+        EmitMode::OnWindowClose => "on_window_close",
     }
 }
 

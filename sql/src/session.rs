@@ -25,6 +25,7 @@ use crate::format::{RowDecoder, META_COLUMNS};
 use crate::parser::{parse, WeirStatement};
 use crate::queries::{Engine, Running};
 use crate::scan::{BadRecordLog, BadRecords, PartitionScan};
+use crate::window::WindowCall;
 
 /// Threads of a session's DataFusion runtime (the machine's cores, at most this many).
 const SQL_WORKER_THREADS_MAX: usize = 8;
@@ -148,25 +149,32 @@ impl Session {
     /// Runs one parsed statement.
     pub fn run(&mut self, statement: WeirStatement) -> Result<Outcome> {
         let started = std::time::Instant::now();
-        let mut outcome = match statement {
-            WeirStatement::Create(c) => self.create(*c)?,
-            WeirStatement::CreateSink(c) => self.create_sink(*c)?,
-            WeirStatement::Drop {
-                kind,
-                name,
-                at,
-                if_exists,
-            } => self.drop_relation(kind, &name, at, if_exists)?,
-            WeirStatement::Show(what) => self.show(what)?,
-            WeirStatement::Describe { name, at } => self.describe(&name, at)?,
-            WeirStatement::Insert {
-                name,
-                at,
-                columns,
-                source,
-            } => self.insert(&name, at, &columns, *source)?,
-            WeirStatement::Query(s) => self.query(*s)?,
-        };
+        let mut outcome =
+            match statement {
+                WeirStatement::Create(c) => self.create(*c)?,
+                WeirStatement::CreateSink(c) => self.create_sink(*c)?,
+                WeirStatement::Drop {
+                    kind,
+                    name,
+                    at,
+                    if_exists,
+                } => self.drop_relation(kind, &name, at, if_exists)?,
+                WeirStatement::Show(what) => self.show(what)?,
+                WeirStatement::Describe { name, at } => self.describe(&name, at)?,
+                WeirStatement::Insert {
+                    name,
+                    at,
+                    columns,
+                    source,
+                    emit,
+                } => self.insert(&name, at, &columns, *source, emit)?,
+                WeirStatement::Query(s) => self.query(*s)?,
+                WeirStatement::Push(_) => return Err(SqlError::unsupported(
+                    "push queries (SELECT … EMIT CHANGES, SUBSCRIBE) in this session; they arrive \
+                     with the Postgres protocol",
+                    None,
+                )),
+            };
         outcome.elapsed = started.elapsed();
         Ok(outcome)
     }
@@ -191,24 +199,20 @@ impl Session {
 
     /// Runs a query (or EXPLAIN) through DataFusion over the catalog's relations.
     fn query(&mut self, mut statement: Statement) -> Result<Outcome> {
-        if let Statement::Query(q) = &statement {
-            if q.to_string().to_uppercase().ends_with("EMIT CHANGES") {
-                return Err(SqlError::unsupported(
-                    "push queries (EMIT CHANGES, SUBSCRIBE) are not available yet",
-                    None,
-                ));
-            }
-        }
+        self.register_relations()?;
         match &mut statement {
-            Statement::Query(q) => self.hide_metadata(q),
+            Statement::Query(q) => {
+                self.window_calls(q, false)?;
+                self.hide_metadata(q);
+            }
             Statement::Explain { statement, .. } => {
                 if let Statement::Query(q) = statement.as_mut() {
+                    self.window_calls(q, false)?;
                     self.hide_metadata(q);
                 }
             }
             _ => {}
         }
-        self.register_relations()?;
         *self.bad.lock().unwrap_or_else(|e| e.into_inner()) = BadRecords::default();
         let state = self.ctx.state();
         let ctx = self.ctx.clone();
@@ -275,9 +279,10 @@ impl Session {
     pub(crate) fn hide_metadata(&self, query: &mut datafusion::sql::sqlparser::ast::Query) {
         let catalog = &self.catalog;
         crate::wildcard::hide_metadata(query, &|name| {
-            catalog
-                .get(name)
-                .is_some_and(|r| r.kind != crate::parser::RelationKind::Sink)
+            name.starts_with(crate::window::WINDOW_RELATION_PREFIX)
+                || catalog
+                    .get(name)
+                    .is_some_and(|r| r.kind != crate::parser::RelationKind::Sink)
         });
     }
 
@@ -334,6 +339,17 @@ impl Session {
         rel: &Relation,
         partitions: u32,
     ) -> Result<Arc<dyn TableProvider>> {
+        self.relation_provider(rel, partitions, None)
+    }
+
+    /// A relation's provider; for a window call in a continuous query, a scan named after the
+    /// call whose rows carry `window_start` and `window_end` (the compiler's placeholders).
+    fn relation_provider(
+        &self,
+        rel: &Relation,
+        partitions: u32,
+        window: Option<&WindowCall>,
+    ) -> Result<Arc<dyn TableProvider>> {
         let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
         let datagen = rel.datagen()?.map(Arc::new);
         let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
@@ -350,10 +366,13 @@ impl Session {
                 }) as Arc<dyn PartitionStream>
             })
             .collect();
-        let scan = Arc::new(
-            StreamingTable::try_new(decoder.schema().clone(), streams).map_err(from_datafusion)?,
-        );
-        if rel.columns.iter().all(|c| c.computed.is_none()) {
+        let scan_schema = match window {
+            Some(_) => crate::window::windowed_schema(decoder.schema()),
+            None => decoder.schema().clone(),
+        };
+        let scan =
+            Arc::new(StreamingTable::try_new(scan_schema, streams).map_err(from_datafusion)?);
+        if rel.columns.iter().all(|c| c.computed.is_none()) && window.is_none() {
             return Ok(scan);
         }
         let stored = datafusion::common::DFSchema::try_from(decoder.schema().as_ref().clone())
@@ -370,11 +389,71 @@ impl Session {
             });
         }
         exprs.extend(META_COLUMNS.iter().map(|m| col(*m)));
-        let plan = LogicalPlanBuilder::scan(rel.name.as_str(), provider_as_source(scan), None)
+        if window.is_some() {
+            exprs.extend(["window_start", "window_end"].map(col));
+        }
+        let scan_name = window.map_or(rel.name.as_str(), |w| w.name.as_str());
+        let plan = LogicalPlanBuilder::scan(scan_name, provider_as_source(scan), None)
             .and_then(|b| b.project(exprs))
             .and_then(|b| b.build())
             .map_err(from_datafusion)?;
         Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+impl Session {
+    /// Rewrites the query's window calls into relations of their own and registers them:
+    /// views that compute the windows (batch), or the scans the streaming compiler turns into
+    /// the engine's window operator.
+    pub(crate) fn window_calls(
+        &mut self,
+        query: &mut datafusion::sql::sqlparser::ast::Query,
+        streaming: bool,
+    ) -> Result<Vec<WindowCall>> {
+        let calls = crate::window::rewrite_window_calls(&self.ctx, query)?;
+        for call in &calls {
+            let rel = self.relation(&call.relation, None)?.clone();
+            if rel.kind == crate::parser::RelationKind::Sink {
+                return Err(SqlError::plan(
+                    format!("`{}` is a sink; windows are over streams", rel.name),
+                    None,
+                ));
+            }
+            let base = self.provider(&rel)?;
+            let time = base
+                .schema()
+                .field_with_name(&call.time_column)
+                .ok()
+                .map(|f| f.data_type().clone());
+            if !matches!(
+                time,
+                Some(datafusion::arrow::datatypes::DataType::Timestamp(..))
+            ) {
+                return Err(SqlError::plan(
+                    format!(
+                        "`{}` is not a TIMESTAMP column of `{}`",
+                        call.time_column, rel.name
+                    ),
+                    None,
+                ));
+            }
+            let provider: Arc<dyn TableProvider> = match streaming {
+                true => self.relation_provider(&rel, 0, Some(call))?,
+                false => {
+                    let scan =
+                        LogicalPlanBuilder::scan(rel.name.as_str(), provider_as_source(base), None)
+                            .map_err(from_datafusion)?;
+                    Arc::new(ViewTable::new(crate::window::batch_plan(call, scan)?, None))
+                }
+            };
+            self.ctx
+                .deregister_table(call.name.as_str())
+                .map_err(from_datafusion)?;
+            self.ctx
+                .register_table(call.name.as_str(), provider)
+                .map_err(from_datafusion)?;
+        }
+        Ok(calls)
     }
 }
 

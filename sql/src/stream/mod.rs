@@ -7,7 +7,9 @@
 //! Invariant: a plan node the compiler does not know is refused with an error naming it; it is
 //! never run with batch semantics by mistake (a streaming `ORDER BY` or `LIMIT` has no end).
 
+mod aggregate;
 mod processor;
+mod windowed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, ExprSchemable, LogicalPlan};
 use datafusion::physical_expr::PhysicalExpr;
 use weir_engine::{
     EventTime, InputKind, InputSpec, Plan, PlanShape, Processor, SubPlan, TaskSetup,
@@ -28,7 +30,9 @@ use crate::catalog::Relation;
 use crate::datagen::Datagen;
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{Format, RowDecoder};
+use crate::parser::EmitMode;
 use crate::parser::RelationKind;
+use crate::window::WindowCall;
 
 pub(crate) use processor::QueryProcessor;
 
@@ -73,13 +77,51 @@ pub(crate) struct Source {
     pub(crate) datagen: Option<Arc<Datagen>>,
     /// The event-time column over decoded rows, and the watermark's lag behind it.
     pub(crate) event_time: Option<(Arc<dyn PhysicalExpr>, Duration)>,
+    /// A window's scan: `window_start` and `window_end` follow the decoded columns (as
+    /// placeholders; the window operator assigns windows).
+    pub(crate) window_placeholders: bool,
+}
+
+/// Which window column a placeholder column of the input is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WindowColumn {
+    /// `window_start`.
+    Start,
+    /// `window_end`.
+    End,
+}
+
+/// Where a grouping column's values come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupSlot {
+    /// The window's start.
+    WindowStart,
+    /// The window's end.
+    WindowEnd,
+    /// Key expression `i`.
+    Key(usize),
+}
+
+/// A windowed `GROUP BY`: the windows, the grouping and the aggregates.
+#[derive(Debug)]
+pub(crate) struct Aggregate {
+    pub(crate) window: WindowCall,
+    pub(crate) keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub(crate) slots: Vec<GroupSlot>,
+    pub(crate) aggregates: Vec<aggregate::AggSpec>,
+    /// The aggregate's output: grouping columns, then aggregates.
+    pub(crate) schema: SchemaRef,
+    pub(crate) emit: EmitMode,
 }
 
 /// A compiled streaming query.
 #[derive(Debug)]
 pub struct Compiled {
     pub(crate) source: Source,
+    /// Steps over the source's rows (before the aggregate, if any).
     pub(crate) steps: Vec<Step>,
+    /// A windowed aggregate, and the steps over its results.
+    pub(crate) aggregate: Option<(Aggregate, Vec<Step>)>,
     pub(crate) output: SchemaRef,
     pub(crate) sink: SinkTarget,
 }
@@ -91,81 +133,268 @@ impl Compiled {
     }
 }
 
+/// What the compiler is given besides the plan.
+pub(crate) struct Context<'a> {
+    pub(crate) state: &'a SessionState,
+    pub(crate) relation_of: &'a dyn Fn(&str) -> Option<Relation>,
+    /// The statement's window table function calls.
+    pub(crate) windows: &'a [WindowCall],
+    pub(crate) emit: Option<EmitMode>,
+}
+
 /// Compiles an optimized logical plan whose leaves are the catalog's relations.
-pub(crate) fn compile(
-    state: &SessionState,
-    plan: &LogicalPlan,
-    relation_of: &dyn Fn(&str) -> Option<Relation>,
-    sink: SinkTarget,
-) -> Result<Compiled> {
-    let mut steps = Vec::new();
-    let source = walk(state, plan, relation_of, &mut steps)?;
-    let source = open_source(state, source)?;
+pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) -> Result<Compiled> {
+    let mut walked = Walked::default();
+    walk(cx, plan, &mut walked)?;
+    let relation = walked
+        .relation
+        .ok_or_else(|| unsupported_node("a query without a stream"))?;
+    if walked.window.is_some() && walked.aggregate.is_none() {
+        return Err(SqlError::unsupported(
+            "a window table function without a GROUP BY over its window_start or window_end \
+             in a continuous query",
+            None,
+        ));
+    }
+    if walked.aggregate.is_none() && cx.emit == Some(EmitMode::OnWindowClose) {
+        return Err(SqlError::plan(
+            "EMIT ON WINDOW CLOSE needs a windowed aggregate (GROUP BY window_start, …)",
+            None,
+        ));
+    }
+    let source = open_source(cx.state, relation, walked.window.as_ref())?;
+    let (steps, aggregate) = match walked.aggregate {
+        Some((agg, before)) => (before, Some((agg, walked.steps))),
+        None => (walked.steps, None),
+    };
     Ok(Compiled {
         source,
         steps,
+        aggregate,
         output: Arc::clone(plan.schema().inner()),
         sink,
     })
 }
 
-/// Appends the steps of `plan` after those of its input; returns the relation scanned.
-fn walk(
-    state: &SessionState,
-    plan: &LogicalPlan,
-    relation_of: &dyn Fn(&str) -> Option<Relation>,
-    steps: &mut Vec<Step>,
-) -> Result<Relation> {
-    let physical = |e: &datafusion::logical_expr::Expr, schema: &DFSchema| {
-        state
-            .create_physical_expr(e.clone(), schema)
-            .map_err(from_datafusion)
-    };
+/// What the walk found so far: the relation, its window, the steps of the current stage and
+/// which of the current stage's columns are window placeholders.
+#[derive(Default)]
+struct Walked {
+    relation: Option<Relation>,
+    window: Option<WindowCall>,
+    steps: Vec<Step>,
+    marks: Vec<Option<WindowColumn>>,
+    /// The aggregate and the steps before it, once one was met.
+    aggregate: Option<(Aggregate, Vec<Step>)>,
+}
+
+fn physical(cx: &Context<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
+    cx.state
+        .create_physical_expr(e.clone(), schema)
+        .map_err(from_datafusion)
+}
+
+/// The placeholder column an expression is, if it is one.
+fn mark_of(e: &Arc<dyn PhysicalExpr>, marks: &[Option<WindowColumn>]) -> Option<WindowColumn> {
+    let any: &dyn std::any::Any = e.as_ref();
+    any.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+        .and_then(|c| marks.get(c.index()).copied().flatten())
+}
+
+/// Refuses an expression that computes on a window placeholder: before the aggregate, the
+/// window columns have no values yet.
+fn check_unmarked(e: &Arc<dyn PhysicalExpr>, marks: &[Option<WindowColumn>]) -> Result<()> {
+    let uses = datafusion::physical_expr::utils::collect_columns(e)
+        .iter()
+        .any(|c| marks.get(c.index()).copied().flatten().is_some());
+    if uses {
+        return Err(SqlError::unsupported(
+            "an expression over window_start or window_end before the GROUP BY in a continuous \
+             query (group by them, then compute on the result)",
+            None,
+        ));
+    }
+    Ok(())
+}
+
+/// Appends the steps of `plan` after those of its input.
+fn walk(cx: &Context<'_>, plan: &LogicalPlan, w: &mut Walked) -> Result<()> {
     match plan {
         LogicalPlan::Projection(p) => {
-            let rel = walk(state, &p.input, relation_of, steps)?;
-            let exprs = p
-                .expr
-                .iter()
-                .map(|e| physical(e, p.input.schema()))
-                .collect::<Result<Vec<_>>>()?;
-            steps.push(Step::Project(exprs, Arc::clone(p.schema.inner())));
-            Ok(rel)
+            walk(cx, &p.input, w)?;
+            let mut exprs = Vec::with_capacity(p.expr.len());
+            let mut marks = Vec::with_capacity(p.expr.len());
+            for e in &p.expr {
+                let x = physical(cx, e, p.input.schema())?;
+                let mark = mark_of(&x, &w.marks);
+                if mark.is_none() {
+                    check_unmarked(&x, &w.marks)?;
+                }
+                marks.push(mark);
+                exprs.push(x);
+            }
+            w.marks = marks;
+            w.steps
+                .push(Step::Project(exprs, Arc::clone(p.schema.inner())));
         }
         LogicalPlan::Filter(f) => {
-            let rel = walk(state, &f.input, relation_of, steps)?;
-            steps.push(Step::Filter(physical(&f.predicate, f.input.schema())?));
-            Ok(rel)
+            walk(cx, &f.input, w)?;
+            let x = physical(cx, &f.predicate, f.input.schema())?;
+            check_unmarked(&x, &w.marks)?;
+            w.steps.push(Step::Filter(x));
         }
-        LogicalPlan::SubqueryAlias(a) => walk(state, &a.input, relation_of, steps),
-        LogicalPlan::TableScan(scan) => {
-            let name = scan.table_name.table();
-            let rel = relation_of(name).ok_or_else(|| {
-                SqlError::plan(format!("`{name}` is not a stream of the catalog"), None)
-            })?;
-            if rel.kind != RelationKind::Stream {
-                return Err(SqlError::unsupported(
-                    format!(
-                        "a continuous query over {} `{name}` (its rows update; continuous queries \
-                         over tables arrive with updating views); a batch SELECT reads it now",
-                        rel.kind.name()
-                    ),
-                    None,
-                ));
-            }
-            if let Some(indices) = &scan.projection {
-                steps.push(Step::Columns(indices.clone()));
-            }
-            if let Some(filter) = scan.filters.iter().cloned().reduce(|a, b| a.and(b)) {
-                steps.push(Step::Filter(physical(&filter, &scan.projected_schema)?));
-            }
-            if scan.fetch.is_some() {
-                return Err(unsupported_node("LIMIT"));
-            }
-            Ok(rel)
-        }
-        other => Err(unsupported_node(node_name(other))),
+        LogicalPlan::SubqueryAlias(a) => walk(cx, &a.input, w)?,
+        LogicalPlan::TableScan(scan) => scan_step(cx, scan, w)?,
+        LogicalPlan::Aggregate(a) => aggregate_step(cx, a, w)?,
+        other => return Err(unsupported_node(node_name(other))),
     }
+    Ok(())
+}
+
+fn scan_step(
+    cx: &Context<'_>,
+    scan: &datafusion::logical_expr::TableScan,
+    w: &mut Walked,
+) -> Result<()> {
+    let name = scan.table_name.table();
+    let window = cx.windows.iter().find(|c| c.name == name).cloned();
+    let relation_name = window.as_ref().map_or(name, |c| c.relation.as_str());
+    let rel = (cx.relation_of)(relation_name).ok_or_else(|| {
+        SqlError::plan(
+            format!("`{relation_name}` is not a stream of the catalog"),
+            None,
+        )
+    })?;
+    if rel.kind != RelationKind::Stream {
+        return Err(SqlError::unsupported(
+            format!(
+                "a continuous query over {} `{relation_name}` (its rows update; continuous \
+                 queries over tables arrive with updating views); a batch SELECT reads it now",
+                rel.kind.name()
+            ),
+            None,
+        ));
+    }
+    if w.relation.is_some() {
+        return Err(unsupported_node("a query over two relations"));
+    }
+    // The scan's columns: the decoded ones, then (for a window) the two placeholders.
+    let decoded = RowDecoder::new(rel.format, rel.stored_schema()?)
+        .schema()
+        .fields()
+        .len();
+    let mut marks: Vec<Option<WindowColumn>> = vec![None; decoded];
+    if window.is_some() {
+        marks.push(Some(WindowColumn::Start));
+        marks.push(Some(WindowColumn::End));
+    }
+    if let Some(indices) = &scan.projection {
+        marks = indices
+            .iter()
+            .map(|&i| marks.get(i).copied().flatten())
+            .collect();
+        w.steps.push(Step::Columns(indices.clone()));
+    }
+    w.marks = marks;
+    if let Some(filter) = scan.filters.iter().cloned().reduce(|a, b| a.and(b)) {
+        let x = physical(cx, &filter, &scan.projected_schema)?;
+        check_unmarked(&x, &w.marks)?;
+        w.steps.push(Step::Filter(x));
+    }
+    if scan.fetch.is_some() {
+        return Err(unsupported_node("LIMIT"));
+    }
+    w.relation = Some(rel);
+    w.window = window;
+    Ok(())
+}
+
+fn aggregate_step(
+    cx: &Context<'_>,
+    a: &datafusion::logical_expr::Aggregate,
+    w: &mut Walked,
+) -> Result<()> {
+    walk(cx, &a.input, w)?;
+    if w.aggregate.is_some() {
+        return Err(unsupported_node("an aggregate over an aggregate"));
+    }
+    let Some(window) = w.window.clone() else {
+        return Err(SqlError::unsupported(
+            "GROUP BY without a window on a stream (an updating aggregate) in a continuous \
+             query; group by a window: FROM TUMBLE(stream, time_column, INTERVAL '10' SECOND) \
+             … GROUP BY window_start, window_end, …",
+            None,
+        ));
+    };
+    let input = a.input.schema();
+    let mut keys = Vec::new();
+    let mut slots = Vec::new();
+    for e in &a.group_expr {
+        if matches!(e, Expr::GroupingSet(_)) {
+            return Err(unsupported_node("GROUPING SETS / ROLLUP / CUBE"));
+        }
+        let x = physical(cx, e, input)?;
+        match mark_of(&x, &w.marks) {
+            Some(WindowColumn::Start) => slots.push(GroupSlot::WindowStart),
+            Some(WindowColumn::End) => slots.push(GroupSlot::WindowEnd),
+            None => {
+                check_unmarked(&x, &w.marks)?;
+                slots.push(GroupSlot::Key(keys.len()));
+                keys.push(x);
+            }
+        }
+    }
+    if !slots.iter().any(|s| !matches!(s, GroupSlot::Key(_))) {
+        return Err(SqlError::plan(
+            "a GROUP BY over a window table function must include window_start or window_end",
+            None,
+        ));
+    }
+    let schema = Arc::clone(a.schema.inner());
+    let mut aggregates = Vec::new();
+    for (i, e) in a.aggr_expr.iter().enumerate() {
+        let e = match e {
+            Expr::Alias(al) => al.expr.as_ref(),
+            e => e,
+        };
+        let Expr::AggregateFunction(call) = e else {
+            return Err(unsupported_node("this aggregate expression"));
+        };
+        let (arg, arg_type) = match call.params.args.as_slice() {
+            [] => (None, None),
+            [x] => {
+                let t = x.get_type(input).map_err(from_datafusion)?;
+                let p = physical(cx, x, input)?;
+                check_unmarked(&p, &w.marks)?;
+                (Some(p), Some(t))
+            }
+            _ => return Err(unsupported_node("an aggregate of several arguments")),
+        };
+        let output = schema.field(a.group_expr.len() + i).data_type().clone();
+        aggregates.push(aggregate::AggSpec::new(call, arg, arg_type, output)?);
+    }
+    let emit = cx.emit.unwrap_or(EmitMode::Changes);
+    if emit == EmitMode::Changes {
+        return Err(SqlError::unsupported(
+            "a windowed aggregate that emits changes (the default); add EMIT ON WINDOW CLOSE \
+             for one final row per window (updating window results come with change rows)",
+            None,
+        ));
+    }
+    let before = std::mem::take(&mut w.steps);
+    w.marks = vec![None; schema.fields().len()];
+    w.aggregate = Some((
+        Aggregate {
+            window,
+            keys,
+            slots,
+            aggregates,
+            schema,
+            emit,
+        },
+        before,
+    ));
+    Ok(())
 }
 
 fn unsupported_node(what: &str) -> SqlError {
@@ -197,7 +426,26 @@ fn node_name(plan: &LogicalPlan) -> &'static str {
 }
 
 /// The source's decoder, generator and event time.
-fn open_source(state: &SessionState, relation: Relation) -> Result<Source> {
+fn open_source(
+    state: &SessionState,
+    relation: Relation,
+    window: Option<&WindowCall>,
+) -> Result<Source> {
+    if let Some(call) = window {
+        let time = relation
+            .watermark
+            .as_ref()
+            .map_or("_timestamp", |w| w.column.as_str());
+        if call.time_column != time {
+            return Err(SqlError::plan(
+                format!(
+                    "windows over `{}` must be on its event time `{time}` (WATERMARK FOR …), not `{}`",
+                    relation.name, call.time_column
+                ),
+                None,
+            ));
+        }
+    }
     let stored = relation.stored_schema()?;
     let decoder = RowDecoder::new(relation.format, stored.clone());
     let datagen = relation.datagen()?.map(Arc::new);
@@ -224,6 +472,7 @@ fn open_source(state: &SessionState, relation: Relation) -> Result<Source> {
         decoder,
         datagen,
         event_time,
+        window_placeholders: window.is_some(),
     })
 }
 
@@ -282,16 +531,20 @@ fn watermark_lag(state: &SessionState, column: &str, expr: &str) -> Result<Durat
     Ok(Duration::from_millis(lag.unwrap_or(0) as u64))
 }
 
-/// A compiled query as the engine's plan: one task per partition of its source.
+/// A compiled query as the engine's plan: one task per partition of its source; a windowed
+/// aggregate over several partitions repartitions its rows by group first (an internal topic),
+/// so that every group meets in one task.
 #[derive(Debug)]
 pub struct QueryPlan {
     shape: PlanShape,
     compiled: Arc<Compiled>,
+    /// The repartition topic, when the aggregate runs after one.
+    repartition: Option<String>,
 }
 
 impl QueryPlan {
-    /// The plan of `compiled` under application id `app`.
-    pub fn new(app: &str, compiled: Compiled) -> QueryPlan {
+    /// The plan of `compiled` under application id `app`, over a source of `partitions`.
+    pub fn new(app: &str, compiled: Compiled, partitions: u32) -> QueryPlan {
         let source = &compiled.source;
         let rel = &source.relation;
         let event_time = match &source.event_time {
@@ -306,6 +559,47 @@ impl QueryPlan {
             generated: source.datagen.as_ref().map(|g| g.input()),
             ..InputSpec::topic(&rel.topic, InputKind::Stream)
         };
+        let mut stores = Vec::new();
+        let mut operators = vec![format!("select from {}", rel.name)];
+        let mut subplans = Vec::new();
+        let mut internal_topics = Vec::new();
+        let mut repartition = None;
+        if let Some((agg, _)) = &compiled.aggregate {
+            operators.push(format!("window {}", agg.window.name));
+            if partitions > 1 {
+                let topic = weir_engine::names::repartition_topic(app, "group");
+                subplans.push(SubPlan {
+                    name: "select".into(),
+                    inputs: vec![input.clone()],
+                    stores: Vec::new(),
+                });
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: rel.topic.clone(),
+                });
+                repartition = Some(topic);
+            } else {
+                stores.push(window_store(agg));
+            }
+        }
+        let (name, input) = match &repartition {
+            Some(topic) => (
+                "aggregate",
+                InputSpec {
+                    internal: true,
+                    ..InputSpec::topic(topic, InputKind::Stream)
+                },
+            ),
+            None => ("query", input),
+        };
+        if let (Some(_), Some((agg, _))) = (&repartition, &compiled.aggregate) {
+            stores.push(window_store(agg));
+        }
+        subplans.push(SubPlan {
+            name: name.into(),
+            inputs: vec![input],
+            stores,
+        });
         let sinks = match &compiled.sink {
             SinkTarget::Topic { topic, .. } => vec![topic.clone()],
             SinkTarget::Blackhole => Vec::new(),
@@ -313,17 +607,46 @@ impl QueryPlan {
         QueryPlan {
             shape: PlanShape {
                 app: app.to_string(),
-                subplans: vec![SubPlan {
-                    name: "query".into(),
-                    inputs: vec![input],
-                    stores: Vec::new(),
-                }],
+                subplans,
                 sinks,
-                internal_topics: Vec::new(),
-                operators: vec![format!("select from {}", rel.name)],
+                internal_topics,
+                operators,
             },
             compiled: Arc::new(compiled),
+            repartition,
         }
+    }
+}
+
+/// The window store of a windowed aggregate; its descriptor names the aggregates and key
+/// types, so a changed query never restores another query's state.
+fn window_store(agg: &Aggregate) -> weir_engine::StoreSpec {
+    let spec = weir_engine::WindowSpec::new(agg.window.kind);
+    let retention = spec.retention();
+    let kind = match agg.window.kind {
+        weir_engine::WindowKind::Session { .. } => weir_engine::StoreKind::Session { retention },
+        _ => weir_engine::StoreKind::Window { retention },
+    };
+    let keys: Vec<String> = agg
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    let aggs: Vec<String> = agg
+        .aggregates
+        .iter()
+        .map(|a| format!("{:?}", a.kind))
+        .collect();
+    weir_engine::StoreSpec {
+        name: "window".into(),
+        kind,
+        descriptor: format!(
+            "sql {:?} [{}] [{}] arrow-row",
+            agg.window.kind,
+            keys.join(","),
+            aggs.join(",")
+        ),
     }
 }
 
@@ -333,9 +656,13 @@ impl Plan for QueryPlan {
     }
 
     fn processor(&self, task: TaskSetup<'_>) -> weir_engine::Result<Box<dyn Processor>> {
-        Ok(Box::new(QueryProcessor::new(
-            self.compiled.clone(),
-            task.partition,
-        )))
+        let role = match (&self.repartition, task.spec.name.as_str()) {
+            (Some(topic), "select") => processor::Role::Shuffle(topic.clone()),
+            (Some(_), _) => processor::Role::Aggregate,
+            (None, _) => processor::Role::Whole,
+        };
+        let processor = QueryProcessor::new(self.compiled.clone(), task.partition, role)
+            .map_err(|e| weir_engine::EngineError::Plan(e.to_string()))?;
+        Ok(Box::new(processor))
     }
 }

@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use weir_engine::{InputRecord, Origin, TaskContext};
 use weir_log::{Record, Timestamp};
 
+use super::windowed::{GroupCodec, Results, WindowedAggregate};
 use super::{Compiled, SinkTarget, Step};
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format, LogRecord, META_COLUMNS};
@@ -32,6 +33,22 @@ pub(crate) struct QueryProcessor {
     timestamp_column: Option<usize>,
     /// Primary-key columns keying the output (a table sink).
     key_columns: Vec<usize>,
+    /// The windowed aggregate, if this task runs one.
+    windowed: Option<WindowedAggregate>,
+    /// The repartition topic (and codec) this task writes groups to, if it does.
+    shuffle: Option<(String, GroupCodec)>,
+    role: Role,
+}
+
+/// What a task of a query does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Everything: source, steps, aggregate (if any), sink.
+    Whole,
+    /// Source and steps, then the rows to the repartition topic, keyed by group.
+    Shuffle(String),
+    /// The aggregate over the repartition topic, then the sink.
+    Aggregate,
 }
 
 /// A batch on its way through the steps: its rows, and for each the decoded row it came from.
@@ -45,7 +62,7 @@ fn arrow(e: datafusion::arrow::error::ArrowError) -> SqlError {
 }
 
 impl QueryProcessor {
-    pub(crate) fn new(query: Arc<Compiled>, partition: u32) -> QueryProcessor {
+    pub(crate) fn new(query: Arc<Compiled>, partition: u32, role: Role) -> Result<QueryProcessor> {
         let schema = query.output.clone();
         let index = |name: &str| schema.index_of(name).ok();
         let values = (0..schema.fields().len())
@@ -55,14 +72,24 @@ impl QueryProcessor {
             SinkTarget::Topic { key, .. } => key.iter().filter_map(|k| index(k)).collect(),
             SinkTarget::Blackhole => Vec::new(),
         };
-        QueryProcessor {
+        let (windowed, shuffle) = match (&query.aggregate, &role) {
+            (Some((agg, _)), Role::Shuffle(topic)) => {
+                (None, Some((topic.clone(), GroupCodec::new(agg)?)))
+            }
+            (Some((agg, _)), _) => (Some(WindowedAggregate::new(agg)?), None),
+            (None, _) => (None, None),
+        };
+        Ok(QueryProcessor {
             key_column: index("_key"),
             timestamp_column: index("_timestamp"),
             values,
             key_columns,
             partition,
+            windowed,
+            shuffle,
+            role,
             query,
-        }
+        })
     }
 
     /// The batch's records as decoded rows (bad ones reported as poison), with the input
@@ -84,7 +111,10 @@ impl QueryProcessor {
                 rows,
                 first.timestamp.0,
             )?;
-            return Ok((batch, (0..input.len() as u32).collect()));
+            return Ok((
+                self.with_placeholders(batch)?,
+                (0..input.len() as u32).collect(),
+            ));
         }
         let mut records = Vec::with_capacity(input.len());
         let mut origin = Vec::with_capacity(input.len());
@@ -95,6 +125,7 @@ impl QueryProcessor {
             origin.push(i as u32);
         }
         let (batch, bad) = source.decoder.decode(&records);
+        let batch = self.with_placeholders(batch)?;
         if bad.is_empty() {
             return Ok((batch, origin));
         }
@@ -115,48 +146,33 @@ impl QueryProcessor {
         Ok((batch, kept))
     }
 
+    /// A window's scan has `window_start` and `window_end` after the decoded columns: zeros,
+    /// never read (the compiler refuses expressions over them before the aggregate).
+    fn with_placeholders(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if !self.query.source.window_placeholders {
+            return Ok(batch);
+        }
+        let n = batch.num_rows();
+        let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; n]));
+        let mut fields: Vec<datafusion::arrow::datatypes::Field> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (**f).clone())
+            .collect();
+        fields.extend(crate::window::window_fields());
+        let mut columns = batch.columns().to_vec();
+        columns.extend([zeros.clone(), zeros]);
+        RecordBatch::try_new(
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            columns,
+        )
+        .map_err(arrow)
+    }
+
     /// Runs the steps over a whole batch.
     fn run_steps(&self, batch: RecordBatch) -> Result<Rows> {
-        let n = batch.num_rows() as u32;
-        let mut rows = Rows {
-            batch,
-            from: UInt32Array::from_iter_values(0..n),
-        };
-        for step in &self.query.steps {
-            rows = match step {
-                Step::Columns(indices) => Rows {
-                    batch: rows.batch.project(indices).map_err(arrow)?,
-                    from: rows.from,
-                },
-                Step::Filter(predicate) => {
-                    let mask = predicate
-                        .evaluate(&rows.batch)
-                        .and_then(|v| v.into_array(rows.batch.num_rows()))
-                        .map_err(from_datafusion)?;
-                    let mask = mask
-                        .as_boolean_opt()
-                        .ok_or_else(|| SqlError::Execution("a filter is not boolean".into()))?;
-                    let from = filter(&rows.from, mask).map_err(arrow)?;
-                    Rows {
-                        batch: filter_record_batch(&rows.batch, mask).map_err(arrow)?,
-                        from: from.as_primitive().clone(),
-                    }
-                }
-                Step::Project(exprs, schema) => {
-                    let n = rows.batch.num_rows();
-                    let columns = exprs
-                        .iter()
-                        .map(|e| e.evaluate(&rows.batch).and_then(|v| v.into_array(n)))
-                        .collect::<datafusion::common::Result<Vec<ArrayRef>>>()
-                        .map_err(from_datafusion)?;
-                    Rows {
-                        batch: RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?,
-                        from: rows.from,
-                    }
-                }
-            };
-        }
-        Ok(rows)
+        run_steps(&self.query.steps, batch)
     }
 
     /// The steps over a batch; when they fail, row by row, so that only the rows that fail
@@ -192,7 +208,8 @@ impl QueryProcessor {
         ctx: &mut TaskContext<'_>,
         rows: &Rows,
         times: &[i64],
-        origin: &[u32],
+        origin: Option<&[u32]>,
+        group_keys: Option<&[Bytes]>,
     ) -> Result<usize> {
         let n = rows.batch.num_rows();
         let SinkTarget::Topic { topic, format, .. } = &self.query.sink else {
@@ -211,15 +228,13 @@ impl QueryProcessor {
         for (r, value) in encoded.into_iter().enumerate() {
             let d = rows.from.value(r) as usize;
             let key = match &keys {
-                Keys::None => None,
+                Keys::None => group_keys.and_then(|k| k.get(d).cloned()),
                 Keys::Some(k) => k[r].clone(),
                 Keys::NullPrimaryKey(k, column) => match &k[r] {
                     Some(k) => Some(k.clone()),
                     None => {
-                        ctx.poison(
-                            Origin::input(origin[d] as usize),
-                            format!("primary key column `{column}` is NULL"),
-                        );
+                        let at = origin.map_or(Origin::NONE, |o| Origin::input(o[d] as usize));
+                        ctx.poison(at, format!("primary key column `{column}` is NULL"));
                         continue;
                     }
                 },
@@ -309,6 +324,50 @@ impl QueryProcessor {
     }
 }
 
+/// Runs steps over a whole batch.
+fn run_steps(steps: &[Step], batch: RecordBatch) -> Result<Rows> {
+    let n = batch.num_rows() as u32;
+    let mut rows = Rows {
+        batch,
+        from: UInt32Array::from_iter_values(0..n),
+    };
+    for step in steps {
+        rows = match step {
+            Step::Columns(indices) => Rows {
+                batch: rows.batch.project(indices).map_err(arrow)?,
+                from: rows.from,
+            },
+            Step::Filter(predicate) => {
+                let mask = predicate
+                    .evaluate(&rows.batch)
+                    .and_then(|v| v.into_array(rows.batch.num_rows()))
+                    .map_err(from_datafusion)?;
+                let mask = mask
+                    .as_boolean_opt()
+                    .ok_or_else(|| SqlError::Execution("a filter is not boolean".into()))?;
+                let from = filter(&rows.from, mask).map_err(arrow)?;
+                Rows {
+                    batch: filter_record_batch(&rows.batch, mask).map_err(arrow)?,
+                    from: from.as_primitive().clone(),
+                }
+            }
+            Step::Project(exprs, schema) => {
+                let n = rows.batch.num_rows();
+                let columns = exprs
+                    .iter()
+                    .map(|e| e.evaluate(&rows.batch).and_then(|v| v.into_array(n)))
+                    .collect::<datafusion::common::Result<Vec<ArrayRef>>>()
+                    .map_err(from_datafusion)?;
+                Rows {
+                    batch: RecordBatch::try_new(schema.clone(), columns).map_err(arrow)?,
+                    from: rows.from,
+                }
+            }
+        };
+    }
+    Ok(rows)
+}
+
 /// Record keys of a batch's rows.
 enum Keys {
     None,
@@ -332,18 +391,113 @@ fn log_record(r: &InputRecord, value: Bytes) -> LogRecord {
     }
 }
 
+fn failed(e: SqlError) -> weir_engine::EngineError {
+    weir_engine::EngineError::Internal(e.to_string())
+}
+
+impl QueryProcessor {
+    /// Rows after the steps: to the sink (no aggregate), into this task's windows, or to the
+    /// repartition topic keyed by their group. Returns the rows handled.
+    fn grouped(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        rows: &Rows,
+        times: &[i64],
+        origin: &[u32],
+    ) -> Result<usize> {
+        let Some((agg, _)) = &self.query.aggregate else {
+            return self.write(ctx, rows, times, Some(origin), None);
+        };
+        let n = rows.batch.num_rows();
+        let from = rows.from.values();
+        let times: Vec<i64> = from.iter().map(|&d| times[d as usize]).collect();
+        let origins: Vec<Origin> = from
+            .iter()
+            .map(|&d| Origin::input(origin[d as usize] as usize))
+            .collect();
+        match (&mut self.windowed, &self.shuffle) {
+            (Some(w), _) => {
+                let (keys, args) = w.codec().group(agg, &rows.batch)?;
+                w.add(ctx, keys, args, &times, &origins)?;
+            }
+            (None, Some((topic, codec))) => {
+                let (keys, args) = codec.group(agg, &rows.batch)?;
+                let values = codec.encode_args(&args, n)?;
+                for ((key, value), ts) in keys.into_iter().zip(values).zip(&times) {
+                    let record = Record::keyed(key, value).at(Timestamp(*ts));
+                    ctx.emit(topic, record)
+                        .map_err(|e| SqlError::Execution(e.to_string()))?;
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(n)
+    }
+
+    /// The aggregate's part after a repartition: records keyed by their group key, valued by
+    /// their aggregates' arguments, stamped with their event time.
+    fn add_repartitioned(&mut self, ctx: &mut TaskContext<'_>) -> Result<usize> {
+        let Some(w) = &mut self.windowed else {
+            return Ok(0);
+        };
+        let input = ctx.input();
+        let keys: Vec<Bytes> = input
+            .iter()
+            .map(|r| r.key.clone().unwrap_or_default())
+            .collect();
+        let args = w
+            .codec()
+            .decode_args(input.iter().map(|r| r.value.as_deref().unwrap_or_default()))?;
+        let times: Vec<i64> = input.iter().map(|r| r.timestamp.0).collect();
+        let origins: Vec<Origin> = (0..input.len()).map(Origin::input).collect();
+        let n = keys.len();
+        w.add(ctx, keys, args, &times, &origins)?;
+        Ok(n)
+    }
+
+    /// Closed windows through the steps after the aggregate, to the sink.
+    fn emit_results(&self, ctx: &mut TaskContext<'_>, results: Option<Results>) -> Result<()> {
+        let (Some(r), Some((_, after))) = (results, &self.query.aggregate) else {
+            return Ok(());
+        };
+        let rows = run_steps(after, r.batch)?;
+        self.write(ctx, &rows, &r.times, None, Some(&r.keys))?;
+        Ok(())
+    }
+}
+
 impl weir_engine::Processor for QueryProcessor {
     fn process(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
         let started = Instant::now();
         let records_in = ctx.input().len();
-        let failed = |e: SqlError| weir_engine::EngineError::Internal(e.to_string());
+        if self.role == Role::Aggregate {
+            let out = self.add_repartitioned(ctx).map_err(failed)?;
+            ctx.record_operator(1, records_in, out, started.elapsed());
+            return Ok(());
+        }
         let (batch, origin) = self.read(ctx).map_err(failed)?;
         let times = self.times(ctx, &batch).map_err(failed)?;
         let mut out = 0;
         for rows in self.process_rows(ctx, &batch, &origin).map_err(failed)? {
-            out += self.write(ctx, &rows, &times, &origin).map_err(failed)?;
+            out += self.grouped(ctx, &rows, &times, &origin).map_err(failed)?;
         }
         ctx.record_operator(0, records_in, out, started.elapsed());
         Ok(())
+    }
+
+    fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
+        let (Some(w), Some((agg, _))) = (&mut self.windowed, &self.query.aggregate) else {
+            return Ok(());
+        };
+        let results = w.on_time(ctx, agg).map_err(failed)?;
+        self.emit_results(ctx, results).map_err(failed)
+    }
+
+    fn flush(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
+        let (Some(w), Some((agg, _))) = (&mut self.windowed, &self.query.aggregate) else {
+            return Ok(());
+        };
+        let results = w.flush(ctx, agg).map_err(failed)?;
+        self.emit_results(ctx, results).map_err(failed)
     }
 }

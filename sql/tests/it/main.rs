@@ -4,5 +4,6 @@
 //! and restarts).
 
 mod logic;
+mod oracle;
 mod records;
 mod streaming;

@@ -11,7 +11,7 @@ use weir_sql::{Engine, Output, Session};
 /// How long a test waits for a persistent query to get somewhere.
 const WAIT: Duration = Duration::from_secs(30);
 
-fn open(dir: &Path) -> anyhow::Result<(Log, Session)> {
+pub(crate) fn open(dir: &Path) -> anyhow::Result<(Log, Session)> {
     let log = Log::open_with(dir, LogOptions::without_cleaner())?;
     let (groups, txns) = weir_coord::start(&log)?;
     let engine = Engine {

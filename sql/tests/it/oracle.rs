@@ -1,0 +1,171 @@
+//! The built-in oracle: a windowed aggregate run as a persistent query over a finite input
+//! (random values, out of order within the watermark's bound, spread over partitions) emits,
+//! once every window has closed, exactly the rows the same query computes in batch mode over
+//! the whole input. Seeded; the seed is printed (`SEED=…` replays one).
+
+use std::time::{Duration, Instant};
+
+use weir_log::{PartitionId, Record, Timestamp};
+use weir_sql::{Output, Session};
+
+/// A small deterministic generator (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    match std::env::var("SEED") {
+        Ok(s) => s.parse().unwrap_or(1),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    }
+}
+
+fn rendered(session: &mut Session, sql: &str) -> anyhow::Result<Vec<String>> {
+    let outcomes = session.execute(sql)?;
+    let Some(Output::Rows { batches, .. }) = outcomes.last().map(|o| &o.output) else {
+        anyhow::bail!("no rows from {sql}");
+    };
+    let options = datafusion::arrow::util::display::FormatOptions::default().with_null("NULL");
+    let mut rows = Vec::new();
+    for b in batches {
+        let formatters = b
+            .columns()
+            .iter()
+            .map(|c| {
+                datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = formatters.iter().map(|f| f.value(r).to_string()).collect();
+            rows.push(cells.join(" "));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// Writes `events` records (key 0..5, a value or NULL, event times out of order by less than
+/// the watermark's 3 s) over 2 partitions, then a far-future record per partition that closes
+/// every window.
+fn write_input(log: &weir_log::Log, rng: &mut Rng, events: u64) -> anyhow::Result<()> {
+    let base = 1_767_225_600_000i64;
+    let mut records: Vec<(u32, i64, String)> = (0..events)
+        .map(|i| {
+            let ts = base + i as i64 * 50 + rng.below(2500) as i64;
+            let v = match rng.below(10) {
+                0 => "null".to_string(),
+                _ => (rng.below(201) as i64 - 100).to_string(),
+            };
+            let k = rng.below(5);
+            (
+                rng.below(2) as u32,
+                ts,
+                format!(r#"{{"k":{k},"v":{v},"ts":{ts}}}"#),
+            )
+        })
+        .collect();
+    // Neighbours swap places: arrival order differs from event-time order.
+    for i in 1..records.len() {
+        if rng.below(3) == 0 {
+            records.swap(i - 1, i);
+        }
+    }
+    for (p, ts, json) in records {
+        log.append(
+            "ev",
+            PartitionId(p),
+            &[Record::value(json).at(Timestamp(ts))],
+        )?;
+    }
+    for p in 0..2 {
+        let far = base + 100_000_000;
+        let json = format!(r#"{{"k":-1,"v":0,"ts":{far}}}"#);
+        log.append(
+            "ev",
+            PartitionId(p),
+            &[Record::value(json).at(Timestamp(far))],
+        )?;
+    }
+    Ok(())
+}
+
+fn check(window: &str, events: u64) -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("oracle {window}: SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir()?;
+    let (log, mut session) = crate::streaming::open(dir.path())?;
+    session.execute(
+        "CREATE STREAM ev (k BIGINT, v BIGINT, ts TIMESTAMP,
+                           WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) WITH (partitions = 2)",
+    )?;
+    write_input(&log, &mut rng, events)?;
+    let select = format!(
+        "SELECT k, window_start, window_end, COUNT(*) AS n, COUNT(v) AS nv, SUM(v) AS s,
+                MIN(v) AS lo, MAX(v) AS hi, AVG(v) AS mean, COUNT(DISTINCT v) AS d
+         FROM {window} GROUP BY k, window_start, window_end"
+    );
+    session.execute(&format!(
+        "CREATE SINK agg AS {select} EMIT ON WINDOW CLOSE WITH (topic = 'out');
+         CREATE STREAM out (k BIGINT, window_start TIMESTAMP, window_end TIMESTAMP, n BIGINT,
+                            nv BIGINT, s BIGINT, lo BIGINT, hi BIGINT, mean DOUBLE, d BIGINT)
+           WITH (topic = 'out');"
+    ))?;
+    let expected = rendered(
+        &mut session,
+        &format!("SELECT * FROM ({select}) WHERE k >= 0"),
+    )?;
+    anyhow::ensure!(expected.len() > 50, "too few windows: {}", expected.len());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rendered(&mut session, "SELECT * FROM out WHERE k >= 0")?;
+        if got == expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline || got.len() > expected.len() {
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|r| !got.contains(r))
+                .take(5)
+                .collect();
+            let extra: Vec<&String> = got
+                .iter()
+                .filter(|r| !expected.contains(r))
+                .take(5)
+                .collect();
+            anyhow::bail!(
+                "SEED={seed}: {} streamed rows, {} batch rows; missing {missing:?}; extra {extra:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tumbling_windows_emitted_on_close_equal_the_batch_query() -> anyhow::Result<()> {
+    check("TUMBLE(ev, ts, INTERVAL '10' SECOND)", 3000)
+}
+
+#[test]
+fn hopping_windows_emitted_on_close_equal_the_batch_query() -> anyhow::Result<()> {
+    check(
+        "HOP(ev, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND)",
+        2000,
+    )
+}
