@@ -44,5 +44,10 @@ b window --records 3000000 --keys 10000 --window tumbling:10s --emit update
 b join
 b window --records 2000000 --keys 1000000 --events-per-second 1000000 --keep-open
 b window --records 2000000 --keys 1000000 --events-per-second 1000000
+b sql --rows 10000000
+b sql --rows 10000000 --partitions 2
+b sql --rows 3000000 --windowed
+b sql --rows 3000000 --windowed --partitions 2
+b sql --batch --rows 10000000 --partitions 2
 # The Kafka wire protocol: librdkafka producers and consumers against `weir serve`.
 SKIP_BUILD=1 bash scripts/bench-kafka.sh

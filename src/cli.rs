@@ -355,6 +355,15 @@ pub struct BenchSqlArgs {
     /// The query over `gen (id, auction, bidder, price, ts)`; default Nexmark q1.
     #[arg(long)]
     pub select: Option<String>,
+    /// Run the windowed query instead of q1: a 10 s tumbling COUNT + MAX per key, 10,000 keys.
+    #[arg(long)]
+    pub windowed: bool,
+    /// Time a batch GROUP BY over `--rows` JSON records in a topic instead.
+    #[arg(long)]
+    pub batch: bool,
+    /// Rows per second of event time (`ts` of row i is i / rate seconds).
+    #[arg(long, default_value_t = 100_000)]
+    pub events_per_second: u64,
 }
 
 #[derive(Debug, Args)]
