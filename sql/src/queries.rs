@@ -197,6 +197,20 @@ impl Session {
         let text = query.to_string();
         let targets = crate::insert::target_columns(&into, columns, at)?;
         let compiled = self.compile_query(query, Some((&into, &targets)), sink_of(&into), emit)?;
+        let updating = compiled
+            .aggregate
+            .as_ref()
+            .is_some_and(|(a, _)| a.window.is_none());
+        if updating && into.kind != RelationKind::Table {
+            return Err(SqlError::plan(
+                format!(
+                    "an updating query (GROUP BY without a window) writes into a table (upserts \
+                     by its primary key) or a sink; `{}` is a stream",
+                    into.name
+                ),
+                at,
+            ));
+        }
         if compiled.source.relation.topic == into.topic {
             return Err(SqlError::plan(
                 format!(

@@ -9,6 +9,7 @@
 
 mod aggregate;
 mod processor;
+mod updating;
 mod windowed;
 
 use std::sync::Arc;
@@ -105,7 +106,8 @@ pub(crate) enum GroupSlot {
 /// A windowed `GROUP BY`: the windows, the grouping and the aggregates.
 #[derive(Debug)]
 pub(crate) struct Aggregate {
-    pub(crate) window: WindowCall,
+    /// The window (`None`: an updating aggregate).
+    pub(crate) window: Option<WindowCall>,
     pub(crate) keys: Vec<Arc<dyn PhysicalExpr>>,
     pub(crate) slots: Vec<GroupSlot>,
     pub(crate) aggregates: Vec<aggregate::AggSpec>,
@@ -318,14 +320,7 @@ fn aggregate_step(
     if w.aggregate.is_some() {
         return Err(unsupported_node("an aggregate over an aggregate"));
     }
-    let Some(window) = w.window.clone() else {
-        return Err(SqlError::unsupported(
-            "GROUP BY without a window on a stream (an updating aggregate) in a continuous \
-             query; group by a window: FROM TUMBLE(stream, time_column, INTERVAL '10' SECOND) \
-             … GROUP BY window_start, window_end, …",
-            None,
-        ));
-    };
+    let window = w.window.clone();
     let input = a.input.schema();
     let mut keys = Vec::new();
     let mut slots = Vec::new();
@@ -344,7 +339,7 @@ fn aggregate_step(
             }
         }
     }
-    if !slots.iter().any(|s| !matches!(s, GroupSlot::Key(_))) {
+    if window.is_some() && !slots.iter().any(|s| !matches!(s, GroupSlot::Key(_))) {
         return Err(SqlError::plan(
             "a GROUP BY over a window table function must include window_start or window_end",
             None,
@@ -374,7 +369,13 @@ fn aggregate_step(
         aggregates.push(aggregate::AggSpec::new(call, arg, arg_type, output)?);
     }
     let emit = cx.emit.unwrap_or(EmitMode::Changes);
-    if emit == EmitMode::Changes {
+    if window.is_none() && emit == EmitMode::OnWindowClose {
+        return Err(SqlError::plan(
+            "EMIT ON WINDOW CLOSE needs a window: FROM TUMBLE(stream, time_column, INTERVAL …)",
+            None,
+        ));
+    }
+    if window.is_some() && emit == EmitMode::Changes {
         return Err(SqlError::unsupported(
             "a windowed aggregate that emits changes (the default); add EMIT ON WINDOW CLOSE \
              for one final row per window (updating window results come with change rows)",
@@ -565,7 +566,10 @@ impl QueryPlan {
         let mut internal_topics = Vec::new();
         let mut repartition = None;
         if let Some((agg, _)) = &compiled.aggregate {
-            operators.push(format!("window {}", agg.window.name));
+            operators.push(match &agg.window {
+                Some(w) => format!("window {}", w.name),
+                None => "group by".to_string(),
+            });
             if partitions > 1 {
                 let topic = weir_engine::names::repartition_topic(app, "group");
                 subplans.push(SubPlan {
@@ -621,12 +625,6 @@ impl QueryPlan {
 /// The window store of a windowed aggregate; its descriptor names the aggregates and key
 /// types, so a changed query never restores another query's state.
 fn window_store(agg: &Aggregate) -> weir_engine::StoreSpec {
-    let spec = weir_engine::WindowSpec::new(agg.window.kind);
-    let retention = spec.retention();
-    let kind = match agg.window.kind {
-        weir_engine::WindowKind::Session { .. } => weir_engine::StoreKind::Session { retention },
-        _ => weir_engine::StoreKind::Window { retention },
-    };
     let keys: Vec<String> = agg
         .schema
         .fields()
@@ -638,12 +636,28 @@ fn window_store(agg: &Aggregate) -> weir_engine::StoreSpec {
         .iter()
         .map(|a| format!("{:?}", a.kind))
         .collect();
+    let Some(window) = &agg.window else {
+        return weir_engine::StoreSpec::key_value(
+            "groups",
+            &format!(
+                "sql updating [{}] [{}] arrow-row",
+                keys.join(","),
+                aggs.join(",")
+            ),
+        );
+    };
+    let spec = weir_engine::WindowSpec::new(window.kind);
+    let retention = spec.retention();
+    let kind = match window.kind {
+        weir_engine::WindowKind::Session { .. } => weir_engine::StoreKind::Session { retention },
+        _ => weir_engine::StoreKind::Window { retention },
+    };
     weir_engine::StoreSpec {
         name: "window".into(),
         kind,
         descriptor: format!(
             "sql {:?} [{}] [{}] arrow-row",
-            agg.window.kind,
+            window.kind,
             keys.join(","),
             aggs.join(",")
         ),

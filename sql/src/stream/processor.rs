@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use weir_engine::{InputRecord, Origin, TaskContext};
 use weir_log::{Record, Timestamp};
 
+use super::updating::{UpdatingAggregate, OP_DELETE, OP_UPDATE_BEFORE};
 use super::windowed::{GroupCodec, Results, WindowedAggregate};
 use super::{Compiled, SinkTarget, Step};
 use crate::error::{from_datafusion, Result, SqlError};
@@ -33,8 +34,8 @@ pub(crate) struct QueryProcessor {
     timestamp_column: Option<usize>,
     /// Primary-key columns keying the output (a table sink).
     key_columns: Vec<usize>,
-    /// The windowed aggregate, if this task runs one.
-    windowed: Option<WindowedAggregate>,
+    /// The aggregate, if this task runs one.
+    windowed: Option<GroupOp>,
     /// The repartition topic (and codec) this task writes groups to, if it does.
     shuffle: Option<(String, GroupCodec)>,
     role: Role,
@@ -76,7 +77,7 @@ impl QueryProcessor {
             (Some((agg, _)), Role::Shuffle(topic)) => {
                 (None, Some((topic.clone(), GroupCodec::new(agg)?)))
             }
-            (Some((agg, _)), _) => (Some(WindowedAggregate::new(agg)?), None),
+            (Some((agg, _)), _) => (Some(GroupOp::new(agg)?), None),
             (None, _) => (None, None),
         };
         Ok(QueryProcessor {
@@ -210,6 +211,7 @@ impl QueryProcessor {
         times: &[i64],
         origin: Option<&[u32]>,
         group_keys: Option<&[Bytes]>,
+        ops: Option<&StringArray>,
     ) -> Result<usize> {
         let n = rows.batch.num_rows();
         let SinkTarget::Topic { topic, format, .. } = &self.query.sink else {
@@ -218,7 +220,11 @@ impl QueryProcessor {
         if n == 0 {
             return Ok(0);
         }
-        let values = rows.batch.project(&self.values).map_err(arrow)?;
+        let mut values = rows.batch.project(&self.values).map_err(arrow)?;
+        let upsert = !self.key_columns.is_empty();
+        if let (Some(ops), false) = (ops, upsert) {
+            values = with_op_column(&values, ops, rows.from.values())?;
+        }
         let encoded = encode_rows(*format, &values)?;
         let keys = self.keys(&rows.batch)?;
         let stamps = match self.timestamp_column {
@@ -243,11 +249,21 @@ impl QueryProcessor {
                 .as_ref()
                 .filter(|s| !s.is_null(r))
                 .map_or(times[d], |s| s.value(r));
+            // Into a table (upsert by key): a delete is a tombstone, an update's old row is
+            // superseded by its new one.
+            let op = ops.map(|o| o.value(d));
+            if upsert && op == Some(OP_UPDATE_BEFORE) {
+                continue;
+            }
+            let value = match (upsert, op) {
+                (true, Some(OP_DELETE)) => None,
+                _ => Some(value),
+            };
             ctx.emit(
                 topic,
                 Record {
                     key,
-                    value: Some(value),
+                    value,
                     timestamp: Some(Timestamp(at)),
                     ..Record::default()
                 },
@@ -368,6 +384,30 @@ fn run_steps(steps: &[Step], batch: RecordBatch) -> Result<Rows> {
     Ok(rows)
 }
 
+/// The rows with their change operation as a last column `op` (row `r` came from result
+/// row `from[r]`).
+fn with_op_column(values: &RecordBatch, ops: &StringArray, from: &[u32]) -> Result<RecordBatch> {
+    let column: StringArray = from.iter().map(|&d| Some(ops.value(d as usize))).collect();
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = values
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
+    fields.push(datafusion::arrow::datatypes::Field::new(
+        "op",
+        DataType::Utf8,
+        false,
+    ));
+    let mut columns = values.columns().to_vec();
+    columns.push(Arc::new(column));
+    RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .map_err(arrow)
+}
+
 /// Record keys of a batch's rows.
 enum Keys {
     None,
@@ -406,7 +446,7 @@ impl QueryProcessor {
         origin: &[u32],
     ) -> Result<usize> {
         let Some((agg, _)) = &self.query.aggregate else {
-            return self.write(ctx, rows, times, Some(origin), None);
+            return self.write(ctx, rows, times, Some(origin), None, None);
         };
         let n = rows.batch.num_rows();
         let from = rows.from.values();
@@ -415,10 +455,10 @@ impl QueryProcessor {
             .iter()
             .map(|&d| Origin::input(origin[d as usize] as usize))
             .collect();
-        match (&mut self.windowed, &self.shuffle) {
+        let early = match (&mut self.windowed, &self.shuffle) {
             (Some(w), _) => {
                 let (keys, args) = w.codec().group(agg, &rows.batch)?;
-                w.add(ctx, keys, args, &times, &origins)?;
+                w.add(ctx, agg, keys, args, &times, &origins)?
             }
             (None, Some((topic, codec))) => {
                 let (keys, args) = codec.group(agg, &rows.batch)?;
@@ -428,9 +468,11 @@ impl QueryProcessor {
                     ctx.emit(topic, record)
                         .map_err(|e| SqlError::Execution(e.to_string()))?;
                 }
+                None
             }
-            (None, None) => {}
-        }
+            (None, None) => None,
+        };
+        self.emit_results(ctx, early)?;
         Ok(n)
     }
 
@@ -451,7 +493,11 @@ impl QueryProcessor {
         let times: Vec<i64> = input.iter().map(|r| r.timestamp.0).collect();
         let origins: Vec<Origin> = (0..input.len()).map(Origin::input).collect();
         let n = keys.len();
-        w.add(ctx, keys, args, &times, &origins)?;
+        let Some((agg, _)) = &self.query.aggregate else {
+            return Ok(0);
+        };
+        let early = w.add(ctx, agg, keys, args, &times, &origins)?;
+        self.emit_results(ctx, early)?;
         Ok(n)
     }
 
@@ -461,8 +507,68 @@ impl QueryProcessor {
             return Ok(());
         };
         let rows = run_steps(after, r.batch)?;
-        self.write(ctx, &rows, &r.times, None, Some(&r.keys))?;
+        self.write(ctx, &rows, &r.times, None, Some(&r.keys), r.ops.as_deref())?;
         Ok(())
+    }
+}
+
+/// A task's aggregate: windows, or updating groups.
+enum GroupOp {
+    Windowed(WindowedAggregate),
+    Updating(UpdatingAggregate),
+}
+
+impl GroupOp {
+    fn new(agg: &super::Aggregate) -> Result<GroupOp> {
+        Ok(match agg.window {
+            Some(_) => GroupOp::Windowed(WindowedAggregate::new(agg)?),
+            None => GroupOp::Updating(UpdatingAggregate::new(agg)?),
+        })
+    }
+
+    fn codec(&self) -> &GroupCodec {
+        match self {
+            GroupOp::Windowed(w) => w.codec(),
+            GroupOp::Updating(u) => u.codec(),
+        }
+    }
+
+    /// Adds rows; an updating aggregate whose cache filled emits its changes so far.
+    fn add(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        agg: &super::Aggregate,
+        keys: Vec<Bytes>,
+        args: Vec<Option<ArrayRef>>,
+        times: &[i64],
+        origins: &[Origin],
+    ) -> Result<Option<Results>> {
+        match self {
+            GroupOp::Windowed(w) => w.add(ctx, keys, args, times, origins).map(|_| None),
+            GroupOp::Updating(u) => u.add(ctx, agg, keys, args),
+        }
+    }
+
+    fn on_time(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        agg: &super::Aggregate,
+    ) -> Result<Option<Results>> {
+        match self {
+            GroupOp::Windowed(w) => w.on_time(ctx, agg),
+            GroupOp::Updating(_) => Ok(None),
+        }
+    }
+
+    fn flush(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        agg: &super::Aggregate,
+    ) -> Result<Option<Results>> {
+        match self {
+            GroupOp::Windowed(w) => w.flush(ctx, agg),
+            GroupOp::Updating(u) => u.flush(ctx, agg),
+        }
     }
 }
 

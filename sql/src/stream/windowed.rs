@@ -49,11 +49,17 @@ pub(crate) struct Results {
     pub(crate) batch: RecordBatch,
     pub(crate) times: Vec<i64>,
     pub(crate) keys: Vec<Bytes>,
+    /// Change rows' operations (`None`: insert-only results).
+    pub(crate) ops: Option<Arc<datafusion::arrow::array::StringArray>>,
 }
 
 impl WindowedAggregate {
     pub(crate) fn new(agg: &Aggregate) -> Result<WindowedAggregate> {
-        let mut spec = WindowSpec::new(agg.window.kind);
+        let window = agg
+            .window
+            .as_ref()
+            .ok_or_else(|| SqlError::Execution("a windowed aggregate without a window".into()))?;
+        let mut spec = WindowSpec::new(window.kind);
         spec.emit = match agg.emit {
             crate::parser::EmitMode::OnWindowClose => Emit::OnWindowClose,
             crate::parser::EmitMode::Changes => Emit::OnUpdate,
@@ -62,7 +68,7 @@ impl WindowedAggregate {
         let f = Arc::new(SqlAggregates {
             specs: agg.aggregates.clone(),
         });
-        let windows = match agg.window.kind {
+        let windows = match window.kind {
             WindowKind::Session { .. } => Windows::Session(
                 SessionWindows::new(f, &spec, WINDOW_STORE, WINDOW_OPERATOR).map_err(engine)?,
             ),
@@ -178,7 +184,12 @@ impl WindowedAggregate {
             .map_err(arrow)?;
         let keys = encode_rows(Format::Json, &group)?;
         let times = out.iter().map(|r| r.end.saturating_sub(1)).collect();
-        Ok(Some(Results { batch, times, keys }))
+        Ok(Some(Results {
+            batch,
+            times,
+            keys,
+            ops: None,
+        }))
     }
 }
 

@@ -169,3 +169,59 @@ fn hopping_windows_emitted_on_close_equal_the_batch_query() -> anyhow::Result<()
         2000,
     )
 }
+
+#[test]
+fn the_changes_of_an_updating_aggregate_end_at_the_batch_result() -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("oracle updating GROUP BY: SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir()?;
+    let (log, mut session) = crate::streaming::open(dir.path())?;
+    session.execute(
+        "CREATE STREAM ev (k BIGINT, v BIGINT, ts TIMESTAMP,
+                           WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) WITH (partitions = 2)",
+    )?;
+    write_input(&log, &mut rng, 3000)?;
+    let select = "SELECT k, COUNT(*) AS n, COUNT(v) AS nv, SUM(v) AS s, MIN(v) AS lo, MAX(v) AS hi,
+                         AVG(v) AS mean, COUNT(DISTINCT v) AS d
+                  FROM ev GROUP BY k";
+    session.execute(&format!(
+        "CREATE SINK agg AS {select} WITH (topic = 'out', partitions = 3);
+         CREATE STREAM out (k BIGINT, n BIGINT, nv BIGINT, s BIGINT, lo BIGINT, hi BIGINT,
+                            mean DOUBLE, d BIGINT, op TEXT) WITH (topic = 'out');"
+    ))?;
+    let expected = rendered(
+        &mut session,
+        &format!("SELECT * FROM ({select}) WHERE k >= 0"),
+    )?;
+    // The state a consumer ends with: per key, its last insert or update_after (keys are
+    // co-partitioned in the output, so offsets order each key's changes).
+    let last = "SELECT o.k, o.n, o.nv, o.s, o.lo, o.hi, o.mean, o.d FROM out o
+                JOIN (SELECT k, MAX(_offset) AS at FROM out WHERE op <> 'update_before' GROUP BY k) l
+                  ON o.k = l.k AND o._offset = l.at
+                WHERE o.k >= 0";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rendered(&mut session, last)?;
+        if got == expected {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "SEED={seed}: last changes {got:?}, batch {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Retractions: the changes sum to the result.
+    let net = rendered(
+        &mut session,
+        "SELECT k, SUM(CASE WHEN op = 'update_before' THEN -n ELSE n END) FROM out
+         WHERE k >= 0 GROUP BY k",
+    )?;
+    let counts = rendered(
+        &mut session,
+        "SELECT k, COUNT(*) FROM ev WHERE k >= 0 GROUP BY k",
+    )?;
+    anyhow::ensure!(net == counts, "SEED={seed}: net {net:?} vs {counts:?}");
+    Ok(())
+}
