@@ -72,7 +72,9 @@ impl Session {
             Err(weir_log::LogError::UnknownTopic(_)) => {
                 let config = match rel.kind {
                     RelationKind::Table => TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
-                    RelationKind::Stream | RelationKind::Sink => Default::default(),
+                    RelationKind::Stream | RelationKind::Sink | RelationKind::View => {
+                        Default::default()
+                    }
                 };
                 self.log
                     .create_topic(&rel.topic, partitions.unwrap_or(1), config)?;
@@ -151,14 +153,15 @@ impl Session {
         let users: Vec<String> = self
             .catalog
             .relations()
-            .filter(|r| r.kind == RelationKind::Sink)
+            .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
+            .filter(|r| r.name != name)
             .filter(|r| {
                 r.options.get("into").is_some_and(|i| i == name)
                     || r.query.as_deref().is_some_and(|q| mentions(q, name))
             })
             .map(|r| r.name.clone())
             .collect();
-        if kind != RelationKind::Sink && !users.is_empty() {
+        if !users.is_empty() {
             return Err(SqlError::plan(
                 format!(
                     "`{name}` is used by persistent quer{} {}; drop {} first (DROP SINK)",
@@ -170,14 +173,14 @@ impl Session {
             ));
         }
         let mut notices = Vec::new();
-        if kind == RelationKind::Sink {
+        if matches!(kind, RelationKind::Sink | RelationKind::View) {
             notices = self.drop_sink(name)?;
         }
         self.catalog.remove(name)?;
         let _ = self.ctx.deregister_table(name);
         let mut outcome = Outcome::status(tag);
         outcome.notices = notices;
-        if !generated && !topic.is_empty() && rel_kind_keeps_topic(kind) {
+        if !generated && !topic.is_empty() && kind != RelationKind::View {
             outcome = outcome.notice(format!(
                 "topic `{topic}` and its records are kept (`weir topic delete {topic}` removes them)"
             ));
@@ -189,7 +192,8 @@ impl Session {
         let kind = match what {
             ShowWhat::Streams => RelationKind::Stream,
             ShowWhat::Tables => RelationKind::Table,
-            ShowWhat::Queries => return self.show_queries(),
+            ShowWhat::Queries => return self.show_queries(false),
+            ShowWhat::Views => return self.show_queries(true),
         };
         let rels: Vec<&Relation> = self
             .catalog
@@ -281,14 +285,6 @@ fn mentions(query: &str, relation: &str) -> bool {
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
         .map(|w| w.trim_matches('.'));
     words.into_iter().any(|w| w.eq_ignore_ascii_case(relation))
-}
-
-/// Streams and tables keep their topic on DROP; a sink's topic is its output, kept too.
-fn rel_kind_keeps_topic(kind: RelationKind) -> bool {
-    matches!(
-        kind,
-        RelationKind::Stream | RelationKind::Table | RelationKind::Sink
-    )
 }
 
 /// The `WITH` options as a map, refusing unknown keys (a typo must not be ignored).

@@ -31,7 +31,11 @@ impl Session {
         if !matches!(*source.body, SetExpr::Values(_)) {
             return self.insert_select(name, at, columns, source, emit);
         }
-        if rel.kind == crate::parser::RelationKind::Sink || rel.datagen()?.is_some() {
+        if matches!(
+            rel.kind,
+            crate::parser::RelationKind::Sink | crate::parser::RelationKind::View
+        ) || rel.datagen()?.is_some()
+        {
             return Err(SqlError::plan(
                 format!("`{name}` is not a stream or table written through a topic"),
                 at,

@@ -61,7 +61,7 @@ impl Session {
         let sinks: Vec<Relation> = self
             .catalog
             .relations()
-            .filter(|r| r.kind == RelationKind::Sink)
+            .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
             .cloned()
             .collect();
         for rel in sinks {
@@ -97,9 +97,13 @@ impl Session {
     }
 
     pub(crate) fn create_sink(&mut self, c: CreateSink) -> Result<Outcome> {
+        let tag = match c.view {
+            true => "CREATE MATERIALIZED VIEW",
+            false => "CREATE SINK",
+        };
         if let Some(existing) = self.catalog.get(&c.name) {
             if c.if_not_exists {
-                return Ok(Outcome::status("CREATE SINK")
+                return Ok(Outcome::status(tag)
                     .notice(format!("`{}` already exists; nothing done", c.name)));
             }
             return Err(SqlError::Exists {
@@ -109,7 +113,10 @@ impl Session {
             });
         }
         self.engine()?;
-        let mut options = sink_options(&c.options)?;
+        let mut options = match c.view {
+            true => view_options(&c.options)?,
+            false => sink_options(&c.options)?,
+        };
         if let Some(e) = c.emit {
             options.insert("emit".into(), emit_name(e).into());
         }
@@ -126,9 +133,10 @@ impl Session {
         };
         let blackhole = options.get("connector").is_some_and(|c| c == "blackhole");
         let format = Format::parse(options.get("format").map_or("json", String::as_str))?;
-        let topic = match blackhole {
-            true => String::new(),
-            false => options
+        let topic = match (blackhole, c.view) {
+            (true, _) => String::new(),
+            (false, true) => view_topic(&c.name),
+            (false, false) => options
                 .get("topic")
                 .cloned()
                 .unwrap_or_else(|| c.name.clone()),
@@ -139,10 +147,15 @@ impl Session {
                 topic: topic.clone(),
                 format,
                 key: Vec::new(),
+                upsert: c.view,
             },
         };
         let compiled = self.compile_query(query, None, sink, c.emit)?;
         let columns = value_columns(compiled.output());
+        if c.view && compiled.aggregate.is_some() {
+            // Rows keyed by their group: read back as a table, the latest row per key.
+            options.insert("keyed".into(), "true".into());
+        }
         if !blackhole {
             format.check(&Schema::new(
                 compiled
@@ -153,11 +166,14 @@ impl Session {
                     .cloned()
                     .collect::<Vec<_>>(),
             ))?;
-            self.ensure_sink_topic(&topic, &options)?;
+            self.ensure_sink_topic(&topic, &options, c.view)?;
         }
         let rel = Relation {
             name: c.name.clone(),
-            kind: RelationKind::Sink,
+            kind: match c.view {
+                true => RelationKind::View,
+                false => RelationKind::Sink,
+            },
             columns,
             primary_key: Vec::new(),
             watermark: None,
@@ -168,7 +184,7 @@ impl Session {
         };
         self.catalog.put(rel.clone())?;
         self.run_compiled(&rel, compiled)?;
-        Ok(Outcome::status("CREATE SINK"))
+        Ok(Outcome::status(tag))
     }
 
     /// `INSERT INTO target [(columns)] SELECT …`: a persistent query named after its target.
@@ -182,7 +198,8 @@ impl Session {
     ) -> Result<Outcome> {
         self.engine()?;
         let into = self.relation(target, at)?.clone();
-        if into.kind == RelationKind::Sink || into.datagen()?.is_some() {
+        if matches!(into.kind, RelationKind::Sink | RelationKind::View) || into.datagen()?.is_some()
+        {
             return Err(SqlError::plan(
                 format!("`{target}` is not a stream or table written through a topic"),
                 at,
@@ -309,6 +326,7 @@ impl Session {
                         topic: rel.topic.clone(),
                         format: rel.format,
                         key: Vec::new(),
+                        upsert: rel.kind == RelationKind::View,
                     },
                 };
                 self.compile_query(query, None, sink, emit)?
@@ -332,18 +350,43 @@ impl Session {
     }
 
     /// Creates a sink's topic when it does not exist (`partitions` from its options, else 1).
-    fn ensure_sink_topic(&self, topic: &str, options: &BTreeMap<String, String>) -> Result<()> {
+    fn ensure_sink_topic(
+        &self,
+        topic: &str,
+        options: &BTreeMap<String, String>,
+        compacted: bool,
+    ) -> Result<()> {
         if self.log.partition_count(topic).is_ok() {
             return Ok(());
         }
         let partitions = crate::ddl::partitions(options)?.unwrap_or(1);
-        self.log
-            .create_topic(topic, partitions, Default::default())?;
+        let config = match compacted {
+            true => weir_log::TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
+            false => Default::default(),
+        };
+        self.log.create_topic(topic, partitions, config)?;
         Ok(())
     }
 
-    /// `DROP SINK`: stops the query and deletes its offsets and state.
+    /// `DROP SINK` / `DROP MATERIALIZED VIEW`: stops the query and deletes its offsets and
+    /// state (and a view's topic, which is its own).
     pub(crate) fn drop_sink(&mut self, name: &str) -> Result<Vec<String>> {
+        if self
+            .catalog
+            .get(name)
+            .is_some_and(|r| r.kind == RelationKind::View)
+        {
+            let notices = self.stop_and_reset(name)?;
+            match self.log.delete_topic(&view_topic(name)) {
+                Ok(()) | Err(weir_log::LogError::UnknownTopic(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(notices);
+        }
+        self.stop_and_reset(name)
+    }
+
+    fn stop_and_reset(&mut self, name: &str) -> Result<Vec<String>> {
         let mut notices = Vec::new();
         if let Some(p) = self.running.pipelines.remove(name) {
             if let Err(e) = p.stop() {
@@ -366,17 +409,31 @@ impl Session {
     }
 
     /// `SHOW SINKS` / `SHOW QUERIES`: every persistent query with its state and counts.
-    pub(crate) fn show_queries(&self) -> Result<Outcome> {
+    pub(crate) fn show_queries(&self, views_only: bool) -> Result<Outcome> {
         let sinks: Vec<&Relation> = self
             .catalog
             .relations()
-            .filter(|r| r.kind == RelationKind::Sink)
+            .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
+            .filter(|r| !views_only || r.kind == RelationKind::View)
             .collect();
         let mut status = Vec::new();
         let mut records_in = Vec::new();
         for r in &sinks {
             let metrics = self.query_metrics(&r.name);
-            records_in.push(metrics.as_ref().map(|m| m.records_in as i64));
+            // The source's records: an aggregate's second part (tasks of another input topic)
+            // reads them again.
+            records_in.push(metrics.as_ref().map(|m| {
+                let inputs: std::collections::BTreeSet<&str> = m
+                    .tasks
+                    .iter()
+                    .map(|t| {
+                        t.task
+                            .rsplit_once('/')
+                            .map_or(t.task.as_str(), |(topic, _)| topic)
+                    })
+                    .collect();
+                (m.records_in / inputs.len().max(1) as u64) as i64
+            }));
             status.push(match (&metrics, self.running.failed.get(&r.name)) {
                 (_, Some(e)) => format!("failed: {e}"),
                 (Some(m), None) => match m.tasks.iter().find_map(|t| match &t.state {
@@ -390,6 +447,7 @@ impl Session {
             });
         }
         let target = |r: &Relation| match (r.options.get("into"), r.connector().as_str()) {
+            _ if r.kind == RelationKind::View => format!("materialized view (topic {})", r.topic),
             (Some(into), _) => format!("{into} (topic {})", r.topic),
             (None, "blackhole") => "blackhole".to_string(),
             (None, _) => format!("topic {}", r.topic),
@@ -433,6 +491,7 @@ fn sink_of(into: &Relation) -> SinkTarget {
         topic: into.topic.clone(),
         format: into.format,
         key: into.primary_key.clone(),
+        upsert: into.kind == RelationKind::Table,
     }
 }
 
@@ -481,6 +540,32 @@ fn value_columns(schema: &datafusion::arrow::datatypes::SchemaRef) -> Vec<Column
             computed: None,
         })
         .collect()
+}
+
+/// The internal topic holding a materialized view's rows.
+pub fn view_topic(name: &str) -> String {
+    format!("__weir_view.{name}")
+}
+
+/// Options `CREATE MATERIALIZED VIEW` understands.
+const VIEW_OPTIONS: &[&str] = &["partitions"];
+
+/// A view's `WITH` options (only its topic's partitions).
+fn view_options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (k, v) in given {
+        if !VIEW_OPTIONS.contains(&k.as_str()) {
+            return Err(SqlError::option(
+                k,
+                format!(
+                    "unknown option; a materialized view takes: {}",
+                    VIEW_OPTIONS.join(", ")
+                ),
+            ));
+        }
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
 }
 
 /// A sink's `WITH` options, refusing unknown keys and connectors.

@@ -106,7 +106,7 @@ impl PartitionScan {
             return self.generate(g, tx);
         }
         let result = match self.kind {
-            RelationKind::Stream | RelationKind::Sink => self.scan_stream(tx),
+            RelationKind::Stream | RelationKind::Sink | RelationKind::View => self.scan_stream(tx),
             RelationKind::Table => self.scan_table(tx),
         };
         if let Err(e) = result {

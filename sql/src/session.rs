@@ -358,7 +358,13 @@ impl Session {
                     log: self.log.clone(),
                     relation: rel.name.clone(),
                     topic: rel.topic.clone(),
-                    kind: rel.kind,
+                    // A view keyed by its groups is read as a table: the latest row per key.
+                    kind: match (rel.kind, rel.options.get("keyed")) {
+                        (crate::parser::RelationKind::View, Some(_)) => {
+                            crate::parser::RelationKind::Table
+                        }
+                        (k, _) => k,
+                    },
                     partition: p,
                     decoder: decoder.clone(),
                     bad: self.bad.clone(),

@@ -35,6 +35,8 @@ pub enum RelationKind {
     Table,
     /// `CREATE SINK` or `INSERT INTO … SELECT`: a persistent query writing somewhere.
     Sink,
+    /// `CREATE MATERIALIZED VIEW`: a persistent query whose result is queryable.
+    View,
 }
 
 impl RelationKind {
@@ -44,6 +46,7 @@ impl RelationKind {
             RelationKind::Stream => "stream",
             RelationKind::Table => "table",
             RelationKind::Sink => "sink",
+            RelationKind::View => "materialized view",
         }
     }
 }
@@ -100,6 +103,8 @@ pub enum ShowWhat {
     Tables,
     /// `SHOW SINKS` or `SHOW QUERIES`: persistent queries.
     Queries,
+    /// `SHOW MATERIALIZED VIEWS`.
+    Views,
 }
 
 /// `EMIT …` after a query: when a continuous query's results are emitted.
@@ -135,6 +140,8 @@ pub struct CreateSink {
     pub options: Vec<(String, String)>,
     /// `EMIT …` after the query.
     pub emit: Option<EmitMode>,
+    /// `CREATE MATERIALIZED VIEW`: the result is kept queryable.
+    pub view: bool,
 }
 
 /// One parsed statement.
@@ -289,6 +296,36 @@ fn statement(p: &mut Parser) -> Result<WeirStatement, ParserError> {
             RelationKind::Stream
         };
         return create(p, kind).map(|c| WeirStatement::Create(Box::new(c)));
+    }
+    if p.peek_keyword(Keyword::CREATE) && peek_word(p, 1, "MATERIALIZED") && peek_word(p, 2, "VIEW")
+    {
+        for _ in 0..3 {
+            p.advance_token();
+        }
+        let mut c = create_sink(p)?;
+        c.view = true;
+        return Ok(WeirStatement::CreateSink(Box::new(c)));
+    }
+    if p.peek_keyword(Keyword::DROP) && peek_word(p, 1, "MATERIALIZED") && peek_word(p, 2, "VIEW") {
+        for _ in 0..3 {
+            p.advance_token();
+        }
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let at = here(p);
+        let name = name(&p.parse_object_name(false)?);
+        return Ok(WeirStatement::Drop {
+            kind: RelationKind::View,
+            name,
+            at,
+            if_exists,
+        });
+    }
+    if p.peek_keyword(Keyword::SHOW) && peek_word(p, 1, "MATERIALIZED") && peek_word(p, 2, "VIEWS")
+    {
+        for _ in 0..3 {
+            p.advance_token();
+        }
+        return Ok(WeirStatement::Show(ShowWhat::Views));
     }
     if p.peek_keyword(Keyword::CREATE) && peek_word(p, 1, "SINK") {
         p.advance_token();
@@ -467,6 +504,7 @@ fn create_sink(p: &mut Parser) -> Result<CreateSink, ParserError> {
         source,
         options,
         emit: None,
+        view: false,
     })
 }
 

@@ -146,7 +146,7 @@ pub(super) fn with_emit(
         return Ok(s);
     };
     Ok(match s {
-        WeirStatement::CreateSink(mut c) if matches!(c.source, SinkSource::Query(_)) => {
+        WeirStatement::CreateSink(mut c) if matches!(c.source, SinkSource::Query(_)) || c.view => {
             c.emit = Some(mode);
             WeirStatement::CreateSink(c)
         }

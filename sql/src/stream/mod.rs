@@ -65,6 +65,9 @@ pub enum SinkTarget {
         format: Format,
         /// Primary-key columns of the output, if it is keyed by them.
         key: Vec<String>,
+        /// Change rows are applied as upserts by key (a table, a view): `delete` is a
+        /// tombstone and `update_before` is dropped; otherwise they carry `op`.
+        upsert: bool,
     },
     /// Rows are counted and dropped (benchmarks, trying a query).
     Blackhole,

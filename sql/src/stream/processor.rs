@@ -221,7 +221,7 @@ impl QueryProcessor {
             return Ok(0);
         }
         let mut values = rows.batch.project(&self.values).map_err(arrow)?;
-        let upsert = !self.key_columns.is_empty();
+        let upsert = matches!(self.query.sink, SinkTarget::Topic { upsert: true, .. });
         if let (Some(ops), false) = (ops, upsert) {
             values = with_op_column(&values, ops, rows.from.values())?;
         }
