@@ -40,16 +40,17 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         groups.clone(),
         txns.clone(),
     ));
-    // Persistent SQL queries (sinks, INSERT INTO … SELECT) run for as long as the server.
-    let sql = weir_sql::Session::open_with_engine(
+    // Persistent SQL queries (sinks, views, INSERT INTO … SELECT) run for as long as the
+    // server; they start on a thread of their own, so the listeners do not wait for them (a
+    // query's group may wait out the session of the instance a crash left behind).
+    let sql = SqlQueries::start(
         &log,
         weir_sql::Engine {
             groups: groups.clone(),
             txns: txns.clone(),
             state_dir: dir.join("state"),
         },
-    )
-    .context("cannot start the SQL engine")?;
+    )?;
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
         control: Some(host.clone()),
@@ -76,12 +77,47 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     let signal = server.wait_for_signal()?;
     eprintln!("weir serve: {signal}: stopping hosted pipelines, finishing in-flight requests");
     host.stop_all();
-    drop(sql);
+    sql.stop();
     server.shutdown();
     let _ = std::fs::remove_file(&path);
     log.close();
     eprintln!("weir serve: stopped");
     Ok(())
+}
+
+/// The catalog's persistent queries, run by a session on a thread of its own.
+struct SqlQueries {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SqlQueries {
+    fn start(log: &weir_log::Log, engine: weir_sql::Engine) -> Result<SqlQueries> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let log = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-sql-queries".into())
+            .spawn(move || {
+                let session = match weir_sql::Session::open_with_engine(&log, engine) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("weir serve: the SQL engine did not start: {e}");
+                        return;
+                    }
+                };
+                // Until the server stops (or drops its end of the channel).
+                let _ = stopped.recv();
+                drop(session);
+            })
+            .context("cannot start the SQL queries' thread")?;
+        Ok(SqlQueries { stop, thread })
+    }
+
+    /// Stops every query (each commits what it processed) and waits.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 fn write_info(path: &Path, info: &ServeInfo) -> Result<()> {
