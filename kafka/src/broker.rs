@@ -16,14 +16,20 @@ pub(crate) const NODE_ID: i32 = 0;
 /// Topics only the coordinators write: clients may read them but never produce to, delete,
 /// truncate, repartition or reconfigure them (a stray record there would stop the next start).
 pub(crate) fn is_internal(topic: &str) -> bool {
-    topic == weir_coord::offsets::OFFSETS_TOPIC || topic == weir_coord::TXN_STATE_TOPIC
+    topic == weir_coord::offsets::OFFSETS_TOPIC
+        || topic == weir_coord::TXN_STATE_TOPIC
+        || topic.starts_with(WEIR_INTERNAL_PREFIX)
 }
+
+/// Topics Weir's own components keep (the SQL catalog `__weir_catalog`, materialized views'
+/// `__weir_view.NAME`): readable by clients, never written, reconfigured or deleted by them.
+pub const WEIR_INTERNAL_PREFIX: &str = "__weir_";
 
 /// The error for a client's attempt to change an internal topic.
 pub(crate) fn internal_refused(topic: &str) -> (kafka_protocol::ResponseError, String) {
     (
         kafka_protocol::ResponseError::InvalidTopicException,
-        format!("`{topic}` is internal to Weir's coordinators"),
+        format!("`{topic}` is internal to Weir (its coordinators, SQL catalog or views)"),
     )
 }
 

@@ -52,6 +52,9 @@ pub struct Faults {
     pub eio_on_sync: Option<u64>,
     /// Make every `sync_data` take this long (a slow disk, for backpressure tests).
     pub sync_delay: Option<std::time::Duration>,
+    /// Writes to files whose path contains this are neither counted nor failed by
+    /// `enospc_on_write` (a background writer whose timing a test does not control).
+    pub spare_paths_containing: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +79,7 @@ struct SimFile {
     inode: InodeRef,
     fs: Arc<Mutex<State>>,
     writable: bool,
+    path: PathBuf,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,7 +185,14 @@ impl StorageFile for SimFile {
         {
             let mut s = lock(&self.fs);
             s.writes += 1;
-            if s.disk_full {
+            let spared = s
+                .faults
+                .spare_paths_containing
+                .as_deref()
+                .is_some_and(|p| self.path.to_string_lossy().contains(p));
+            if spared {
+                // Neither counted nor failed.
+            } else if s.disk_full {
                 partial = 0;
                 fail = true;
             } else if let Some(n) = s.faults.enospc_on_write {
@@ -289,6 +300,7 @@ impl Storage for SimStorage {
             inode,
             fs: self.state.clone(),
             writable: mode != OpenMode::ReadOnly,
+            path: path.to_path_buf(),
         }))
     }
 

@@ -378,10 +378,13 @@ fn aggregate_step(
             None,
         ));
     }
-    if window.is_some() && emit == EmitMode::Changes {
+    let session = window
+        .as_ref()
+        .is_some_and(|w| matches!(w.kind, weir_engine::WindowKind::Session { .. }));
+    if session && emit == EmitMode::Changes {
         return Err(SqlError::unsupported(
-            "a windowed aggregate that emits changes (the default); add EMIT ON WINDOW CLOSE \
-             for one final row per window (updating window results come with change rows)",
+            "SESSION windows that emit changes (the default); add EMIT ON WINDOW CLOSE for one \
+             final row per session",
             None,
         ));
     }
@@ -586,7 +589,7 @@ impl QueryPlan {
                 });
                 repartition = Some(topic);
             } else {
-                stores.push(window_store(agg));
+                stores.extend(window_stores(agg));
             }
         }
         let (name, input) = match &repartition {
@@ -600,7 +603,7 @@ impl QueryPlan {
             None => ("query", input),
         };
         if let (Some(_), Some((agg, _))) = (&repartition, &compiled.aggregate) {
-            stores.push(window_store(agg));
+            stores.extend(window_stores(agg));
         }
         subplans.push(SubPlan {
             name: name.into(),
@@ -623,6 +626,21 @@ impl QueryPlan {
             repartition,
         }
     }
+}
+
+/// The stores of an aggregate: its windows (or groups), and, for windows that emit changes,
+/// the results last emitted.
+fn window_stores(agg: &Aggregate) -> Vec<weir_engine::StoreSpec> {
+    let mut stores = vec![window_store(agg)];
+    if let (Some(w), EmitMode::Changes) = (&agg.window, agg.emit) {
+        let retention = weir_engine::WindowSpec::new(w.kind).retention();
+        stores.push(weir_engine::StoreSpec {
+            name: "emitted".into(),
+            kind: weir_engine::StoreKind::Window { retention },
+            descriptor: format!("sql emitted {}", window_store(agg).descriptor),
+        });
+    }
+    stores
 }
 
 /// The window store of a windowed aggregate; its descriptor names the aggregates and key

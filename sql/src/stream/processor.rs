@@ -514,14 +514,14 @@ impl QueryProcessor {
 
 /// A task's aggregate: windows, or updating groups.
 enum GroupOp {
-    Windowed(WindowedAggregate),
+    Windowed(Box<WindowedAggregate>),
     Updating(UpdatingAggregate),
 }
 
 impl GroupOp {
     fn new(agg: &super::Aggregate) -> Result<GroupOp> {
         Ok(match agg.window {
-            Some(_) => GroupOp::Windowed(WindowedAggregate::new(agg)?),
+            Some(_) => GroupOp::Windowed(Box::new(WindowedAggregate::new(agg)?)),
             None => GroupOp::Updating(UpdatingAggregate::new(agg)?),
         })
     }

@@ -1,7 +1,11 @@
 //! The windowed `GROUP BY` of a task: rows go into the engine's window operator (tumbling and
 //! hopping windows through slices, sessions merged per key) under their group key — the
 //! grouping columns in Arrow's row format, which sorts and compares as the values do — and
-//! closed windows come back as an Arrow batch of the aggregate's output schema.
+//! results come back as an Arrow batch of the aggregate's output schema: one final row per
+//! window on close, or, when emitting changes, change rows. For those, a second store keeps
+//! the result last emitted per (window, key) — written in the flush that emits, so it is what
+//! the consumer has — which the next change retracts (`update_before`), and which is deleted
+//! once its window has closed.
 
 use std::sync::Arc;
 
@@ -17,9 +21,27 @@ use super::{Aggregate, GroupSlot};
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format};
 
-/// The operator's store and metrics slots in the task.
+/// The operator's stores and metrics slot in the task.
 const WINDOW_STORE: usize = 0;
+/// Emitting changes: the result last emitted per (window start, key).
+const EMITTED_STORE: usize = 1;
 const WINDOW_OPERATOR: usize = 1;
+
+/// Prefix of the emitted store's keys.
+const EMITTED: u8 = 1;
+
+/// A window start as big-endian bytes that sort as the numbers do.
+fn start_bytes(start: i64) -> [u8; 8] {
+    ((start as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn emitted_key(start: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.push(EMITTED);
+    k.extend_from_slice(&start_bytes(start));
+    k.extend_from_slice(key);
+    k
+}
 
 enum Windows {
     Sliced(SlicedWindows<SqlAggregates>),
@@ -33,6 +55,10 @@ pub(crate) struct WindowedAggregate {
     /// Results a session's add produced (when its cache was written back), for the next
     /// time update or flush.
     pending: Vec<WindowResult<Vec<Acc>>>,
+    /// Emitting changes: (window size + grace) in ms, for deleting what closed windows emitted.
+    changes: Option<i64>,
+    /// The emitted store holds nothing of windows starting before this.
+    emitted_floor: i64,
 }
 
 fn engine(e: weir_engine::EngineError) -> SqlError {
@@ -76,10 +102,18 @@ impl WindowedAggregate {
                 SlicedWindows::new(f, &spec, WINDOW_STORE, WINDOW_OPERATOR).map_err(engine)?,
             ),
         };
+        let changes = match (spec.emit, window.kind) {
+            (Emit::OnUpdate, WindowKind::Tumbling { size } | WindowKind::Hopping { size, .. }) => {
+                Some((size + spec.grace).as_millis() as i64)
+            }
+            _ => None,
+        };
         Ok(WindowedAggregate {
             windows,
             codec: GroupCodec::new(agg)?,
             pending: Vec::new(),
+            changes,
+            emitted_floor: i64::MIN,
         })
     }
 
@@ -127,10 +161,13 @@ impl WindowedAggregate {
             Windows::Session(w) => w.on_time(ctx, &mut out),
         }
         .map_err(engine)?;
-        self.results(agg, out)
+        let results = self.results_or_changes(ctx, agg, out)?;
+        self.forget_closed(ctx)?;
+        Ok(results)
     }
 
-    /// Before a commit: the cache is written to the store.
+    /// Before a commit: the cache is written to the store (and, emitting changes, the
+    /// interval's changed windows come out).
     pub(crate) fn flush(
         &mut self,
         ctx: &mut TaskContext<'_>,
@@ -142,16 +179,94 @@ impl WindowedAggregate {
             Windows::Session(w) => w.flush(ctx, &mut out),
         }
         .map_err(engine)?;
-        self.results(agg, out)
+        self.results_or_changes(ctx, agg, out)
     }
 
-    /// Closed windows as rows of the aggregate's output.
+    /// Emitting changes: deletes what windows that have closed emitted (start + size + grace
+    /// at or before the watermark), from the floor up.
+    fn forget_closed(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        let (Some(span), Some(wm)) = (self.changes, ctx.watermark().map(|t| t.0)) else {
+            return Ok(());
+        };
+        let bound = wm.saturating_sub(span).saturating_add(1);
+        if bound <= self.emitted_floor {
+            return Ok(());
+        }
+        let store = ctx.store_at(EMITTED_STORE).map_err(engine)?;
+        let from = emitted_key(self.emitted_floor, &[]);
+        let to = emitted_key(bound, &[]);
+        let mut gone = Vec::new();
+        for e in store.range(&from, &to).map_err(engine)? {
+            gone.push(e.map_err(engine)?.0);
+        }
+        for k in gone {
+            store.delete(k);
+        }
+        self.emitted_floor = bound;
+        Ok(())
+    }
+
+    /// Results as rows: final rows on close, or change rows against what was emitted before.
+    fn results_or_changes(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        agg: &Aggregate,
+        out: Vec<WindowResult<Vec<Acc>>>,
+    ) -> Result<Option<Results>> {
+        if self.changes.is_none() || out.is_empty() {
+            return self.results(agg, out);
+        }
+        let store = ctx.store_at(EMITTED_STORE).map_err(engine)?;
+        let mut rows = Vec::with_capacity(out.len() * 2);
+        let mut ops = Vec::with_capacity(out.len() * 2);
+        for r in out {
+            let k = emitted_key(r.start, &r.key);
+            let before: Option<Vec<Acc>> = match store.get(&k).map_err(engine)? {
+                Some(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                    SqlError::Execution(format!("an emitted window result does not decode: {e}"))
+                })?),
+                None => None,
+            };
+            let value = serde_json::to_vec(&r.acc)
+                .map_err(|e| SqlError::Execution(format!("cannot encode a window result: {e}")))?;
+            match before {
+                None => {
+                    store.put(k, value);
+                    rows.push(r);
+                    ops.push(super::updating::OP_INSERT);
+                }
+                Some(b) if b != r.acc => {
+                    store.put(k, value);
+                    rows.push(WindowResult {
+                        acc: b,
+                        ..r.clone()
+                    });
+                    ops.push(super::updating::OP_UPDATE_BEFORE);
+                    rows.push(r);
+                    ops.push(super::updating::OP_UPDATE_AFTER);
+                }
+                Some(_) => {}
+            }
+        }
+        let results = self.rows(agg, rows)?;
+        Ok(results.map(|mut r| {
+            r.ops = Some(Arc::new(datafusion::arrow::array::StringArray::from(ops)));
+            r
+        }))
+    }
+
+    /// Closed windows as rows of the aggregate's output (retracted sessions left out).
     fn results(
         &self,
         agg: &Aggregate,
         out: Vec<WindowResult<Vec<Acc>>>,
     ) -> Result<Option<Results>> {
         let out: Vec<WindowResult<Vec<Acc>>> = out.into_iter().filter(|r| !r.retracted).collect();
+        self.rows(agg, out)
+    }
+
+    /// Window results as rows of the aggregate's output.
+    fn rows(&self, agg: &Aggregate, out: Vec<WindowResult<Vec<Acc>>>) -> Result<Option<Results>> {
         if out.is_empty() {
             return Ok(None);
         }

@@ -225,3 +225,51 @@ fn the_changes_of_an_updating_aggregate_end_at_the_batch_result() -> anyhow::Res
     anyhow::ensure!(net == counts, "SEED={seed}: net {net:?} vs {counts:?}");
     Ok(())
 }
+
+#[test]
+fn the_last_changes_of_windows_that_emit_changes_equal_the_batch_query() -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("oracle windowed changes: SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir()?;
+    let (log, mut session) = crate::streaming::open(dir.path())?;
+    session.execute(
+        "CREATE STREAM ev (k BIGINT, v BIGINT, ts TIMESTAMP,
+                           WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) WITH (partitions = 2)",
+    )?;
+    write_input(&log, &mut rng, 3000)?;
+    let select = "SELECT k, window_start, COUNT(*) AS n, SUM(v) AS s, MAX(v) AS hi
+                  FROM HOP(ev, ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND)
+                  GROUP BY k, window_start";
+    session.execute(&format!(
+        "CREATE SINK agg AS {select} WITH (topic = 'out', partitions = 2);
+         CREATE STREAM out (k BIGINT, window_start TIMESTAMP, n BIGINT, s BIGINT, hi BIGINT,
+                            op TEXT) WITH (topic = 'out');
+         CREATE MATERIALIZED VIEW v AS {select};"
+    ))?;
+    let expected = rendered(
+        &mut session,
+        &format!("SELECT * FROM ({select}) WHERE k >= 0"),
+    )?;
+    let last = "SELECT o.k, o.window_start, o.n, o.s, o.hi FROM out o
+                JOIN (SELECT k, window_start, MAX(_offset) AS at FROM out
+                      WHERE op <> 'update_before' GROUP BY k, window_start) l
+                  ON o.k = l.k AND o.window_start = l.window_start AND o._offset = l.at
+                WHERE o.k >= 0";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rendered(&mut session, last)?;
+        let view = rendered(&mut session, "SELECT * FROM v WHERE k >= 0")?;
+        if got == expected && view == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "SEED={seed}: {} last changes, {} view rows, {} batch rows",
+            got.len(),
+            view.len(),
+            expected.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
