@@ -189,8 +189,12 @@ pub struct SubPlan {
 pub struct InternalTopic {
     /// The topic.
     pub name: String,
-    /// The input (a topic, or a generated input's name) whose partition count it copies.
+    /// The input (a topic, or a generated input's name) whose partition count it copies, and
+    /// whose tasks write it (they send their watermark to each of its partitions).
     pub partitions_like: String,
+    /// Its partition count, when not `partitions_like`'s (a stream repartitioned to meet a
+    /// table's partitions).
+    pub partitions: Option<u32>,
 }
 
 /// The shape of a plan.

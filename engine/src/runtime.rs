@@ -438,9 +438,10 @@ fn ensure_topics(log: &Log, plan: &dyn Plan) -> Result<()> {
             .iter()
             .flat_map(|s| s.inputs.iter())
             .find(|i| i.topic == t.partitions_like);
-        let partitions = match like {
-            Some(input) => input.partitions(log)?,
-            None => log.partition_count(&t.partitions_like)?,
+        let partitions = match (t.partitions, like) {
+            (Some(n), _) => n,
+            (None, Some(input)) => input.partitions(log)?,
+            (None, None) => log.partition_count(&t.partitions_like)?,
         };
         log.ensure_topic(&t.name, partitions, Default::default())?;
     }

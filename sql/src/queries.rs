@@ -341,7 +341,16 @@ impl Session {
         let mut options = RunOptions::new(engine.state_dir.clone());
         options.max_batch_records = STREAM_BATCH_ROWS;
         options.workers = options.workers.min(partitions.max(1) as usize);
-        let plan = Arc::new(QueryPlan::new(&query_app(&rel.name), compiled, partitions));
+        let table_partitions = match &compiled.lookup {
+            Some((l, _)) => l.table.partitions(&self.log)?,
+            None => 1,
+        };
+        let plan = Arc::new(QueryPlan::new(
+            &query_app(&rel.name),
+            compiled,
+            partitions,
+            table_partitions,
+        ));
         let running = weir_engine::run(plan, &self.log, &engine.groups, &engine.txns, options)
             .map_err(|e| SqlError::Execution(format!("query `{}`: {e}", rel.name)))?;
         self.running.failed.remove(&rel.name);

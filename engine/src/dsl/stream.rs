@@ -441,6 +441,7 @@ where
             let mut s = self.pipeline.state.borrow_mut();
             s.internal.push(InternalTopic {
                 name: topic.clone(),
+                partitions: None,
                 partitions_like: self.source.clone(),
             });
             s.logical.insert(topic.clone(), name);

@@ -8,6 +8,7 @@
 //! never run with batch semantics by mistake (a streaming `ORDER BY` or `LIMIT` has no end).
 
 mod aggregate;
+mod lookup;
 mod processor;
 mod updating;
 mod windowed;
@@ -127,6 +128,8 @@ pub struct Compiled {
     pub(crate) steps: Vec<Step>,
     /// A windowed aggregate, and the steps over its results.
     pub(crate) aggregate: Option<(Aggregate, Vec<Step>)>,
+    /// A stream–table join, and the steps over its rows.
+    pub(crate) lookup: Option<(lookup::Lookup, Vec<Step>)>,
     pub(crate) output: SchemaRef,
     pub(crate) sink: SinkTarget,
 }
@@ -168,14 +171,17 @@ pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) ->
         ));
     }
     let source = open_source(cx.state, relation, walked.window.as_ref())?;
-    let (steps, aggregate) = match walked.aggregate {
-        Some((agg, before)) => (before, Some((agg, walked.steps))),
-        None => (walked.steps, None),
+    let (steps, aggregate, lookup) = match (walked.aggregate, walked.lookup) {
+        (Some((agg, before)), None) => (before, Some((agg, walked.steps)), None),
+        (None, Some((l, before))) => (before, None, Some((l, walked.steps))),
+        (None, None) => (walked.steps, None, None),
+        (Some(_), Some(_)) => return Err(unsupported_node("an aggregate over a join")),
     };
     Ok(Compiled {
         source,
         steps,
         aggregate,
+        lookup,
         output: Arc::clone(plan.schema().inner()),
         sink,
     })
@@ -191,6 +197,8 @@ struct Walked {
     marks: Vec<Option<WindowColumn>>,
     /// The aggregate and the steps before it, once one was met.
     aggregate: Option<(Aggregate, Vec<Step>)>,
+    /// The stream–table join and the steps before it, once one was met.
+    lookup: Option<(lookup::Lookup, Vec<Step>)>,
 }
 
 fn physical(cx: &Context<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
@@ -251,6 +259,7 @@ fn walk(cx: &Context<'_>, plan: &LogicalPlan, w: &mut Walked) -> Result<()> {
         LogicalPlan::SubqueryAlias(a) => walk(cx, &a.input, w)?,
         LogicalPlan::TableScan(scan) => scan_step(cx, scan, w)?,
         LogicalPlan::Aggregate(a) => aggregate_step(cx, a, w)?,
+        LogicalPlan::Join(j) => join_step(cx, j, w)?,
         other => return Err(unsupported_node(node_name(other))),
     }
     Ok(())
@@ -311,6 +320,107 @@ fn scan_step(
     }
     w.relation = Some(rel);
     w.window = window;
+    Ok(())
+}
+
+/// `stream JOIN table ON stream.x = table.key`: the table side must be a table's scan and the
+/// condition the equality of its whole primary key.
+fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walked) -> Result<()> {
+    use datafusion::logical_expr::JoinType;
+    let left_join = match j.join_type {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        other => {
+            return Err(SqlError::unsupported(
+                format!("a {other} join of a stream and a table (INNER and LEFT run)"),
+                None,
+            ))
+        }
+    };
+    if j.filter.is_some() {
+        return Err(SqlError::unsupported(
+            "a join condition beyond the equality of the table's primary key",
+            None,
+        ));
+    }
+    let mut right = j.right.as_ref();
+    while let LogicalPlan::SubqueryAlias(a) = right {
+        right = a.input.as_ref();
+    }
+    let LogicalPlan::TableScan(scan) = right else {
+        return Err(SqlError::unsupported(
+            "a join whose right side is not a table (write FROM stream JOIN table ON …; \
+             stream–stream and table–table joins come next)",
+            None,
+        ));
+    };
+    let name = scan.table_name.table();
+    let table = (cx.relation_of)(name)
+        .filter(|r| r.kind == RelationKind::Table)
+        .ok_or_else(|| {
+            SqlError::unsupported(
+                format!("a join with `{name}`, which is not a table (FROM stream JOIN table ON …)"),
+                None,
+            )
+        })?;
+    walk(cx, &j.left, w)?;
+    if w.aggregate.is_some() || w.lookup.is_some() || w.window.is_some() {
+        return Err(unsupported_node(
+            "a join over an aggregate, a window or another join",
+        ));
+    }
+    let stored = table.stored_schema()?;
+    let n_stored = stored.fields().len();
+    let right_columns: Vec<usize> = match &scan.projection {
+        Some(p) => p.clone(),
+        None => (0..n_stored + crate::format::META_COLUMNS.len()).collect(),
+    };
+    if right_columns.iter().any(|&c| c >= n_stored) {
+        return Err(SqlError::unsupported(
+            format!("the metadata columns of table `{name}` in a join"),
+            None,
+        ));
+    }
+    let mut keys = Vec::new();
+    for pk in &table.primary_key {
+        let (l, _) =
+            j.on.iter()
+                .find(|(_, r)| matches!(r, Expr::Column(c) if &c.name == pk))
+                .ok_or_else(|| {
+                    SqlError::plan(
+                        format!(
+                            "a stream–table join looks rows up by the table's primary key: add \
+                         `= {name}.{pk}` to the ON condition"
+                        ),
+                        None,
+                    )
+                })?;
+        let field = stored
+            .field_with_name(pk)
+            .map_err(|e| SqlError::Execution(e.to_string()))?;
+        keys.push((field.clone(), physical(cx, l, j.left.schema())?));
+    }
+    if j.on.len() != keys.len() {
+        return Err(SqlError::unsupported(
+            "a join condition beyond the equality of the table's primary key",
+            None,
+        ));
+    }
+    let decoder = RowDecoder::new(table.format, stored);
+    let before = std::mem::take(&mut w.steps);
+    let schema = Arc::clone(j.schema.inner());
+    w.marks = vec![None; schema.fields().len()];
+    w.lookup = Some((
+        lookup::Lookup {
+            table,
+            decoder,
+            right_columns,
+            keys,
+            left_join,
+            schema,
+        },
+        before,
+    ));
     Ok(())
 }
 
@@ -550,8 +660,9 @@ pub struct QueryPlan {
 }
 
 impl QueryPlan {
-    /// The plan of `compiled` under application id `app`, over a source of `partitions`.
-    pub fn new(app: &str, compiled: Compiled, partitions: u32) -> QueryPlan {
+    /// The plan of `compiled` under application id `app`, over a source of `partitions` (and a
+    /// joined table of `table_partitions`).
+    pub fn new(app: &str, compiled: Compiled, partitions: u32, table_partitions: u32) -> QueryPlan {
         let source = &compiled.source;
         let rel = &source.relation;
         let event_time = match &source.event_time {
@@ -586,15 +697,44 @@ impl QueryPlan {
                 internal_topics.push(weir_engine::InternalTopic {
                     name: topic.clone(),
                     partitions_like: rel.topic.clone(),
+                    partitions: None,
                 });
                 repartition = Some(topic);
             } else {
                 stores.extend(window_stores(agg));
             }
         }
+        let mut table_input = None;
+        if let Some((l, _)) = &compiled.lookup {
+            operators.push(format!("join {}", l.table.name));
+            if partitions > 1 || table_partitions != 1 {
+                // Stream rows go to the table's partition of their key.
+                let topic = weir_engine::names::repartition_topic(app, "join");
+                subplans.push(SubPlan {
+                    name: "select".into(),
+                    inputs: vec![input.clone()],
+                    stores: Vec::new(),
+                });
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: rel.topic.clone(),
+                    partitions: Some(table_partitions),
+                });
+                repartition = Some(topic);
+            }
+            table_input = Some(InputSpec::topic(&l.table.topic, InputKind::Table));
+            stores.push(weir_engine::StoreSpec::key_value(
+                "table",
+                &format!("sql lookup {} {:?}", l.table.name, l.table.format),
+            ));
+        }
         let (name, input) = match &repartition {
             Some(topic) => (
-                "aggregate",
+                if table_input.is_some() {
+                    "join"
+                } else {
+                    "aggregate"
+                },
                 InputSpec {
                     internal: true,
                     ..InputSpec::topic(topic, InputKind::Stream)
@@ -607,7 +747,7 @@ impl QueryPlan {
         }
         subplans.push(SubPlan {
             name: name.into(),
-            inputs: vec![input],
+            inputs: std::iter::once(input).chain(table_input).collect(),
             stores,
         });
         let sinks = match &compiled.sink {

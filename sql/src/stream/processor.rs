@@ -18,6 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use weir_engine::{InputRecord, Origin, TaskContext};
 use weir_log::{Record, Timestamp};
 
+use super::lookup::RowCodec;
 use super::updating::{UpdatingAggregate, OP_DELETE, OP_UPDATE_BEFORE};
 use super::windowed::{GroupCodec, Results, WindowedAggregate};
 use super::{Compiled, SinkTarget, Step};
@@ -39,6 +40,8 @@ pub(crate) struct QueryProcessor {
     /// The repartition topic (and codec) this task writes groups to, if it does.
     shuffle: Option<(String, GroupCodec)>,
     role: Role,
+    /// A join's stream rows, as repartition records carry them.
+    left_codec: Option<RowCodec>,
 }
 
 /// What a task of a query does.
@@ -80,7 +83,14 @@ impl QueryProcessor {
             (Some((agg, _)), _) => (Some(GroupOp::new(agg)?), None),
             (None, _) => (None, None),
         };
+        let left_codec = match (&query.lookup, &role) {
+            (Some((l, _)), Role::Shuffle(_) | Role::Aggregate) => {
+                Some(RowCodec::new(l.left_schema())?)
+            }
+            _ => None,
+        };
         Ok(QueryProcessor {
+            left_codec,
             key_column: index("_key"),
             timestamp_column: index("_timestamp"),
             values,
@@ -445,6 +455,9 @@ impl QueryProcessor {
         times: &[i64],
         origin: &[u32],
     ) -> Result<usize> {
+        if self.query.lookup.is_some() {
+            return self.lookup_rows(ctx, rows, times, origin);
+        }
         let Some((agg, _)) = &self.query.aggregate else {
             return self.write(ctx, rows, times, Some(origin), None, None);
         };
@@ -474,6 +487,97 @@ impl QueryProcessor {
         };
         self.emit_results(ctx, early)?;
         Ok(n)
+    }
+
+    /// Stream rows of a join: joined here (and written), or sent to the table's partition of
+    /// their key.
+    fn lookup_rows(
+        &mut self,
+        ctx: &mut TaskContext<'_>,
+        rows: &Rows,
+        times: &[i64],
+        origin: &[u32],
+    ) -> Result<usize> {
+        let query = self.query.clone();
+        let Some((lookup, _)) = &query.lookup else {
+            return Ok(0);
+        };
+        let from = rows.from.values();
+        if let (Role::Shuffle(topic), Some(codec)) = (&self.role, &self.left_codec) {
+            let keys = lookup.stream_keys(&rows.batch)?;
+            let values = codec.encode(&rows.batch)?;
+            let mut sent = 0;
+            for (r, (key, value)) in keys.into_iter().zip(values).enumerate() {
+                // A row without a key matches nothing: only a LEFT join keeps it.
+                if key.is_none() && !lookup.left_join {
+                    continue;
+                }
+                let record = Record {
+                    key,
+                    value: Some(value),
+                    timestamp: Some(Timestamp(times[from[r] as usize])),
+                    ..Record::default()
+                };
+                ctx.emit(topic, record)
+                    .map_err(|e| SqlError::Execution(e.to_string()))?;
+                sent += 1;
+            }
+            return Ok(sent);
+        }
+        let (joined, matched) = lookup.join(ctx, &rows.batch)?;
+        let origin_rows: Vec<u32> = matched.values().iter().map(|&m| from[m as usize]).collect();
+        self.write_joined(ctx, joined, &origin_rows, times, origin)
+    }
+
+    /// Joined rows through the steps after the join, to the sink: joined row `j` came from
+    /// source row `source[j]`.
+    fn write_joined(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        joined: RecordBatch,
+        source: &[u32],
+        times: &[i64],
+        origin: &[u32],
+    ) -> Result<usize> {
+        let Some((_, after)) = &self.query.lookup else {
+            return Ok(0);
+        };
+        let out = run_steps(after, joined)?;
+        let from: UInt32Array = out
+            .from
+            .values()
+            .iter()
+            .map(|&j| source[j as usize])
+            .collect();
+        let rows = Rows {
+            batch: out.batch,
+            from,
+        };
+        self.write(ctx, &rows, times, Some(origin), None, None)
+    }
+
+    /// The joined table's records: into its store.
+    fn update_table(&mut self, ctx: &mut TaskContext<'_>) -> Result<()> {
+        let query = self.query.clone();
+        match &query.lookup {
+            Some((lookup, _)) => lookup.update_table(ctx),
+            None => Ok(()),
+        }
+    }
+
+    /// A join's part after the repartition: stream rows (by their key's table partition) or the
+    /// table's records.
+    fn join_repartitioned(&mut self, ctx: &mut TaskContext<'_>) -> Result<usize> {
+        let query = self.query.clone();
+        let (Some((lookup, _)), Some(codec)) = (&query.lookup, &self.left_codec) else {
+            return Ok(0);
+        };
+        let input = ctx.input();
+        let batch = codec.decode(input.iter().map(|r| r.value.as_deref().unwrap_or_default()))?;
+        let times: Vec<i64> = input.iter().map(|r| r.timestamp.0).collect();
+        let origin: Vec<u32> = (0..input.len() as u32).collect();
+        let (joined, matched) = lookup.join(ctx, &batch)?;
+        self.write_joined(ctx, joined, matched.values(), &times, &origin)
     }
 
     /// The aggregate's part after a repartition: records keyed by their group key, valued by
@@ -576,6 +680,19 @@ impl weir_engine::Processor for QueryProcessor {
     fn process(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
         let started = Instant::now();
         let records_in = ctx.input().len();
+        if self.query.lookup.is_some() {
+            // The table's records, or (after the repartition) the stream's rows.
+            let out = match (ctx.input_index(), &self.role) {
+                (1, _) => self.update_table(ctx).map(|()| 0),
+                (_, Role::Aggregate) => self.join_repartitioned(ctx),
+                _ => Ok(usize::MAX),
+            }
+            .map_err(failed)?;
+            if out != usize::MAX {
+                ctx.record_operator(1, records_in, out, started.elapsed());
+                return Ok(());
+            }
+        }
         if self.role == Role::Aggregate {
             let out = self.add_repartitioned(ctx).map_err(failed)?;
             ctx.record_operator(1, records_in, out, started.elapsed());
