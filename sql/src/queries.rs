@@ -152,6 +152,14 @@ impl Session {
         };
         let compiled = self.compile_query(query, None, sink, c.emit)?;
         let columns = value_columns(compiled.output());
+        if c.view && compiled.aggregate.is_none() {
+            // A view's compacted topic needs a key per row: its groups.
+            return Err(SqlError::unsupported(
+                "a materialized view without GROUP BY (its rows need a key); use CREATE SINK \
+                 … AS query, or INSERT INTO a stream",
+                c.at,
+            ));
+        }
         if c.view && compiled.aggregate.is_some() {
             // Rows keyed by their group: read back as a table, the latest row per key.
             options.insert("keyed".into(), "true".into());
@@ -214,15 +222,18 @@ impl Session {
         let text = query.to_string();
         let targets = crate::insert::target_columns(&into, columns, at)?;
         let compiled = self.compile_query(query, Some((&into, &targets)), sink_of(&into), emit)?;
-        let updating = compiled
+        // Change rows (an aggregate without a window, or windows emitting changes) have no
+        // place in an append-only stream: its readers would count retractions as rows.
+        let changes = compiled
             .aggregate
             .as_ref()
-            .is_some_and(|(a, _)| a.window.is_none());
-        if updating && into.kind != RelationKind::Table {
+            .is_some_and(|(a, _)| a.window.is_none() || a.emit == crate::parser::EmitMode::Changes);
+        if changes && into.kind != RelationKind::Table {
             return Err(SqlError::plan(
                 format!(
-                    "an updating query (GROUP BY without a window) writes into a table (upserts \
-                     by its primary key) or a sink; `{}` is a stream",
+                    "an updating query (GROUP BY without a window, or windows without EMIT ON \
+                     WINDOW CLOSE) writes into a table (upserts by its primary key) or a sink; \
+                     `{}` is a stream",
                     into.name
                 ),
                 at,

@@ -110,7 +110,14 @@ pub(super) fn emit_clauses(
             }
             _ => {}
         }
-        if depth == 0 && word(0, "EMIT") {
+        let emit_clause = word(1, "CHANGES") || word(1, "FINAL") || word(1, "ON");
+        if depth == 0 && word(0, "EMIT") && emit_clause {
+            if emits.last().is_some_and(|(s, _, _)| *s == statement) {
+                return Err(SqlError::Syntax {
+                    message: "a statement has one EMIT clause".into(),
+                    at: At(position(tokens[i].span.start)),
+                });
+            }
             let at = position(tokens[i].span.start);
             let (mode, len) = if word(1, "CHANGES") {
                 (EmitMode::Changes, 2)

@@ -516,11 +516,7 @@ fn aggregate_step(
 
 fn unsupported_node(what: &str) -> SqlError {
     SqlError::unsupported(
-        format!(
-            "{what} in a continuous query (streaming SQL runs filters and projections over \
-             streams; windows, aggregates and joins arrive next); a batch SELECT runs it over \
-             what the log holds now"
-        ),
+        format!("{what} in a continuous query; a batch SELECT runs it over what the log holds now"),
         None,
     )
 }
