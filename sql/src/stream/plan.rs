@@ -1,0 +1,206 @@
+//! [`QueryPlan`]: a compiled query as the engine's plan — its sub-plans (one, or a `select`
+//! part writing the repartition topic and an `aggregate`/`join` part reading it), inputs,
+//! stores and internal topics — and the processor each task gets.
+
+use std::sync::Arc;
+
+use weir_engine::{
+    EventTime, InputKind, InputSpec, Plan, PlanShape, Processor, SubPlan, TaskSetup,
+};
+
+use super::{processor, Aggregate, Compiled, QueryProcessor, SinkTarget};
+use crate::parser::EmitMode;
+
+/// A compiled query as the engine's plan: one task per partition of its source; a windowed
+/// aggregate over several partitions repartitions its rows by group first (an internal topic),
+/// so that every group meets in one task.
+#[derive(Debug)]
+pub struct QueryPlan {
+    shape: PlanShape,
+    compiled: Arc<Compiled>,
+    /// The repartition topic, when the aggregate runs after one.
+    repartition: Option<String>,
+}
+
+impl QueryPlan {
+    /// The plan of `compiled` under application id `app`, over a source of `partitions` (and a
+    /// joined table of `table_partitions`).
+    pub fn new(app: &str, compiled: Compiled, partitions: u32, table_partitions: u32) -> QueryPlan {
+        let source = &compiled.source;
+        let rel = &source.relation;
+        let event_time = match &source.event_time {
+            Some((_, lag)) => EventTime {
+                source: weir_engine::TimeSource::Extracted,
+                out_of_orderness: *lag,
+            },
+            None => EventTime::default(),
+        };
+        let input = InputSpec {
+            event_time,
+            generated: source.datagen.as_ref().map(|g| g.input()),
+            ..InputSpec::topic(&rel.topic, InputKind::Stream)
+        };
+        let mut stores = Vec::new();
+        let mut operators = vec![format!("select from {}", rel.name)];
+        let mut subplans = Vec::new();
+        let mut internal_topics = Vec::new();
+        let mut repartition = None;
+        if let Some((agg, _)) = &compiled.aggregate {
+            operators.push(match &agg.window {
+                Some(w) => format!("window {}", w.name),
+                None => "group by".to_string(),
+            });
+            if partitions > 1 {
+                let topic = weir_engine::names::repartition_topic(app, "group");
+                subplans.push(SubPlan {
+                    name: "select".into(),
+                    inputs: vec![input.clone()],
+                    stores: Vec::new(),
+                });
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: rel.topic.clone(),
+                    partitions: None,
+                });
+                repartition = Some(topic);
+            } else {
+                stores.extend(window_stores(agg));
+            }
+        }
+        let mut table_input = None;
+        if let Some((l, _)) = &compiled.lookup {
+            operators.push(format!("join {}", l.table.name));
+            if partitions > 1 || table_partitions != 1 {
+                // Stream rows go to the table's partition of their key.
+                let topic = weir_engine::names::repartition_topic(app, "join");
+                subplans.push(SubPlan {
+                    name: "select".into(),
+                    inputs: vec![input.clone()],
+                    stores: Vec::new(),
+                });
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: rel.topic.clone(),
+                    partitions: Some(table_partitions),
+                });
+                repartition = Some(topic);
+            }
+            table_input = Some(InputSpec::topic(&l.table.topic, InputKind::Table));
+            stores.push(weir_engine::StoreSpec::key_value(
+                "table",
+                &format!("sql lookup {} {:?}", l.table.name, l.table.format),
+            ));
+        }
+        let (name, input) = match &repartition {
+            Some(topic) => (
+                if table_input.is_some() {
+                    "join"
+                } else {
+                    "aggregate"
+                },
+                InputSpec {
+                    internal: true,
+                    ..InputSpec::topic(topic, InputKind::Stream)
+                },
+            ),
+            None => ("query", input),
+        };
+        if let (Some(_), Some((agg, _))) = (&repartition, &compiled.aggregate) {
+            stores.extend(window_stores(agg));
+        }
+        subplans.push(SubPlan {
+            name: name.into(),
+            inputs: std::iter::once(input).chain(table_input).collect(),
+            stores,
+        });
+        let sinks = match &compiled.sink {
+            SinkTarget::Topic { topic, .. } => vec![topic.clone()],
+            SinkTarget::Blackhole => Vec::new(),
+        };
+        QueryPlan {
+            shape: PlanShape {
+                app: app.to_string(),
+                subplans,
+                sinks,
+                internal_topics,
+                operators,
+            },
+            compiled: Arc::new(compiled),
+            repartition,
+        }
+    }
+}
+
+/// The stores of an aggregate: its windows (or groups), and, for windows that emit changes,
+/// the results last emitted.
+fn window_stores(agg: &Aggregate) -> Vec<weir_engine::StoreSpec> {
+    let mut stores = vec![window_store(agg)];
+    if let (Some(w), EmitMode::Changes) = (&agg.window, agg.emit) {
+        let retention = weir_engine::WindowSpec::new(w.kind).retention();
+        stores.push(weir_engine::StoreSpec {
+            name: "emitted".into(),
+            kind: weir_engine::StoreKind::Window { retention },
+            descriptor: format!("sql emitted {}", window_store(agg).descriptor),
+        });
+    }
+    stores
+}
+
+/// The window store of a windowed aggregate; its descriptor names the aggregates and key
+/// types, so a changed query never restores another query's state.
+fn window_store(agg: &Aggregate) -> weir_engine::StoreSpec {
+    let keys: Vec<String> = agg
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.data_type().to_string())
+        .collect();
+    let aggs: Vec<String> = agg
+        .aggregates
+        .iter()
+        .map(|a| format!("{:?}", a.kind))
+        .collect();
+    let Some(window) = &agg.window else {
+        return weir_engine::StoreSpec::key_value(
+            "groups",
+            &format!(
+                "sql updating [{}] [{}] arrow-row",
+                keys.join(","),
+                aggs.join(",")
+            ),
+        );
+    };
+    let spec = weir_engine::WindowSpec::new(window.kind);
+    let retention = spec.retention();
+    let kind = match window.kind {
+        weir_engine::WindowKind::Session { .. } => weir_engine::StoreKind::Session { retention },
+        _ => weir_engine::StoreKind::Window { retention },
+    };
+    weir_engine::StoreSpec {
+        name: "window".into(),
+        kind,
+        descriptor: format!(
+            "sql {:?} [{}] [{}] arrow-row",
+            window.kind,
+            keys.join(","),
+            aggs.join(",")
+        ),
+    }
+}
+
+impl Plan for QueryPlan {
+    fn shape(&self) -> &PlanShape {
+        &self.shape
+    }
+
+    fn processor(&self, task: TaskSetup<'_>) -> weir_engine::Result<Box<dyn Processor>> {
+        let role = match (&self.repartition, task.spec.name.as_str()) {
+            (Some(topic), "select") => processor::Role::Shuffle(topic.clone()),
+            (Some(_), _) => processor::Role::Aggregate,
+            (None, _) => processor::Role::Whole,
+        };
+        let processor = QueryProcessor::new(self.compiled.clone(), task.partition, role)
+            .map_err(|e| weir_engine::EngineError::Plan(e.to_string()))?;
+        Ok(Box::new(processor))
+    }
+}
