@@ -287,6 +287,18 @@ fn mentions(query: &str, relation: &str) -> bool {
     words.into_iter().any(|w| w.eq_ignore_ascii_case(relation))
 }
 
+/// A `WITH` key that is none of `known`, with the closest as a hint (a typo must not be
+/// ignored).
+pub(crate) fn unknown_option(key: &str, known: &[&str]) -> SqlError {
+    let hint = crate::error::closest(key, known.iter().copied())
+        .map(|c| format!("did you mean `{c}`? "))
+        .unwrap_or_default();
+    SqlError::option(
+        key,
+        format!("unknown option; {hint}known: {}", known.join(", ")),
+    )
+}
+
 /// The `WITH` options as a map, refusing unknown keys (a typo must not be ignored).
 fn options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
@@ -297,13 +309,7 @@ fn options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> {
         let generator_option = datagen
             && (crate::datagen::DATAGEN_OPTIONS.contains(&k.as_str()) || k.starts_with("fields."));
         if !OPTIONS.contains(&k.as_str()) && !generator_option {
-            let hint = crate::error::closest(k, OPTIONS.iter().copied())
-                .map(|c| format!("did you mean `{c}`? "))
-                .unwrap_or_default();
-            return Err(SqlError::option(
-                k,
-                format!("unknown option; {hint}known: {}", OPTIONS.join(", ")),
-            ));
+            return Err(unknown_option(k, OPTIONS));
         }
         out.insert(k.clone(), v.clone());
     }

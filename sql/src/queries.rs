@@ -593,13 +593,7 @@ fn sink_options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> 
     let mut out = BTreeMap::new();
     for (k, v) in given {
         if !SINK_OPTIONS.contains(&k.as_str()) {
-            let hint = crate::error::closest(k, SINK_OPTIONS.iter().copied())
-                .map(|c| format!("did you mean `{c}`? "))
-                .unwrap_or_default();
-            return Err(SqlError::option(
-                k,
-                format!("unknown option; {hint}known: {}", SINK_OPTIONS.join(", ")),
-            ));
+            return Err(crate::ddl::unknown_option(k, SINK_OPTIONS));
         }
         out.insert(k.clone(), v.clone());
     }
