@@ -25,8 +25,9 @@ apt_install() {
 }
 
 # RocksDB's Rust bindings run bindgen at build time, which needs libclang (not in the image).
-# kcat (librdkafka 2.0.2 inside) is the first real Kafka client of the interop tests.
-apt_install libclang-dev kcat
+# kcat (librdkafka 2.0.2 inside) is the first real Kafka client of the interop tests; psql
+# (Debian's postgresql-client) the first real Postgres client.
+apt_install libclang-dev kcat postgresql-client
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; this machine kind ships Rust via rustup" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
@@ -42,14 +43,14 @@ if [ "${size_kb:-0}" -gt $((30 * 1024 * 1024)) ]; then
   rm -rf "$CARGO_TARGET_DIR"/*/incremental
 fi
 
-# The Python Kafka clients of the interop tests, in a virtualenv of our own (never the
-# system's site-packages): confluent-kafka (librdkafka inside) and kafka-python. Pinned so a
+# The Python clients of the interop tests, in a virtualenv of our own (never the system's
+# site-packages): confluent-kafka (librdkafka inside), kafka-python and psycopg 3. Pinned so a
 # fresh machine tests against the same clients.
 venv="$WEIR_CACHE/venv"
-if ! "$venv/bin/python" -c "import confluent_kafka, kafka" 2>/dev/null; then
-  echo "setup: creating $venv with the Kafka clients" >&2
+if ! "$venv/bin/python" -c "import confluent_kafka, kafka, psycopg" 2>/dev/null; then
+  echo "setup: creating $venv with the Kafka and Postgres clients" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12"
+  "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12" "psycopg[binary]==3.3.6"
 fi
 
 # kafkajs (pure JavaScript, its own protocol code) for the Node interop test, in a directory of

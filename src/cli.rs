@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// or `off`.
     #[arg(long, default_value = "127.0.0.1:9644", value_name = "HOST:PORT|off")]
     pub http_listen: String,
+    /// Address of the Postgres listener (psql, Postgres drivers: Weir SQL), or `off`.
+    #[arg(long, default_value = "127.0.0.1:5433", value_name = "HOST:PORT|off")]
+    pub pg_listen: String,
     /// Do not create topics that clients ask about or produce to (Kafka's
     /// `auto.create.topics.enable=false`).
     #[arg(long)]

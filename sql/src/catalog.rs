@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use serde::{Deserialize, Serialize};
-use weir_log::{Isolation, Log, LogError, PartitionId, Record, TopicConfig};
+use weir_log::{Isolation, Log, LogError, Offset, PartitionId, Record, TopicConfig};
 
 use crate::datagen::Datagen;
 use crate::error::{Result, SqlError};
@@ -137,10 +137,15 @@ impl Relation {
 }
 
 /// The catalog over a log.
+///
+/// Every session holds its own copy and catches up with the catalog topic before each
+/// statement ([`Catalog::refresh`]), so what one session creates, the others see.
 #[derive(Debug)]
 pub struct Catalog {
     log: Log,
     relations: BTreeMap<String, Relation>,
+    /// The catalog topic's next offset to read.
+    next: Offset,
 }
 
 impl Catalog {
@@ -150,37 +155,53 @@ impl Catalog {
             let cfg = TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;
             log.ensure_topic(CATALOG_TOPIC, 1, cfg)?;
         }
-        let mut relations = BTreeMap::new();
+        let mut catalog = Catalog {
+            log: log.clone(),
+            relations: BTreeMap::new(),
+            next: Offset(0),
+        };
         match log.partition_count(CATALOG_TOPIC) {
             Ok(_) => {
-                let p = PartitionId(0);
-                let from = log.earliest_offset(CATALOG_TOPIC, p)?;
-                log.for_each_record(CATALOG_TOPIC, p, from, Isolation::ReadCommitted, |r| {
-                    let name = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
-                    match r.value {
-                        None => {
-                            relations.remove(&name);
-                        }
-                        Some(v) => {
-                            let rel: Relation = serde_json::from_slice(v).map_err(|e| {
-                                SqlError::CorruptCatalog {
-                                    name: name.clone(),
-                                    reason: e.to_string(),
-                                }
-                            })?;
-                            relations.insert(name, rel);
-                        }
-                    }
-                    Ok::<(), SqlError>(())
-                })?;
+                catalog.next = log.earliest_offset(CATALOG_TOPIC, PartitionId(0))?;
+                catalog.refresh()?;
             }
             Err(LogError::UnknownTopic(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        Ok(Catalog {
-            log: log.clone(),
-            relations,
-        })
+        Ok(catalog)
+    }
+
+    /// Applies what other sessions wrote to the catalog since this one last read it.
+    pub fn refresh(&mut self) -> Result<()> {
+        let p = PartitionId(0);
+        if self.log.last_stable_offset(CATALOG_TOPIC, p)? <= self.next {
+            return Ok(());
+        }
+        let relations = &mut self.relations;
+        self.next = self.log.for_each_record(
+            CATALOG_TOPIC,
+            p,
+            self.next,
+            Isolation::ReadCommitted,
+            |r| {
+                let name = String::from_utf8_lossy(r.key.unwrap_or_default()).into_owned();
+                match r.value {
+                    None => {
+                        relations.remove(&name);
+                    }
+                    Some(v) => {
+                        let rel: Relation =
+                            serde_json::from_slice(v).map_err(|e| SqlError::CorruptCatalog {
+                                name: name.clone(),
+                                reason: e.to_string(),
+                            })?;
+                        relations.insert(name, rel);
+                    }
+                }
+                Ok::<(), SqlError>(())
+            },
+        )?;
+        Ok(())
     }
 
     /// A relation by name.

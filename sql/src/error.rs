@@ -153,6 +153,19 @@ pub enum SqlError {
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
 
 impl SqlError {
+    /// Where in the statement the error is, when known.
+    pub fn position(&self) -> Option<Position> {
+        match self {
+            SqlError::Syntax { at, .. }
+            | SqlError::Plan { at, .. }
+            | SqlError::UnknownRelation { at, .. }
+            | SqlError::Exists { at, .. }
+            | SqlError::Unsupported { at, .. }
+            | SqlError::BadOption { at, .. } => at.0,
+            _ => None,
+        }
+    }
+
     /// A planning error at a position, without a hint.
     pub(crate) fn plan(message: impl Into<String>, at: Option<Position>) -> SqlError {
         SqlError::Plan {

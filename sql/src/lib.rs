@@ -23,14 +23,17 @@ pub mod queries;
 pub mod scan;
 mod session;
 pub mod stream;
+pub mod subscribe;
 pub mod types;
 mod wildcard;
 pub mod window;
 
+pub use datafusion;
 pub use error::{At, Hint, Position, Result, SqlError};
 pub use parser::{parse, WeirStatement, STATEMENT_BYTES_MAX};
-pub use queries::{query_app, Engine};
-pub use session::{Outcome, Output, Session, RESULT_ROWS_MAX};
+pub use queries::{query_app, Engine, QueryHost};
+pub use session::{Database, Outcome, Output, Session, RESULT_ROWS_MAX};
+pub use subscribe::Subscription;
 
 /// Renders rows as an aligned text table (what `weir sql` prints).
 pub fn render_rows(

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
 use datafusion::arrow::datatypes::Schema;
@@ -49,32 +49,34 @@ pub(crate) struct Running {
     pub(crate) failed: BTreeMap<String, String>,
 }
 
-/// The application id of persistent query `name`.
-pub fn query_app(name: &str) -> String {
-    format!("sql-{}", weir_engine::names::part_from(name))
+/// The persistent queries of a data directory, shared by every session over it (each
+/// session of a server can create, show and drop them). Dropping the last reference stops
+/// them, each committing what it processed.
+#[derive(Debug)]
+pub struct QueryHost {
+    pub(crate) engine: Engine,
+    pub(crate) running: Mutex<Running>,
 }
 
-impl Session {
-    /// Starts every persistent query of the catalog; one that cannot start is reported by
-    /// `SHOW QUERIES` and does not stop the others.
-    pub fn start_queries(&mut self) {
-        let sinks: Vec<Relation> = self
-            .catalog
-            .relations()
-            .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
-            .cloned()
-            .collect();
-        for rel in sinks {
-            if let Err(e) = self.start_query(&rel) {
-                tracing::warn!(query = %rel.name, error = %e, "persistent query did not start");
-                self.running.failed.insert(rel.name.clone(), e.to_string());
-            }
-        }
+impl QueryHost {
+    /// A host for `engine`'s queries; none runs until a session starts them.
+    pub fn new(engine: Engine) -> Arc<QueryHost> {
+        Arc::new(QueryHost {
+            engine,
+            running: Mutex::new(Running::default()),
+        })
     }
 
-    /// Stops every running query of this session (each commits what it processed).
-    pub fn stop_queries(&mut self) {
-        for (name, p) in std::mem::take(&mut self.running.pipelines) {
+    /// The running queries (a poisoned lock only means a session panicked mid-update; the
+    /// maps stay consistent, so go on).
+    pub(crate) fn running(&self) -> MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops every running query (each commits what it processed).
+    pub fn stop_all(&self) {
+        let pipelines = std::mem::take(&mut self.running().pipelines);
+        for (name, p) in pipelines {
             if let Err(e) = p.stop() {
                 tracing::warn!(query = %name, error = %e, "persistent query stopped with an error");
             }
@@ -83,11 +85,59 @@ impl Session {
 
     /// The metrics of a running query.
     pub fn query_metrics(&self, name: &str) -> Option<weir_engine::MetricsSnapshot> {
-        self.running.pipelines.get(name).map(|p| p.metrics())
+        self.running().pipelines.get(name).map(|p| p.metrics())
+    }
+}
+
+impl Drop for QueryHost {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// The application id of persistent query `name`.
+pub fn query_app(name: &str) -> String {
+    format!("sql-{}", weir_engine::names::part_from(name))
+}
+
+impl Session {
+    /// Starts every persistent query of the catalog that is not running yet; one that cannot
+    /// start is reported by `SHOW QUERIES` and does not stop the others.
+    pub fn start_queries(&mut self) {
+        let Some(host) = self.engine.clone() else {
+            return;
+        };
+        let sinks: Vec<Relation> = self
+            .catalog
+            .relations()
+            .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
+            .filter(|r| !host.running().pipelines.contains_key(&r.name))
+            .cloned()
+            .collect();
+        for rel in sinks {
+            if let Err(e) = self.start_query(&rel) {
+                tracing::warn!(query = %rel.name, error = %e, "persistent query did not start");
+                host.running()
+                    .failed
+                    .insert(rel.name.clone(), e.to_string());
+            }
+        }
+    }
+
+    /// Stops every running query (each commits what it processed).
+    pub fn stop_queries(&mut self) {
+        if let Some(host) = &self.engine {
+            host.stop_all();
+        }
+    }
+
+    /// The metrics of a running query.
+    pub fn query_metrics(&self, name: &str) -> Option<weir_engine::MetricsSnapshot> {
+        self.engine.as_ref()?.query_metrics(name)
     }
 
     fn engine(&self) -> Result<&Engine> {
-        self.engine.as_ref().ok_or_else(|| {
+        self.engine.as_ref().map(|h| &h.engine).ok_or_else(|| {
             SqlError::unsupported(
                 "persistent queries in a read-only session (a `weir serve` holds the data \
                  directory; run the statement through it)",
@@ -364,8 +414,11 @@ impl Session {
         ));
         let running = weir_engine::run(plan, &self.log, &engine.groups, &engine.txns, options)
             .map_err(|e| SqlError::Execution(format!("query `{}`: {e}", rel.name)))?;
-        self.running.failed.remove(&rel.name);
-        self.running.pipelines.insert(rel.name.clone(), running);
+        if let Some(host) = &self.engine {
+            let mut r = host.running();
+            r.failed.remove(&rel.name);
+            r.pipelines.insert(rel.name.clone(), running);
+        }
         Ok(())
     }
 
@@ -408,13 +461,20 @@ impl Session {
 
     fn stop_and_reset(&mut self, name: &str) -> Result<Vec<String>> {
         let mut notices = Vec::new();
-        if let Some(p) = self.running.pipelines.remove(name) {
+        let Some(host) = &self.engine else {
+            return Ok(notices);
+        };
+        let (pipeline, _) = {
+            let mut r = host.running();
+            (r.pipelines.remove(name), r.failed.remove(name))
+        };
+        if let Some(p) = pipeline {
             if let Err(e) = p.stop() {
                 notices.push(format!("the query stopped with an error: {e}"));
             }
         }
-        self.running.failed.remove(name);
-        if let Some(engine) = &self.engine {
+        {
+            let engine = &host.engine;
             weir_engine::reset(
                 &self.log,
                 &engine.groups,
@@ -454,7 +514,11 @@ impl Session {
                     .collect();
                 (m.records_in / inputs.len().max(1) as u64) as i64
             }));
-            status.push(match (&metrics, self.running.failed.get(&r.name)) {
+            let failed = self
+                .engine
+                .as_ref()
+                .and_then(|h| h.running().failed.get(&r.name).cloned());
+            status.push(match (&metrics, failed) {
                 (_, Some(e)) => format!("failed: {e}"),
                 (Some(m), None) => match m.tasks.iter().find_map(|t| match &t.state {
                     weir_engine::TaskState::Failed(e) => Some(e.clone()),

@@ -23,7 +23,7 @@ use crate::catalog::{Catalog, Relation};
 use crate::error::{closest, from_datafusion, At, Hint, Result, SqlError};
 use crate::format::{RowDecoder, META_COLUMNS};
 use crate::parser::{parse, WeirStatement};
-use crate::queries::{Engine, Running};
+use crate::queries::{Engine, QueryHost};
 use crate::scan::{BadRecordLog, BadRecords, PartitionScan};
 use crate::window::WindowCall;
 
@@ -79,17 +79,13 @@ pub struct Session {
     pub(crate) log: Log,
     pub(crate) catalog: Catalog,
     pub(crate) ctx: SessionContext,
-    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) runtime: Arc<SqlRuntime>,
     bad: BadRecordLog,
     /// Runs persistent queries (`None`: a read-only session).
-    pub(crate) engine: Option<Engine>,
-    pub(crate) running: Running,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.stop_queries();
-    }
+    pub(crate) engine: Option<Arc<QueryHost>>,
+    /// Held while a statement changes the catalog, so two sessions of one process cannot
+    /// both create one name.
+    ddl: Arc<Mutex<()>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -101,39 +97,124 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Session {
-    /// A session over `log` (its catalog is loaded, and created on a writable log).
-    pub fn open(log: &Log) -> Result<Session> {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = cores.min(SQL_WORKER_THREADS_MAX);
+/// The tokio runtime that runs DataFusion for every session of a [`Database`]. It shuts down
+/// in the background when the last session goes, so dropping it inside another runtime (a
+/// server's connection task) is safe.
+#[derive(Debug)]
+pub(crate) struct SqlRuntime(Option<tokio::runtime::Runtime>);
+
+impl SqlRuntime {
+    fn start() -> Result<SqlRuntime> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
+            .worker_threads(sql_threads())
             .thread_name("weir-sql")
             .enable_all()
             .build()
             .map_err(|e| SqlError::Execution(format!("cannot start the SQL runtime: {e}")))?;
+        Ok(SqlRuntime(Some(runtime)))
+    }
+
+    /// Runs a future to completion on the runtime, blocking the calling thread.
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.0 {
+            Some(r) => r.block_on(f),
+            None => unreachable!("the runtime is only taken on drop"),
+        }
+    }
+}
+
+impl Drop for SqlRuntime {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.shutdown_background();
+        }
+    }
+}
+
+fn sql_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.min(SQL_WORKER_THREADS_MAX)
+}
+
+/// What the sessions over one data directory share: the log, the SQL runtime, the
+/// persistent queries and the lock on catalog changes. A server opens one and gives each
+/// connection a [`Session`] of its own.
+#[derive(Debug, Clone)]
+pub struct Database {
+    log: Log,
+    runtime: Arc<SqlRuntime>,
+    engine: Option<Arc<QueryHost>>,
+    ddl: Arc<Mutex<()>>,
+}
+
+impl Database {
+    /// A database over `log`; with an engine, every persistent query of the catalog starts
+    /// and runs until the last clone of it (and of its sessions) is dropped, or
+    /// [`Database::stop_queries`].
+    pub fn open(log: &Log, engine: Option<Engine>) -> Result<Database> {
+        let db = Database::new(log, engine)?;
+        db.start_queries()?;
+        Ok(db)
+    }
+
+    /// A database whose persistent queries do not run until [`Database::start_queries`] (a
+    /// server starts them on a thread of its own: one may wait for the group session of the
+    /// instance a crash left behind).
+    pub fn new(log: &Log, engine: Option<Engine>) -> Result<Database> {
+        Ok(Database {
+            log: log.clone(),
+            runtime: Arc::new(SqlRuntime::start()?),
+            engine: engine.map(QueryHost::new),
+            ddl: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Starts every persistent query of the catalog that is not running.
+    pub fn start_queries(&self) -> Result<()> {
+        self.session()?.start_queries();
+        Ok(())
+    }
+
+    /// A new session (its own settings and registered relations, the shared catalog).
+    pub fn session(&self) -> Result<Session> {
         let mut config = SessionConfig::new()
-            .with_target_partitions(threads)
+            .with_target_partitions(sql_threads())
             .with_information_schema(true);
         config.options_mut().sql_parser.collect_spans = true;
         Ok(Session {
-            log: log.clone(),
-            catalog: Catalog::open(log)?,
+            log: self.log.clone(),
+            catalog: Catalog::open(&self.log)?,
             ctx: SessionContext::new_with_config(config),
-            runtime,
+            runtime: self.runtime.clone(),
             bad: Arc::new(Mutex::new(BadRecords::default())),
-            engine: None,
-            running: Running::default(),
+            engine: self.engine.clone(),
+            ddl: self.ddl.clone(),
         })
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Stops every persistent query (each commits what it processed).
+    pub fn stop_queries(&self) {
+        if let Some(host) = &self.engine {
+            host.stop_all();
+        }
+    }
+}
+
+impl Session {
+    /// A read-only session over `log` (its catalog is loaded, and created on a writable log).
+    pub fn open(log: &Log) -> Result<Session> {
+        Database::open(log, None)?.session()
     }
 
     /// A session that also runs persistent queries (sinks, `INSERT INTO … SELECT`) on the
     /// engine, starting every one the catalog holds; they run until the session ends.
     pub fn open_with_engine(log: &Log, engine: Engine) -> Result<Session> {
-        let mut session = Session::open(log)?;
-        session.engine = Some(engine);
-        session.start_queries();
-        Ok(session)
+        Database::open(log, Some(engine))?.session()
     }
 
     /// The catalog.
@@ -149,6 +230,12 @@ impl Session {
     /// Runs one parsed statement.
     pub fn run(&mut self, statement: WeirStatement) -> Result<Outcome> {
         let started = std::time::Instant::now();
+        let ddl = self.ddl.clone();
+        let _changing = match statement.changes_catalog() {
+            true => Some(ddl.lock().unwrap_or_else(|p| p.into_inner())),
+            false => None,
+        };
+        self.catalog.refresh()?;
         let mut outcome =
             match statement {
                 WeirStatement::Create(c) => self.create(*c)?,
@@ -177,6 +264,45 @@ impl Session {
             };
         outcome.elapsed = started.elapsed();
         Ok(outcome)
+    }
+
+    /// The columns `sql` (one statement) would return, without running it: a query is
+    /// planned, `SHOW` and `DESCRIBE` (which only read the catalog) are run; `None` for a
+    /// statement that returns no rows. What a Postgres client's Describe asks.
+    pub fn describe_sql(&mut self, sql: &str) -> Result<Option<SchemaRef>> {
+        let mut statements = parse(sql)?;
+        if statements.len() != 1 {
+            return Err(SqlError::plan(
+                format!("expected one statement, found {}", statements.len()),
+                None,
+            ));
+        }
+        self.catalog.refresh()?;
+        match statements.remove(0) {
+            s @ (WeirStatement::Show(_) | WeirStatement::Describe { .. }) => {
+                match self.run(s)?.output {
+                    Output::Rows { schema, .. } => Ok(Some(schema)),
+                    Output::Status(_) => Ok(None),
+                }
+            }
+            WeirStatement::Query(mut statement) => {
+                self.register_relations()?;
+                if let Statement::Query(q) = statement.as_mut() {
+                    self.window_calls(q, false)?;
+                    self.hide_metadata(q);
+                }
+                let state = self.ctx.state();
+                let plan = self
+                    .runtime
+                    .block_on(state.statement_to_plan(
+                        datafusion::sql::parser::Statement::Statement(statement),
+                    ))
+                    .map_err(from_datafusion)
+                    .map_err(|e| self.unknown_relation(e))?;
+                Ok(Some(Arc::clone(plan.schema().inner())))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A relation, or the error naming the closest one.
@@ -226,17 +352,19 @@ impl Session {
                     .await
                     .map_err(from_datafusion)?;
                 refuse_side_effects(&plan)?;
-                let df = ctx
+                // EXPLAIN must stay the plan's root; its rows are few anyway.
+                let explain = matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
+                let mut df = ctx
                     .execute_logical_plan(plan)
                     .await
                     .map_err(from_datafusion)?;
                 let schema: SchemaRef = Arc::clone(df.schema().inner());
-                let batches = df
-                    .limit(0, Some(RESULT_ROWS_MAX + 1))
-                    .map_err(from_datafusion)?
-                    .collect()
-                    .await
-                    .map_err(from_datafusion)?;
+                if !explain {
+                    df = df
+                        .limit(0, Some(RESULT_ROWS_MAX + 1))
+                        .map_err(from_datafusion)?;
+                }
+                let batches = df.collect().await.map_err(from_datafusion)?;
                 Ok::<_, SqlError>((schema, batches))
             })
             .map_err(|e| self.unknown_relation(e))?;

@@ -1,4 +1,5 @@
-//! `weir serve`: opens the data directory, starts the coordinators and the Kafka listener,
+//! `weir serve`: opens the data directory, starts the coordinators, the persistent SQL
+//! queries, and the Kafka, Postgres and HTTP listeners,
 //! writes the bound addresses to `DATA_DIR/serve.json` (how other `weir` commands find the
 //! server), and runs until SIGTERM or ctrl-c, then shuts down gracefully: stop accepting,
 //! finish in-flight requests, close the log's segments cleanly.
@@ -25,6 +26,9 @@ pub struct ServeInfo {
     pub kafka_advertised: Option<String>,
     /// The HTTP listener's bound address, if on.
     pub http: Option<String>,
+    /// The Postgres listener's bound address, if on.
+    #[serde(default)]
+    pub pg: Option<String>,
 }
 
 fn listen_addr(value: &str) -> Option<String> {
@@ -43,14 +47,19 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     // Persistent SQL queries (sinks, views, INSERT INTO … SELECT) run for as long as the
     // server; they start on a thread of their own, so the listeners do not wait for them (a
     // query's group may wait out the session of the instance a crash left behind).
-    let sql = SqlQueries::start(
+    let db = weir_sql::Database::new(
         &log,
-        weir_sql::Engine {
+        Some(weir_sql::Engine {
             groups: groups.clone(),
             txns: txns.clone(),
             state_dir: dir.join("state"),
-        },
+        }),
     )?;
+    let starting = start_queries(&db)?;
+    let pg = match listen_addr(&args.pg_listen) {
+        Some(addr) => Some(weir_pg::PgServerHandle::start(db.clone(), &addr)?),
+        None => None,
+    };
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
         control: Some(host.clone()),
@@ -65,19 +74,25 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         kafka_advertised: args.kafka_advertised.clone().or_else(|| kafka.clone()),
         kafka: kafka.clone(),
         http: server.http_addr().map(|a| a.to_string()),
+        pg: pg.as_ref().map(|p| p.local_addr().to_string()),
     };
     let path = dir.join(SERVE_FILE);
     write_info(&path, &info)?;
     eprintln!(
-        "weir serve: Kafka on {}, HTTP on {}; data in {}",
+        "weir serve: Kafka on {}, Postgres on {}, HTTP on {}; data in {}",
         kafka.as_deref().unwrap_or("off"),
+        info.pg.as_deref().unwrap_or("off"),
         info.http.as_deref().unwrap_or("off"),
         dir.display()
     );
     let signal = server.wait_for_signal()?;
     eprintln!("weir serve: {signal}: stopping hosted pipelines, finishing in-flight requests");
     host.stop_all();
-    sql.stop();
+    if let Some(pg) = pg {
+        pg.shutdown();
+    }
+    let _ = starting.join();
+    db.stop_queries();
     server.shutdown();
     let _ = std::fs::remove_file(&path);
     log.close();
@@ -85,39 +100,17 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The catalog's persistent queries, run by a session on a thread of its own.
-struct SqlQueries {
-    stop: std::sync::mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl SqlQueries {
-    fn start(log: &weir_log::Log, engine: weir_sql::Engine) -> Result<SqlQueries> {
-        let (stop, stopped) = std::sync::mpsc::channel::<()>();
-        let log = log.clone();
-        let thread = std::thread::Builder::new()
-            .name("weir-sql-queries".into())
-            .spawn(move || {
-                let session = match weir_sql::Session::open_with_engine(&log, engine) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        eprintln!("weir serve: the SQL engine did not start: {e}");
-                        return;
-                    }
-                };
-                // Until the server stops (or drops its end of the channel).
-                let _ = stopped.recv();
-                drop(session);
-            })
-            .context("cannot start the SQL queries' thread")?;
-        Ok(SqlQueries { stop, thread })
-    }
-
-    /// Stops every query (each commits what it processed) and waits.
-    fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.thread.join();
-    }
+/// Starts the catalog's persistent queries on a thread of its own.
+fn start_queries(db: &weir_sql::Database) -> Result<std::thread::JoinHandle<()>> {
+    let db = db.clone();
+    std::thread::Builder::new()
+        .name("weir-sql-start".into())
+        .spawn(move || {
+            if let Err(e) = db.start_queries() {
+                eprintln!("weir serve: the SQL engine did not start: {e}");
+            }
+        })
+        .context("cannot start the SQL queries' thread")
 }
 
 fn write_info(path: &Path, info: &ServeInfo) -> Result<()> {

@@ -15,6 +15,8 @@ pub(crate) struct Served {
     child: Child,
     pub(crate) addr: String,
     http: String,
+    /// The Postgres listener's address.
+    pub(crate) pg: String,
 }
 
 impl Served {
@@ -25,6 +27,8 @@ impl Served {
                 "--kafka-listen",
                 "127.0.0.1:0",
                 "--http-listen",
+                "127.0.0.1:0",
+                "--pg-listen",
                 "127.0.0.1:0",
             ])
             .stdout(Stdio::null())
@@ -37,13 +41,17 @@ impl Served {
                 let v: serde_json::Value = serde_json::from_slice(&raw)?;
                 // A `serve.json` left by a killed server names another pid: wait for ours.
                 let ours = v["pid"].as_u64() == Some(u64::from(child.id()));
-                if let (true, Some(addr), Some(http)) =
-                    (ours, v["kafka"].as_str(), v["http"].as_str())
-                {
+                if let (true, Some(addr), Some(http), Some(pg)) = (
+                    ours,
+                    v["kafka"].as_str(),
+                    v["http"].as_str(),
+                    v["pg"].as_str(),
+                ) {
                     return Ok(Served {
                         child,
                         addr: addr.to_string(),
                         http: http.to_string(),
+                        pg: pg.to_string(),
                     });
                 }
             }
@@ -90,7 +98,7 @@ impl Drop for Served {
     }
 }
 
-fn tool(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn tool(name: &str) -> anyhow::Result<PathBuf> {
     let found = std::env::var_os("PATH").map(|p| {
         std::env::split_paths(&p)
             .map(|d| d.join(name))
@@ -137,7 +145,18 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Runs `CLIENT tests/interop/SCRIPT BOOTSTRAP` against a fresh `weir serve`: the script must
 /// exit 0 having printed the line `ok`, and the server must then stop cleanly. On failure the
 /// error carries the script's stdout and stderr.
-fn run_interop_script(mut client: Command, script: &str, ok: &str) -> anyhow::Result<()> {
+fn run_interop_script(client: Command, script: &str, ok: &str) -> anyhow::Result<()> {
+    run_client_script(client, script, ok, |s| s.addr.clone())
+}
+
+/// [`run_interop_script`] with the script's argument chosen from the server (its Kafka or
+/// its Postgres address).
+pub(crate) fn run_client_script(
+    mut client: Command,
+    script: &str,
+    ok: &str,
+    endpoint: impl Fn(&Served) -> String,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let logs = tempfile::tempdir()?;
     let server = Served::start(dir.path())?;
@@ -147,7 +166,7 @@ fn run_interop_script(mut client: Command, script: &str, ok: &str) -> anyhow::Re
     let (stdout, stderr) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut child = client
         .arg(&script)
-        .arg(&server.addr)
+        .arg(endpoint(&server))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout)?)
         .stderr(std::fs::File::create(&stderr)?)

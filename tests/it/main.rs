@@ -6,6 +6,7 @@ mod crash;
 mod engine_crash;
 mod kafka_crash;
 mod kafka_interop;
+mod pg_interop;
 mod sql_crash;
 mod util;
 mod window_crash;

@@ -190,6 +190,19 @@ pub enum WeirStatement {
     Push(Box<Statement>),
 }
 
+impl WeirStatement {
+    /// Whether running it may change the catalog (sessions serialize those).
+    pub fn changes_catalog(&self) -> bool {
+        matches!(
+            self,
+            WeirStatement::Create(_)
+                | WeirStatement::CreateSink(_)
+                | WeirStatement::Drop { .. }
+                | WeirStatement::Insert { .. }
+        )
+    }
+}
+
 /// Parses a script of `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<WeirStatement>> {
     if sql.len() > STATEMENT_BYTES_MAX {

@@ -36,6 +36,7 @@ use crate::window::WindowCall;
 
 pub use plan::QueryPlan;
 pub(crate) use processor::QueryProcessor;
+pub use updating::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER, OP_UPDATE_BEFORE};
 
 /// Rows a streaming task processes per batch: the engine's batches are Arrow batches here, so
 /// larger ones amortise the per-batch cost of every expression.

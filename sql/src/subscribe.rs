@@ -1,0 +1,220 @@
+//! `SUBSCRIBE TO name`: a relation's rows as they change, as change rows (`op` first, then the
+//! relation's columns). A view or table first yields its current rows (`insert`), then every
+//! committed change: `insert` for a key not seen before, `update_after` (the new row) for one
+//! seen, `delete` (the key's columns, the rest NULL) for a tombstone. A stream yields the
+//! records appended from now on, each an `insert`.
+//!
+//! Reads are read_committed, so a subscriber never sees what a query's transaction aborted.
+//! A subscription holds one 8-byte hash per live key (to tell inserts from updates), never
+//! the rows.
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_log::{Isolation, Log, Offset, PartitionId};
+
+use crate::catalog::Relation;
+use crate::error::{Result, SqlError};
+use crate::format::{LogRecord, RowDecoder, META_COLUMNS};
+use crate::parser::RelationKind;
+use crate::session::Session;
+use crate::stream::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER};
+
+/// Bytes read per partition per poll.
+const SUBSCRIBE_FETCH_BYTES: usize = 1 << 20;
+
+/// Rows a subscription hands out at most per call.
+pub const SUBSCRIBE_BATCH_ROWS: usize = 4096;
+
+/// A running subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    log: Log,
+    topic: String,
+    keyed: bool,
+    decoder: RowDecoder,
+    /// `op` then the relation's columns.
+    schema: SchemaRef,
+    /// Next offset per partition.
+    positions: Vec<Offset>,
+    /// Hashes of the keys that have a row now (keyed relations).
+    live: HashSet<u64>,
+}
+
+impl Session {
+    /// Subscribes to a stream, table or materialized view.
+    pub fn subscribe(&mut self, name: &str) -> Result<Subscription> {
+        self.catalog.refresh()?;
+        let rel = self.relation(name, None)?.clone();
+        Subscription::open(&self.log, &rel)
+    }
+}
+
+impl Subscription {
+    fn open(log: &Log, rel: &Relation) -> Result<Subscription> {
+        if rel.topic.is_empty() {
+            return Err(SqlError::unsupported(
+                format!("SUBSCRIBE to `{}`, a sink without a topic", rel.name),
+                None,
+            ));
+        }
+        if rel.datagen()?.is_some() {
+            return Err(SqlError::unsupported(
+                format!(
+                    "SUBSCRIBE to `{}`, a datagen stream (it has no topic)",
+                    rel.name
+                ),
+                None,
+            ));
+        }
+        let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
+        let mut fields = vec![Field::new("op", DataType::Utf8, false)];
+        fields.extend(
+            decoder
+                .schema()
+                .fields()
+                .iter()
+                .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
+                .map(|f| (**f).clone()),
+        );
+        let keyed = rel.kind == RelationKind::Table || rel.options.contains_key("keyed");
+        let partitions = log.partition_count(&rel.topic)?;
+        let mut positions = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let p = PartitionId(p);
+            positions.push(match keyed {
+                // A table's or view's current rows first: from the start.
+                true => log.earliest_offset(&rel.topic, p)?,
+                false => log.last_stable_offset(&rel.topic, p)?,
+            });
+        }
+        Ok(Subscription {
+            log: log.clone(),
+            topic: rel.topic.clone(),
+            keyed,
+            decoder,
+            schema: Arc::new(Schema::new(fields)),
+            positions,
+            live: HashSet::new(),
+        })
+    }
+
+    /// The columns of the rows: `op`, then the relation's.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The next changes, waiting up to `wait` for some; an empty batch when none came.
+    pub fn next_batch(&mut self, wait: Duration) -> Result<RecordBatch> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let listener = self.log.listen(&self.topic)?;
+            let records = self.poll()?;
+            if !records.is_empty() {
+                return self.rows(&records);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(RecordBatch::new_empty(self.schema.clone()));
+            }
+            listener.wait_timeout(deadline - now);
+        }
+    }
+
+    /// Committed records past the positions, up to a batch.
+    fn poll(&mut self) -> Result<Vec<LogRecord>> {
+        let mut out = Vec::new();
+        for (p, at) in self.positions.iter_mut().enumerate() {
+            let partition = PartitionId(p as u32);
+            let end = self.log.last_stable_offset(&self.topic, partition)?;
+            if *at >= end {
+                continue;
+            }
+            let fetch = self.log.read_isolated(
+                &self.topic,
+                partition,
+                *at,
+                SUBSCRIBE_FETCH_BYTES,
+                Isolation::ReadCommitted,
+            )?;
+            for r in fetch.records() {
+                let r = r.map_err(|e| SqlError::Log(e.into()))?;
+                if r.offset >= end || out.len() >= SUBSCRIBE_BATCH_ROWS {
+                    break;
+                }
+                *at = Offset(r.offset.0 + 1);
+                out.push(LogRecord {
+                    key: r.key.map(Bytes::copy_from_slice),
+                    value: r.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                    timestamp: r.timestamp.0,
+                    partition: p as i32,
+                    offset: r.offset.0,
+                });
+            }
+            // Past what the fetch held (aborted or control records at its end).
+            if out.len() < SUBSCRIBE_BATCH_ROWS {
+                *at = (*at).max(fetch.next_offset().min(end));
+            }
+            if out.len() >= SUBSCRIBE_BATCH_ROWS {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records as change rows.
+    fn rows(&mut self, records: &[LogRecord]) -> Result<RecordBatch> {
+        let mut ops = Vec::with_capacity(records.len());
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            let (op, row) = match (self.keyed, &r.key, r.value.is_empty()) {
+                (false, _, true) => continue,
+                (false, _, false) => (OP_INSERT, r.clone()),
+                (true, None, _) => continue,
+                (true, Some(k), true) => {
+                    if !self.live.remove(&self.hash(k)) {
+                        continue;
+                    }
+                    // The key's columns, from the key (a JSON object of them).
+                    let mut row = r.clone();
+                    row.value = k.clone();
+                    (OP_DELETE, row)
+                }
+                (true, Some(k), false) => match self.live.insert(self.hash(k)) {
+                    true => (OP_INSERT, r.clone()),
+                    false => (OP_UPDATE_AFTER, r.clone()),
+                },
+            };
+            ops.push(op);
+            rows.push(row);
+        }
+        let (batch, bad) = self.decoder.decode(&rows);
+        // Rows that do not decode are skipped (a batch query over the relation reports them);
+        // the good rows keep their order, so their ops are the others'.
+        let bad: HashSet<(i32, i64)> = bad.iter().map(|b| (b.partition, b.offset)).collect();
+        let ops: Vec<&str> = ops
+            .into_iter()
+            .zip(&rows)
+            .filter(|(_, r)| !bad.contains(&(r.partition, r.offset)))
+            .map(|(op, _)| op)
+            .collect();
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(ops))];
+        for f in self.schema.fields().iter().skip(1) {
+            let c = batch.column_by_name(f.name()).ok_or_else(|| {
+                SqlError::Execution(format!("decoded rows lack column `{}`", f.name()))
+            })?;
+            columns.push(c.clone());
+        }
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| SqlError::Execution(format!("subscription rows: {e}")))
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        rustc_hash::FxBuildHasher.hash_one(key)
+    }
+}

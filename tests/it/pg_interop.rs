@@ -1,0 +1,148 @@
+//! Real Postgres clients against a `weir serve` process: psql (Debian's `postgresql-client`)
+//! and psycopg 3 (PyPI), both installed by `scripts/setup.sh`. psql runs DDL, inserts, batch
+//! queries and a located error, and `COPY (SUBSCRIBE TO …) TO STDOUT` streams rows inserted
+//! after it started; the psycopg script (`tests/interop/pg_psycopg.py`) covers parameters,
+//! prepared statements, binary values, errors, views and subscriptions.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::kafka_interop::{run_client_script, tool, venv_python, Served};
+
+/// psql against `addr`, without the user's `.psqlrc`, unaligned and tuples only, stopping at
+/// the first error.
+fn psql(addr: &str) -> anyhow::Result<Command> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("bad address {addr}"))?;
+    let mut c = Command::new(tool("psql")?);
+    c.args([
+        "-X",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        host,
+        "-p",
+        port,
+    ])
+    .args(["-U", "weir", "-d", "weir"])
+    .env("PGCONNECT_TIMEOUT", "10")
+    .stdin(Stdio::null());
+    Ok(c)
+}
+
+/// Runs psql with one `-c` per statement; (success, stdout, stderr).
+fn run_psql(addr: &str, statements: &[&str]) -> anyhow::Result<(bool, String, String)> {
+    let mut c = psql(addr)?;
+    for s in statements {
+        c.arg("-c").arg(s);
+    }
+    let out = c.output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn psql_runs_ddl_queries_and_errors_and_subscribe_streams_later_rows() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let pg = server.pg.clone();
+    let (ok, out, err) = run_psql(
+        &pg,
+        &[
+            "CREATE STREAM bids (auction BIGINT, price BIGINT, ts TIMESTAMP) WITH (partitions = 2)",
+            "INSERT INTO bids VALUES (42, 12000, TIMESTAMP '2026-01-01 00:00:01'), \
+             (43, 50, TIMESTAMP '2026-01-01 00:00:02'), (42, 7, TIMESTAMP '2026-01-01 00:00:03')",
+            "SELECT auction, COUNT(*), MAX(price) FROM bids GROUP BY auction ORDER BY auction",
+            "SHOW STREAMS",
+        ],
+    )?;
+    anyhow::ensure!(ok, "psql failed:\n{out}\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "CREATE STREAM",
+            "INSERT 0 3",
+            "42|2|12000",
+            "43|1|50",
+            "bids|bids|json|2|"
+        ],
+        "{out}"
+    );
+
+    // A located error: psql marks the position.
+    let (ok, _, err) = run_psql(&pg, &["SELECT prise\nFROM bids"])?;
+    assert!(!ok);
+    assert!(
+        err.contains("column 'prise' not found") && err.contains("did you mean `price`?"),
+        "{err}"
+    );
+    assert!(err.contains("LINE 1: SELECT prise"), "{err}");
+
+    // COPY (SUBSCRIBE …) TO STDOUT: psql prints rows as they arrive (stdbuf: unbuffered).
+    let mut sub = Command::new(tool("stdbuf")?)
+        .arg("-o0")
+        .arg(psql(&pg)?.get_program())
+        .args(psql(&pg)?.get_args())
+        .args(["-c", "COPY (SUBSCRIBE TO bids) TO STDOUT"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = sub
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Inserted after the subscription started (retried until it has: psql may still be
+    // connecting).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    let mut n = 0;
+    while got.len() < 2 && Instant::now() < deadline {
+        n += 1;
+        let (ok, out, err) = run_psql(
+            &pg,
+            &[&format!(
+                "INSERT INTO bids VALUES ({}, 1, TIMESTAMP '2026-01-01 00:01:00')",
+                1000 + n
+            )],
+        )?;
+        anyhow::ensure!(ok, "insert failed: {out}{err}");
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+            got.push(line);
+        }
+    }
+    let _ = sub.kill();
+    let _ = sub.wait();
+    assert!(got.len() >= 2, "the subscription printed {got:?}");
+    for line in &got {
+        let fields: Vec<&str> = line.split('\t').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert_eq!(fields[0], "insert", "{line}");
+        let auction: i64 = fields[1].parse()?;
+        assert!((1001..=1000 + n).contains(&auction), "{line}");
+        assert_eq!(&fields[2..], ["1", "2026-01-01 00:01:00"], "{line}");
+    }
+    server.stop()
+}
+
+#[test]
+fn psycopg_runs_parameters_views_errors_and_subscriptions() -> anyhow::Result<()> {
+    run_client_script(Command::new(venv_python()?), "pg_psycopg.py", "ok", |s| {
+        s.pg.clone()
+    })
+}
