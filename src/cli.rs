@@ -326,6 +326,21 @@ pub enum BenchCmd {
     Join(BenchJoinArgs),
     /// A persistent SQL query over generated rows into a blackhole (Nexmark q1 by default).
     Sql(BenchSqlArgs),
+    /// Pull queries by key on a materialized view, through the Postgres protocol.
+    Pull(BenchPullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPullArgs {
+    /// Keys (groups) of the view.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Pull queries measured (after as many warm-up queries as a tenth of them).
+    #[arg(long, default_value_t = 20_000)]
+    pub queries: u64,
+    /// Partitions of the generated stream and of the view.
+    #[arg(long, default_value_t = 2)]
+    pub partitions: u32,
 }
 
 #[derive(Debug, Args)]

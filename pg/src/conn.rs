@@ -26,10 +26,10 @@ use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServer
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
-use weir_sql::datafusion::arrow::datatypes::SchemaRef;
-use weir_sql::{Database, Outcome, Output, Session, SqlError};
+use weir_sql::datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_sql::{Database, Described, Outcome, Output, Session, SqlError};
 
-use crate::encode::{fields, rows};
+use crate::encode::{fields, pg_type, rows};
 use crate::error::{error_info, sql_error, user_error};
 use crate::params;
 use crate::subscribe::{self, Subscriptions};
@@ -90,6 +90,9 @@ impl PgWireServerHandlers for Connection {
 pub(crate) struct Prepared {
     sql: String,
     parameters: usize,
+    /// The parameters' types as Describe answered them (drivers that let the server infer
+    /// types then bind binary values of those types).
+    inferred: Arc<std::sync::OnceLock<Vec<Type>>>,
 }
 
 #[derive(Debug)]
@@ -111,6 +114,7 @@ impl QueryParser for Parser {
         Ok(Some(Prepared {
             sql: sql.to_string(),
             parameters: params::count(sql),
+            inferred: Arc::default(),
         }))
     }
 
@@ -237,7 +241,7 @@ impl Inner {
         .await
     }
 
-    async fn describe(&self, sql: String) -> PgWireResult<Result<Option<SchemaRef>, SqlError>> {
+    async fn describe(&self, sql: String) -> PgWireResult<Result<Described, SqlError>> {
         self.with_session(move |s| s.describe_sql(&sql)).await
     }
 }
@@ -342,23 +346,47 @@ impl Inner {
     }
 
     /// The text to run for a portal: its statement with the bound parameters in place.
-    fn portal_sql(portal: &Portal<Prepared>) -> PgWireResult<String> {
-        let literals = params::bound(
-            &portal.parameters,
-            &portal.statement.parameter_types,
-            &portal.parameter_format,
-        )?;
-        if literals.len() < portal.statement.statement.parameters {
+    async fn portal_sql(&self, portal: &Portal<Prepared>) -> PgWireResult<String> {
+        let prepared = &portal.statement.statement;
+        let given = &portal.statement.parameter_types;
+        let untyped_binary = (0..portal.parameters.len()).any(|i| {
+            portal.parameter_format.is_binary(i) && given.get(i).cloned().flatten().is_none()
+        });
+        if untyped_binary && prepared.inferred.get().is_none() {
+            // Binary values of types the client left to the server: infer them now.
+            let d = self.described(&prepared.sql).await?;
+            let types = (0..prepared.parameters)
+                .map(|i| {
+                    d.parameters
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map_or(Type::TEXT, |t| pg_type(&t))
+                })
+                .collect();
+            let _ = prepared.inferred.set(types);
+        }
+        let types: Vec<Option<Type>> = (0..portal.parameters.len())
+            .map(|i| {
+                given
+                    .get(i)
+                    .cloned()
+                    .flatten()
+                    .or_else(|| prepared.inferred.get().and_then(|t| t.get(i).cloned()))
+            })
+            .collect();
+        let literals = params::bound(&portal.parameters, &types, &portal.parameter_format)?;
+        if literals.len() < prepared.parameters {
             return Err(user_error(
                 "08P01",
                 format!(
                     "the statement takes {} parameter(s), {} were bound",
-                    portal.statement.statement.parameters,
+                    prepared.parameters,
                     literals.len()
                 ),
             ));
         }
-        params::substitute(&portal.statement.statement.sql, &literals)
+        params::substitute(&prepared.sql, &literals)
     }
 }
 
@@ -383,7 +411,7 @@ impl ExtendedQueryHandler for Inner {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let sql = Self::portal_sql(portal)?;
+        let sql = self.portal_sql(portal).await?;
         if let Some(c) = control(&sql) {
             return Ok(control_response(c));
         }
@@ -417,7 +445,10 @@ impl ExtendedQueryHandler for Inner {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Planned with the placeholders in place: DataFusion infers their types from where
+        // they are used; a type the client gave wins, an unknown one is text.
         let n = target.statement.parameters;
+        let described = self.described(&target.statement.sql).await?;
         let types: Vec<Type> = (0..n)
             .map(|i| {
                 target
@@ -425,16 +456,21 @@ impl ExtendedQueryHandler for Inner {
                     .get(i)
                     .cloned()
                     .flatten()
+                    .or_else(|| {
+                        described
+                            .parameters
+                            .get(i)
+                            .cloned()
+                            .flatten()
+                            .map(|t| pg_type(&t))
+                    })
                     .unwrap_or(Type::TEXT)
             })
             .collect();
-        // Planned with NULL for every parameter: the columns do not depend on the values.
-        let nulls = vec!["NULL".to_string(); n];
-        let sql = params::substitute(&target.statement.sql, &nulls)?;
-        let schema = self.schema_of(&sql).await?;
-        let fields = match schema {
+        let _ = target.statement.inferred.set(types.clone());
+        let fields = match described.schema {
             Some(s) => fields(&s, &Format::UnifiedText).as_ref().clone(),
-            None => return Ok(DescribeStatementResponse::new(types, Vec::new())),
+            None => Vec::new(),
         };
         Ok(DescribeStatementResponse::new(types, fields))
     }
@@ -450,7 +486,7 @@ impl ExtendedQueryHandler for Inner {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let sql = Self::portal_sql(portal)?;
+        let sql = self.portal_sql(portal).await?;
         Ok(match self.schema_of(&sql).await? {
             Some(s) => DescribePortalResponse::new(
                 fields(&s, &portal.result_column_format).as_ref().clone(),
@@ -463,25 +499,30 @@ impl ExtendedQueryHandler for Inner {
 impl Inner {
     /// The columns of `sql`'s result (none for a statement without rows).
     async fn schema_of(&self, sql: &str) -> PgWireResult<Option<SchemaRef>> {
+        Ok(self.described(sql).await?.schema)
+    }
+
+    /// What `sql` returns and takes.
+    async fn described(&self, sql: &str) -> PgWireResult<Described> {
         if let Some(c) = control(sql) {
-            return Ok(match c {
-                Control::Parameter(name, _) => Some(Arc::new(
-                    weir_sql::datafusion::arrow::datatypes::Schema::new(vec![
-                        weir_sql::datafusion::arrow::datatypes::Field::new(
-                            name,
-                            weir_sql::datafusion::arrow::datatypes::DataType::Utf8,
-                            true,
-                        ),
-                    ]),
-                )),
+            let schema = match c {
+                Control::Parameter(name, _) => Some(Arc::new(Schema::new(vec![Field::new(
+                    name,
+                    DataType::Utf8,
+                    true,
+                )]))),
                 _ => None,
+            };
+            return Ok(Described {
+                schema,
+                parameters: Vec::new(),
             });
         }
         if subscribe::parse(sql).is_some() {
-            return Ok(None);
+            return Ok(Described::default());
         }
         match self.describe(sql.to_string()).await? {
-            Ok(s) => Ok(s),
+            Ok(d) => Ok(d),
             Err(e) => Err(sql_error(&e, sql)),
         }
     }

@@ -19,6 +19,7 @@ mod error;
 pub mod format;
 mod insert;
 pub mod parser;
+pub mod pull;
 pub mod queries;
 pub mod scan;
 mod session;
@@ -32,7 +33,7 @@ pub use datafusion;
 pub use error::{At, Hint, Position, Result, SqlError};
 pub use parser::{parse, WeirStatement, STATEMENT_BYTES_MAX};
 pub use queries::{query_app, Engine, QueryHost};
-pub use session::{Database, Outcome, Output, Session, RESULT_ROWS_MAX};
+pub use session::{Database, Described, Outcome, Output, Session, RESULT_ROWS_MAX};
 pub use subscribe::Subscription;
 
 /// Renders rows as an aligned text table (what `weir sql` prints).

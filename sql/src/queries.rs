@@ -56,6 +56,8 @@ pub(crate) struct Running {
 pub struct QueryHost {
     pub(crate) engine: Engine,
     pub(crate) running: Mutex<Running>,
+    /// The materialized views' RocksDB indexes, for pull queries.
+    pub(crate) views: crate::pull::ViewIndexes,
 }
 
 impl QueryHost {
@@ -64,6 +66,7 @@ impl QueryHost {
         Arc::new(QueryHost {
             engine,
             running: Mutex::new(Running::default()),
+            views: Default::default(),
         })
     }
 
@@ -210,9 +213,17 @@ impl Session {
                 c.at,
             ));
         }
-        if c.view && compiled.aggregate.is_some() {
-            // Rows keyed by their group: read back as a table, the latest row per key.
+        if let (true, Some((a, _))) = (c.view, &compiled.aggregate) {
+            // Rows keyed by their group: read back as a table, the latest row per key, and
+            // looked up by key when the view outputs the group columns.
             options.insert("keyed".into(), "true".into());
+            let group = a
+                .schema
+                .project(&(0..a.slots.len()).collect::<Vec<_>>())
+                .map_err(|e| SqlError::Execution(format!("the view's key: {e}")))?;
+            if let Some(k) = crate::pull::key_columns(&group, compiled.output()) {
+                options.insert(crate::pull::KEY_COLUMNS_OPTION.into(), k);
+            }
         }
         if !blackhole {
             format.check(&Schema::new(
@@ -332,7 +343,7 @@ impl Session {
         sink: SinkTarget,
         emit: Option<EmitMode>,
     ) -> Result<Compiled> {
-        self.register_relations()?;
+        self.register_relations(false)?;
         let windows = self.window_calls(&mut query, true)?;
         self.hide_metadata(&mut query);
         let state = self.ctx.state();
@@ -450,6 +461,9 @@ impl Session {
             .is_some_and(|r| r.kind == RelationKind::View)
         {
             let notices = self.stop_and_reset(name)?;
+            if let Some(host) = &self.engine {
+                host.views.remove(&host.engine.state_dir, name);
+            }
             match self.log.delete_topic(&view_topic(name)) {
                 Ok(()) | Err(weir_log::LogError::UnknownTopic(_)) => {}
                 Err(e) => return Err(e.into()),

@@ -74,6 +74,24 @@ impl Outcome {
     }
 }
 
+/// What a statement would return and take ([`Session::describe_sql`]).
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    /// Its result's columns (`None`: it returns no rows).
+    pub schema: Option<SchemaRef>,
+    /// The type of each parameter `$n` at index `n - 1`, where the statement determines it.
+    pub parameters: Vec<Option<datafusion::arrow::datatypes::DataType>>,
+}
+
+impl Described {
+    fn rows(schema: SchemaRef) -> Described {
+        Described {
+            schema: Some(schema),
+            parameters: Vec::new(),
+        }
+    }
+}
+
 /// A SQL session over a log.
 pub struct Session {
     pub(crate) log: Log,
@@ -266,10 +284,11 @@ impl Session {
         Ok(outcome)
     }
 
-    /// The columns `sql` (one statement) would return, without running it: a query is
-    /// planned, `SHOW` and `DESCRIBE` (which only read the catalog) are run; `None` for a
-    /// statement that returns no rows. What a Postgres client's Describe asks.
-    pub fn describe_sql(&mut self, sql: &str) -> Result<Option<SchemaRef>> {
+    /// What `sql` (one statement) would return and which parameters (`$1`, `$2`, …) it
+    /// takes, without running it: a query is planned (its parameters' types inferred from
+    /// where they are used), `SHOW` and `DESCRIBE` (which only read the catalog) are run.
+    /// What a Postgres client's Describe asks.
+    pub fn describe_sql(&mut self, sql: &str) -> Result<Described> {
         let mut statements = parse(sql)?;
         if statements.len() != 1 {
             return Err(SqlError::plan(
@@ -280,13 +299,13 @@ impl Session {
         self.catalog.refresh()?;
         match statements.remove(0) {
             s @ (WeirStatement::Show(_) | WeirStatement::Describe { .. }) => {
-                match self.run(s)?.output {
-                    Output::Rows { schema, .. } => Ok(Some(schema)),
-                    Output::Status(_) => Ok(None),
-                }
+                Ok(match self.run(s)?.output {
+                    Output::Rows { schema, .. } => Described::rows(schema),
+                    Output::Status(_) => Described::default(),
+                })
             }
             WeirStatement::Query(mut statement) => {
-                self.register_relations()?;
+                self.register_relations(true)?;
                 if let Statement::Query(q) = statement.as_mut() {
                     self.window_calls(q, false)?;
                     self.hide_metadata(q);
@@ -299,9 +318,28 @@ impl Session {
                     ))
                     .map_err(from_datafusion)
                     .map_err(|e| self.unknown_relation(e))?;
-                Ok(Some(Arc::clone(plan.schema().inner())))
+                let types = plan.get_parameter_types().map_err(from_datafusion)?;
+                let mut parameters = Vec::new();
+                for (name, t) in types {
+                    let n: usize = name
+                        .trim_start_matches('$')
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=u16::MAX as usize).contains(n))
+                        .ok_or_else(|| {
+                            SqlError::plan(format!("bad parameter `{name}`: use $1, $2, …"), None)
+                        })?;
+                    if parameters.len() < n {
+                        parameters.resize(n, None);
+                    }
+                    parameters[n - 1] = t;
+                }
+                Ok(Described {
+                    schema: Some(Arc::clone(plan.schema().inner())),
+                    parameters,
+                })
             }
-            _ => Ok(None),
+            _ => Ok(Described::default()),
         }
     }
 
@@ -325,7 +363,7 @@ impl Session {
 
     /// Runs a query (or EXPLAIN) through DataFusion over the catalog's relations.
     fn query(&mut self, mut statement: Statement) -> Result<Outcome> {
-        self.register_relations()?;
+        self.register_relations(true)?;
         match &mut statement {
             Statement::Query(q) => {
                 self.window_calls(q, false)?;
@@ -436,7 +474,10 @@ impl Session {
 
     /// (Re)registers every relation with DataFusion: partition counts and the catalog may have
     /// changed since the last statement.
-    pub(crate) fn register_relations(&mut self) -> Result<()> {
+    /// Registers every relation with the session's DataFusion context; with `pull`, views
+    /// are read from their RocksDB index (a batch query), else from their topic (the
+    /// streaming compiler plans against topic scans).
+    pub(crate) fn register_relations(&mut self, pull: bool) -> Result<()> {
         let relations: Vec<Relation> = self
             .catalog
             .relations()
@@ -444,7 +485,14 @@ impl Session {
             .cloned()
             .collect();
         for rel in relations {
-            let provider = self.provider(&rel)?;
+            let provider = match pull {
+                true => self.pull_provider(&rel)?,
+                false => None,
+            };
+            let provider = match provider {
+                Some(p) => p,
+                None => self.provider(&rel)?,
+            };
             self.ctx
                 .deregister_table(rel.name.as_str())
                 .map_err(from_datafusion)?;
@@ -453,6 +501,18 @@ impl Session {
                 .map_err(from_datafusion)?;
         }
         Ok(())
+    }
+
+    /// A keyed view's index provider, when this session runs queries (the index lives in
+    /// the engine's state directory).
+    fn pull_provider(&self, rel: &Relation) -> Result<Option<Arc<dyn TableProvider>>> {
+        let keyed = rel.options.contains_key("keyed");
+        let (Some(host), crate::parser::RelationKind::View, true) = (&self.engine, rel.kind, keyed)
+        else {
+            return Ok(None);
+        };
+        let index = host.views.get(&self.log, &host.engine.state_dir, rel)?;
+        Ok(Some(Arc::new(crate::pull::ViewProvider::new(index, rel)?)))
     }
 
     /// A relation as DataFusion sees it: a scan of its topic's partitions, projected to its

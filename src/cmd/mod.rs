@@ -53,6 +53,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Window(a)) => bench::window(&cli.data_dir, a),
         Command::Bench(BenchCmd::Join(a)) => bench::join(&cli.data_dir, a),
         Command::Bench(BenchCmd::Sql(a)) => bench::sql(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Pull(a)) => bench::pull(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
         Command::Sql(a) => sql::run(&cli.data_dir, a),
     }

@@ -1,11 +1,13 @@
 //! `weir bench …`: throughput and latency of the embedded log (`log.rs`), of engine pipelines
 //! (`pipeline.rs`), of windowed aggregations (`window.rs`), of stream–stream joins
-//! (`join.rs`), of task restarts (`restart.rs`) and of SQL queries (`sql.rs`), in a scratch directory inside the data
+//! (`join.rs`), of task restarts (`restart.rs`), of SQL queries (`sql.rs`) and of pull
+//! queries through the Postgres protocol (`pull.rs`), in a scratch directory inside the data
 //! directory (removed afterwards), so the figures are for the same disk the user's data is on.
 
 mod join;
 mod log;
 mod pipeline;
+mod pull;
 mod restart;
 mod sql;
 mod window;
@@ -13,6 +15,7 @@ mod window;
 pub use self::log::{consume, produce, rebalance};
 pub use join::join;
 pub use pipeline::pipeline;
+pub use pull::pull;
 pub use restart::restart;
 pub use sql::sql;
 pub use window::window;

@@ -1,0 +1,425 @@
+//! Pull queries on materialized views from RocksDB. A view's compacted topic (upserts by
+//! group key, tombstones for deletes) is mirrored into a RocksDB index, one per view
+//! ([`ViewIndex`]): record key → the record's value with its partition, offset and timestamp.
+//! Before a query reads it, the index catches up with the topic's committed records, so a
+//! pull query sees every row the view had committed when it started.
+//!
+//! [`ViewProvider`] answers DataFusion's scans: when the filters pin the view's key columns
+//! with equalities, a point lookup; when they pin a leading part of them, a prefix scan (the
+//! keys are JSON objects of the key columns in a fixed order, so `{"auction":42,` prefixes
+//! every key with auction 42); otherwise a full scan. Filters stay in the plan (`Inexact`),
+//! so a pushed-down filter can only narrow what is read, never change the answer.
+//!
+//! Invariants: rows and the positions they reach are written in one `WriteBatch`, so a crash
+//! leaves the index at a consistent position (it is derived data: an index lost is rebuilt
+//! from the topic); an index belongs to one incarnation of the view (its directory is named
+//! after the topic's id), so a re-created view never reads its predecessor's rows.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use datafusion::arrow::array::new_null_array;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{Session as DfSession, TableProvider};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use weir_log::{Isolation, Log, Offset, PartitionId};
+
+use crate::catalog::Relation;
+use crate::error::{Result, SqlError};
+use crate::format::{encode_rows, Format, LogRecord, RowDecoder};
+
+/// Bytes read from the view's topic per fetch while catching up.
+const CATCH_UP_FETCH_BYTES: usize = 1 << 20;
+
+/// Rows decoded per batch of a scan.
+const PULL_BATCH_ROWS: usize = 8192;
+
+/// Rows a pull query may read from an index (a full scan of a bigger view needs a
+/// predicate on its key, or a batch query's LIMIT).
+pub const PULL_SCAN_ROWS_MAX: usize = crate::session::RESULT_ROWS_MAX;
+
+/// Index keys: a position record per partition, or a row by its record key.
+const POSITION_PREFIX: u8 = 0;
+const ROW_PREFIX: u8 = 1;
+
+/// Where the view's key columns are, as the option the catalog keeps.
+pub(crate) const KEY_COLUMNS_OPTION: &str = "key_columns";
+
+fn rocks(e: rocksdb::Error) -> SqlError {
+    SqlError::Execution(format!("view index: {e}"))
+}
+
+/// A view's RocksDB index.
+#[derive(Debug)]
+pub struct ViewIndex {
+    db: DB,
+    log: Log,
+    topic: String,
+    /// Serializes catching up (reads need no lock).
+    catching_up: Mutex<()>,
+}
+
+impl ViewIndex {
+    fn open(log: &Log, dir: &Path, topic: &str) -> Result<ViewIndex> {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, dir).map_err(rocks)?;
+        Ok(ViewIndex {
+            db,
+            log: log.clone(),
+            topic: topic.to_string(),
+            catching_up: Mutex::new(()),
+        })
+    }
+
+    fn position(&self, p: u32) -> Result<Offset> {
+        let key = [&[POSITION_PREFIX][..], &p.to_be_bytes()].concat();
+        Ok(match self.db.get(key).map_err(rocks)? {
+            Some(v) if v.len() == 8 => {
+                Offset(i64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])))
+            }
+            _ => Offset(0),
+        })
+    }
+
+    /// Applies the topic's committed records past the index's positions.
+    pub fn catch_up(&self) -> Result<()> {
+        let _one = self.catching_up.lock().unwrap_or_else(|p| p.into_inner());
+        for p in 0..self.log.partition_count(&self.topic)? {
+            let partition = PartitionId(p);
+            let end = self.log.last_stable_offset(&self.topic, partition)?;
+            let mut at = self
+                .position(p)?
+                .max(self.log.earliest_offset(&self.topic, partition)?);
+            while at < end {
+                let fetch = self.log.read_isolated(
+                    &self.topic,
+                    partition,
+                    at,
+                    CATCH_UP_FETCH_BYTES,
+                    Isolation::ReadCommitted,
+                )?;
+                let mut batch = WriteBatch::default();
+                for r in fetch.records() {
+                    let r = r.map_err(|e| SqlError::Log(e.into()))?;
+                    if r.offset >= end {
+                        break;
+                    }
+                    if let Some(k) = r.key {
+                        let key = [&[ROW_PREFIX][..], k].concat();
+                        match r.value {
+                            Some(v) => batch.put(key, stored(p, r.offset.0, r.timestamp.0, v)),
+                            None => batch.delete(key),
+                        }
+                    }
+                }
+                let next = fetch.next_offset().min(end);
+                if fetch.is_empty() || next <= at {
+                    break;
+                }
+                at = next;
+                let pos = [&[POSITION_PREFIX][..], &p.to_be_bytes()].concat();
+                batch.put(pos, at.0.to_be_bytes());
+                self.db.write(batch).map_err(rocks)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows whose record key starts with `prefix` (all rows for an empty one), at most
+    /// `limit` of them.
+    fn scan(&self, prefix: &[u8], limit: usize) -> Result<Vec<LogRecord>> {
+        let from = [&[ROW_PREFIX][..], prefix].concat();
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&from, Direction::Forward))
+        {
+            let (k, v) = item.map_err(rocks)?;
+            if !k.starts_with(&from) {
+                break;
+            }
+            if out.len() >= limit {
+                return Err(SqlError::plan(
+                    format!(
+                        "the pull query reads more than {limit} rows; add a predicate on the \
+                         view's key columns"
+                    ),
+                    None,
+                ));
+            }
+            out.push(record(&k[1..], &v)?);
+        }
+        Ok(out)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<LogRecord>> {
+        let k = [&[ROW_PREFIX][..], key].concat();
+        match self.db.get_pinned(k).map_err(rocks)? {
+            Some(v) => Ok(Some(record(key, &v)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// An index value: partition (4 bytes), offset and timestamp (8 each), then the record value.
+fn stored(p: u32, offset: i64, timestamp: i64, value: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20 + value.len());
+    v.extend_from_slice(&p.to_be_bytes());
+    v.extend_from_slice(&offset.to_be_bytes());
+    v.extend_from_slice(&timestamp.to_be_bytes());
+    v.extend_from_slice(value);
+    v
+}
+
+fn record(key: &[u8], v: &[u8]) -> Result<LogRecord> {
+    if v.len() < 20 {
+        return Err(SqlError::Execution("view index: a row is truncated".into()));
+    }
+    let int = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&v[r]);
+        i64::from_be_bytes(b)
+    };
+    let mut p = [0u8; 4];
+    p.copy_from_slice(&v[..4]);
+    Ok(LogRecord {
+        key: Some(Bytes::copy_from_slice(key)),
+        value: Bytes::copy_from_slice(&v[20..]),
+        timestamp: int(12..20),
+        partition: u32::from_be_bytes(p) as i32,
+        offset: int(4..12),
+    })
+}
+
+/// The indexes of a database's views, opened on first use.
+#[derive(Debug, Default)]
+pub(crate) struct ViewIndexes {
+    open: Mutex<HashMap<String, Arc<ViewIndex>>>,
+}
+
+impl ViewIndexes {
+    /// The index of view `rel` under `state_dir`.
+    pub(crate) fn get(
+        &self,
+        log: &Log,
+        state_dir: &Path,
+        rel: &Relation,
+    ) -> Result<Arc<ViewIndex>> {
+        let id = log.topic_id(&rel.topic)?;
+        let dir = index_dir(state_dir, &rel.name, &id);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = open.get(&rel.name) {
+            if i.db.path() == dir {
+                return Ok(i.clone());
+            }
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| SqlError::Execution(format!("cannot create {}: {e}", dir.display())))?;
+        let index = Arc::new(ViewIndex::open(log, &dir, &rel.topic)?);
+        open.insert(rel.name.clone(), index.clone());
+        Ok(index)
+    }
+
+    /// Closes and deletes every index of view `name` (on DROP).
+    pub(crate) fn remove(&self, state_dir: &Path, name: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let dir = views_dir(state_dir).join(crate::query_app(name));
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot delete a view index");
+            }
+        }
+    }
+}
+
+fn views_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("pull")
+}
+
+fn index_dir(state_dir: &Path, name: &str, topic_id: &[u8; 16]) -> PathBuf {
+    let id: String = topic_id.iter().map(|b| format!("{b:02x}")).collect();
+    views_dir(state_dir).join(crate::query_app(name)).join(id)
+}
+
+/// A view as DataFusion sees it in a pull query.
+#[derive(Debug)]
+pub(crate) struct ViewProvider {
+    index: Arc<ViewIndex>,
+    decoder: RowDecoder,
+    /// The key's columns, in the key's order (empty: no lookups, full scans only).
+    key: Vec<Field>,
+}
+
+impl ViewProvider {
+    pub(crate) fn new(index: Arc<ViewIndex>, rel: &Relation) -> Result<ViewProvider> {
+        let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
+        let key = match rel.options.get(KEY_COLUMNS_OPTION) {
+            Some(names) => names
+                .split(',')
+                .map(|n| {
+                    decoder
+                        .schema()
+                        .field_with_name(n)
+                        .map(|f| f.clone().with_nullable(true))
+                        .map_err(|_| SqlError::CorruptCatalog {
+                            name: rel.name.clone(),
+                            reason: format!("key column `{n}` is not a column"),
+                        })
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(ViewProvider {
+            index,
+            decoder,
+            key,
+        })
+    }
+
+    /// The literal each key column is pinned to by an equality among `filters`.
+    fn pinned(&self, filters: &[Expr]) -> Vec<Option<ScalarValue>> {
+        let mut out = vec![None; self.key.len()];
+        for f in filters {
+            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = f else {
+                continue;
+            };
+            if *op != Operator::Eq {
+                continue;
+            }
+            let (c, v) = match (left.as_ref(), right.as_ref()) {
+                (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c)) => {
+                    (c, v)
+                }
+                _ => continue,
+            };
+            if v.is_null() {
+                continue;
+            }
+            if let Some(i) = self.key.iter().position(|k| k.name() == &c.name) {
+                out[i] = Some(v.clone());
+            }
+        }
+        out
+    }
+
+    /// The key (or key prefix) bytes of the leading pinned columns; `None` when none is.
+    fn key_prefix(&self, pinned: &[Option<ScalarValue>]) -> Result<Option<(Vec<u8>, bool)>> {
+        let n = pinned.iter().take_while(|p| p.is_some()).count();
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut columns = Vec::with_capacity(n);
+        for (field, value) in self.key.iter().zip(pinned).take(n) {
+            let Some(v) = value else { break };
+            let array = v.to_array().map_err(crate::error::from_datafusion)?;
+            let array = match array.data_type() == field.data_type() {
+                true => array,
+                false => match cast(&array, field.data_type()) {
+                    Ok(a) if a.null_count() == 0 => a,
+                    // A literal the key's type cannot hold matches no row.
+                    _ => new_null_array(field.data_type(), 1),
+                },
+            };
+            if array.null_count() > 0 {
+                return Ok(Some((b"\xff-no-row".to_vec(), true)));
+            }
+            columns.push(array);
+        }
+        let schema = Arc::new(Schema::new(self.key[..n].to_vec()));
+        let batch = RecordBatch::try_new(schema, columns)
+            .map_err(|e| SqlError::Execution(format!("key of a pull query: {e}")))?;
+        let mut json = encode_rows(Format::Json, &batch)?
+            .pop()
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        let whole = n == self.key.len();
+        if !whole && json.last() == Some(&b'}') {
+            // `{"a":1}` → `{"a":1,`: the prefix of every key whose first columns are these.
+            json.pop();
+            json.push(b',');
+        }
+        Ok(Some((json, whole)))
+    }
+
+    fn rows(&self, filters: &[Expr]) -> Result<Vec<LogRecord>> {
+        self.index.catch_up()?;
+        match self.key_prefix(&self.pinned(filters))? {
+            Some((key, true)) => Ok(self.index.get(&key)?.into_iter().collect()),
+            Some((prefix, false)) => self.index.scan(&prefix, PULL_SCAN_ROWS_MAX),
+            None => self.index.scan(&[], PULL_SCAN_ROWS_MAX),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ViewProvider {
+    fn schema(&self) -> SchemaRef {
+        self.decoder.schema().clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let external = |e: SqlError| DataFusionError::External(Box::new(e));
+        // Reads are blocking disk I/O: the runtime's blocking pool.
+        let rows = tokio::task::block_in_place(|| self.rows(filters)).map_err(external)?;
+        let mut batches = Vec::new();
+        for chunk in rows.chunks(PULL_BATCH_ROWS) {
+            let (batch, bad) = self.decoder.decode(chunk);
+            if let Some(b) = bad.first() {
+                return Err(external(SqlError::Execution(format!(
+                    "view row at partition {} offset {} does not decode: {}",
+                    b.partition, b.offset, b.reason
+                ))));
+            }
+            batches.push(batch);
+        }
+        let schema = self.schema();
+        let exec = MemorySourceConfig::try_new_exec(&[batches], schema, projection.cloned())?;
+        Ok(exec)
+    }
+}
+
+/// The view's key columns: the aggregate's group columns, when the view outputs each under
+/// its own name and type (else `None`: pull queries scan).
+pub(crate) fn key_columns(group: &Schema, output: &Schema) -> Option<String> {
+    let mut names = Vec::with_capacity(group.fields().len());
+    for g in group.fields() {
+        let o = output.field_with_name(g.name()).ok()?;
+        if o.data_type() != g.data_type() || matches!(o.data_type(), DataType::Null) {
+            return None;
+        }
+        names.push(g.name().as_str());
+    }
+    (!names.is_empty()).then(|| names.join(","))
+}
