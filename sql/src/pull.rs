@@ -423,3 +423,203 @@ pub(crate) fn key_columns(group: &Schema, output: &Schema) -> Option<String> {
     }
     (!names.is_empty()).then(|| names.join(","))
 }
+
+/// The fast path of pull queries (as Materialize's "fast-path peeks"): `SELECT columns | *
+/// FROM view WHERE k1 = literal AND …` pinning exactly the view's key columns is answered
+/// by one RocksDB lookup, without DataFusion's planner. Anything else — another clause, an
+/// expression, a literal whose coercion DataFusion would decide — takes the general path,
+/// which gives the same answer: the statement is re-rendered from the parts read here and
+/// must equal the original, so no clause can be overlooked.
+pub(crate) mod fast {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::common::ScalarValue;
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, Expr, Ident, SelectItem, SetExpr, Statement, TableFactor, UnaryOperator,
+        Value,
+    };
+
+    /// A pull query by key, as read from the statement.
+    #[derive(Debug)]
+    pub(crate) struct ByKey {
+        pub(crate) view: String,
+        /// Column names, or `None` for `*`.
+        pub(crate) columns: Option<Vec<String>>,
+        /// `column = literal` conditions.
+        pub(crate) conditions: Vec<(String, Lit)>,
+    }
+
+    /// A literal of a condition.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Lit {
+        Integer(i64),
+        Text(String),
+    }
+
+    impl Lit {
+        /// The literal as a value of `t`, when DataFusion would compare it as one without
+        /// doubt (an integer with an integer column, a string with a text column).
+        pub(crate) fn for_type(&self, t: &DataType) -> Option<ScalarValue> {
+            match (self, t) {
+                (Lit::Integer(i), t) if t.is_integer() => Some(ScalarValue::Int64(Some(*i))),
+                (Lit::Text(s), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
+                    Some(ScalarValue::Utf8(Some(s.clone())))
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// As DataFusion resolves names: unquoted ones in lower case.
+    fn name(i: &Ident) -> String {
+        match i.quote_style {
+            Some(_) => i.value.clone(),
+            None => i.value.to_ascii_lowercase(),
+        }
+    }
+
+    fn literal(e: &Expr) -> Option<Lit> {
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, false) => n.parse().ok().map(Lit::Integer),
+                Value::SingleQuotedString(s) => Some(Lit::Text(s.clone())),
+                _ => None,
+            },
+            Expr::UnaryOp {
+                op: UnaryOperator::Minus,
+                expr,
+            } => match literal(expr)? {
+                Lit::Integer(i) => i.checked_neg().map(Lit::Integer),
+                Lit::Text(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn conditions(e: &Expr, out: &mut Vec<(String, Lit)>) -> Option<()> {
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conditions(left, out)?;
+                conditions(right, out)
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let (c, l) = match (left.as_ref(), right.as_ref()) {
+                    (Expr::Identifier(c), l) | (l, Expr::Identifier(c)) => (c, literal(l)?),
+                    _ => return None,
+                };
+                out.push((name(c), l));
+                Some(())
+            }
+            _ => None,
+        }
+    }
+
+    /// The statement as a pull query by key, if it is one.
+    pub(crate) fn parse(statement: &Statement) -> Option<ByKey> {
+        let Statement::Query(q) = statement else {
+            return None;
+        };
+        let SetExpr::Select(s) = q.body.as_ref() else {
+            return None;
+        };
+        let [from] = s.from.as_slice() else {
+            return None;
+        };
+        let TableFactor::Table { name: table, .. } = &from.relation else {
+            return None;
+        };
+        let [part] = table.0.as_slice() else {
+            return None;
+        };
+        let view = name(part.as_ident()?);
+        let mut columns = Vec::new();
+        let mut star = false;
+        for item in &s.projection {
+            match item {
+                SelectItem::UnnamedExpr(Expr::Identifier(c)) => columns.push(name(c)),
+                SelectItem::Wildcard(_) if item.to_string() == "*" => star = true,
+                _ => return None,
+            }
+        }
+        if star && !columns.is_empty() {
+            return None;
+        }
+        let selection = s.selection.as_ref()?;
+        let mut conds = Vec::new();
+        conditions(selection, &mut conds)?;
+        // Nothing else in the statement: it renders as the parts read here.
+        let items: Vec<String> = s.projection.iter().map(ToString::to_string).collect();
+        let simple = format!("SELECT {} FROM {table} WHERE {selection}", items.join(", "));
+        if simple != q.to_string() {
+            return None;
+        }
+        Some(ByKey {
+            view,
+            columns: (!star).then_some(columns),
+            conditions: conds,
+        })
+    }
+}
+
+impl ViewProvider {
+    /// Answers a pull query by key with one lookup; `None` when the conditions are not
+    /// exactly the view's key, or a column is not the view's (the general path decides).
+    pub(crate) fn by_key(&self, q: &fast::ByKey) -> Result<Option<RecordBatch>> {
+        if self.key.is_empty() || q.conditions.len() != self.key.len() {
+            return Ok(None);
+        }
+        let mut pinned = vec![None; self.key.len()];
+        for (column, lit) in &q.conditions {
+            let Some(i) = self.key.iter().position(|k| k.name() == column) else {
+                return Ok(None);
+            };
+            let Some(v) = lit.for_type(self.key[i].data_type()) else {
+                return Ok(None);
+            };
+            if pinned[i].replace(v).is_some() {
+                return Ok(None);
+            }
+        }
+        let schema = self.decoder.schema().clone();
+        let indices: Vec<usize> = match &q.columns {
+            None => (0..schema.fields().len())
+                .filter(|&i| {
+                    !crate::format::META_COLUMNS.contains(&schema.field(i).name().as_str())
+                })
+                .collect(),
+            Some(names) => {
+                let mut v = Vec::with_capacity(names.len());
+                for n in names {
+                    match schema.index_of(n) {
+                        Ok(i) => v.push(i),
+                        Err(_) => return Ok(None),
+                    }
+                }
+                v
+            }
+        };
+        let Some((key, true)) = self.key_prefix(&pinned)? else {
+            return Ok(None);
+        };
+        self.index.catch_up()?;
+        let rows: Vec<LogRecord> = self.index.get(&key)?.into_iter().collect();
+        let (batch, bad) = self.decoder.decode(&rows);
+        if let Some(b) = bad.first() {
+            return Err(SqlError::Execution(format!(
+                "view row at partition {} offset {} does not decode: {}",
+                b.partition, b.offset, b.reason
+            )));
+        }
+        batch
+            .project(&indices)
+            .map(Some)
+            .map_err(|e| SqlError::Execution(format!("pull query: {e}")))
+    }
+}

@@ -363,6 +363,9 @@ impl Session {
 
     /// Runs a query (or EXPLAIN) through DataFusion over the catalog's relations.
     fn query(&mut self, mut statement: Statement) -> Result<Outcome> {
+        if let Some(outcome) = self.pull_by_key(&statement)? {
+            return Ok(outcome);
+        }
         self.register_relations(true)?;
         match &mut statement {
             Statement::Query(q) => {
@@ -503,16 +506,44 @@ impl Session {
         Ok(())
     }
 
+    /// A pull query by key on a view, answered by one lookup in its index (see
+    /// [`crate::pull::fast`]); `None` for any other statement.
+    fn pull_by_key(&self, statement: &Statement) -> Result<Option<Outcome>> {
+        let Some(q) = crate::pull::fast::parse(statement) else {
+            return Ok(None);
+        };
+        let Some(rel) = self.catalog.get(&q.view) else {
+            return Ok(None);
+        };
+        let Some(view) = self.pull_view(rel)? else {
+            return Ok(None);
+        };
+        Ok(view.by_key(&q)?.map(|batch| Outcome {
+            output: Output::Rows {
+                schema: batch.schema(),
+                batches: vec![batch],
+            },
+            notices: Vec::new(),
+            elapsed: Duration::ZERO,
+        }))
+    }
+
     /// A keyed view's index provider, when this session runs queries (the index lives in
     /// the engine's state directory).
     fn pull_provider(&self, rel: &Relation) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .pull_view(rel)?
+            .map(|v| Arc::new(v) as Arc<dyn TableProvider>))
+    }
+
+    fn pull_view(&self, rel: &Relation) -> Result<Option<crate::pull::ViewProvider>> {
         let keyed = rel.options.contains_key("keyed");
         let (Some(host), crate::parser::RelationKind::View, true) = (&self.engine, rel.kind, keyed)
         else {
             return Ok(None);
         };
         let index = host.views.get(&self.log, &host.engine.state_dir, rel)?;
-        Ok(Some(Arc::new(crate::pull::ViewProvider::new(index, rel)?)))
+        Ok(Some(crate::pull::ViewProvider::new(index, rel)?))
     }
 
     /// A relation as DataFusion sees it: a scan of its topic's partitions, projected to its
