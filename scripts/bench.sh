@@ -49,5 +49,6 @@ b sql --rows 10000000 --partitions 2
 b sql --rows 3000000 --windowed
 b sql --rows 3000000 --windowed --partitions 2
 b sql --batch --rows 10000000 --partitions 2
+b pull --keys 1000000 --queries 20000
 # The Kafka wire protocol: librdkafka producers and consumers against `weir serve`.
 SKIP_BUILD=1 bash scripts/bench-kafka.sh
