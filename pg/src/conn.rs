@@ -159,6 +159,10 @@ const PARAMETERS: &[(&str, &str)] = &[
 
 fn control(sql: &str) -> Option<Control> {
     let s = sql.trim().trim_end_matches(';').trim();
+    // One statement only: in `SET x = 1; CREATE …` the CREATE must not be skipped.
+    if s.contains(';') {
+        return None;
+    }
     let words: Vec<String> = s
         .split_whitespace()
         .map(|w| w.to_ascii_lowercase())
@@ -220,13 +224,28 @@ impl Inner {
         .map_err(|e| PgWireError::ApiError(Box::new(e)))
     }
 
-    /// Runs a script's statements, stopping at the first error.
-    async fn run_script(&self, sql: String) -> PgWireResult<Vec<Result<Outcome, SqlError>>> {
+    /// Runs a script's statements, stopping at the first error; with `single`, a script of
+    /// several statements is refused before any runs (the extended protocol's rule).
+    async fn run_script(
+        &self,
+        sql: String,
+        single: bool,
+    ) -> PgWireResult<Vec<Result<Outcome, SqlError>>> {
         self.with_session(move |s| {
             let statements = match weir_sql::parse(&sql) {
                 Ok(s) => s,
                 Err(e) => return vec![Err(e)],
             };
+            if single && statements.len() != 1 {
+                return vec![Err(SqlError::Plan {
+                    message: format!(
+                        "the extended protocol runs one statement at a time; this has {}",
+                        statements.len()
+                    ),
+                    at: weir_sql::At(None),
+                    hint: weir_sql::Hint(None),
+                })];
+            }
             let mut out = Vec::with_capacity(statements.len());
             for statement in statements {
                 let r = s.run(statement);
@@ -306,7 +325,7 @@ impl SimpleQueryHandler for Inner {
             return Ok(vec![self.subscribe(client, target, query).await?]);
         }
         let mut responses = Vec::new();
-        for result in self.run_script(query.to_string()).await? {
+        for result in self.run_script(query.to_string(), false).await? {
             match result {
                 Ok(outcome) => {
                     notices(client, &outcome).await?;
@@ -416,14 +435,19 @@ impl ExtendedQueryHandler for Inner {
             return Ok(control_response(c));
         }
         if let Some(target) = subscribe::parse(&sql) {
+            if !target.is_copy() {
+                // Describe answered NoData; rows now would break the protocol.
+                return Err(user_error(
+                    "0A000",
+                    "SUBSCRIBE through the extended protocol: use COPY (SUBSCRIBE TO name) TO \
+                     STDOUT, or the simple protocol",
+                ));
+            }
             return self.subscribe(client, target, &sql).await;
         }
-        let mut results = self.run_script(sql.clone()).await?;
-        if results.len() != 1 {
-            return Err(user_error(
-                "42601",
-                "the extended protocol runs one statement at a time",
-            ));
+        let mut results = self.run_script(sql.clone(), true).await?;
+        if results.is_empty() {
+            return Ok(Response::EmptyQuery);
         }
         match results.remove(0) {
             Ok(outcome) => {

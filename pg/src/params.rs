@@ -69,14 +69,15 @@ pub(crate) fn literal(
         )
     };
     Ok(match *ty {
+        // In parentheses: `b-$1` with -5 must not become the comment `b--5`.
         Type::INT2 | Type::INT4 | Type::INT8 | Type::OID => {
-            text.trim().parse::<i64>().map_err(|_| bad())?.to_string()
+            format!("({})", text.trim().parse::<i64>().map_err(|_| bad())?)
         }
         Type::FLOAT4 | Type::FLOAT8 | Type::NUMERIC => {
             let v: f64 = text.trim().parse().map_err(|_| bad())?;
             match v.is_finite() {
                 // The text as given (a NUMERIC keeps its digits), checked to be a number.
-                true => text.trim().to_string(),
+                true => format!("({})", text.trim()),
                 false => format!("CAST({} AS DOUBLE)", quote(text.trim())),
             }
         }
@@ -134,32 +135,59 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// `sql` with every `$n` replaced by its literal; `literals[n - 1]` is `$n`'s.
+/// `sql` with every `$n` replaced by its literal; `literals[n - 1]` is `$n`'s. Only the
+/// placeholders' own characters are replaced: the rest of the text stays as written (quotes,
+/// escapes and comments included).
 pub(crate) fn substitute(sql: &str, literals: &[String]) -> PgWireResult<String> {
     if literals.is_empty() {
         return Ok(sql.to_string());
     }
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
-        .tokenize()
+        .tokenize_with_location()
         .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
+    // Byte offset of each line's start, to turn (line, column) into a byte range.
+    let mut line_starts = vec![0usize];
+    line_starts.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let skip = usize::try_from(column).ok()?.checked_sub(1)?;
+        let rest = sql.get(start..)?;
+        Some(start + rest.char_indices().nth(skip).map_or(rest.len(), |(i, _)| i))
+    };
     let mut out = String::with_capacity(sql.len() + literals.len() * 8);
+    let mut copied = 0;
     for t in tokens {
-        match &t {
-            Token::Placeholder(p) => match index(p).and_then(|n| literals.get(n - 1)) {
-                Some(l) => out.push_str(l),
-                None => {
-                    return Err(user_error(
-                        "08P01",
-                        format!(
-                            "the statement uses {p}, but {} parameter(s) were bound",
-                            literals.len()
-                        ),
-                    ))
-                }
-            },
-            _ => out.push_str(&t.to_string()),
+        let Token::Placeholder(p) = &t.token else {
+            continue;
+        };
+        let literal = index(p).and_then(|n| literals.get(n - 1)).ok_or_else(|| {
+            user_error(
+                "08P01",
+                format!(
+                    "the statement uses {p}, but {} parameter(s) were bound",
+                    literals.len()
+                ),
+            )
+        })?;
+        let from = offset(t.span.start.line, t.span.start.column);
+        let to = offset(t.span.end.line, t.span.end.column);
+        let (Some(from), Some(to)) = (from, to) else {
+            return Err(user_error(
+                "XX000",
+                format!("cannot locate {p} in the statement"),
+            ));
+        };
+        if from < copied || to < from {
+            return Err(user_error(
+                "XX000",
+                format!("cannot locate {p} in the statement"),
+            ));
         }
+        out.push_str(&sql[copied..from]);
+        out.push_str(literal);
+        copied = to;
     }
+    out.push_str(&sql[copied..]);
     Ok(out)
 }
 
@@ -194,10 +222,22 @@ mod tests {
         assert_eq!(count(sql), 3);
         assert_eq!(
             substitute(sql, &lits)?,
-            "SELECT '$1', a FROM t WHERE a = 42 AND b = 'o''neil; DROP' OR c IS NULL -- $2"
+            "SELECT '$1', a FROM t WHERE a = (42) AND b = 'o''neil; DROP' OR c IS NULL -- $2"
         );
         assert!(literal(Some(&Bytes::from("1; DROP")), &Type::INT8, false, 1).is_err());
         assert!(substitute("SELECT $2", &lits[..1]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_text_around_placeholders_stays_as_written() -> PgWireResult<()> {
+        let minus_five = literal(Some(&Bytes::from("-5")), &Type::INT4, false, 1)?;
+        // Escaped quotes, quoted identifiers, several lines, non-ASCII text.
+        let sql = "INSERT INTO \"t \"\"x\"\"\" VALUES ('O''Brien', 'é',\n b-$1)";
+        assert_eq!(
+            substitute(sql, &[minus_five])?,
+            "INSERT INTO \"t \"\"x\"\"\" VALUES ('O''Brien', 'é',\n b-(-5))"
+        );
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use pgwire::api::results::Tag;
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyOutResponse};
 use pgwire::messages::data::RowDescription;
+use pgwire::messages::startup::ParameterStatus;
 use pgwire::messages::PgWireBackendMessage;
 use tokio::sync::{mpsc, Semaphore};
 use weir_sql::datafusion::arrow::array::RecordBatch;
@@ -36,6 +37,13 @@ const SUBSCRIBE_QUEUE_BATCHES: usize = 4;
 /// listening.
 const SUBSCRIBE_POLL: Duration = Duration::from_millis(250);
 
+/// How long a subscription may send nothing before it checks that its client is there.
+const SUBSCRIBE_IDLE_PROBE: Duration = Duration::from_secs(10);
+
+/// The idle probe: a server parameter as the startup reported it (so nothing changes for
+/// the client).
+const PROBE_PARAMETER: (&str, &str) = ("integer_datetimes", "on");
+
 /// The server's subscription slots.
 pub(crate) type Subscriptions = Arc<Semaphore>;
 
@@ -44,6 +52,13 @@ pub(crate) type Subscriptions = Arc<Semaphore>;
 pub(crate) struct Target {
     name: String,
     copy: bool,
+}
+
+impl Target {
+    /// Whether the rows travel as COPY data.
+    pub(crate) fn is_copy(&self) -> bool {
+        self.copy
+    }
 }
 
 /// `SUBSCRIBE [TO] name` or `COPY (SUBSCRIBE [TO] name) TO STDOUT`, else `None`.
@@ -144,8 +159,22 @@ where
         }
     }
     let mut sent = 0;
-    while let Some(batch) = started.changes.recv().await {
-        let batch = batch?;
+    loop {
+        let batch = match tokio::time::timeout(SUBSCRIBE_IDLE_PROBE, started.changes.recv()).await {
+            Ok(Some(b)) => b?,
+            Ok(None) => break,
+            Err(_) => {
+                // Nothing changed for a while: a message the protocol allows at any time
+                // (and drivers apply silently) finds out whether the client is still there;
+                // a failed write ends the subscription and frees its slot.
+                let probe =
+                    ParameterStatus::new(PROBE_PARAMETER.0.into(), PROBE_PARAMETER.1.into());
+                client
+                    .send(PgWireBackendMessage::ParameterStatus(probe))
+                    .await?;
+                continue;
+            }
+        };
         sent += batch.num_rows();
         match target.copy {
             true => {

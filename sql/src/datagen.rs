@@ -245,8 +245,10 @@ fn mix(salt: u64, i: i64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Uniform integer in `lo..=hi` from a hash.
+/// Uniform integer between `lo` and `hi` (inclusive, in either order: a one-sided bound
+/// may fall on the other side of the type's default) from a hash.
 fn in_range(h: u64, lo: i64, hi: i64) -> i64 {
+    let (lo, hi) = (lo.min(hi), lo.max(hi));
     let span = (hi as i128 - lo as i128 + 1) as u128;
     (lo as i128 + (h as u128 % span) as i128) as i64
 }
@@ -260,20 +262,20 @@ fn generate(
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let array: ArrayRef = match (gen, t) {
         (FieldGen::Sequence { start }, DataType::Utf8) => Arc::new(StringArray::from_iter_values(
-            rows.map(|i| (start + i).to_string()),
+            rows.map(|i| start.wrapping_add(i).to_string()),
         )),
         (FieldGen::Sequence { start }, DataType::Boolean) => Arc::new(BooleanArray::from_iter(
-            rows.map(|i| Some((start + i) % 2 == 1)),
+            rows.map(|i| Some(start.wrapping_add(i) & 1 == 1)),
         )),
         (FieldGen::Sequence { start }, t) if t.is_floating() => Arc::new(
-            Float64Array::from_iter_values(rows.map(|i| (start + i) as f64)),
+            Float64Array::from_iter_values(rows.map(|i| start.wrapping_add(i) as f64)),
         ),
         (FieldGen::Sequence { start }, DataType::Timestamp(..)) => Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.map(|i| start + i)),
+            TimestampMillisecondArray::from_iter_values(rows.map(|i| start.wrapping_add(i))),
         ),
-        (FieldGen::Sequence { start }, _) => {
-            Arc::new(Int64Array::from_iter_values(rows.map(|i| start + i)))
-        }
+        (FieldGen::Sequence { start }, _) => Arc::new(Int64Array::from_iter_values(
+            rows.map(|i| start.wrapping_add(i)),
+        )),
         (FieldGen::Random { length, .. }, DataType::Utf8) => {
             Arc::new(StringArray::from_iter_values(rows.map(|i| {
                 let mut h = mix(salt, i);
@@ -293,7 +295,8 @@ fn generate(
             rows.map(|i| Some(mix(salt, i) & 1 == 1)),
         )),
         (FieldGen::Random { min, max, .. }, t) if t.is_floating() => {
-            let (lo, hi) = (min.unwrap_or(0.0), max.unwrap_or(1.0));
+            let (a, b) = (min.unwrap_or(0.0), max.unwrap_or(1.0));
+            let (lo, hi) = (a.min(b), a.max(b));
             Arc::new(Float64Array::from_iter_values(rows.map(|i| {
                 let unit = (mix(salt, i) >> 11) as f64 / (1u64 << 53) as f64;
                 lo + unit * (hi - lo)
@@ -389,6 +392,23 @@ mod tests {
             .downcast_ref::<Int32Array>()
             .expect("i32");
         assert!(scores.values().iter().all(|s| (1..=6).contains(s)));
+    }
+
+    #[test]
+    fn ranges_never_panic_at_their_edges() {
+        // Every span, reversed bounds (a one-sided bound past the default), the whole range.
+        for (lo, hi) in [
+            (5, 5),
+            (6, 5),
+            (i64::MIN, i64::MAX),
+            (i64::MAX, i64::MIN),
+            (0, -1),
+        ] {
+            for h in [0, 1, u64::MAX] {
+                let v = in_range(h, lo, hi);
+                assert!((lo.min(hi)..=lo.max(hi)).contains(&v), "{lo} {hi} {h}: {v}");
+            }
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::array::new_null_array;
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{Session as DfSession, TableProvider};
 use datafusion::common::ScalarValue;
@@ -263,6 +263,9 @@ pub(crate) struct ViewProvider {
     decoder: RowDecoder,
     /// The key's columns, in the key's order (empty: no lookups, full scans only).
     key: Vec<Field>,
+    /// Where a scan that pins no key column goes: the view's topic, read in batches (an
+    /// index scan would hold every row at once).
+    fallback: Option<Arc<dyn TableProvider>>,
 }
 
 impl ViewProvider {
@@ -288,7 +291,14 @@ impl ViewProvider {
             index,
             decoder,
             key,
+            fallback: None,
         })
+    }
+
+    /// Full scans (no key column pinned) read `provider` instead of the index.
+    pub(crate) fn with_fallback(mut self, provider: Arc<dyn TableProvider>) -> ViewProvider {
+        self.fallback = Some(provider);
+        self
     }
 
     /// The literal each key column is pinned to by an equality among `filters`.
@@ -385,12 +395,17 @@ impl TableProvider for ViewProvider {
 
     async fn scan(
         &self,
-        _state: &dyn DfSession,
+        state: &dyn DfSession,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let external = |e: SqlError| DataFusionError::External(Box::new(e));
+        if let Some(fallback) = &self.fallback {
+            if self.pinned(filters).first().is_none_or(Option::is_none) {
+                return fallback.scan(state, projection, filters, limit).await;
+            }
+        }
         // Reads are blocking disk I/O: the runtime's blocking pool.
         let rows = tokio::task::block_in_place(|| self.rows(filters)).map_err(external)?;
         let mut batches = Vec::new();
@@ -410,18 +425,20 @@ impl TableProvider for ViewProvider {
     }
 }
 
-/// The view's key columns: the aggregate's group columns, when the view outputs each under
-/// its own name and type (else `None`: pull queries scan).
-pub(crate) fn key_columns(group: &Schema, output: &Schema) -> Option<String> {
+/// The view's key columns: the aggregate's group columns, when each reaches the output
+/// unchanged (`at[i]` is group column `i`'s output column) under its own name and type (the
+/// record key is a JSON object of the group's values by those names); else `None`, and pull
+/// queries scan.
+pub(crate) fn key_columns(group: &Schema, at: &[usize], output: &Schema) -> Option<String> {
     let mut names = Vec::with_capacity(group.fields().len());
-    for g in group.fields() {
-        let o = output.field_with_name(g.name()).ok()?;
-        if o.data_type() != g.data_type() || matches!(o.data_type(), DataType::Null) {
+    for (g, &o) in group.fields().iter().zip(at) {
+        let o = output.fields().get(o)?;
+        if o.name() != g.name() || o.data_type() != g.data_type() || o.data_type().is_null() {
             return None;
         }
         names.push(g.name().as_str());
     }
-    (!names.is_empty()).then(|| names.join(","))
+    (!names.is_empty() && names.len() == group.fields().len()).then(|| names.join(","))
 }
 
 /// The fast path of pull queries (as Materialize's "fast-path peeks"): `SELECT columns | *
@@ -548,7 +565,10 @@ pub(crate) mod fast {
                 _ => return None,
             }
         }
-        if star && !columns.is_empty() {
+        // `*` with other items, or a column twice (DataFusion refuses duplicate names): the
+        // general path decides.
+        let distinct: std::collections::HashSet<&String> = columns.iter().collect();
+        if (star && !columns.is_empty()) || distinct.len() != columns.len() {
             return None;
         }
         let selection = s.selection.as_ref()?;

@@ -221,7 +221,10 @@ impl Session {
                 .schema
                 .project(&(0..a.slots.len()).collect::<Vec<_>>())
                 .map_err(|e| SqlError::Execution(format!("the view's key: {e}")))?;
-            if let Some(k) = crate::pull::key_columns(&group, compiled.output()) {
+            let key = compiled
+                .group_columns_in_output()
+                .and_then(|at| crate::pull::key_columns(&group, &at, compiled.output()));
+            if let Some(k) = key {
                 options.insert(crate::pull::KEY_COLUMNS_OPTION.into(), k);
             }
         }

@@ -104,6 +104,8 @@ pub struct Session {
     /// Held while a statement changes the catalog, so two sessions of one process cannot
     /// both create one name.
     ddl: Arc<Mutex<()>>,
+    /// The relations registered with `ctx`.
+    registered: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -187,8 +189,11 @@ impl Database {
         })
     }
 
-    /// Starts every persistent query of the catalog that is not running.
+    /// Starts every persistent query of the catalog that is not running. Holds the lock on
+    /// catalog changes, so a query created or dropped meanwhile (by a client of a server
+    /// that is still starting its queries) is neither started twice nor resurrected.
     pub fn start_queries(&self) -> Result<()> {
+        let _changing = self.ddl.lock().unwrap_or_else(|p| p.into_inner());
         self.session()?.start_queries();
         Ok(())
     }
@@ -207,6 +212,7 @@ impl Database {
             bad: Arc::new(Mutex::new(BadRecords::default())),
             engine: self.engine.clone(),
             ddl: self.ddl.clone(),
+            registered: Default::default(),
         })
     }
 
@@ -487,6 +493,16 @@ impl Session {
             .filter(|r| r.kind != crate::parser::RelationKind::Sink)
             .cloned()
             .collect();
+        // Relations another session dropped since this one registered them.
+        let names: std::collections::HashSet<String> =
+            relations.iter().map(|r| r.name.clone()).collect();
+        let gone: Vec<String> = self.registered.difference(&names).cloned().collect();
+        for name in gone {
+            self.ctx
+                .deregister_table(name.as_str())
+                .map_err(from_datafusion)?;
+        }
+        self.registered = names;
         for rel in relations {
             let provider = match pull {
                 true => self.pull_provider(&rel)?,
@@ -531,9 +547,11 @@ impl Session {
     /// A keyed view's index provider, when this session runs queries (the index lives in
     /// the engine's state directory).
     fn pull_provider(&self, rel: &Relation) -> Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .pull_view(rel)?
-            .map(|v| Arc::new(v) as Arc<dyn TableProvider>))
+        let Some(view) = self.pull_view(rel)? else {
+            return Ok(None);
+        };
+        let view = view.with_fallback(self.provider(rel)?);
+        Ok(Some(Arc::new(view) as Arc<dyn TableProvider>))
     }
 
     fn pull_view(&self, rel: &Relation) -> Result<Option<crate::pull::ViewProvider>> {

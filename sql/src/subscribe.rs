@@ -5,11 +5,10 @@
 //! records appended from now on, each an `insert`.
 //!
 //! Reads are read_committed, so a subscriber never sees what a query's transaction aborted.
-//! A subscription holds one 8-byte hash per live key (to tell inserts from updates), never
-//! the rows.
+//! A subscription of a table or view holds its live keys (to tell inserts from updates),
+//! never the rows.
 
 use std::collections::HashSet;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,8 +41,8 @@ pub struct Subscription {
     schema: SchemaRef,
     /// Next offset per partition.
     positions: Vec<Offset>,
-    /// Hashes of the keys that have a row now (keyed relations).
-    live: HashSet<u64>,
+    /// The keys that have a row now (keyed relations).
+    live: HashSet<Bytes>,
 }
 
 impl Session {
@@ -177,7 +176,7 @@ impl Subscription {
                 (false, _, false) => (OP_INSERT, r.clone()),
                 (true, None, _) => continue,
                 (true, Some(k), true) => {
-                    if !self.live.remove(&self.hash(k)) {
+                    if !self.live.remove(k) {
                         continue;
                     }
                     // The key's columns, from the key (a JSON object of them).
@@ -185,7 +184,7 @@ impl Subscription {
                     row.value = k.clone();
                     (OP_DELETE, row)
                 }
-                (true, Some(k), false) => match self.live.insert(self.hash(k)) {
+                (true, Some(k), false) => match self.live.insert(k.clone()) {
                     true => (OP_INSERT, r.clone()),
                     false => (OP_UPDATE_AFTER, r.clone()),
                 },
@@ -212,9 +211,5 @@ impl Subscription {
         }
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| SqlError::Execution(format!("subscription rows: {e}")))
-    }
-
-    fn hash(&self, key: &[u8]) -> u64 {
-        rustc_hash::FxBuildHasher.hash_one(key)
     }
 }

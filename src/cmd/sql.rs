@@ -1,6 +1,7 @@
 //! `weir sql`: statements from `-c`, a file (`-f`), or an interactive REPL with line editing
 //! and history. The session is embedded (the engine runs in this process) on the data
-//! directory; when `weir serve` holds it, queries run over a read-only view.
+//! directory; when `weir serve` holds it, statements go to the server's Postgres listener
+//! ([`super::sql_remote`]), or, with that listener off, queries run over a read-only view.
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -28,41 +29,82 @@ Meta-commands:
   \\?          this help
   \\q          quit";
 
-pub fn run(dir: &Path, args: SqlArgs) -> Result<()> {
-    let (log, read_only) = match super::open_log(dir, false) {
-        Ok(log) => (log, false),
-        Err(e) if is_locked(&e) => (super::open_log_read_only(dir)?, true),
-        Err(e) => return Err(e),
-    };
-    if read_only {
-        eprintln!(
-            "NOTICE: another process (`weir serve`?) holds {}; queries run over a read-only view \
-             and statements that write are refused",
-            dir.display()
-        );
-    }
-    let mut session = match read_only {
-        true => Session::open(&log).context("cannot start the SQL session")?,
-        false => {
-            let (groups, txns) =
-                weir_coord::start(&log).context("cannot start the coordinators")?;
-            let engine = weir_sql::Engine {
-                groups,
-                txns,
-                state_dir: dir.join("state"),
-            };
-            Session::open_with_engine(&log, engine).context("cannot start the SQL session")?
+/// Where statements run.
+enum Backend {
+    /// An embedded session.
+    Local(Session),
+    /// A running server's Postgres listener.
+    Remote(Box<super::sql_remote::Remote>),
+}
+
+impl Backend {
+    /// Runs a script, printing each statement's output; `Err` is the error as printed.
+    fn run(&mut self, sql: &str, timing: bool) -> Result<(), String> {
+        match self {
+            Backend::Remote(r) => r.run(sql, timing),
+            Backend::Local(session) => {
+                let statements = weir_sql::parse(sql).map_err(|e| report_text(sql, &e))?;
+                for s in statements {
+                    let outcome = session.run(s).map_err(|e| report_text(sql, &e))?;
+                    print_outcome(&outcome, timing).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
         }
-    };
+    }
+}
+
+pub fn run(dir: &Path, args: SqlArgs) -> Result<()> {
+    let mut backend = open(dir)?;
     if let Some(sql) = args.command {
-        return run_script(&mut session, &sql);
+        return run_script(&mut backend, &sql);
     }
     if let Some(file) = args.file {
         let sql = std::fs::read_to_string(&file)
             .with_context(|| format!("cannot read {}", file.display()))?;
-        return run_script(&mut session, &sql);
+        return run_script(&mut backend, &sql);
     }
-    repl(&mut session, dir)
+    repl(&mut backend, dir)
+}
+
+/// The embedded engine on the data directory; beside a running server, its Postgres
+/// listener; with that off, a read-only view.
+fn open(dir: &Path) -> Result<Backend> {
+    let log = match super::open_log(dir, false) {
+        Ok(log) => log,
+        Err(e) if is_locked(&e) => {
+            if let Some(addr) = server_pg(dir) {
+                return Ok(Backend::Remote(Box::new(
+                    super::sql_remote::Remote::connect(&addr)?,
+                )));
+            }
+            eprintln!(
+                "NOTICE: another process (`weir serve` without --pg-listen?) holds {}; queries \
+                 run over a read-only view and statements that write are refused",
+                dir.display()
+            );
+            let log = super::open_log_read_only(dir)?;
+            let session = Session::open(&log).context("cannot start the SQL session")?;
+            return Ok(Backend::Local(session));
+        }
+        Err(e) => return Err(e),
+    };
+    let (groups, txns) = weir_coord::start(&log).context("cannot start the coordinators")?;
+    let engine = weir_sql::Engine {
+        groups,
+        txns,
+        state_dir: dir.join("state"),
+    };
+    let session =
+        Session::open_with_engine(&log, engine).context("cannot start the SQL session")?;
+    Ok(Backend::Local(session))
+}
+
+/// The Postgres address a running server wrote into `serve.json`, if any.
+fn server_pg(dir: &Path) -> Option<String> {
+    let raw = std::fs::read(dir.join(super::serve::SERVE_FILE)).ok()?;
+    let info: super::serve::ServeInfo = serde_json::from_slice(&raw).ok()?;
+    info.pg
 }
 
 fn is_locked(e: &anyhow::Error) -> bool {
@@ -75,31 +117,18 @@ fn is_locked(e: &anyhow::Error) -> bool {
 }
 
 /// Runs every statement, printing each result; the first error stops the script.
-fn run_script(session: &mut Session, sql: &str) -> Result<()> {
-    let statements = weir_sql::parse(sql).map_err(|e| report(sql, &e))?;
-    for s in statements {
-        let outcome = session.run(s).map_err(|e| report(sql, &e))?;
-        print_outcome(&outcome, false)?;
-    }
-    Ok(())
+fn run_script(backend: &mut Backend, sql: &str) -> Result<()> {
+    backend.run(sql, false).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// The error as printed, with the statement's line and a caret under the column.
-fn report(sql: &str, e: &SqlError) -> anyhow::Error {
-    anyhow::anyhow!("{}", located(sql, e))
+fn report_text(sql: &str, e: &SqlError) -> String {
+    located(sql, &e.to_string(), e.position())
 }
 
-fn located(sql: &str, e: &SqlError) -> String {
-    let at = match e {
-        SqlError::Syntax { at, .. }
-        | SqlError::Plan { at, .. }
-        | SqlError::UnknownRelation { at, .. }
-        | SqlError::Exists { at, .. }
-        | SqlError::Unsupported { at, .. }
-        | SqlError::BadOption { at, .. } => at.0,
-        _ => None,
-    };
-    let mut out = e.to_string();
+/// `message`, and where `at` is, the statement's line with a caret under the column.
+pub(super) fn located(sql: &str, message: &str, at: Option<weir_sql::Position>) -> String {
+    let mut out = message.to_string();
     if let Some(p) = at {
         if let Some(line) = sql.lines().nth(p.line.saturating_sub(1) as usize) {
             let pad = " ".repeat(p.column.saturating_sub(1) as usize);
@@ -156,12 +185,12 @@ fn complete(buf: &str) -> bool {
     quote.is_none() && last == Some(';')
 }
 
-fn repl(session: &mut Session, dir: &Path) -> Result<()> {
+fn repl(backend: &mut Backend, dir: &Path) -> Result<()> {
     if !std::io::stdin().is_terminal() {
         // Piped input: run it as a script.
         let mut sql = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut sql)?;
-        return run_script(session, &sql);
+        return run_script(backend, &sql);
     }
     let config = rustyline::Config::builder()
         .max_history_size(HISTORY_LINES_MAX)
@@ -172,7 +201,16 @@ fn repl(session: &mut Session, dir: &Path) -> Result<()> {
         rustyline::Editor::with_config(config).context("cannot start line editing")?;
     let history = dir.join(".weir_sql_history");
     let _ = editor.load_history(&history);
-    println!("weir sql on {} — \\? for help, \\q to quit", dir.display());
+    match backend {
+        Backend::Remote(r) => println!(
+            "weir sql on {} through `weir serve` at {} — \\? for help, \\q to quit",
+            dir.display(),
+            r.addr()
+        ),
+        Backend::Local(_) => {
+            println!("weir sql on {} — \\? for help, \\q to quit", dir.display())
+        }
+    }
     let mut timing = true;
     let mut buf = String::new();
     loop {
@@ -189,7 +227,7 @@ fn repl(session: &mut Session, dir: &Path) -> Result<()> {
         let trimmed = line.trim();
         if buf.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
-            match meta(session, trimmed, &mut timing) {
+            match meta(backend, trimmed, &mut timing) {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => eprintln!("ERROR: {e}"),
@@ -203,19 +241,8 @@ fn repl(session: &mut Session, dir: &Path) -> Result<()> {
         }
         let _ = editor.add_history_entry(buf.trim_end());
         let sql = std::mem::take(&mut buf);
-        match weir_sql::parse(&sql) {
-            Err(e) => eprintln!("ERROR: {}", located(&sql, &e)),
-            Ok(statements) => {
-                for s in statements {
-                    match session.run(s) {
-                        Ok(o) => print_outcome(&o, timing)?,
-                        Err(e) => {
-                            eprintln!("ERROR: {}", located(&sql, &e));
-                            break;
-                        }
-                    }
-                }
-            }
+        if let Err(e) = backend.run(&sql, timing) {
+            eprintln!("ERROR: {e}");
         }
     }
     let _ = editor.save_history(&history);
@@ -223,27 +250,29 @@ fn repl(session: &mut Session, dir: &Path) -> Result<()> {
 }
 
 /// A `\` command; true to quit.
-fn meta(session: &mut Session, cmd: &str, timing: &mut bool) -> Result<bool> {
+fn meta(backend: &mut Backend, cmd: &str, timing: &mut bool) -> Result<bool> {
     let mut words = cmd.split_whitespace();
-    match (words.next().unwrap_or_default(), words.next()) {
+    let sql = match (words.next().unwrap_or_default(), words.next()) {
         ("\\q", _) => return Ok(true),
-        ("\\?", _) | ("\\h", _) => println!("{HELP}"),
+        ("\\?", _) | ("\\h", _) => {
+            println!("{HELP}");
+            return Ok(false);
+        }
         ("\\timing", _) => {
             *timing = !*timing;
             println!("Timing is {}.", if *timing { "on" } else { "off" });
+            return Ok(false);
         }
-        ("\\d", None) => {
-            for o in session.execute("SHOW STREAMS; SHOW TABLES")? {
-                print_outcome(&o, false)?;
-            }
+        ("\\d", None) => "SHOW STREAMS; SHOW TABLES; SHOW MATERIALIZED VIEWS".to_string(),
+        ("\\d", Some(name)) => format!("DESCRIBE {name}"),
+        (other, _) => {
+            println!("unknown command {other}; \\? for help");
+            return Ok(false);
         }
-        ("\\d", Some(name)) => {
-            for o in session.execute(&format!("DESCRIBE {name}"))? {
-                print_outcome(&o, false)?;
-            }
-        }
-        (other, _) => println!("unknown command {other}; \\? for help"),
-    }
+    };
+    backend
+        .run(&sql, false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(false)
 }
 

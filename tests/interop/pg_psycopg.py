@@ -97,6 +97,17 @@ cur.execute("CREATE STREAM later (a BIGINT)")
 other.execute("INSERT INTO later VALUES (1), (2)")
 assert other.execute("SELECT SUM(a) FROM later").fetchone() == (3,)
 
+# The extended protocol (psycopg's) runs one statement at a time, as Postgres: a script is
+# refused before any of it runs.
+try:
+    cur.execute("INSERT INTO later VALUES (%s); INSERT INTO later VALUES (20)", (10,))
+    raise AssertionError("no error")
+except psycopg.Error as e:
+    assert "one statement" in str(e), str(e)
+assert other.execute("SELECT SUM(a) FROM later").fetchone() == (3,)
+# A negative parameter after a minus stays a number (not a `--` comment).
+assert cur.execute("SELECT 10-%s AS d", (-5,)).fetchone() == (15,)
+
 # A materialized view and its pull query.
 cur.execute(
     "CREATE MATERIALIZED VIEW stats AS SELECT auction, COUNT(*) AS n, MAX(price) AS hi "

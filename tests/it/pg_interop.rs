@@ -146,3 +146,52 @@ fn psycopg_runs_parameters_views_errors_and_subscriptions() -> anyhow::Result<()
         s.pg.clone()
     })
 }
+
+#[test]
+fn weir_sql_beside_a_running_server_runs_statements_through_its_postgres_listener(
+) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let sql = |s: &str| crate::util::run(dir.path(), &["sql", "-c", s], "");
+    let out = sql(
+        "CREATE STREAM bids (auction BIGINT, price BIGINT) WITH (partitions = 2);
+         INSERT INTO bids VALUES (1, 10), (1, 30), (2, 5);
+         SELECT auction, COUNT(*) AS n, MAX(price) AS hi FROM bids GROUP BY auction ORDER BY auction;",
+    );
+    let stdout = crate::util::stdout(&out);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        crate::util::stderr(&out)
+    );
+    assert_eq!(
+        stdout,
+        "CREATE STREAM\nINSERT 0 3\n\
+         +---------+---+----+\n\
+         | auction | n | hi |\n\
+         +---------+---+----+\n\
+         | 1       | 2 | 30 |\n\
+         | 2       | 1 | 5  |\n\
+         +---------+---+----+\n\
+         (2 rows)\n"
+    );
+    // A psql client sees what `weir sql` created, and the other way round.
+    let (ok, out, err) = run_psql(&server.pg, &["INSERT INTO bids VALUES (3, 1)"])?;
+    anyhow::ensure!(ok, "{out}{err}");
+    let out = sql("SELECT COUNT(*) AS n FROM bids");
+    assert!(crate::util::stdout(&out).contains("| 4 |"), "{out:?}");
+    // Errors are located as embedded, and fail the command.
+    let out = sql("SELECT prise\nFROM bids");
+    assert!(!out.status.success());
+    let err = crate::util::stderr(&out);
+    assert!(
+        err.contains("column 'prise' not found") && err.contains("  SELECT prise\n         ^"),
+        "{err}"
+    );
+    // A server-side error after a statement that ran: the first one's output, then the error.
+    let out = sql("INSERT INTO bids VALUES (5, 5); SELECT * FROM nope");
+    assert!(!out.status.success());
+    assert_eq!(crate::util::stdout(&out), "INSERT 0 1\n");
+    assert!(crate::util::stderr(&out).contains("relation `nope` does not exist"));
+    server.stop()
+}

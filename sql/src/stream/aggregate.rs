@@ -59,7 +59,7 @@ pub(crate) enum Value {
     /// An unsigned 64-bit integer.
     U(u64),
     /// A double.
-    F(f64),
+    F(#[serde(with = "float")] f64),
     /// Text.
     S(String),
     /// A boolean.
@@ -114,7 +114,51 @@ pub(crate) enum Acc {
     /// The largest value.
     Max(Option<Value>),
     /// Sum and count of the non-null values.
-    Avg(f64, i64),
+    Avg(#[serde(with = "float")] f64, i64),
+}
+
+/// Doubles in the stores' JSON: finite ones as JSON numbers, NaN and the infinities (which
+/// JSON has no numbers for, and `serde_json` would write as `null`) as strings.
+mod float {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            v if v.is_finite() => s.serialize_f64(*v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if *v > 0.0 => s.serialize_str("Infinity"),
+            _ => s.serialize_str("-Infinity"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        struct F;
+        impl Visitor<'_> for F {
+            type Value = f64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number, or NaN, Infinity, -Infinity as a string")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+                Ok(v as f64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+                match v {
+                    "NaN" => Ok(f64::NAN),
+                    "Infinity" => Ok(f64::INFINITY),
+                    "-Infinity" => Ok(f64::NEG_INFINITY),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(F)
+    }
 }
 
 /// The canonical type a column of `t` is read in, or `None` for types not aggregated yet.
@@ -441,5 +485,27 @@ impl weir_engine::window::WindowFunction for SqlAggregates {
             ));
         }
         Ok(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_doubles_round_trip_through_the_stores_json() -> Result<(), serde_json::Error> {
+        let accs = vec![
+            Acc::Avg(f64::NAN, 2),
+            Acc::Max(Some(Value::F(f64::INFINITY))),
+            Acc::Min(Some(Value::F(f64::NEG_INFINITY))),
+            Acc::Sum(Some(Value::F(1.5))),
+        ];
+        let json = serde_json::to_vec(&accs)?;
+        let back: Vec<Acc> = serde_json::from_slice(&json)?;
+        assert!(matches!(back[0], Acc::Avg(s, 2) if s.is_nan()));
+        assert_eq!(back[1..], accs[1..]);
+        // Finite doubles stay JSON numbers: stores written before read the same.
+        assert_eq!(serde_json::to_string(&Value::F(1.5))?, r#"{"F":1.5}"#);
+        Ok(())
     }
 }

@@ -139,6 +139,37 @@ impl Compiled {
     pub fn output(&self) -> &SchemaRef {
         &self.output
     }
+
+    /// For an aggregate, the output column each group column reaches unchanged (passed
+    /// through the steps after the aggregate, not computed from), in the group's order;
+    /// `None` when one does not reach the output as itself.
+    pub(crate) fn group_columns_in_output(&self) -> Option<Vec<usize>> {
+        let (agg, steps) = self.aggregate.as_ref()?;
+        // For each column at this point, the group slot it is, if it is one.
+        let mut origin: Vec<Option<usize>> = (0..agg.schema.fields().len())
+            .map(|i| (i < agg.slots.len()).then_some(i))
+            .collect();
+        for step in steps {
+            origin = match step {
+                Step::Filter(_) => origin,
+                Step::Columns(indices) => indices
+                    .iter()
+                    .map(|&i| origin.get(i).copied().flatten())
+                    .collect(),
+                Step::Project(exprs, _) => exprs
+                    .iter()
+                    .map(|e| {
+                        let any: &dyn std::any::Any = e.as_ref();
+                        any.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                            .and_then(|c| origin.get(c.index()).copied().flatten())
+                    })
+                    .collect(),
+            };
+        }
+        (0..agg.slots.len())
+            .map(|slot| origin.iter().position(|o| *o == Some(slot)))
+            .collect()
+    }
 }
 
 /// What the compiler is given besides the plan.

@@ -84,7 +84,7 @@ impl UpdatingAggregate {
         for (r, key) in keys.into_iter().enumerate() {
             if !self.changed.contains_key(&key) {
                 if self.changed.len() >= UPDATING_CACHE_MAX {
-                    early = merge(early, self.flush(ctx, agg)?);
+                    early = merge(early, self.flush(ctx, agg)?)?;
                 }
                 let before = match ctx
                     .store_at(GROUP_STORE)
@@ -193,14 +193,16 @@ impl UpdatingAggregate {
 }
 
 /// Two result sets as one (an early flush and the flush that follows it).
-fn merge(a: Option<Results>, b: Option<Results>) -> Option<Results> {
-    match (a, b) {
+fn merge(a: Option<Results>, b: Option<Results>) -> Result<Option<Results>> {
+    Ok(match (a, b) {
         (None, b) => b,
         (a, None) => a,
         (Some(a), Some(b)) => {
+            // Both are batches of the aggregate's schema: concatenating cannot fail, but if
+            // it did, the interval's results must not be dropped silently.
             let batch =
                 datafusion::arrow::compute::concat_batches(&a.batch.schema(), [&a.batch, &b.batch])
-                    .ok()?;
+                    .map_err(|e| SqlError::Execution(format!("merging results: {e}")))?;
             let ops = match (a.ops, b.ops) {
                 (Some(x), Some(y)) => {
                     Some(Arc::new(StringArray::from_iter(x.iter().chain(y.iter())))
@@ -215,7 +217,7 @@ fn merge(a: Option<Results>, b: Option<Results>) -> Option<Results> {
                 ops,
             })
         }
-    }
+    })
 }
 
 fn decode(bytes: &[u8], n: usize) -> Result<Vec<Acc>> {
