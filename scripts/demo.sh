@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job: a walk-through of the embedded log and the engine with the `weir` CLI.
+# The main job: a walk-through of the embedded log, the engine and SQL with the `weir` CLI and psql.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -61,6 +61,60 @@ step "a windowed pipeline: clicks per user in tumbling 10 s windows of event tim
   --window tumbling:10s --out-of-orderness 3s --emit close --until-idle-ms 800
 run consume demo-click-windows --isolation read_committed -f '  %k => %s\n'
 run pipeline describe demo-windows
+
+step "SQL: weir serve runs persistent queries; weir sql and psql reach it over the Postgres protocol"
+rm -f "$WEIR_DATA_DIR/serve.json"
+"$weir" serve --kafka-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --pg-listen 127.0.0.1:0 \
+  >/dev/null 2>"$WEIR_DATA_DIR/demo-serve.log" &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+pg=""
+for _ in $(seq 1 300); do
+  pg=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(v["pg"] if v.get("pid")==int(sys.argv[2]) else "")' \
+    "$WEIR_DATA_DIR/serve.json" "$serve_pid" 2>/dev/null || true)
+  [ -n "$pg" ] && break
+  sleep 0.1
+done
+[ -n "$pg" ] || { echo "weir serve did not start; see $WEIR_DATA_DIR/demo-serve.log"; exit 1; }
+pghost=${pg%:*}; pgport=${pg##*:}
+sql() { step "weir sql -c \"$1\""; "$weir" sql -c "$1"; }
+psql_c() { step "psql -c \"$1\""; psql -h "$pghost" -p "$pgport" -U weir -X -c "$1"; }
+psql_value() { psql -h "$pghost" -p "$pgport" -U weir -X -tA -c "$1" 2>/dev/null || true; }
+until_value() { # statement, expected value: persistent queries commit every interval
+  for _ in $(seq 1 200); do [ "$(psql_value "$1")" = "$2" ] && return 0; sleep 0.1; done
+  echo "timed out waiting for $1 = $2"; exit 1
+}
+for v in demo_totals demo_windows; do "$weir" sql -c "DROP MATERIALIZED VIEW IF EXISTS $v" >/dev/null; done
+"$weir" sql -c "DROP STREAM IF EXISTS demo_bids" >/dev/null
+"$weir" topic delete demo-bids >/dev/null 2>&1 || true
+sql "CREATE STREAM demo_bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
+       WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH (topic = 'demo-bids', format = 'json', partitions = 2)"
+sql "INSERT INTO demo_bids VALUES (1, 10, TIMESTAMP '2026-01-01 00:00:01'), (1, 30, TIMESTAMP '2026-01-01 00:00:04'),
+       (2, 5, TIMESTAMP '2026-01-01 00:00:09'), (3, 70, TIMESTAMP '2026-01-01 00:00:12'), (2, 50, TIMESTAMP '2026-01-01 00:00:15')"
+step "a batch query over what the log holds now (DataFusion, partitions scanned in parallel)"
+sql "SELECT auction, COUNT(*) AS n, MAX(price) AS top FROM demo_bids GROUP BY auction ORDER BY auction"
+step "materialized views: persistent queries on the engine (RocksDB state, exactly once)"
+sql "CREATE MATERIALIZED VIEW demo_totals AS SELECT auction, COUNT(*) AS n, SUM(price) AS total FROM demo_bids GROUP BY auction"
+sql "CREATE MATERIALIZED VIEW demo_windows AS
+       SELECT auction, window_start, window_end, COUNT(*) AS n, MAX(price) AS highest
+       FROM TUMBLE(demo_bids, ts, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end
+       EMIT ON WINDOW CLOSE"
+until_value "SELECT SUM(n) FROM demo_totals" 5
+step "pull queries read the view's committed state; by key it is one RocksDB lookup"
+psql_c "SELECT * FROM demo_totals WHERE auction = 1"
+psql_c "SELECT * FROM demo_totals ORDER BY total DESC"
+step "a subscription streams a view's rows, then its changes (op column), for 4 s"
+(timeout -s INT 4 psql -h "$pghost" -p "$pgport" -U weir -X -c "COPY (SUBSCRIBE TO demo_totals) TO STDOUT" 2>/dev/null || true) &
+sub=$!
+sleep 1.5
+"$weir" sql -c "INSERT INTO demo_bids VALUES (1, 99, TIMESTAMP '2026-01-01 00:00:31'), (4, 1, TIMESTAMP '2026-01-01 00:00:32')" >/dev/null
+wait $sub
+step "the bids at 00:00:31 closed the windows before 00:00:30: one row per window"
+until_value "SELECT COUNT(*) FROM demo_windows" 4
+psql_c "SELECT auction, window_start, n, highest FROM demo_windows ORDER BY auction, window_start"
+sql "SHOW QUERIES"
+kill $serve_pid; wait $serve_pid 2>/dev/null || true
+trap - EXIT
 
 run bench produce --records 1000000 --record-bytes 100 --flush os
 run bench consume --records 1000000
