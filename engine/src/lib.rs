@@ -36,6 +36,7 @@ mod commit;
 pub mod dsl;
 mod error;
 mod input;
+pub mod join;
 mod keys;
 mod member;
 pub mod metrics;

@@ -483,6 +483,7 @@ pub fn run(
     let workers = options.workers.max(1);
     let mut assigned: Vec<Vec<TaskSlot>> = (0..workers).map(|_| Vec::new()).collect();
     let mut next = 0usize;
+    let internal_writers = writers_of_internal_topics(shape, log)?;
     for (index, sub) in shape.subplans.iter().enumerate() {
         for partition in 0..sub.inputs[0].partitions(log)? {
             let cfg = TaskConfig {
@@ -507,6 +508,7 @@ pub fn run(
                     .filter(|t| sub.inputs.iter().any(|i| i.topic == t.partitions_like))
                     .map(|t| t.name.clone())
                     .collect(),
+                internal_writers: internal_writers.clone(),
             };
             assigned[next % workers].push(TaskSlot {
                 published: metrics.register_task(&cfg.label()),
@@ -580,4 +582,24 @@ fn start_reporter(
             }
         })
         .map_err(|e| EngineError::Internal(format!("cannot start a thread: {e}")))
+}
+
+/// Per internal topic, how many tasks write it: one per partition of the input it re-keys
+/// (the tasks of the sub-plan reading that input).
+fn writers_of_internal_topics(
+    shape: &crate::plan::PlanShape,
+    log: &Log,
+) -> Result<Vec<(String, u32)>> {
+    let mut writers = Vec::new();
+    for t in &shape.internal_topics {
+        let input = shape
+            .subplans
+            .iter()
+            .flat_map(|s| s.inputs.iter())
+            .find(|i| i.topic == t.partitions_like);
+        if let Some(input) = input {
+            writers.push((t.name.clone(), input.partitions(log)?));
+        }
+    }
+    Ok(writers)
 }

@@ -94,6 +94,10 @@ pub struct TaskConfig {
     /// The plan's internal topics this task writes (repartition topics): it sends its
     /// watermark to each of their partitions.
     pub internal_outputs: Vec<String>,
+    /// For internal inputs (repartition topics): how many upstream tasks write each, when
+    /// not as many as its partitions (a stream re-keyed to a table's or another stream's
+    /// partition count). Its watermark is the minimum of theirs.
+    pub internal_writers: Vec<(String, u32)>,
     /// Where to start reading an input without a committed offset (internal topics are read
     /// from their start).
     pub start_from: StartFrom,
@@ -119,6 +123,7 @@ impl TaskConfig {
             idle_timeout: IDLE_TIMEOUT,
             state_memory: None,
             internal_outputs: Vec::new(),
+            internal_writers: Vec::new(),
             start_from: StartFrom::Earliest,
         }
     }
@@ -319,12 +324,14 @@ impl Task {
             clocks.push(InputTime {
                 spec: i.event_time,
                 holds_watermark: i.kind == InputKind::Stream,
-                // One upstream task per partition of the topic it re-keys, as many as the
-                // repartition topic's.
-                writers: if i.internal {
-                    Some(log.partition_count(&i.topic)?)
-                } else {
-                    None
+                // One upstream task per partition of the topic it re-keys.
+                writers: match (
+                    i.internal,
+                    cfg.internal_writers.iter().find(|w| w.0 == i.topic),
+                ) {
+                    (false, _) => None,
+                    (true, Some((_, n))) => Some(*n),
+                    (true, None) => Some(log.partition_count(&i.topic)?),
                 },
             });
         }

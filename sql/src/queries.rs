@@ -416,9 +416,11 @@ impl Session {
         let mut options = RunOptions::new(engine.state_dir.clone());
         options.max_batch_records = STREAM_BATCH_ROWS;
         options.workers = options.workers.min(partitions.max(1) as usize);
-        let table_partitions = match &compiled.lookup {
-            Some((l, _)) => l.table.partitions(&self.log)?,
-            None => 1,
+        // The joined table's partitions, or the right stream's of an interval join.
+        let table_partitions = match (&compiled.lookup, &compiled.join) {
+            (Some((l, _)), _) => l.table.partitions(&self.log)?,
+            (None, Some((j, _))) => j.right.relation.partitions(&self.log)?,
+            (None, None) => 1,
         };
         let plan = Arc::new(QueryPlan::new(
             &query_app(&rel.name),

@@ -8,6 +8,7 @@
 //! never run with batch semantics by mistake (a streaming `ORDER BY` or `LIMIT` has no end).
 
 mod aggregate;
+mod interval;
 mod lookup;
 mod plan;
 mod processor;
@@ -130,6 +131,8 @@ pub struct Compiled {
     pub(crate) aggregate: Option<(Aggregate, Vec<Step>)>,
     /// A stream–table join, and the steps over its rows.
     pub(crate) lookup: Option<(lookup::Lookup, Vec<Step>)>,
+    /// An interval join of two streams, and the steps over its rows.
+    pub(crate) join: Option<(interval::StreamJoin, Vec<Step>)>,
     pub(crate) output: SchemaRef,
     pub(crate) sink: SinkTarget,
 }
@@ -202,17 +205,19 @@ pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) ->
         ));
     }
     let source = open_source(cx.state, relation, walked.window.as_ref())?;
-    let (steps, aggregate, lookup) = match (walked.aggregate, walked.lookup) {
-        (Some((agg, before)), None) => (before, Some((agg, walked.steps)), None),
-        (None, Some((l, before))) => (before, None, Some((l, walked.steps))),
-        (None, None) => (walked.steps, None, None),
-        (Some(_), Some(_)) => return Err(unsupported_node("an aggregate over a join")),
+    let (steps, aggregate, lookup, join) = match (walked.aggregate, walked.lookup, walked.join) {
+        (Some((agg, before)), None, None) => (before, Some((agg, walked.steps)), None, None),
+        (None, Some((l, before)), None) => (before, None, Some((l, walked.steps)), None),
+        (None, None, Some((j, before))) => (before, None, None, Some((j, walked.steps))),
+        (None, None, None) => (walked.steps, None, None, None),
+        _ => return Err(unsupported_node("an aggregate over a join")),
     };
     Ok(Compiled {
         source,
         steps,
         aggregate,
         lookup,
+        join,
         output: Arc::clone(plan.schema().inner()),
         sink,
     })
@@ -230,6 +235,8 @@ struct Walked {
     aggregate: Option<(Aggregate, Vec<Step>)>,
     /// The stream–table join and the steps before it, once one was met.
     lookup: Option<(lookup::Lookup, Vec<Step>)>,
+    /// The join of two streams and the (left side's) steps before it, once one was met.
+    join: Option<(interval::StreamJoin, Vec<Step>)>,
 }
 
 fn physical(cx: &Context<'_>, e: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
@@ -358,12 +365,18 @@ fn scan_step(
 /// condition the equality of its whole primary key.
 fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walked) -> Result<()> {
     use datafusion::logical_expr::JoinType;
+    if scans_a_stream(cx, &j.right) {
+        return interval::compile(cx, j, w);
+    }
     let left_join = match j.join_type {
         JoinType::Inner => false,
         JoinType::Left => true,
         other => {
             return Err(SqlError::unsupported(
-                format!("a {other} join of a stream and a table (INNER and LEFT run)"),
+                format!(
+                    "a {} join of a stream and a table (INNER and LEFT run)",
+                    other.to_string().to_uppercase()
+                ),
                 None,
             ))
         }
@@ -395,7 +408,7 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
             )
         })?;
     walk(cx, &j.left, w)?;
-    if w.aggregate.is_some() || w.lookup.is_some() || w.window.is_some() {
+    if w.aggregate.is_some() || w.lookup.is_some() || w.window.is_some() || w.join.is_some() {
         return Err(unsupported_node(
             "a join over an aggregate, a window or another join",
         ));
@@ -455,6 +468,19 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
     Ok(())
 }
 
+/// Whether a join input reads a stream (not a table).
+fn scans_a_stream(cx: &Context<'_>, plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table();
+            let window = cx.windows.iter().find(|c| c.name == name);
+            let name = window.map_or(name, |c| c.relation.as_str());
+            (cx.relation_of)(name).is_some_and(|r| r.kind == RelationKind::Stream)
+        }
+        other => other.inputs().iter().any(|i| scans_a_stream(cx, i)),
+    }
+}
+
 fn aggregate_step(
     cx: &Context<'_>,
     a: &datafusion::logical_expr::Aggregate,
@@ -463,6 +489,12 @@ fn aggregate_step(
     walk(cx, &a.input, w)?;
     if w.aggregate.is_some() {
         return Err(unsupported_node("an aggregate over an aggregate"));
+    }
+    if w.join.is_some() || w.lookup.is_some() {
+        return Err(unsupported_node(
+            "an aggregate over a join (write the join into a stream with INSERT INTO, and \
+             aggregate that)",
+        ));
     }
     let window = w.window.clone();
     let input = a.input.schema();

@@ -8,7 +8,7 @@ use weir_engine::{
     EventTime, InputKind, InputSpec, Plan, PlanShape, Processor, SubPlan, TaskSetup,
 };
 
-use super::{processor, Aggregate, Compiled, QueryProcessor, SinkTarget};
+use super::{processor, Aggregate, Compiled, QueryProcessor, SinkTarget, Source};
 use crate::parser::EmitMode;
 
 /// A compiled query as the engine's plan: one task per partition of its source; a windowed
@@ -26,20 +26,14 @@ impl QueryPlan {
     /// The plan of `compiled` under application id `app`, over a source of `partitions` (and a
     /// joined table of `table_partitions`).
     pub fn new(app: &str, compiled: Compiled, partitions: u32, table_partitions: u32) -> QueryPlan {
-        let source = &compiled.source;
-        let rel = &source.relation;
-        let event_time = match &source.event_time {
-            Some((_, lag)) => EventTime {
-                source: weir_engine::TimeSource::Extracted,
-                out_of_orderness: *lag,
-            },
-            None => EventTime::default(),
-        };
-        let input = InputSpec {
-            event_time,
-            generated: source.datagen.as_ref().map(|g| g.input()),
-            ..InputSpec::topic(&rel.topic, InputKind::Stream)
-        };
+        if let Some((join, _)) = &compiled.join {
+            let right = (join.right.relation.name.clone(), source_input(&join.right));
+            let store = join_store(&compiled.source, join);
+            let parts = [partitions, table_partitions];
+            return QueryPlan::stream_join(app, compiled, right, store, parts);
+        }
+        let rel = &compiled.source.relation;
+        let input = source_input(&compiled.source);
         let mut stores = Vec::new();
         let mut operators = vec![format!("select from {}", rel.name)];
         let mut subplans = Vec::new();
@@ -131,6 +125,107 @@ impl QueryPlan {
     }
 }
 
+/// A source's input: its topic (or generator), its event time extracted by the processor
+/// when it declares one.
+fn source_input(source: &Source) -> InputSpec {
+    let event_time = match &source.event_time {
+        Some((_, lag)) => EventTime {
+            source: weir_engine::TimeSource::Extracted,
+            out_of_orderness: *lag,
+        },
+        None => EventTime::default(),
+    };
+    InputSpec {
+        event_time,
+        generated: source.datagen.as_ref().map(|g| g.input()),
+        ..InputSpec::topic(&source.relation.topic, InputKind::Stream)
+    }
+}
+
+impl QueryPlan {
+    /// An interval join of two streams: one task over both when each has one partition; else
+    /// each side's rows repartitioned by the join key into a topic of its own (as many
+    /// partitions as the larger side), and the join's tasks read both.
+    fn stream_join(
+        app: &str,
+        compiled: Compiled,
+        (right_name, right_input): (String, InputSpec),
+        store: weir_engine::StoreSpec,
+        [left_parts, right_parts]: [u32; 2],
+    ) -> QueryPlan {
+        let left_name = &compiled.source.relation.name;
+        let left_input = source_input(&compiled.source);
+        let operators = vec![
+            format!("select from {left_name}"),
+            format!("select from {right_name}"),
+            format!("interval join {left_name} {right_name}"),
+        ];
+        let mut subplans = Vec::new();
+        let mut internal_topics = Vec::new();
+        let mut repartition = None;
+        let inputs = if left_parts == 1 && right_parts == 1 {
+            vec![left_input, right_input]
+        } else {
+            let n = left_parts.max(right_parts);
+            let mut inputs = Vec::new();
+            for (side, input) in [("left", left_input), ("right", right_input)] {
+                let topic = weir_engine::names::repartition_topic(app, &format!("join-{side}"));
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: input.topic.clone(),
+                    partitions: Some(n),
+                });
+                subplans.push(SubPlan {
+                    name: format!("select-{side}"),
+                    inputs: vec![input],
+                    stores: Vec::new(),
+                });
+                inputs.push(InputSpec {
+                    internal: true,
+                    ..InputSpec::topic(&topic, InputKind::Stream)
+                });
+            }
+            repartition = Some(inputs[0].topic.clone());
+            inputs
+        };
+        subplans.push(SubPlan {
+            name: "join".into(),
+            inputs,
+            stores: vec![store],
+        });
+        let sinks = match &compiled.sink {
+            SinkTarget::Topic { topic, .. } => vec![topic.clone()],
+            SinkTarget::Blackhole => Vec::new(),
+        };
+        QueryPlan {
+            shape: PlanShape {
+                app: app.to_string(),
+                subplans,
+                sinks,
+                internal_topics,
+                operators,
+            },
+            compiled: Arc::new(compiled),
+            repartition,
+        }
+    }
+}
+
+/// The store of an interval join; its descriptor names the sides, the join and its window, so
+/// a changed query never restores another's state.
+fn join_store(left: &Source, join: &super::interval::StreamJoin) -> weir_engine::StoreSpec {
+    weir_engine::StoreSpec {
+        name: "join".into(),
+        kind: weir_engine::StoreKind::Window {
+            retention: join.window.retention(),
+        },
+        descriptor: format!(
+            "sql interval join {:?} {:?} {} {} arrow-row",
+            join.kind, join.window, left.relation.name, join.right.relation.name
+        ),
+    }
+}
+
 /// The stores of an aggregate: its windows (or groups), and, for windows that emit changes,
 /// the results last emitted.
 fn window_stores(agg: &Aggregate) -> Vec<weir_engine::StoreSpec> {
@@ -194,7 +289,12 @@ impl Plan for QueryPlan {
     }
 
     fn processor(&self, task: TaskSetup<'_>) -> weir_engine::Result<Box<dyn Processor>> {
+        let internal = |i: usize| self.shape.internal_topics.get(i).map(|t| t.name.clone());
         let role = match (&self.repartition, task.spec.name.as_str()) {
+            (Some(_), "select-left") => processor::Role::Shuffle(internal(0).unwrap_or_default()),
+            (Some(_), "select-right") => {
+                processor::Role::ShuffleRight(internal(1).unwrap_or_default())
+            }
             (Some(topic), "select") => processor::Role::Shuffle(topic.clone()),
             (Some(_), _) => processor::Role::Aggregate,
             (None, _) => processor::Role::Whole,

@@ -21,9 +21,13 @@ use weir_log::{Record, Timestamp};
 use super::lookup::RowCodec;
 use super::updating::{UpdatingAggregate, OP_DELETE, OP_UPDATE_BEFORE};
 use super::windowed::{GroupCodec, Results, WindowedAggregate};
-use super::{Compiled, SinkTarget, Step};
+use super::{Compiled, SinkTarget, Source, Step};
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format, LogRecord, META_COLUMNS};
+
+mod stream_join;
+
+pub(crate) use stream_join::JOIN_OPERATOR;
 
 /// A task's processor of a compiled query.
 pub(crate) struct QueryProcessor {
@@ -42,6 +46,8 @@ pub(crate) struct QueryProcessor {
     role: Role,
     /// A join's stream rows, as repartition records carry them.
     left_codec: Option<RowCodec>,
+    /// An interval join's state, in the task that joins.
+    interval: Option<super::interval::IntervalTask>,
 }
 
 /// What a task of a query does.
@@ -51,14 +57,17 @@ pub(crate) enum Role {
     Whole,
     /// Source and steps, then the rows to the repartition topic, keyed by group.
     Shuffle(String),
-    /// The aggregate over the repartition topic, then the sink.
+    /// The right stream of an interval join and its steps, then its rows to the join's
+    /// repartition topic of the right side.
+    ShuffleRight(String),
+    /// The aggregate (or join) over the repartition topic(s), then the sink.
     Aggregate,
 }
 
 /// A batch on its way through the steps: its rows, and for each the decoded row it came from.
-struct Rows {
-    batch: RecordBatch,
-    from: UInt32Array,
+pub(super) struct Rows {
+    pub(super) batch: RecordBatch,
+    pub(super) from: UInt32Array,
 }
 
 fn arrow(e: datafusion::arrow::error::ArrowError) -> SqlError {
@@ -89,7 +98,12 @@ impl QueryProcessor {
             }
             _ => None,
         };
+        let interval = match (&query.join, &role) {
+            (Some((j, _)), Role::Whole | Role::Aggregate) => Some(j.task()?),
+            _ => None,
+        };
         Ok(QueryProcessor {
+            interval,
             left_codec,
             key_column: index("_key"),
             timestamp_column: index("_timestamp"),
@@ -105,9 +119,8 @@ impl QueryProcessor {
 
     /// The batch's records as decoded rows (bad ones reported as poison), with the input
     /// record of each row.
-    fn read(&self, ctx: &mut TaskContext<'_>) -> Result<(RecordBatch, Vec<u32>)> {
+    fn read(&self, ctx: &mut TaskContext<'_>, source: &Source) -> Result<(RecordBatch, Vec<u32>)> {
         let input = ctx.input();
-        let source = &self.query.source;
         if let Some(g) = &source.datagen {
             let (Some(first), Some(last)) = (input.first(), input.last()) else {
                 return Ok((
@@ -123,7 +136,7 @@ impl QueryProcessor {
                 first.timestamp.0,
             )?;
             return Ok((
-                self.with_placeholders(batch)?,
+                with_placeholders(source, batch)?,
                 (0..input.len() as u32).collect(),
             ));
         }
@@ -136,7 +149,7 @@ impl QueryProcessor {
             origin.push(i as u32);
         }
         let (batch, bad) = source.decoder.decode(&records);
-        let batch = self.with_placeholders(batch)?;
+        let batch = with_placeholders(source, batch)?;
         if bad.is_empty() {
             return Ok((batch, origin));
         }
@@ -157,49 +170,21 @@ impl QueryProcessor {
         Ok((batch, kept))
     }
 
-    /// A window's scan has `window_start` and `window_end` after the decoded columns: zeros,
-    /// never read (the compiler refuses expressions over them before the aggregate).
-    fn with_placeholders(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        if !self.query.source.window_placeholders {
-            return Ok(batch);
-        }
-        let n = batch.num_rows();
-        let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; n]));
-        let mut fields: Vec<datafusion::arrow::datatypes::Field> = batch
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (**f).clone())
-            .collect();
-        fields.extend(crate::window::window_fields());
-        let mut columns = batch.columns().to_vec();
-        columns.extend([zeros.clone(), zeros]);
-        RecordBatch::try_new(
-            Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
-            columns,
-        )
-        .map_err(arrow)
-    }
-
-    /// Runs the steps over a whole batch.
-    fn run_steps(&self, batch: RecordBatch) -> Result<Rows> {
-        run_steps(&self.query.steps, batch)
-    }
-
     /// The steps over a batch; when they fail, row by row, so that only the rows that fail
     /// are poison.
     fn process_rows(
         &self,
         ctx: &mut TaskContext<'_>,
+        steps: &[Step],
         batch: &RecordBatch,
         origin: &[u32],
     ) -> Result<Vec<Rows>> {
-        match self.run_steps(batch.clone()) {
+        match run_steps(steps, batch.clone()) {
             Ok(rows) => Ok(vec![rows]),
             Err(_) => {
                 let mut out = Vec::new();
                 for (i, &source) in origin.iter().enumerate().take(batch.num_rows()) {
-                    match self.run_steps(batch.slice(i, 1)) {
+                    match run_steps(steps, batch.slice(i, 1)) {
                         Ok(mut rows) => {
                             rows.from = UInt32Array::from(vec![i as u32; rows.batch.num_rows()]);
                             out.push(rows);
@@ -323,13 +308,18 @@ impl QueryProcessor {
 
     /// Per decoded row: its event time (the watermark column, else the record timestamp),
     /// reporting the batch's largest to the task's clock.
-    fn times(&self, ctx: &mut TaskContext<'_>, batch: &RecordBatch) -> Result<Vec<i64>> {
+    fn times(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        source: &Source,
+        batch: &RecordBatch,
+    ) -> Result<Vec<i64>> {
         let record_time = batch
             .schema()
             .index_of("_timestamp")
             .map_err(arrow)
             .and_then(|i| millis(batch.column(i)))?;
-        let Some((expr, _)) = &self.query.source.event_time else {
+        let Some((expr, _)) = &source.event_time else {
             return Ok(record_time.values().to_vec());
         };
         let event = expr
@@ -350,8 +340,32 @@ impl QueryProcessor {
     }
 }
 
+/// A window's scan has `window_start` and `window_end` after the decoded columns: zeros,
+/// never read (the compiler refuses expressions over them before the aggregate).
+fn with_placeholders(source: &Source, batch: RecordBatch) -> Result<RecordBatch> {
+    if !source.window_placeholders {
+        return Ok(batch);
+    }
+    let n = batch.num_rows();
+    let zeros: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![0i64; n]));
+    let mut fields: Vec<datafusion::arrow::datatypes::Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| (**f).clone())
+        .collect();
+    fields.extend(crate::window::window_fields());
+    let mut columns = batch.columns().to_vec();
+    columns.extend([zeros.clone(), zeros]);
+    RecordBatch::try_new(
+        Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+        columns,
+    )
+    .map_err(arrow)
+}
+
 /// Runs steps over a whole batch.
-fn run_steps(steps: &[Step], batch: RecordBatch) -> Result<Rows> {
+pub(super) fn run_steps(steps: &[Step], batch: RecordBatch) -> Result<Rows> {
     let n = batch.num_rows() as u32;
     let mut rows = Rows {
         batch,
@@ -680,6 +694,11 @@ impl weir_engine::Processor for QueryProcessor {
     fn process(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
         let started = Instant::now();
         let records_in = ctx.input().len();
+        if self.query.join.is_some() {
+            let (operator, out) = self.stream_join_batch(ctx).map_err(failed)?;
+            ctx.record_operator(operator, records_in, out, started.elapsed());
+            return Ok(());
+        }
         if self.query.lookup.is_some() {
             // The table's records, or (after the repartition) the stream's rows.
             let out = match (ctx.input_index(), &self.role) {
@@ -698,10 +717,14 @@ impl weir_engine::Processor for QueryProcessor {
             ctx.record_operator(1, records_in, out, started.elapsed());
             return Ok(());
         }
-        let (batch, origin) = self.read(ctx).map_err(failed)?;
-        let times = self.times(ctx, &batch).map_err(failed)?;
+        let query = self.query.clone();
+        let (batch, origin) = self.read(ctx, &query.source).map_err(failed)?;
+        let times = self.times(ctx, &query.source, &batch).map_err(failed)?;
         let mut out = 0;
-        for rows in self.process_rows(ctx, &batch, &origin).map_err(failed)? {
+        for rows in self
+            .process_rows(ctx, &query.steps, &batch, &origin)
+            .map_err(failed)?
+        {
             out += self.grouped(ctx, &rows, &times, &origin).map_err(failed)?;
         }
         ctx.record_operator(0, records_in, out, started.elapsed());
@@ -709,6 +732,9 @@ impl weir_engine::Processor for QueryProcessor {
     }
 
     fn on_time(&mut self, ctx: &mut TaskContext<'_>) -> weir_engine::Result<()> {
+        if self.interval.is_some() {
+            return self.expire_stream_join(ctx).map_err(failed);
+        }
         let (Some(w), Some((agg, _))) = (&mut self.windowed, &self.query.aggregate) else {
             return Ok(());
         };

@@ -169,6 +169,12 @@ fn slt_files() -> anyhow::Result<()> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+        // `WEIR_SLT=name` runs one file (while working on it).
+        .filter(|p| {
+            std::env::var("WEIR_SLT").map_or(true, |only| {
+                p.file_stem().is_some_and(|s| s == only.as_str())
+            })
+        })
         .collect();
     files.sort();
     anyhow::ensure!(!files.is_empty(), "no .slt files in {}", dir.display());
