@@ -46,6 +46,9 @@ pub(crate) struct StreamJoin {
     /// `[-before, after]`), as the condition bounds them.
     pub(crate) window: JoinWindow,
     pub(crate) kind: JoinType,
+    /// A join of the same tumbling window of both sides: the windows' size (ms). Each side's
+    /// scan then carries real `window_start`/`window_end` values, which the keys include.
+    pub(crate) tumble: Option<i64>,
     /// The `ON` condition beyond the key equalities, over the joined rows.
     pub(crate) residual: Option<Arc<dyn PhysicalExpr>>,
     /// Per side, the schema of its rows at the join.
@@ -507,14 +510,14 @@ pub(super) fn compile(
     let mut right = super::Walked::default();
     super::walk(cx, &j.right, &mut right)?;
     super::walk(cx, &j.left, w)?;
-    let nested = |x: &super::Walked| {
-        x.aggregate.is_some() || x.lookup.is_some() || x.window.is_some() || x.join.is_some()
-    };
+    let nested =
+        |x: &super::Walked| x.aggregate.is_some() || x.lookup.is_some() || x.join.is_some();
     if nested(w) || nested(&right) {
         return Err(super::unsupported_node(
-            "a join of two streams over an aggregate, a window or another join",
+            "a join of two streams over an aggregate or another join",
         ));
     }
+    let tumble = same_tumbling_window(w.window.as_ref(), right.window.as_ref())?;
     let (Some(left_rel), Some(right_rel)) = (&w.relation, right.relation.take()) else {
         return Err(super::unsupported_node("a join without two streams"));
     };
@@ -525,10 +528,17 @@ pub(super) fn compile(
         time_column(j.left.schema(), left_rel),
         time_column(j.right.schema(), &right_rel),
     ];
-    let (window, only_bounds) =
-        time_bounds(j.filter.as_ref(), [&times[0], &times[1]], &|e, c, t| {
+    let (window, only_bounds) = match tumble {
+        // Rows of one tumbling window are less than its size apart; the keys (which include
+        // the window) decide.
+        Some(size) => (
+            JoinWindow::within(Duration::from_millis(size.saturating_sub(1) as u64)),
+            j.filter.is_none(),
+        ),
+        None => time_bounds(j.filter.as_ref(), [&times[0], &times[1]], &|e, c, t| {
             evaluate_at(cx.state, e, c, t)
-        })?;
+        })?,
+    };
     if kind == JoinType::Left && !only_bounds {
         return Err(SqlError::unsupported(
             "a LEFT join of two streams whose ON condition has more than the key equalities \
@@ -545,23 +555,41 @@ pub(super) fn compile(
     }
     let mut keys = [Vec::new(), Vec::new()];
     let mut key_types = Vec::new();
+    let mut same_window = false;
     for (l, r) in &j.on {
         use datafusion::logical_expr::ExprSchemable;
         key_types.push(l.get_type(j.left.schema()).map_err(from_datafusion)?);
-        keys[0].push(super::physical(cx, l, j.left.schema())?);
-        keys[1].push(super::physical(cx, r, j.right.schema())?);
+        let (l, r) = (
+            super::physical(cx, l, j.left.schema())?,
+            super::physical(cx, r, j.right.schema())?,
+        );
+        let marks = (
+            super::mark_of(&l, &w.marks),
+            super::mark_of(&r, &right.marks),
+        );
+        same_window |= matches!(marks, (Some(a), Some(b)) if a == b);
+        keys[0].push(l);
+        keys[1].push(r);
+    }
+    if tumble.is_some() && !same_window {
+        return Err(SqlError::unsupported(
+            "a join of two windowed streams without `a.window_start = b.window_start` (or \
+             window_end) in its ON condition",
+            None,
+        ));
     }
     let residual = match (&j.filter, kind) {
         (Some(f), JoinType::Inner) => Some(super::physical(cx, f, &j.schema)?),
         _ => None,
     };
     let stream_join = StreamJoin {
-        right: super::open_source(cx.state, right_rel, None)?,
+        right: super::open_source(cx.state, right_rel, right.window.as_ref())?,
         right_steps: right.steps,
         keys,
         key_types,
         window,
         kind,
+        tumble,
         residual,
         sides: [
             Arc::clone(j.left.schema().inner()),
@@ -573,6 +601,45 @@ pub(super) fn compile(
     w.marks = vec![None; j.schema.fields().len()];
     w.join = Some((stream_join, before));
     Ok(())
+}
+
+/// The size (ms) of the tumbling windows both sides are in, when they are windowed; a join of
+/// other windows is refused.
+fn same_tumbling_window(
+    left: Option<&crate::window::WindowCall>,
+    right: Option<&crate::window::WindowCall>,
+) -> Result<Option<i64>> {
+    use weir_engine::WindowKind::Tumbling;
+    match (left.map(|c| c.kind), right.map(|c| c.kind)) {
+        (None, None) => Ok(None),
+        (Some(Tumbling { size: a }), Some(Tumbling { size: b })) if a == b => {
+            Ok(Some(a.as_millis().min(i64::MAX as u128) as i64))
+        }
+        _ => Err(SqlError::unsupported(
+            "a join of windows other than the same TUMBLE window of both streams (join the \
+             streams by an interval instead: b.ts BETWEEN a.ts - INTERVAL … AND a.ts + …)",
+            None,
+        )),
+    }
+}
+
+/// Fills a windowed scan's `window_start` and `window_end` (its last two columns) with the
+/// tumbling window of each row's event time.
+pub(crate) fn fill_windows(batch: RecordBatch, times: &[i64], size: i64) -> Result<RecordBatch> {
+    use datafusion::arrow::array::TimestampMillisecondArray;
+    let n = batch.num_columns();
+    if n < 2 || size <= 0 {
+        return Ok(batch);
+    }
+    let starts: Vec<i64> = times
+        .iter()
+        .map(|t| t.saturating_sub(t.rem_euclid(size)))
+        .collect();
+    let ends: Vec<i64> = starts.iter().map(|s| s.saturating_add(size)).collect();
+    let mut columns = batch.columns().to_vec();
+    columns[n - 2] = Arc::new(TimestampMillisecondArray::from(starts));
+    columns[n - 1] = Arc::new(TimestampMillisecondArray::from(ends));
+    RecordBatch::try_new(batch.schema(), columns).map_err(arrow)
 }
 
 /// A side's event-time column (its `WATERMARK FOR` column, else `_timestamp`) as the join's

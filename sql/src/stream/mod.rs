@@ -191,7 +191,7 @@ pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) ->
     let relation = walked
         .relation
         .ok_or_else(|| unsupported_node("a query without a stream"))?;
-    if walked.window.is_some() && walked.aggregate.is_none() {
+    if walked.window.is_some() && walked.aggregate.is_none() && walked.join.is_none() {
         return Err(SqlError::unsupported(
             "a window table function without a GROUP BY over its window_start or window_end \
              in a continuous query",

@@ -1,7 +1,8 @@
 //! The built-in oracle: a windowed aggregate run as a persistent query over a finite input
 //! (random values, out of order within the watermark's bound, spread over partitions) emits,
 //! once every window has closed, exactly the rows the same query computes in batch mode over
-//! the whole input. Seeded; the seed is printed (`SEED=…` replays one).
+//! the whole input; likewise an interval join of two streams (inner and LEFT) and DataFusion's
+//! batch join. Seeded; the seed is printed (`SEED=…` replays one).
 
 use std::time::{Duration, Instant};
 
@@ -58,14 +59,25 @@ fn rendered(session: &mut Session, sql: &str) -> anyhow::Result<Vec<String>> {
     Ok(rows)
 }
 
-/// Writes `events` records (key 0..5, a value or NULL, event times out of order by less than
-/// the watermark's 3 s) over 2 partitions, then a far-future record per partition that closes
-/// every window.
+/// Writes `events` records to `ev` (key 0..5, a value or NULL, one every 50 ms of event
+/// time, out of order by less than the watermark's 3 s) over 2 partitions, then a far-future
+/// record per partition that closes every window.
 fn write_input(log: &weir_log::Log, rng: &mut Rng, events: u64) -> anyhow::Result<()> {
+    write_input_to(log, "ev", rng, events, 50)
+}
+
+/// As [`write_input`], to `topic`, one record every `spacing_ms`.
+fn write_input_to(
+    log: &weir_log::Log,
+    topic: &str,
+    rng: &mut Rng,
+    events: u64,
+    spacing_ms: i64,
+) -> anyhow::Result<()> {
     let base = 1_767_225_600_000i64;
     let mut records: Vec<(u32, i64, String)> = (0..events)
         .map(|i| {
-            let ts = base + i as i64 * 50 + rng.below(2500) as i64;
+            let ts = base + i as i64 * spacing_ms + rng.below(2500) as i64;
             let v = match rng.below(10) {
                 0 => "null".to_string(),
                 _ => (rng.below(201) as i64 - 100).to_string(),
@@ -86,7 +98,7 @@ fn write_input(log: &weir_log::Log, rng: &mut Rng, events: u64) -> anyhow::Resul
     }
     for (p, ts, json) in records {
         log.append(
-            "ev",
+            topic,
             PartitionId(p),
             &[Record::value(json).at(Timestamp(ts))],
         )?;
@@ -95,7 +107,7 @@ fn write_input(log: &weir_log::Log, rng: &mut Rng, events: u64) -> anyhow::Resul
         let far = base + 100_000_000;
         let json = format!(r#"{{"k":-1,"v":0,"ts":{far}}}"#);
         log.append(
-            "ev",
+            topic,
             PartitionId(p),
             &[Record::value(json).at(Timestamp(far))],
         )?;
@@ -272,4 +284,84 @@ fn the_last_changes_of_windows_that_emit_changes_equal_the_batch_query() -> anyh
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Streamed rows of `table` until they equal `expected` (or a minute passes, or too many come).
+fn converges(
+    session: &mut Session,
+    seed: u64,
+    table: &str,
+    expected: &[String],
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = rendered(session, &format!("SELECT * FROM {table} WHERE k >= 0"))?;
+        if got == expected {
+            return Ok(());
+        }
+        if Instant::now() > deadline || got.len() > expected.len() {
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|r| !got.contains(r))
+                .take(5)
+                .collect();
+            let extra: Vec<&String> = got
+                .iter()
+                .filter(|r| !expected.contains(r))
+                .take(5)
+                .collect();
+            anyhow::bail!(
+                "SEED={seed} {table}: {} streamed rows, {} batch rows; missing {missing:?}; extra {extra:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn interval_joins_of_two_streams_equal_the_batch_join() -> anyhow::Result<()> {
+    let seed = seed();
+    eprintln!("oracle interval join: SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir()?;
+    let (log, mut session) = crate::streaming::open(dir.path())?;
+    for s in ["ev", "ev2"] {
+        session.execute(&format!(
+            "CREATE STREAM {s} (k BIGINT, v BIGINT, ts TIMESTAMP,
+                                WATERMARK FOR ts AS ts - INTERVAL '3' SECOND) WITH (partitions = 2)"
+        ))?;
+    }
+    // The right side is sparser: many left rows meet nothing (the LEFT join's NULL rows).
+    write_input_to(&log, "ev", &mut rng, 600, 50)?;
+    write_input_to(&log, "ev2", &mut rng, 60, 500)?;
+    let on = "a.k = b.k AND b.ts BETWEEN a.ts - INTERVAL '1' SECOND AND a.ts + INTERVAL '2' SECOND";
+    let inner = format!(
+        "SELECT a.k, a.v AS av, a.ts AS at, b.v AS bv, b.ts AS bt FROM ev a JOIN ev2 b ON {on}"
+    );
+    let left = format!(
+        "SELECT a.k, a.v AS av, a.ts AS at, b.v AS bv, b.ts AS bt FROM ev a LEFT JOIN ev2 b ON {on}"
+    );
+    let columns = "(k BIGINT, av BIGINT, at TIMESTAMP, bv BIGINT, bt TIMESTAMP)";
+    session.execute(&format!(
+        "CREATE SINK j AS {inner} WITH (topic = 'j');
+         CREATE STREAM j_out {columns} WITH (topic = 'j');
+         CREATE SINK lj AS {left} WITH (topic = 'lj');
+         CREATE STREAM lj_out {columns} WITH (topic = 'lj');"
+    ))?;
+    for (query, table) in [(inner, "j_out"), (left, "lj_out")] {
+        let expected = rendered(
+            &mut session,
+            &format!("SELECT * FROM ({query}) WHERE k >= 0"),
+        )?;
+        let lone = expected.iter().filter(|r| r.ends_with("NULL NULL")).count();
+        anyhow::ensure!(expected.len() > 300, "too few pairs: {}", expected.len());
+        anyhow::ensure!(
+            table == "j_out" || lone > 20,
+            "too few unmatched rows: {lone}"
+        );
+        converges(&mut session, seed, table, &expected)?;
+    }
+    Ok(())
 }

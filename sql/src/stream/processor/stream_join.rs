@@ -43,6 +43,10 @@ impl QueryProcessor {
         };
         let (batch, origin) = self.read(ctx, source)?;
         let times = self.times(ctx, source, &batch)?;
+        let batch = match join.tumble {
+            Some(size) => super::super::interval::fill_windows(batch, &times, size)?,
+            None => batch,
+        };
         let codec = join.codec(side)?;
         let mut out = 0;
         for rows in self.process_rows(ctx, steps, &batch, &origin)? {
