@@ -145,7 +145,7 @@ enum Control {
 
 /// Server parameters that `SHOW` answers (drivers and tools ask for these).
 const PARAMETERS: &[(&str, &str)] = &[
-    ("server_version", "16.6"),
+    ("server_version", weir_sql::SERVER_VERSION),
     ("server_version_num", "160006"),
     ("client_encoding", "UTF8"),
     ("server_encoding", "UTF8"),
@@ -175,10 +175,19 @@ fn control(sql: &str) -> Option<Control> {
             Some(Control::Begin)
         }
         "commit" | "end" => Some(Control::Commit),
+        // Savepoints (psycopg nests its type probes in one): statements are not
+        // transactional, so there is nothing to roll back to.
+        "savepoint" => Some(Control::Set("SAVEPOINT")),
+        "release" => Some(Control::Set("RELEASE")),
+        "rollback" if words.get(1).is_some_and(|w| w == "to") => Some(Control::Set("ROLLBACK")),
         "rollback" | "abort" => Some(Control::Rollback),
         "set" => Some(Control::Set("SET")),
         "reset" => Some(Control::Set("RESET")),
         "discard" => Some(Control::Set("DISCARD ALL")),
+        "show" if words[1..] == ["transaction", "isolation", "level"] => Some(Control::Parameter(
+            "transaction_isolation",
+            "read committed",
+        )),
         "show" if words.len() == 2 => PARAMETERS
             .iter()
             .find(|(n, _)| *n == words[1])

@@ -19,6 +19,7 @@ mod error;
 pub mod format;
 mod insert;
 pub mod parser;
+mod pg_catalog;
 pub mod pull;
 pub mod queries;
 pub mod scan;
@@ -44,3 +45,6 @@ pub fn render_rows(
         .map(|t| t.to_string())
         .map_err(|e| SqlError::Execution(format!("cannot render the result: {e}")))
 }
+
+/// The Postgres version Weir's Postgres surface reports (`version()`, `server_version`).
+pub use pg_catalog::SERVER_VERSION;

@@ -204,10 +204,12 @@ impl Database {
             .with_target_partitions(sql_threads())
             .with_information_schema(true);
         config.options_mut().sql_parser.collect_spans = true;
+        let ctx = SessionContext::new_with_config(config);
+        crate::pg_catalog::install(&ctx, &[])?;
         Ok(Session {
             log: self.log.clone(),
             catalog: Catalog::open(&self.log)?,
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             runtime: self.runtime.clone(),
             bad: Arc::new(Mutex::new(BadRecords::default())),
             engine: self.engine.clone(),
@@ -312,6 +314,7 @@ impl Session {
             }
             WeirStatement::Query(mut statement) => {
                 self.register_relations(true)?;
+                self.prepare_catalogs(&mut statement)?;
                 if let Statement::Query(q) = statement.as_mut() {
                     self.window_calls(q, false)?;
                     self.hide_metadata(q);
@@ -373,6 +376,10 @@ impl Session {
             return Ok(outcome);
         }
         self.register_relations(true)?;
+        if let Some(columns) = crate::pg_catalog::empty_result(&statement) {
+            return Ok(empty_rows(columns));
+        }
+        self.prepare_catalogs(&mut statement)?;
         match &mut statement {
             Statement::Query(q) => {
                 self.window_calls(q, false)?;
@@ -448,6 +455,28 @@ impl Session {
             ));
         }
         Ok(outcome)
+    }
+
+    /// Postgres's catalogs for a statement that reads them, and its Postgres-only syntax
+    /// rewritten (see [`crate::pg_catalog`]).
+    fn prepare_catalogs(&mut self, statement: &mut Statement) -> Result<()> {
+        let catalogs = crate::pg_catalog::reads_catalogs(statement);
+        if catalogs {
+            let relations: Vec<Relation> = self
+                .catalog
+                .relations()
+                .filter(|r| r.kind != crate::parser::RelationKind::Sink)
+                .cloned()
+                .collect();
+            let mut described = Vec::with_capacity(relations.len());
+            for relation in &relations {
+                let schema = self.provider(relation)?.schema();
+                described.push(crate::pg_catalog::Described { relation, schema });
+            }
+            crate::pg_catalog::install(&self.ctx, &described)?;
+        }
+        crate::pg_catalog::rewrite(statement, catalogs);
+        Ok(())
     }
 
     /// `SELECT *` over the catalog's relations without their metadata columns.
@@ -702,6 +731,28 @@ impl Session {
 
 /// Queries read; DataFusion's own DDL and DML would create in-memory tables or write
 /// nowhere, so they are refused in favour of the dialect's statements.
+/// No rows, of text columns with these names.
+fn empty_rows(columns: Vec<String>) -> Outcome {
+    let fields: Vec<datafusion::arrow::datatypes::Field> = columns
+        .into_iter()
+        .map(|c| {
+            datafusion::arrow::datatypes::Field::new(
+                c,
+                datafusion::arrow::datatypes::DataType::Utf8,
+                true,
+            )
+        })
+        .collect();
+    Outcome {
+        output: Output::Rows {
+            schema: Arc::new(datafusion::arrow::datatypes::Schema::new(fields)),
+            batches: Vec::new(),
+        },
+        notices: Vec::new(),
+        elapsed: Duration::ZERO,
+    }
+}
+
 fn refuse_side_effects(plan: &LogicalPlan) -> Result<()> {
     let what = match plan {
         LogicalPlan::Ddl(d) => Some(d.name().to_string()),

@@ -195,3 +195,53 @@ fn weir_sql_beside_a_running_server_runs_statements_through_its_postgres_listene
     assert!(crate::util::stderr(&out).contains("relation `nope` does not exist"));
     server.stop()
 }
+
+#[test]
+fn psql_lists_and_describes_relations_through_pg_catalog() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Served::start(dir.path())?;
+    let (ok, _, err) = run_psql(
+        &server.pg,
+        &[
+            "CREATE STREAM bids (auction BIGINT, double_price AS price * 2, price BIGINT)",
+            "CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT)",
+            "CREATE MATERIALIZED VIEW v AS SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction",
+        ],
+    )?;
+    anyhow::ensure!(ok, "{err}");
+    let (ok, out, err) = run_psql(
+        &server.pg,
+        &["\\d", "\\dt", "\\dm", "\\d customers", "\\d bids", "\\d v"],
+    )?;
+    anyhow::ensure!(ok && err.is_empty(), "{out}\n{err}");
+    // Unaligned, tuples only: \d (3 relations), \dt (2), \dm (1), then the columns.
+    let expected = "public|bids|table|weir\n\
+                    public|customers|table|weir\n\
+                    public|v|materialized view|weir\n\
+                    public|bids|table|weir\n\
+                    public|customers|table|weir\n\
+                    public|v|materialized view|weir\n\
+                    id|bigint||not null|\n\
+                    name|text|||\n\
+                    auction|bigint|||\n\
+                    double_price|bigint|||generated always as (price * 2) stored\n\
+                    price|bigint|||\n\
+                    auction|bigint|||\n\
+                    n|bigint|||\n";
+    anyhow::ensure!(out == expected, "psql printed:\n{out}");
+    // Drivers' connect-time probes.
+    let (ok, out, err) = run_psql(
+        &server.pg,
+        &[
+            "SELECT pg_catalog.version()",
+            "SHOW transaction isolation level",
+            "SELECT current_schema()",
+            "SELECT typname FROM pg_type WHERE oid = to_regtype('int8')",
+        ],
+    )?;
+    anyhow::ensure!(ok, "{err}");
+    for expected in ["PostgreSQL 16.6", "read committed", "public", "int8"] {
+        anyhow::ensure!(out.contains(expected), "no `{expected}` in:\n{out}");
+    }
+    server.stop()
+}
