@@ -262,32 +262,34 @@ impl Session {
             false => None,
         };
         self.catalog.refresh()?;
-        let mut outcome =
-            match statement {
-                WeirStatement::Create(c) => self.create(*c)?,
-                WeirStatement::CreateSink(c) => self.create_sink(*c)?,
-                WeirStatement::Drop {
-                    kind,
-                    name,
-                    at,
-                    if_exists,
-                } => self.drop_relation(kind, &name, at, if_exists)?,
-                WeirStatement::Show(what) => self.show(what)?,
-                WeirStatement::Describe { name, at } => self.describe(&name, at)?,
-                WeirStatement::Insert {
-                    name,
-                    at,
-                    columns,
-                    source,
-                    emit,
-                } => self.insert(&name, at, &columns, *source, emit)?,
-                WeirStatement::Query(s) => self.query(*s)?,
-                WeirStatement::Push(_) => return Err(SqlError::unsupported(
-                    "push queries (SELECT … EMIT CHANGES, SUBSCRIBE) in this session; they arrive \
-                     with the Postgres protocol",
+        let mut outcome = match statement {
+            WeirStatement::Create(c) => self.create(*c)?,
+            WeirStatement::CreateSink(c) => self.create_sink(*c)?,
+            WeirStatement::Drop {
+                kind,
+                name,
+                at,
+                if_exists,
+            } => self.drop_relation(kind, &name, at, if_exists)?,
+            WeirStatement::Show(what) => self.show(what)?,
+            WeirStatement::Describe { name, at } => self.describe(&name, at)?,
+            WeirStatement::Insert {
+                name,
+                at,
+                columns,
+                source,
+                emit,
+            } => self.insert(&name, at, &columns, *source, emit)?,
+            WeirStatement::Query(s) => self.query(*s)?,
+            WeirStatement::Push(_) => {
+                return Err(SqlError::unsupported(
+                    "SELECT … EMIT CHANGES as a push query; create a MATERIALIZED VIEW of the \
+                     query and `COPY (SUBSCRIBE TO view) TO STDOUT` through weir serve's \
+                     Postgres listener",
                     None,
-                )),
-            };
+                ))
+            }
+        };
         outcome.elapsed = started.elapsed();
         Ok(outcome)
     }
