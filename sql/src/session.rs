@@ -459,17 +459,21 @@ impl Session {
         Ok(outcome)
     }
 
+    /// The relations queries read: every one but sinks.
+    fn queryable_relations(&self) -> Vec<Relation> {
+        self.catalog
+            .relations()
+            .filter(|r| r.kind != crate::parser::RelationKind::Sink)
+            .cloned()
+            .collect()
+    }
+
     /// Postgres's catalogs for a statement that reads them, and its Postgres-only syntax
     /// rewritten (see [`crate::pg_catalog`]).
     fn prepare_catalogs(&mut self, statement: &mut Statement) -> Result<()> {
         let catalogs = crate::pg_catalog::reads_catalogs(statement);
         if catalogs {
-            let relations: Vec<Relation> = self
-                .catalog
-                .relations()
-                .filter(|r| r.kind != crate::parser::RelationKind::Sink)
-                .cloned()
-                .collect();
+            let relations = self.queryable_relations();
             let mut described = Vec::with_capacity(relations.len());
             for relation in &relations {
                 let schema = self.provider(relation)?.schema();
@@ -518,12 +522,7 @@ impl Session {
     /// are read from their RocksDB index (a batch query), else from their topic (the
     /// streaming compiler plans against topic scans).
     pub(crate) fn register_relations(&mut self, pull: bool) -> Result<()> {
-        let relations: Vec<Relation> = self
-            .catalog
-            .relations()
-            .filter(|r| r.kind != crate::parser::RelationKind::Sink)
-            .cloned()
-            .collect();
+        let relations = self.queryable_relations();
         // Relations another session dropped since this one registered them.
         let names: std::collections::HashSet<String> =
             relations.iter().map(|r| r.name.clone()).collect();

@@ -107,6 +107,23 @@ impl QueryPlan {
             inputs: std::iter::once(input).chain(table_input).collect(),
             stores,
         });
+        let parts = (subplans, internal_topics, operators);
+        QueryPlan::assemble(app, compiled, parts, repartition)
+    }
+}
+
+impl QueryPlan {
+    /// The plan of `compiled` from its parts: sub-plans, internal topics, operator names.
+    fn assemble(
+        app: &str,
+        compiled: Compiled,
+        (subplans, internal_topics, operators): (
+            Vec<SubPlan>,
+            Vec<weir_engine::InternalTopic>,
+            Vec<String>,
+        ),
+        repartition: Option<String>,
+    ) -> QueryPlan {
         let sinks = match &compiled.sink {
             SinkTarget::Topic { topic, .. } => vec![topic.clone()],
             SinkTarget::Blackhole => Vec::new(),
@@ -193,21 +210,8 @@ impl QueryPlan {
             inputs,
             stores: vec![store],
         });
-        let sinks = match &compiled.sink {
-            SinkTarget::Topic { topic, .. } => vec![topic.clone()],
-            SinkTarget::Blackhole => Vec::new(),
-        };
-        QueryPlan {
-            shape: PlanShape {
-                app: app.to_string(),
-                subplans,
-                sinks,
-                internal_topics,
-                operators,
-            },
-            compiled: Arc::new(compiled),
-            repartition,
-        }
+        let parts = (subplans, internal_topics, operators);
+        QueryPlan::assemble(app, compiled, parts, repartition)
     }
 }
 

@@ -142,31 +142,7 @@ fn check(window: &str, events: u64) -> anyhow::Result<()> {
         &format!("SELECT * FROM ({select}) WHERE k >= 0"),
     )?;
     anyhow::ensure!(expected.len() > 50, "too few windows: {}", expected.len());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = rendered(&mut session, "SELECT * FROM out WHERE k >= 0")?;
-        if got == expected {
-            return Ok(());
-        }
-        if Instant::now() > deadline || got.len() > expected.len() {
-            let missing: Vec<&String> = expected
-                .iter()
-                .filter(|r| !got.contains(r))
-                .take(5)
-                .collect();
-            let extra: Vec<&String> = got
-                .iter()
-                .filter(|r| !expected.contains(r))
-                .take(5)
-                .collect();
-            anyhow::bail!(
-                "SEED={seed}: {} streamed rows, {} batch rows; missing {missing:?}; extra {extra:?}",
-                got.len(),
-                expected.len()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    converges(&mut session, seed, "out", &expected)
 }
 
 #[test]
