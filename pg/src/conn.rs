@@ -448,8 +448,8 @@ impl ExtendedQueryHandler for Inner {
                 // Describe answered NoData; rows now would break the protocol.
                 return Err(user_error(
                     "0A000",
-                    "SUBSCRIBE through the extended protocol: use COPY (SUBSCRIBE TO name) TO \
-                     STDOUT, or the simple protocol",
+                    "a push request (SUBSCRIBE, SELECT … EMIT CHANGES) through the extended \
+                     protocol: wrap it in COPY (…) TO STDOUT, or use the simple protocol",
                 ));
             }
             return self.subscribe(client, target, &sql).await;

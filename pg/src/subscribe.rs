@@ -1,6 +1,7 @@
-//! `SUBSCRIBE [TO] name` and `COPY (SUBSCRIBE [TO] name) TO STDOUT`: a relation's changes
-//! streamed to the client as they are committed (see [`weir_sql::Subscription`] for the
-//! rows). Under COPY they travel as COPY text lines, which psql prints and psycopg's
+//! Push requests — `SUBSCRIBE [TO] name` and `SELECT … EMIT CHANGES`, alone or inside
+//! `COPY (…) TO STDOUT` — streamed to the client as they are committed (see
+//! [`weir_sql::Subscription`] for the rows, [`weir_sql::PushRequest`] for the requests).
+//! Under COPY they travel as COPY text lines, which psql prints and psycopg's
 //! `cursor.copy()` iterates; without COPY, as the rows of a query that does not end.
 //!
 //! Each subscription has a thread that polls the log and a bounded queue to the connection:
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use weir_sql::datafusion::arrow::array::RecordBatch;
 use weir_sql::datafusion::arrow::datatypes::SchemaRef;
 use weir_sql::datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use weir_sql::{Database, SqlError, Subscription};
+use weir_sql::{Database, PushRequest, SqlError, Subscription};
 
 use crate::encode;
 
@@ -47,10 +48,10 @@ const PROBE_PARAMETER: (&str, &str) = ("integer_datetimes", "on");
 /// The server's subscription slots.
 pub(crate) type Subscriptions = Arc<Semaphore>;
 
-/// What to subscribe to, and how the rows travel.
+/// What to push, and how the rows travel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    name: String,
+    request: PushRequest,
     copy: bool,
 }
 
@@ -61,7 +62,7 @@ impl Target {
     }
 }
 
-/// `SUBSCRIBE [TO] name` or `COPY (SUBSCRIBE [TO] name) TO STDOUT`, else `None`.
+/// A push request, alone or as `COPY (request) TO STDOUT`, else `None`.
 pub(crate) fn parse(sql: &str) -> Option<Target> {
     let s = sql.trim().trim_end_matches(';').trim();
     let lower = s.to_ascii_lowercase();
@@ -78,22 +79,10 @@ pub(crate) fn parse(sql: &str) -> Option<Target> {
         }
         None => (s, false),
     };
-    let mut words = inner.split_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("subscribe") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("to") {
-        name = words.next()?;
-    }
-    if words.next().is_some() {
-        return None;
-    }
-    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(quoted) => quoted.to_string(),
-        None => name.to_ascii_lowercase(),
-    };
-    Some(Target { name, copy })
+    Some(Target {
+        request: PushRequest::parse(inner)?,
+        copy,
+    })
 }
 
 /// A started subscription: its columns and the queue of its changes.
@@ -114,7 +103,7 @@ pub(crate) fn start(
             "too many subscriptions: {SUBSCRIPTIONS_MAX} run already; end one first"
         ))
     })?;
-    let mut subscription = db.session()?.subscribe(&target.name)?;
+    let mut subscription = db.session()?.push(&target.request)?;
     let schema = subscription.schema().clone();
     let (tx, changes) = mpsc::channel::<PgWireResult<RecordBatch>>(SUBSCRIBE_QUEUE_BATCHES);
     std::thread::Builder::new()
@@ -200,9 +189,10 @@ where
 
 /// The tag that ends a subscription's response.
 pub(crate) fn tag(target: &Target, rows: usize) -> Tag {
-    match target.copy {
-        true => Tag::new("COPY").with_rows(rows),
-        false => Tag::new("SUBSCRIBE").with_rows(rows),
+    match (target.copy, &target.request) {
+        (true, _) => Tag::new("COPY").with_rows(rows),
+        (false, PushRequest::Subscribe(_)) => Tag::new("SUBSCRIBE").with_rows(rows),
+        (false, PushRequest::Query(_)) => Tag::new("SELECT").with_rows(rows),
     }
 }
 
@@ -272,10 +262,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscribe_statements_parse_in_both_forms() {
+    fn push_requests_parse_alone_and_under_copy() {
         let t = |name: &str, copy| {
             Some(Target {
-                name: name.into(),
+                request: PushRequest::Subscribe(name.into()),
                 copy,
             })
         };
@@ -286,5 +276,13 @@ mod tests {
         assert_eq!(parse("COPY (SELECT 1) TO STDOUT"), None);
         assert_eq!(parse("SUBSCRIBE TO a b"), None);
         assert_eq!(parse("SELECT 1"), None);
+        let q = "SELECT a, COUNT(*) FROM s GROUP BY a EMIT CHANGES";
+        assert_eq!(
+            parse(&format!("COPY ({q}) TO STDOUT;")),
+            Some(Target {
+                request: PushRequest::Query(q.into()),
+                copy: true
+            })
+        );
     }
 }

@@ -118,6 +118,13 @@ impl Session {
             .cloned()
             .collect();
         for rel in sinks {
+            if crate::push::is_transient(&rel) {
+                // A push query whose client a crash took: nobody reads it.
+                if let Err(e) = self.drop_transient(&rel.name) {
+                    tracing::warn!(query = %rel.name, error = %e, "a push query was not dropped");
+                }
+                continue;
+            }
             if let Err(e) = self.start_query(&rel) {
                 tracing::warn!(query = %rel.name, error = %e, "persistent query did not start");
                 host.running()
@@ -339,7 +346,7 @@ impl Session {
 
     /// Plans, optimizes and compiles a query; for an INSERT, its columns are cast to the
     /// target's stored columns first.
-    fn compile_query(
+    pub(crate) fn compile_query(
         &mut self,
         mut query: Query,
         into: Option<(&Relation, &[String])>,
@@ -410,7 +417,7 @@ impl Session {
         self.run_compiled(rel, compiled)
     }
 
-    fn run_compiled(&mut self, rel: &Relation, compiled: Compiled) -> Result<()> {
+    pub(crate) fn run_compiled(&mut self, rel: &Relation, compiled: Compiled) -> Result<()> {
         let engine = self.engine()?.clone();
         let partitions = compiled.source.relation.partitions(&self.log)?;
         let mut options = RunOptions::new(engine.state_dir.clone());
@@ -439,7 +446,7 @@ impl Session {
     }
 
     /// Creates a sink's topic when it does not exist (`partitions` from its options, else 1).
-    fn ensure_sink_topic(
+    pub(crate) fn ensure_sink_topic(
         &self,
         topic: &str,
         options: &BTreeMap<String, String>,
@@ -632,7 +639,7 @@ fn cast_to(plan: LogicalPlan, into: &Relation, targets: &[String]) -> Result<Log
 }
 
 /// The catalog's columns of a sink: its output's value columns and their types.
-fn value_columns(schema: &datafusion::arrow::datatypes::SchemaRef) -> Vec<Column> {
+pub(crate) fn value_columns(schema: &datafusion::arrow::datatypes::SchemaRef) -> Vec<Column> {
     schema
         .fields()
         .iter()

@@ -103,7 +103,7 @@ pub struct Session {
     pub(crate) engine: Option<Arc<QueryHost>>,
     /// Held while a statement changes the catalog, so two sessions of one process cannot
     /// both create one name.
-    ddl: Arc<Mutex<()>>,
+    pub(crate) ddl: Arc<Mutex<()>>,
     /// The relations registered with `ctx`.
     registered: std::collections::HashSet<String>,
 }
@@ -243,6 +243,17 @@ impl Session {
         Database::open(log, Some(engine))?.session()
     }
 
+    /// Another session over what this one's database shares.
+    pub(crate) fn sibling(&self) -> Result<Session> {
+        Database {
+            log: self.log.clone(),
+            runtime: self.runtime.clone(),
+            engine: self.engine.clone(),
+            ddl: self.ddl.clone(),
+        }
+        .session()
+    }
+
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
@@ -282,12 +293,14 @@ impl Session {
             } => self.insert(&name, at, &columns, *source, emit)?,
             WeirStatement::Query(s) => self.query(*s)?,
             WeirStatement::Push(_) => {
+                // Its rows never end, so they are no statement's output: callers that can
+                // stream them ask `Session::push`.
                 return Err(SqlError::unsupported(
-                    "SELECT … EMIT CHANGES as a push query; create a MATERIALIZED VIEW of the \
-                     query and `COPY (SUBSCRIBE TO view) TO STDOUT` through weir serve's \
-                     Postgres listener",
+                    "SELECT … EMIT CHANGES in a script; send it on its own (psql, `weir sql`, \
+                     or `COPY (SELECT … EMIT CHANGES) TO STDOUT`) and its rows stream until \
+                     you cancel",
                     None,
-                ))
+                ));
             }
         };
         outcome.elapsed = started.elapsed();

@@ -4,6 +4,9 @@
 //! seen, `delete` (the key's columns, the rest NULL) for a tombstone. A stream yields the
 //! records appended from now on, each an `insert`.
 //!
+//! A push query's subscription ([`crate::push`]) reads its transient sink's topic from the
+//! start, each row with the `op` the query wrote.
+//!
 //! Reads are read_committed, so a subscriber never sees what a query's transaction aborted.
 //! A subscription of a table or view holds its live keys (to tell inserts from updates),
 //! never the rows.
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use weir_log::{Isolation, Log, Offset, PartitionId};
 
@@ -21,6 +24,7 @@ use crate::catalog::Relation;
 use crate::error::{Result, SqlError};
 use crate::format::{LogRecord, RowDecoder, META_COLUMNS};
 use crate::parser::RelationKind;
+use crate::push::TransientQuery;
 use crate::session::Session;
 use crate::stream::{OP_DELETE, OP_INSERT, OP_UPDATE_AFTER};
 
@@ -35,14 +39,27 @@ pub const SUBSCRIBE_BATCH_ROWS: usize = 4096;
 pub struct Subscription {
     log: Log,
     topic: String,
-    keyed: bool,
+    changes: Changes,
     decoder: RowDecoder,
     /// `op` then the relation's columns.
     schema: SchemaRef,
     /// Next offset per partition.
     positions: Vec<Offset>,
-    /// The keys that have a row now (keyed relations).
-    live: HashSet<Bytes>,
+    /// A push query's sink, dropped with the subscription.
+    _query: Option<TransientQuery>,
+}
+
+/// How a record becomes a change row.
+#[derive(Debug)]
+enum Changes {
+    /// A stream's records are inserts.
+    Appends,
+    /// A keyed relation's records are upserts: the keys that have a row now tell inserts from
+    /// updates, and a tombstone is a delete.
+    Upserts(HashSet<Bytes>),
+    /// A push query's records carry their `op` (the column at this index of the decoded
+    /// rows; NULL for an insert-only query's).
+    Carried(usize),
 }
 
 impl Session {
@@ -50,11 +67,44 @@ impl Session {
     pub fn subscribe(&mut self, name: &str) -> Result<Subscription> {
         self.catalog.refresh()?;
         let rel = self.relation(name, None)?.clone();
+        if crate::push::is_transient(&rel) {
+            return Err(SqlError::plan(
+                format!("`{name}` is a push query's; subscribe to a relation"),
+                None,
+            ));
+        }
         Subscription::open(&self.log, &rel)
     }
 }
 
 impl Subscription {
+    /// A push query's subscription: its sink's records from the start, with their `op`.
+    pub(crate) fn open_transient(
+        log: &Log,
+        rel: &Relation,
+        query: TransientQuery,
+    ) -> Result<Subscription> {
+        let mut s = Subscription::open(log, rel)?;
+        for (p, at) in s.positions.iter_mut().enumerate() {
+            *at = log.earliest_offset(&rel.topic, PartitionId(p as u32))?;
+        }
+        let op = s.decoder.schema().index_of("op").map_err(|_| {
+            SqlError::Execution(format!("push query `{}` has no `op` column", rel.name))
+        })?;
+        s.changes = Changes::Carried(op);
+        let fields: Vec<Field> = s
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| *i == 0 || f.name() != "op")
+            .map(|(_, f)| (**f).clone())
+            .collect();
+        s.schema = Arc::new(Schema::new(fields));
+        s._query = Some(query);
+        Ok(s)
+    }
+
     fn open(log: &Log, rel: &Relation) -> Result<Subscription> {
         if rel.topic.is_empty() {
             return Err(SqlError::unsupported(
@@ -95,11 +145,14 @@ impl Subscription {
         Ok(Subscription {
             log: log.clone(),
             topic: rel.topic.clone(),
-            keyed,
+            changes: match keyed {
+                true => Changes::Upserts(HashSet::new()),
+                false => Changes::Appends,
+            },
             decoder,
             schema: Arc::new(Schema::new(fields)),
             positions,
-            live: HashSet::new(),
+            _query: None,
         })
     }
 
@@ -171,23 +224,8 @@ impl Subscription {
         let mut ops = Vec::with_capacity(records.len());
         let mut rows = Vec::with_capacity(records.len());
         for r in records {
-            let (op, row) = match (self.keyed, &r.key, r.value.is_empty()) {
-                (false, _, true) => continue,
-                (false, _, false) => (OP_INSERT, r.clone()),
-                (true, None, _) => continue,
-                (true, Some(k), true) => {
-                    if !self.live.remove(k) {
-                        continue;
-                    }
-                    // The key's columns, from the key (a JSON object of them).
-                    let mut row = r.clone();
-                    row.value = k.clone();
-                    (OP_DELETE, row)
-                }
-                (true, Some(k), false) => match self.live.insert(k.clone()) {
-                    true => (OP_INSERT, r.clone()),
-                    false => (OP_UPDATE_AFTER, r.clone()),
-                },
+            let Some((op, row)) = self.changes.of(r) else {
+                continue;
             };
             ops.push(op);
             rows.push(row);
@@ -196,12 +234,27 @@ impl Subscription {
         // Rows that do not decode are skipped (a batch query over the relation reports them);
         // the good rows keep their order, so their ops are the others'.
         let bad: HashSet<(i32, i64)> = bad.iter().map(|b| (b.partition, b.offset)).collect();
-        let ops: Vec<&str> = ops
+        let carried;
+        let mut ops: Vec<&str> = ops
             .into_iter()
             .zip(&rows)
             .filter(|(_, r)| !bad.contains(&(r.partition, r.offset)))
             .map(|(op, _)| op)
             .collect();
+        if let Changes::Carried(c) = self.changes {
+            carried = batch
+                .column(c)
+                .as_string_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| {
+                    SqlError::Execution("a push query's `op` column is not text".into())
+                })?;
+            for (i, op) in ops.iter_mut().enumerate() {
+                if carried.is_valid(i) {
+                    *op = carried.value(i);
+                }
+            }
+        }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from(ops))];
         for f in self.schema.fields().iter().skip(1) {
             let c = batch.column_by_name(f.name()).ok_or_else(|| {
@@ -211,5 +264,29 @@ impl Subscription {
         }
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| SqlError::Execution(format!("subscription rows: {e}")))
+    }
+}
+
+impl Changes {
+    /// A record's change row (`None`: it changes nothing a subscriber sees).
+    fn of(&mut self, r: &LogRecord) -> Option<(&'static str, LogRecord)> {
+        match (self, &r.key, r.value.is_empty()) {
+            (Changes::Appends | Changes::Carried(_), _, true) => None,
+            (Changes::Appends | Changes::Carried(_), _, false) => Some((OP_INSERT, r.clone())),
+            (Changes::Upserts(_), None, _) => None,
+            (Changes::Upserts(live), Some(k), true) => {
+                if !live.remove(k) {
+                    return None;
+                }
+                // The key's columns, from the key (a JSON object of them).
+                let mut row = r.clone();
+                row.value = k.clone();
+                Some((OP_DELETE, row))
+            }
+            (Changes::Upserts(live), Some(k), false) => match live.insert(k.clone()) {
+                true => Some((OP_INSERT, r.clone())),
+                false => Some((OP_UPDATE_AFTER, r.clone())),
+            },
+        }
     }
 }

@@ -10,6 +10,7 @@ mod produce;
 mod remote;
 mod serve;
 mod sql;
+mod sql_push;
 mod sql_remote;
 mod topic;
 

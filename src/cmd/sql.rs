@@ -22,6 +22,8 @@ Statements end with `;` and may span lines. Examples:
   SELECT auction, COUNT(*), MAX(price) FROM bids GROUP BY auction;
   CREATE SINK big AS SELECT * FROM bids WHERE price > 10000 WITH (topic = 'big-bids');
   SHOW STREAMS;  SHOW TABLES;  SHOW QUERIES;  DESCRIBE bids;  DROP SINK big;
+  SUBSCRIBE TO stats;   SELECT auction, COUNT(*) FROM bids GROUP BY auction EMIT CHANGES;
+    (rows as they change, with their op, until ctrl-c)
 Persistent queries (sinks, INSERT INTO … SELECT) run while this session (or `weir serve`) does.
 Meta-commands:
   \\d [name]   list relations, or describe one
@@ -32,17 +34,26 @@ Meta-commands:
 /// Where statements run.
 enum Backend {
     /// An embedded session.
-    Local(Session),
+    Local(Session, super::sql_push::Interrupts),
     /// A running server's Postgres listener.
     Remote(Box<super::sql_remote::Remote>),
 }
 
 impl Backend {
-    /// Runs a script, printing each statement's output; `Err` is the error as printed.
+    /// Runs a script, printing each statement's output (a push request's rows until ctrl-c);
+    /// `Err` is the error as printed.
     fn run(&mut self, sql: &str, timing: bool) -> Result<(), String> {
+        if let Some(request) = weir_sql::PushRequest::parse(sql) {
+            return match self {
+                Backend::Remote(r) => r.push(sql),
+                Backend::Local(session, interrupts) => {
+                    super::sql_push::run_local(session, &request, interrupts)
+                }
+            };
+        }
         match self {
             Backend::Remote(r) => r.run(sql, timing),
-            Backend::Local(session) => {
+            Backend::Local(session, _) => {
                 let statements = weir_sql::parse(sql).map_err(|e| report_text(sql, &e))?;
                 for s in statements {
                     let outcome = session.run(s).map_err(|e| report_text(sql, &e))?;
@@ -85,7 +96,7 @@ fn open(dir: &Path) -> Result<Backend> {
             );
             let log = super::open_log_read_only(dir)?;
             let session = Session::open(&log).context("cannot start the SQL session")?;
-            return Ok(Backend::Local(session));
+            return Ok(Backend::Local(session, Default::default()));
         }
         Err(e) => return Err(e),
     };
@@ -97,7 +108,7 @@ fn open(dir: &Path) -> Result<Backend> {
     };
     let session =
         Session::open_with_engine(&log, engine).context("cannot start the SQL session")?;
-    Ok(Backend::Local(session))
+    Ok(Backend::Local(session, Default::default()))
 }
 
 /// The Postgres address a running server wrote into `serve.json`, if any.
@@ -207,7 +218,7 @@ fn repl(backend: &mut Backend, dir: &Path) -> Result<()> {
             dir.display(),
             r.addr()
         ),
-        Backend::Local(_) => {
+        Backend::Local(..) => {
             println!("weir sql on {} — \\? for help, \\q to quit", dir.display())
         }
     }

@@ -132,6 +132,55 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Prints a push request's rows as the server streams them, until ctrl-c cancels it
+    /// (the protocol's cancel request, which ends the server's subscription).
+    pub fn push(&mut self, sql: &str) -> Result<(), String> {
+        let client = &self.client;
+        let outcome = self.runtime.block_on(async {
+            let stream = client.simple_query_raw(sql).await?;
+            let mut stream = std::pin::pin!(stream);
+            let mut rows = 0u64;
+            let mut cancelled = false;
+            loop {
+                tokio::select! {
+                    m = stream.next() => match m {
+                        None => break,
+                        Some(Ok(SimpleQueryMessage::RowDescription(c))) => {
+                            let names: Vec<&str> = c.iter().map(|c| c.name()).collect();
+                            super::sql_push::print_line(&names);
+                        }
+                        Some(Ok(SimpleQueryMessage::Row(r))) => {
+                            rows += 1;
+                            let cells: Vec<&str> =
+                                (0..r.len()).map(|i| r.get(i).unwrap_or("NULL")).collect();
+                            super::sql_push::print_line(&cells);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) if cancelled => break,
+                        Some(Err(e)) => return Err(e),
+                    },
+                    _ = tokio::signal::ctrl_c(), if !cancelled => {
+                        cancelled = true;
+                        client.cancel_token().cancel_query(tokio_postgres::NoTls).await?;
+                    }
+                }
+            }
+            Ok(rows)
+        });
+        match outcome {
+            Ok(rows) => {
+                println!("({rows} rows; ended by ctrl-c)");
+                Ok(())
+            }
+            Err(e) => Err(match e.as_db_error() {
+                Some(db) => db.message().to_string(),
+                None => e.to_string(),
+            }),
+        }
+    }
+}
+
 /// A statement's result as `weir sql` prints it embedded: an aligned table and a row count,
 /// or the command's tag.
 fn print_result(

@@ -1,7 +1,8 @@
 """psycopg 3 (PyPI) against `weir serve --pg-listen`: DDL, parameters (text and binary, typed
 and prepared server-side), typed results, errors with SQLSTATE and position, sessions that see
-each other's DDL, a materialized view's pull query, and SUBSCRIBE receiving rows inserted
-afterwards (COPY (SUBSCRIBE TO …) TO STDOUT). Prints `ok` when every check passed.
+each other's DDL, a materialized view's pull query, SUBSCRIBE receiving rows inserted
+afterwards (COPY (SUBSCRIBE TO …) TO STDOUT), and a push query (SELECT … EMIT CHANGES).
+Prints `ok` when every check passed.
 
 Usage: python pg_psycopg.py HOST:PORT
 """
@@ -123,11 +124,11 @@ class Enough(Exception):
     pass
 
 
-def subscribe(name, want, out, ready, conns):
+def subscribe(request, want, out, ready, conns):
     c = connect()
     conns.append(c)
     try:
-        with c.cursor().copy(f"COPY (SUBSCRIBE TO {name}) TO STDOUT") as copy:
+        with c.cursor().copy(f"COPY ({request}) TO STDOUT") as copy:
             ready.set()
             for row in copy.rows():
                 out.append(row)
@@ -143,7 +144,7 @@ def subscribe(name, want, out, ready, conns):
 
 
 got, ready = [], threading.Event()
-t = threading.Thread(target=subscribe, args=("bids", 2, got, ready, []), daemon=True)
+t = threading.Thread(target=subscribe, args=("SUBSCRIBE TO bids", 2, got, ready, []), daemon=True)
 t.start()
 ready.wait(30)
 time.sleep(0.5)
@@ -155,7 +156,7 @@ assert sorted(got) == [("insert", "7", "1", "70", "2026-01-01 00:01:00"),
 
 # A view: its current rows first, then changes (an update of auction 7); a cancel ends it.
 vgot, ready, conns = [], threading.Event(), []
-t = threading.Thread(target=subscribe, args=("stats", 1000, vgot, ready, conns), daemon=True)
+t = threading.Thread(target=subscribe, args=("SUBSCRIBE stats", 1000, vgot, ready, conns), daemon=True)
 t.start()
 ready.wait(30)
 eventually(lambda: {r[1] for r in vgot} >= {"0", "1", "2", "7", "8"}, "the view's rows")
@@ -165,5 +166,26 @@ assert all(r[0] in ("insert", "update_after") for r in vgot), vgot
 conns[0].cancel_safe()
 t.join(30)
 assert not t.is_alive() and vgot[-1] == "canceled", vgot[-3:]
+
+# A push query: its result over what the log holds, then its changes — an updating count
+# retracts the old row (update_before) — until canceled; its transient query goes with it.
+pgot, ready, conns = [], threading.Event(), []
+push = ("SELECT auction, COUNT(*) AS n, MAX(price) * 2 AS hi2 FROM bids "
+        "WHERE auction = 7 GROUP BY auction EMIT CHANGES")
+t = threading.Thread(target=subscribe, args=(push, 1000, pgot, ready, conns), daemon=True)
+t.start()
+ready.wait(30)
+eventually(lambda: ("update_after", "7", "2", "1400") in pgot or ("insert", "7", "2", "1400") in pgot,
+           "the push query's result so far")
+shown = cur.execute("SHOW QUERIES").fetchall()
+assert any(r[0].startswith("_push_") for r in shown), shown
+cur.execute("INSERT INTO bids VALUES (7, 3, 900, '2026-01-01 00:03:00')")
+eventually(lambda: ("update_after", "7", "3", "1800") in pgot, "the push query's change")
+assert ("update_before", "7", "2", "1400") in pgot, pgot
+conns[0].cancel_safe()
+t.join(30)
+assert not t.is_alive() and pgot[-1] == "canceled", pgot[-3:]
+eventually(lambda: not any(r[0].startswith("_push_") for r in cur.execute("SHOW QUERIES").fetchall()),
+           "the push query's end")
 
 print("ok")

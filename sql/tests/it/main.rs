@@ -5,5 +5,6 @@
 
 mod logic;
 mod oracle;
+mod push;
 mod records;
 mod streaming;
