@@ -65,3 +65,7 @@ if [ "$installed" != "$kafkajs_version" ]; then
   mkdir -p "$node_dir"
   npm install --prefix "$node_dir" --no-audit --no-fund --loglevel=error --save-exact "kafkajs@$kafkajs_version" >/dev/null
 fi
+
+# PostgreSQL (Debian's packages, with wal2json) for the CDC tests and demo: a cluster `weir` on
+# a free loopback port with wal_level=logical; its URL goes to $WEIR_CACHE/postgres.url.
+bash "$root/scripts/postgres.sh" >/dev/null
