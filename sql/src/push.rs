@@ -264,6 +264,6 @@ mod tests {
             PushRequest::parse("CREATE SINK k AS SELECT a FROM s EMIT CHANGES"),
             None
         );
-        assert_eq!(PushRequest::parse("SELECT FROM WHERE EMIT CHANGES"), None);
+        assert_eq!(PushRequest::parse("SELECT (1 + EMIT CHANGES"), None);
     }
 }
