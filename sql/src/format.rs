@@ -5,6 +5,12 @@
 //!   milliseconds or an RFC 3339 string (UTC when it has no offset).
 //! - `csv`: one line per record value, fields in the declared column order, no header.
 //! - `raw`: the whole value in the relation's single column (TEXT or BYTEA).
+//! - `debezium_json`: Debezium change events ([`weir_engine::changes`], bare or with Kafka
+//!   Connect's schema wrapper). A table reads them as changes ([`crate::changes`]); a stream's
+//!   rows are the `after` rows of creates, snapshot reads and updates (deletes, truncates and
+//!   tombstones change a table, they are no stream rows). The row's fields are read as
+//!   `json`'s are: integer timestamps are epoch milliseconds (Debezium's
+//!   `time.precision.mode=connect`). Rows written in it are create events.
 //!
 //! Every relation also exposes each record's metadata as columns: `_key` (TEXT), `_timestamp`
 //! (TIMESTAMP), `_partition` (INT) and `_offset` (BIGINT).
@@ -39,6 +45,9 @@ pub enum Format {
     Csv,
     /// The value itself, in the single column.
     Raw,
+    /// Debezium change events.
+    #[serde(rename = "debezium_json")]
+    DebeziumJson,
 }
 
 impl Format {
@@ -48,9 +57,10 @@ impl Format {
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
             "raw" | "bytes" | "text" => Ok(Format::Raw),
+            "debezium_json" | "debezium-json" | "debezium" => Ok(Format::DebeziumJson),
             other => Err(SqlError::option(
                 "format",
-                format!("unknown format `{other}` (json, csv or raw)"),
+                format!("unknown format `{other}` (json, csv, raw or debezium_json)"),
             )),
         }
     }
@@ -144,6 +154,9 @@ impl RowDecoder {
     /// Decodes a chunk: one vectorized pass, or, if any record is bad, record by record so
     /// that every good row is kept and every bad one is reported.
     pub fn decode(&self, records: &[LogRecord]) -> (RecordBatch, Vec<BadRecord>) {
+        if self.format == Format::DebeziumJson {
+            return self.decode_events(records);
+        }
         if let Ok(batch) = self.values(records.iter()) {
             if batch.num_rows() == records.len() {
                 if let Ok(b) = self.with_meta(batch, records.iter()) {
@@ -186,6 +199,42 @@ impl RowDecoder {
                 (RecordBatch::new_empty(self.output.clone()), bad)
             }
         }
+    }
+
+    /// Change events as stream rows: the `after` rows of creates, reads and updates.
+    fn decode_events(&self, records: &[LogRecord]) -> (RecordBatch, Vec<BadRecord>) {
+        let mut bad = Vec::new();
+        let mut rows = Vec::with_capacity(records.len());
+        for r in records {
+            match weir_engine::changes::ChangeEvent::parse(&r.value) {
+                Err(e) => bad.push(BadRecord {
+                    partition: r.partition,
+                    offset: r.offset,
+                    reason: e.to_string(),
+                }),
+                Ok(Some(e)) => match serde_json::to_vec(&e.after) {
+                    Ok(after) if e.after.is_some() => rows.push(LogRecord {
+                        value: Bytes::from(after),
+                        ..r.clone()
+                    }),
+                    Ok(_) => {}
+                    Err(e) => bad.push(BadRecord {
+                        partition: r.partition,
+                        offset: r.offset,
+                        reason: format!("the row: {e}"),
+                    }),
+                },
+                Ok(None) => {}
+            }
+        }
+        let json = RowDecoder {
+            format: Format::Json,
+            stored: self.stored.clone(),
+            output: self.output.clone(),
+        };
+        let (batch, more) = json.decode(&rows);
+        bad.extend(more);
+        (batch, bad)
     }
 
     /// The stored columns of `records`, in one decoder pass.
@@ -253,6 +302,9 @@ impl RowDecoder {
                     .collect::<Result<Vec<_>, _>>()?;
                 RecordBatch::try_new(self.stored.clone(), columns)
             }
+            Format::DebeziumJson => Err(ArrowError::JsonError(
+                "change events are decoded as events".into(),
+            )),
             Format::Raw => {
                 let field = self.stored.field(0);
                 let column: ArrayRef = match field.data_type() {
@@ -316,6 +368,16 @@ pub fn encode_rows(format: Format, batch: &RecordBatch) -> Result<Vec<Bytes>> {
             }
             Ok(split_lines(&buf))
         }
+        Format::DebeziumJson => Ok(encode_rows(Format::Json, &batch)?
+            .into_iter()
+            .map(|row| {
+                let mut event = Vec::with_capacity(row.len() + 32);
+                event.extend_from_slice(br#"{"before":null,"after":"#);
+                event.extend_from_slice(&row);
+                event.extend_from_slice(br#","op":"c"}"#);
+                Bytes::from(event)
+            })
+            .collect()),
         Format::Csv => {
             let mut buf = Vec::new();
             {

@@ -2,7 +2,8 @@
 //! (so DataFusion reads partitions in parallel), each reading `read_committed` from the start
 //! of the partition to its last stable offset at the moment the query runs, decoding chunks
 //! of records into Arrow batches on a blocking thread and handing them over through a bounded
-//! channel. A table's scan keeps the latest row per key (a tombstone deletes it).
+//! channel. A table's scan keeps the latest row per key, reading its records as changes
+//! ([`crate::changes`]): deletes and truncates remove rows, replays are ignored and counted.
 //!
 //! Records that do not decode are not dropped silently: they are collected (first few in full,
 //! all counted) and the session reports them with the query's result.
@@ -20,9 +21,9 @@ use datafusion::physical_plan::streaming::PartitionStream;
 use tokio::sync::mpsc;
 use weir_log::{Isolation, Log, PartitionId};
 
+use crate::changes::TableChanges;
 use crate::datagen::Datagen;
 use crate::format::{BadRecord, LogRecord, RowDecoder};
-use crate::parser::RelationKind;
 
 /// Records decoded per Arrow batch: large enough to amortise per-batch costs, small enough
 /// that a partition's reader holds little (DataFusion's own default batch size).
@@ -42,6 +43,8 @@ pub const BAD_RECORDS_KEPT: usize = 5;
 pub struct BadRecords {
     /// How many.
     pub count: u64,
+    /// Changes of tables ignored as replays (older than the change applied to their key).
+    pub replayed: u64,
     /// The first few, with their relation.
     pub first: Vec<(String, BadRecord)>,
 }
@@ -55,7 +58,8 @@ pub struct PartitionScan {
     pub(crate) log: Log,
     pub(crate) relation: String,
     pub(crate) topic: String,
-    pub(crate) kind: RelationKind,
+    /// A table's reading of its records as changes (`None`: a stream's rows).
+    pub(crate) table: Option<Arc<TableChanges>>,
     pub(crate) partition: u32,
     pub(crate) decoder: RowDecoder,
     pub(crate) bad: BadRecordLog,
@@ -105,9 +109,9 @@ impl PartitionScan {
         if let Some(g) = &self.datagen {
             return self.generate(g, tx);
         }
-        let result = match self.kind {
-            RelationKind::Stream | RelationKind::Sink | RelationKind::View => self.scan_stream(tx),
-            RelationKind::Table => self.scan_table(tx),
+        let result = match &self.table {
+            None => self.scan_stream(tx),
+            Some(table) => self.scan_table(table, tx),
         };
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
@@ -179,7 +183,7 @@ impl PartitionScan {
                     offset: r.offset.0,
                 };
                 // A tombstone (no value) carries no row of a stream.
-                if r.value.is_none() && self.kind == RelationKind::Stream {
+                if r.value.is_none() && self.table.is_none() {
                     continue;
                 }
                 if !f(record)? {
@@ -211,31 +215,34 @@ impl PartitionScan {
         Ok(())
     }
 
-    /// A table is its latest row per key: the whole partition is read, then decoded.
-    fn scan_table(&self, tx: &Sender) -> Result<(), weir_log::LogError> {
-        let mut latest: HashMap<Bytes, LogRecord> = HashMap::new();
-        let mut keyless = Vec::new();
+    /// A table is its latest row per key: the whole partition is read as changes, then the
+    /// rows left are decoded.
+    fn scan_table(&self, table: &TableChanges, tx: &Sender) -> Result<(), weir_log::LogError> {
+        let mut latest = HashMap::new();
+        let mut replayed = 0;
+        let mut chunk = Vec::with_capacity(SCAN_BATCH_ROWS);
+        let mut apply = |chunk: &mut Vec<LogRecord>| {
+            let (changes, bad) = table.read(&std::mem::take(chunk));
+            self.report(bad.into_iter());
+            replayed += crate::changes::apply(&mut latest, changes, |r| r);
+        };
         self.read(|r| {
-            match &r.key {
-                None => keyless.push(r),
-                Some(k) if r.value.is_empty() => {
-                    latest.remove(k);
-                }
-                Some(k) => {
-                    latest.insert(k.clone(), r);
-                }
+            chunk.push(r);
+            if chunk.len() == SCAN_BATCH_ROWS {
+                apply(&mut chunk);
             }
             Ok(true)
         })?;
-        self.report(keyless.iter().map(|r| BadRecord {
-            partition: r.partition,
-            offset: r.offset,
-            reason: "a table's records need a key".into(),
-        }));
-        let mut rows: Vec<LogRecord> = latest.into_values().collect();
-        rows.sort_by_key(|r| r.offset);
+        apply(&mut chunk);
+        if replayed > 0 {
+            self.bad.lock().unwrap_or_else(|e| e.into_inner()).replayed += replayed;
+        }
+        let mut rows: Vec<LogRecord> = latest.into_values().filter_map(|(r, _)| r).collect();
+        rows.sort_by_key(|r| (r.partition, r.offset));
         for chunk in rows.chunks(SCAN_BATCH_ROWS) {
-            if !self.send(tx, chunk) {
+            let (batch, bad) = table.row_decoder().decode(chunk);
+            self.report(bad.into_iter());
+            if batch.num_rows() > 0 && tx.blocking_send(Ok(batch)).is_err() {
                 break;
             }
         }

@@ -469,6 +469,13 @@ impl Session {
                 first.join("; ")
             ));
         }
+        if bad.replayed > 0 {
+            outcome = outcome.notice(format!(
+                "ignored {} replayed change(s): each older than the change already applied \
+                 to its key",
+                bad.replayed
+            ));
+        }
         Ok(outcome)
     }
 
@@ -632,19 +639,21 @@ impl Session {
     ) -> Result<Arc<dyn TableProvider>> {
         let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
         let datagen = rel.datagen()?.map(Arc::new);
+        // A view keyed by its groups is read as a table: the latest row per key.
+        let table = match (rel.kind, rel.options.get("keyed")) {
+            (crate::parser::RelationKind::Table, _)
+            | (crate::parser::RelationKind::View, Some(_)) => {
+                Some(Arc::new(crate::changes::TableChanges::new(rel)?))
+            }
+            _ => None,
+        };
         let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
             .map(|p| {
                 Arc::new(PartitionScan {
                     log: self.log.clone(),
                     relation: rel.name.clone(),
                     topic: rel.topic.clone(),
-                    // A view keyed by its groups is read as a table: the latest row per key.
-                    kind: match (rel.kind, rel.options.get("keyed")) {
-                        (crate::parser::RelationKind::View, Some(_)) => {
-                            crate::parser::RelationKind::Table
-                        }
-                        (k, _) => k,
-                    },
+                    table: table.clone(),
                     partition: p,
                     decoder: decoder.clone(),
                     bad: self.bad.clone(),

@@ -11,16 +11,18 @@
 //! A subscription of a table or view holds its live keys (to tell inserts from updates),
 //! never the rows.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use weir_engine::changes::SourcePosition;
 use weir_log::{Isolation, Log, Offset, PartitionId};
 
 use crate::catalog::Relation;
+use crate::changes::{TableChange, TableChanges, TableOp};
 use crate::error::{Result, SqlError};
 use crate::format::{LogRecord, RowDecoder, META_COLUMNS};
 use crate::parser::RelationKind;
@@ -54,9 +56,13 @@ pub struct Subscription {
 enum Changes {
     /// A stream's records are inserts.
     Appends,
-    /// A keyed relation's records are upserts: the keys that have a row now tell inserts from
-    /// updates, and a tombstone is a delete.
-    Upserts(HashSet<Bytes>),
+    /// A keyed relation's records are changes of its rows ([`crate::changes`]): the keys
+    /// that have a row now tell inserts from updates; the source position applied per key
+    /// (when changes carry one) tells replays, which are skipped.
+    Upserts {
+        table: Box<TableChanges>,
+        keys: HashMap<Bytes, (bool, Option<SourcePosition>)>,
+    },
     /// A push query's records carry their `op` (the column at this index of the decoded
     /// rows; NULL for an insert-only query's).
     Carried(usize),
@@ -121,7 +127,15 @@ impl Subscription {
                 None,
             ));
         }
-        let decoder = RowDecoder::new(rel.format, rel.stored_schema()?);
+        let keyed = rel.kind == RelationKind::Table || rel.options.contains_key("keyed");
+        let table = match keyed {
+            true => Some(TableChanges::new(rel)?),
+            false => None,
+        };
+        let decoder = match &table {
+            Some(t) => t.row_decoder().clone(),
+            None => RowDecoder::new(rel.format, rel.stored_schema()?),
+        };
         let mut fields = vec![Field::new("op", DataType::Utf8, false)];
         fields.extend(
             decoder
@@ -131,7 +145,6 @@ impl Subscription {
                 .filter(|f| !META_COLUMNS.contains(&f.name().as_str()))
                 .map(|f| (**f).clone()),
         );
-        let keyed = rel.kind == RelationKind::Table || rel.options.contains_key("keyed");
         let partitions = log.partition_count(&rel.topic)?;
         let mut positions = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
@@ -145,9 +158,12 @@ impl Subscription {
         Ok(Subscription {
             log: log.clone(),
             topic: rel.topic.clone(),
-            changes: match keyed {
-                true => Changes::Upserts(HashSet::new()),
-                false => Changes::Appends,
+            changes: match table {
+                Some(table) => Changes::Upserts {
+                    table: Box::new(table),
+                    keys: HashMap::new(),
+                },
+                None => Changes::Appends,
             },
             decoder,
             schema: Arc::new(Schema::new(fields)),
@@ -221,15 +237,8 @@ impl Subscription {
 
     /// Records as change rows.
     fn rows(&mut self, records: &[LogRecord]) -> Result<RecordBatch> {
-        let mut ops = Vec::with_capacity(records.len());
-        let mut rows = Vec::with_capacity(records.len());
-        for r in records {
-            let Some((op, row)) = self.changes.of(r) else {
-                continue;
-            };
-            ops.push(op);
-            rows.push(row);
-        }
+        let (ops, rows): (Vec<&'static str>, Vec<LogRecord>) =
+            self.changes.of(records).into_iter().unzip();
         let (batch, bad) = self.decoder.decode(&rows);
         // Rows that do not decode are skipped (a batch query over the relation reports them);
         // the good rows keep their order, so their ops are the others'.
@@ -268,25 +277,74 @@ impl Subscription {
 }
 
 impl Changes {
-    /// A record's change row (`None`: it changes nothing a subscriber sees).
-    fn of(&mut self, r: &LogRecord) -> Option<(&'static str, LogRecord)> {
-        match (self, &r.key, r.value.is_empty()) {
-            (Changes::Appends | Changes::Carried(_), _, true) => None,
-            (Changes::Appends | Changes::Carried(_), _, false) => Some((OP_INSERT, r.clone())),
-            (Changes::Upserts(_), None, _) => None,
-            (Changes::Upserts(live), Some(k), true) => {
-                if !live.remove(k) {
-                    return None;
+    /// Records as change rows (`op`, the record whose value is the row); records that change
+    /// nothing a subscriber sees, or that are no change (a batch query reports those), give
+    /// none.
+    fn of(&mut self, records: &[LogRecord]) -> Vec<(&'static str, LogRecord)> {
+        match self {
+            Changes::Appends | Changes::Carried(_) => records
+                .iter()
+                .filter(|r| !r.value.is_empty())
+                .map(|r| (OP_INSERT, r.clone()))
+                .collect(),
+            Changes::Upserts { table, keys } => {
+                let (changes, _bad) = table.read(records);
+                let mut out = Vec::with_capacity(changes.len());
+                for c in changes {
+                    upsert_rows(keys, c, &mut out);
                 }
-                // The key's columns, from the key (a JSON object of them).
-                let mut row = r.clone();
-                row.value = k.clone();
-                Some((OP_DELETE, row))
+                out
             }
-            (Changes::Upserts(live), Some(k), false) => match live.insert(k.clone()) {
-                true => Some((OP_INSERT, r.clone())),
-                false => Some((OP_UPDATE_AFTER, r.clone())),
-            },
+        }
+    }
+}
+
+/// A table change as change rows: an insert or `update_after` of the new row, a delete of
+/// the key's columns (from the key, a JSON object of them), deletes of every live key for a
+/// truncate; nothing for a replay.
+fn upsert_rows(
+    keys: &mut HashMap<Bytes, (bool, Option<SourcePosition>)>,
+    c: TableChange,
+    out: &mut Vec<(&'static str, LogRecord)>,
+) {
+    let deleted = |key: Bytes| LogRecord {
+        key: Some(key.clone()),
+        value: key,
+        timestamp: 0,
+        partition: 0,
+        offset: c.offset,
+    };
+    if let TableOp::Truncate = c.op {
+        for (k, (live, _)) in keys.iter_mut() {
+            if std::mem::take(live) {
+                out.push((OP_DELETE, deleted(k.clone())));
+            }
+        }
+        return;
+    }
+    let (was_live, applied) = keys.get(&c.key).copied().unwrap_or((false, None));
+    if let (Some(at), Some(applied)) = (c.position, applied) {
+        if at < applied {
+            return;
+        }
+    }
+    match c.op {
+        TableOp::Upsert(row) => {
+            out.push((if was_live { OP_UPDATE_AFTER } else { OP_INSERT }, row));
+            keys.insert(c.key, (true, c.position));
+        }
+        _ => {
+            if was_live {
+                out.push((OP_DELETE, deleted(c.key.clone())));
+            }
+            match c.position {
+                Some(_) => {
+                    keys.insert(c.key, (false, c.position));
+                }
+                None => {
+                    keys.remove(&c.key);
+                }
+            }
         }
     }
 }

@@ -450,13 +450,16 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
             None,
         ));
     }
-    let decoder = RowDecoder::new(table.format, stored);
+    let changes = crate::changes::TableChanges::new(&table)?;
+    let decoder = changes.row_decoder().clone();
+    drop(stored);
     let before = std::mem::take(&mut w.steps);
     let schema = Arc::clone(j.schema.inner());
     w.marks = vec![None; schema.fields().len()];
     w.lookup = Some((
         lookup::Lookup {
             table,
+            changes,
             decoder,
             right_columns,
             keys,

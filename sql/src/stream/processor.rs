@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType}
 use weir_engine::{InputRecord, Origin, TaskContext};
 use weir_log::{Record, Timestamp};
 
-use super::lookup::RowCodec;
+use super::lookup::{self, RowCodec};
 use super::updating::{UpdatingAggregate, OP_DELETE, OP_UPDATE_BEFORE};
 use super::windowed::{GroupCodec, Results, WindowedAggregate};
 use super::{Compiled, SinkTarget, Source, Step};
@@ -708,7 +708,7 @@ impl weir_engine::Processor for QueryProcessor {
             }
             .map_err(failed)?;
             if out != usize::MAX {
-                ctx.record_operator(1, records_in, out, started.elapsed());
+                ctx.record_operator(lookup::LOOKUP_OPERATOR, records_in, out, started.elapsed());
                 return Ok(());
             }
         }

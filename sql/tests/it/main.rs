@@ -3,6 +3,7 @@
 //! producers, a catalog that survives a restart, persistent queries' counts, dead letters
 //! and restarts).
 
+mod debezium;
 mod logic;
 mod oracle;
 mod push;

@@ -22,7 +22,7 @@ pub(crate) fn open(dir: &Path) -> anyhow::Result<(Log, Session)> {
     Ok((log.clone(), Session::open_with_engine(&log, engine)?))
 }
 
-fn single_i64(session: &mut Session, sql: &str) -> anyhow::Result<i64> {
+pub(crate) fn single_i64(session: &mut Session, sql: &str) -> anyhow::Result<i64> {
     let outcomes = session.execute(sql)?;
     let Some(Output::Rows { batches, .. }) = outcomes.last().map(|o| &o.output) else {
         anyhow::bail!("no rows from {sql}");
@@ -39,7 +39,10 @@ fn single_i64(session: &mut Session, sql: &str) -> anyhow::Result<i64> {
     Ok(v)
 }
 
-fn wait_for(what: &str, mut done: impl FnMut() -> anyhow::Result<bool>) -> anyhow::Result<()> {
+pub(crate) fn wait_for(
+    what: &str,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + WAIT;
     while !done()? {
         anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -97,16 +100,26 @@ fn a_row_whose_expression_fails_is_dead_lettered_and_the_others_go_on() -> anyho
     wait_for("three means", || {
         Ok(single_i64(&mut session, "SELECT COUNT(*) FROM means")? == 3)
     })?;
-    let dlq = weir_engine::dead_letter_topic(&weir_sql::query_app("insert_into_means"));
-    let mut reasons = Vec::new();
-    wait_for("two dead letters", || {
-        reasons = dead_letters(&log, &dlq)?;
-        Ok(reasons.len() == 2)
-    })?;
-    let all = reasons.join("\n");
+    let all = wait_for_dead_letters(&log, "insert_into_means", 2)?.join("\n");
     anyhow::ensure!(all.to_lowercase().contains("divide by zero"), "{all}");
     anyhow::ensure!(all.contains("does not decode"), "{all}");
     Ok(())
+}
+
+/// Waits for `n` dead letters of persistent query `query`; returns them as
+/// [`dead_letters`] does.
+pub(crate) fn wait_for_dead_letters(
+    log: &Log,
+    query: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    let dlq = weir_engine::dead_letter_topic(&weir_sql::query_app(query));
+    let mut reasons = Vec::new();
+    wait_for(&format!("{n} dead letters"), || {
+        reasons = dead_letters(log, &dlq)?;
+        Ok(reasons.len() == n)
+    })?;
+    Ok(reasons)
 }
 
 /// The committed dead letters of a topic, each as its headers `k=v …`.
