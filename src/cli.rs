@@ -42,6 +42,38 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run SQL: streams, tables and batch queries over the log (a REPL without -c or -f).
     Sql(SqlArgs),
+    /// Capture a database's changes into topics (Debezium change events), exactly once.
+    #[command(subcommand)]
+    Cdc(CdcCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdcCmd {
+    /// PostgreSQL: a snapshot of the publication's tables, then their changes from a logical
+    /// replication slot (wal2json), into PREFIX.schema.table topics; runs until ctrl-c.
+    Postgres(CdcPostgresArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CdcPostgresArgs {
+    /// The database, `postgres://user[:password]@host:port/db`.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The publication naming the tables (created FOR ALL TABLES when absent).
+    #[arg(long, value_name = "NAME")]
+    pub publication: String,
+    /// The logical replication slot (created when absent).
+    #[arg(long, value_name = "NAME")]
+    pub slot: String,
+    /// Topics are PREFIX.schema.table.
+    #[arg(long, value_name = "PREFIX")]
+    pub topic_prefix: String,
+    /// The source's name: its progress in the log (default: the slot's name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Partitions of the topics it creates.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
 }
 
 #[derive(Debug, Args)]

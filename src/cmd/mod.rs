@@ -2,6 +2,7 @@
 
 mod bench;
 mod builtin;
+mod cdc;
 mod consume;
 mod group;
 mod hosted;
@@ -58,5 +59,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Pull(a)) => bench::pull(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
         Command::Sql(a) => sql::run(&cli.data_dir, a),
+        Command::Cdc(crate::cli::CdcCmd::Postgres(a)) => cdc::postgres(&cli.data_dir, a),
     }
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the `weir` binary: the CLI as a user runs it, and crash tests that
 //! SIGKILL a real `weir` process under load.
 
+mod cdc_crash;
 mod cli;
 mod crash;
 mod engine_crash;

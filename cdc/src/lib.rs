@@ -1,0 +1,25 @@
+//! `weir-cdc`: change data capture into Weir's log, without a Kafka Connect cluster.
+//!
+//! [`PgSource`] reads PostgreSQL — a snapshot of the published tables, then their changes
+//! from a logical replication slot through the wal2json plugin — and writes Debezium change
+//! events (`weir_engine`'s `changes` reads them; SQL's `format = 'debezium_json'`), one topic
+//! per table keyed by primary key, exactly once: events and the source's [`Progress`] commit
+//! in one log transaction, and the slot is advanced after it.
+//!
+//! Modules: [`lsn`] (PostgreSQL positions), [`snapshot`] (where the snapshot and the stream
+//! meet), [`wal2json`] (the plugin's output as transactions), [`progress`] (the source's
+//! position in the log), [`postgres`] (the source).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod lsn;
+pub mod postgres;
+pub mod progress;
+pub mod snapshot;
+pub mod wal2json;
+
+pub use error::{CdcError, Result};
+pub use lsn::Lsn;
+pub use postgres::{run_until_stopped, PgSource, PgSourceConfig};
+pub use progress::{Progress, CDC_STATE_TOPIC};
