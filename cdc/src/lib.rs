@@ -1,4 +1,5 @@
-//! `weir-cdc`: change data capture into Weir's log, without a Kafka Connect cluster.
+//! `weir-cdc`: change data capture into Weir's log, and read models out of it, without a
+//! Kafka Connect cluster.
 //!
 //! [`PgSource`] reads PostgreSQL — a snapshot of the published tables, then their changes
 //! from a logical replication slot through the wal2json plugin — and writes Debezium change
@@ -6,14 +7,18 @@
 //! per table keyed by primary key, exactly once: events and the source's [`Progress`] commit
 //! in one log transaction, and the slot is advanced after it.
 //!
+//! [`PgSink`] applies a relation's rows and changes to a PostgreSQL table, each batch in one
+//! PostgreSQL transaction with the positions it reached (`weir_sink_offsets`).
+//!
 //! Modules: [`lsn`] (PostgreSQL positions), [`snapshot`] (where the snapshot and the stream
 //! meet), [`wal2json`] (the plugin's output as transactions), [`progress`] (the source's
-//! position in the log), [`postgres`] (the source).
+//! position in the log), [`postgres`] (the source), [`pg_sink`] (the sink).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod error;
 pub mod lsn;
+pub mod pg_sink;
 pub mod postgres;
 pub mod progress;
 pub mod snapshot;
@@ -21,5 +26,6 @@ pub mod wal2json;
 
 pub use error::{CdcError, Result};
 pub use lsn::Lsn;
+pub use pg_sink::{pg_type, PgSink, PgSinkConfig, SinkColumn};
 pub use postgres::{run_until_stopped, PgSource, PgSourceConfig};
 pub use progress::{Progress, CDC_STATE_TOPIC};

@@ -276,3 +276,5 @@ fn a_restarted_source_resumes_where_its_log_transaction_committed() -> anyhow::R
     assert_eq!(last["source"]["snapshot"], "false");
     Ok(())
 }
+
+mod sink;
