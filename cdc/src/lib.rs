@@ -26,6 +26,24 @@ pub mod wal2json;
 
 pub use error::{CdcError, Result};
 pub use lsn::Lsn;
-pub use pg_sink::{pg_type, PgSink, PgSinkConfig, SinkColumn};
+pub use pg_sink::{pg_type, run_sink_until_stopped, PgSink, PgSinkConfig, SinkColumn, SinkStatus};
 pub use postgres::{run_until_stopped, PgSource, PgSourceConfig};
 pub use progress::{Progress, CDC_STATE_TOPIC};
+
+/// The PostgreSQL server of this machine's tests, demo and benchmarks: `WEIR_PG_URL`, or the
+/// URL `scripts/postgres.sh` (run by the set-up) wrote to `$WEIR_CACHE/postgres.url`.
+pub fn local_server_url() -> Result<String> {
+    if let Ok(url) = std::env::var("WEIR_PG_URL") {
+        return Ok(url);
+    }
+    let cache = std::env::var("WEIR_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/weir", std::env::var("HOME").unwrap_or_default()));
+    let path = format!("{cache}/postgres.url");
+    std::fs::read_to_string(&path)
+        .map(|u| u.trim().to_string())
+        .map_err(|e| {
+            CdcError::Config(format!(
+                "no local PostgreSQL ({path}: {e}); run scripts/postgres.sh"
+            ))
+        })
+}

@@ -11,9 +11,9 @@
 //! (the same end state, fewer rows).
 //!
 //! The table is created when absent, typed from the relation's columns ([`pg_type`]). A
-//! PostgreSQL that is down or refuses a batch is retried with backoff; after
-//! [`SINK_ATTEMPTS_MAX`] failed attempts of one batch the sink stops with the error, and
-//! nothing past its last commit is lost.
+//! PostgreSQL that is down or refuses a batch is retried with backoff, reconnecting
+//! ([`run_sink_until_stopped`]); after [`SINK_ATTEMPTS_MAX`] failures in a row the sink stops
+//! with the error, and nothing past its last commit is lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +31,7 @@ const SINK_FETCH_BYTES: usize = 4 << 20;
 /// Rows applied at most per PostgreSQL transaction.
 pub const SINK_BATCH_ROWS: usize = 20_000;
 
-/// Attempts of one batch before the sink stops with the error.
+/// Failures in a row (without a batch applied between them) before a sink stops.
 pub const SINK_ATTEMPTS_MAX: u32 = 8;
 
 /// The first wait after a failed attempt (doubling up to [`RETRY_MAX`]).
@@ -190,25 +190,14 @@ impl PgSink {
         Ok(())
     }
 
-    /// Runs until `stop` is set, retrying a failed batch with backoff.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+    /// Runs rounds until `stop` is set or one fails; `applied` hears the rows applied so far
+    /// after each batch.
+    pub fn run(&mut self, stop: &AtomicBool, applied: &dyn Fn(u64)) -> Result<()> {
         while !stop.load(Ordering::SeqCst) {
-            let mut wait = RETRY_FIRST;
-            let mut attempt = 1;
-            let applied = loop {
-                match self.round() {
-                    Ok(n) => break n,
-                    Err(e) if attempt < SINK_ATTEMPTS_MAX && !stop.load(Ordering::SeqCst) => {
-                        tracing::warn!(sink = %self.config.name, error = %e, attempt, "retrying");
-                        std::thread::sleep(wait);
-                        wait = (wait * 2).min(RETRY_MAX);
-                        attempt += 1;
-                    }
-                    Err(e) => return Err(e),
-                }
-            };
-            if applied == 0 {
+            if self.round()? == 0 {
                 std::thread::sleep(self.config.poll);
+            } else {
+                applied(self.applied);
             }
         }
         Ok(())
@@ -393,6 +382,85 @@ impl PgSink {
         self.applied += rows as u64;
         Ok(())
     }
+}
+
+/// What a sink run by [`run_sink_until_stopped`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkStatus {
+    /// Rows applied since it started.
+    pub applied: u64,
+    /// The last failure, while retrying or once it stopped.
+    pub error: Option<String>,
+}
+
+/// Runs a sink until `stop` is set: connecting again with backoff while PostgreSQL is down
+/// or a batch fails; after [`SINK_ATTEMPTS_MAX`] failures in a row without progress it stops
+/// with the error (nothing past its last commit is lost: a restart resumes there).
+pub fn run_sink_until_stopped(
+    log: &Log,
+    config: &PgSinkConfig,
+    stop: &AtomicBool,
+    report: &dyn Fn(SinkStatus),
+) -> Result<()> {
+    let mut status = SinkStatus::default();
+    let mut failures = 0;
+    let mut wait = RETRY_FIRST;
+    let base = std::cell::Cell::new(0u64);
+    while !stop.load(Ordering::SeqCst) {
+        let before = base.get();
+        let ran = PgSink::connect(log, config.clone()).and_then(|mut sink| {
+            sink.run(stop, &|n| {
+                let total = before + n;
+                base.set(total);
+                report(SinkStatus {
+                    applied: total,
+                    error: None,
+                });
+            })
+        });
+        let Err(e) = ran else { return Ok(()) };
+        if base.get() > before {
+            failures = 0;
+            wait = RETRY_FIRST;
+        }
+        failures += 1;
+        status.applied = base.get();
+        status.error = Some(e.to_string());
+        report(status.clone());
+        if failures >= SINK_ATTEMPTS_MAX {
+            return Err(e);
+        }
+        tracing::warn!(sink = %config.name, error = %e, failures, "retrying");
+        let until = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+    }
+    Ok(())
+}
+
+/// Deletes a sink's positions (its `DROP`), when the positions table exists.
+pub fn forget(url: &str, sink: &str) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CdcError::Config(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+        tokio::spawn(connection);
+        client
+            .execute(
+                &format!("DELETE FROM {OFFSETS_TABLE} WHERE sink = $1"),
+                &[&sink],
+            )
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_db_error().map(|d| d.code().code()) {
+                Some("42P01") => Ok(()), // no positions table: nothing to forget
+                _ => Err(e.into()),
+            })
+    })
 }
 
 /// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS.mmm` (UTC), which PostgreSQL reads as a

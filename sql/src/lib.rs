@@ -21,6 +21,7 @@ pub mod format;
 mod insert;
 pub mod parser;
 mod pg_catalog;
+mod pg_sink;
 pub mod pull;
 mod push;
 pub mod queries;

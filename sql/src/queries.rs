@@ -28,7 +28,15 @@ use crate::stream::{compile, Compiled, QueryPlan, SinkTarget, STREAM_BATCH_ROWS}
 use crate::types::sql_name;
 
 /// Options `CREATE SINK` understands.
-const SINK_OPTIONS: &[&str] = &["connector", "topic", "format", "partitions"];
+const SINK_OPTIONS: &[&str] = &[
+    "connector",
+    "topic",
+    "format",
+    "partitions",
+    "url",
+    "table",
+    "primary_key",
+];
 
 /// What a session needs to run persistent queries.
 #[derive(Debug, Clone)]
@@ -45,6 +53,8 @@ pub struct Engine {
 #[derive(Debug, Default)]
 pub(crate) struct Running {
     pub(crate) pipelines: BTreeMap<String, RunningPipeline>,
+    /// Sinks into other systems (PostgreSQL), each on a thread of its own.
+    pub(crate) connectors: BTreeMap<String, crate::pg_sink::RunningConnector>,
     /// Queries that could not start, with why.
     pub(crate) failed: BTreeMap<String, String>,
 }
@@ -78,6 +88,10 @@ impl QueryHost {
 
     /// Stops every running query (each commits what it processed).
     pub fn stop_all(&self) {
+        let connectors = std::mem::take(&mut self.running().connectors);
+        for (_, c) in connectors {
+            c.stop();
+        }
         let pipelines = std::mem::take(&mut self.running().pipelines);
         for (name, p) in pipelines {
             if let Err(e) = p.stop() {
@@ -114,7 +128,11 @@ impl Session {
             .catalog
             .relations()
             .filter(|r| matches!(r.kind, RelationKind::Sink | RelationKind::View))
-            .filter(|r| !host.running().pipelines.contains_key(&r.name))
+            .filter(|r| {
+                let running = host.running();
+                !running.pipelines.contains_key(&r.name)
+                    && !running.connectors.contains_key(&r.name)
+            })
             .cloned()
             .collect();
         for rel in sinks {
@@ -177,6 +195,9 @@ impl Session {
             true => view_options(&c.options)?,
             false => sink_options(&c.options)?,
         };
+        if crate::pg_sink::is_postgres(&options) {
+            return self.create_pg_sink(&c, options);
+        }
         if let Some(e) = c.emit {
             options.insert("emit".into(), emit_name(e).into());
         }
@@ -383,6 +404,9 @@ impl Session {
 
     /// Compiles a stored query again and runs it.
     fn start_query(&mut self, rel: &Relation) -> Result<()> {
+        if crate::pg_sink::is_postgres(&rel.options) {
+            return self.start_pg_sink(rel);
+        }
         let text = rel.query.clone().unwrap_or_default();
         let query = crate::parser::parse_query(&text)?;
         let emit = match rel.options.get("emit").map(String::as_str) {
@@ -487,9 +511,21 @@ impl Session {
 
     fn stop_and_reset(&mut self, name: &str) -> Result<Vec<String>> {
         let mut notices = Vec::new();
-        let Some(host) = &self.engine else {
+        let Some(host) = self.engine.clone() else {
             return Ok(notices);
         };
+        let connector = host.running().connectors.remove(name);
+        if let Some(c) = connector {
+            c.stop();
+        }
+        if let Some(rel) = self
+            .catalog
+            .get(name)
+            .filter(|r| crate::pg_sink::is_postgres(&r.options))
+        {
+            notices.extend(self.reset_pg_sink(&rel.clone()));
+            return Ok(notices);
+        }
         let (pipeline, _) = {
             let mut r = host.running();
             (r.pipelines.remove(name), r.failed.remove(name))
@@ -525,6 +561,18 @@ impl Session {
         let mut status = Vec::new();
         let mut records_in = Vec::new();
         for r in &sinks {
+            let connector = self
+                .engine
+                .as_ref()
+                .and_then(|h| h.running().connectors.get(&r.name).map(|c| c.status()));
+            if let Some(c) = connector {
+                records_in.push(Some(c.applied as i64));
+                status.push(match c.error {
+                    Some(e) => format!("failed: {e}"),
+                    None => "running".to_string(),
+                });
+                continue;
+            }
             let metrics = self.query_metrics(&r.name);
             // The source's records: an aggregate's second part (tasks of another input topic)
             // reads them again.
@@ -560,6 +608,10 @@ impl Session {
             _ if r.kind == RelationKind::View => format!("materialized view (topic {})", r.topic),
             (Some(into), _) => format!("{into} (topic {})", r.topic),
             (None, "blackhole") => "blackhole".to_string(),
+            (None, "postgres") => format!(
+                "postgres table {}",
+                r.options.get("table").map_or("", String::as_str)
+            ),
             (None, _) => format!("topic {}", r.topic),
         };
         let strings = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from_iter_values(v)) };
@@ -696,10 +748,13 @@ fn sink_options(given: &[(String, String)]) -> Result<BTreeMap<String, String>> 
         Some("blackhole") => {
             out.insert("connector".into(), "blackhole".into());
         }
+        Some("postgres" | "postgresql") => {
+            out.insert("connector".into(), "postgres".into());
+        }
         Some(c) => {
             return Err(SqlError::option(
                 "connector",
-                format!("`{c}`: a sink writes to `topic` or `blackhole`"),
+                format!("`{c}`: a sink writes to `topic`, `postgres` or `blackhole`"),
             ))
         }
     }

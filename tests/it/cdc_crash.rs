@@ -28,16 +28,8 @@ fn cycles() -> u32 {
         .unwrap_or(3)
 }
 
-/// The test server (scripts/postgres.sh, run by the test command's set-up).
 fn server_url() -> anyhow::Result<String> {
-    if let Ok(url) = std::env::var("WEIR_PG_URL") {
-        return Ok(url);
-    }
-    let cache = std::env::var("WEIR_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/weir", std::env::var("HOME").unwrap_or_default()));
-    Ok(std::fs::read_to_string(format!("{cache}/postgres.url"))?
-        .trim()
-        .to_string())
+    Ok(weir_cdc::local_server_url()?)
 }
 
 fn psql(url: &str, sql: &str) -> anyhow::Result<String> {

@@ -16,18 +16,8 @@ use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId};
 /// How long a test waits for the source to catch up.
 const WAIT: Duration = Duration::from_secs(60);
 
-/// The test server's URL: `WEIR_PG_URL`, or what `scripts/postgres.sh` wrote.
 fn server_url() -> anyhow::Result<String> {
-    if let Ok(url) = std::env::var("WEIR_PG_URL") {
-        return Ok(url);
-    }
-    let cache = std::env::var("WEIR_CACHE")
-        .unwrap_or_else(|_| format!("{}/.cache/weir", std::env::var("HOME").unwrap_or_default()));
-    let path = format!("{cache}/postgres.url");
-    let url = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!("no PostgreSQL for the CDC tests ({path}: {e}); run scripts/postgres.sh")
-    })?;
-    Ok(url.trim().to_string())
+    Ok(weir_cdc::local_server_url()?)
 }
 
 /// A connection on a runtime of its own.

@@ -6,6 +6,7 @@
 mod debezium;
 mod logic;
 mod oracle;
+mod pg_sink;
 mod push;
 mod records;
 mod streaming;

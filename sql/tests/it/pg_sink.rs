@@ -1,0 +1,149 @@
+//! `CREATE SINK … FROM view WITH (connector = 'postgres', …)` against a real PostgreSQL: a
+//! view's updating aggregate kept in a PostgreSQL table equals the same aggregate computed by
+//! a batch query, after seeded random orders (the seed is printed); the sink shows in SHOW
+//! QUERIES; a restarted session resumes it without applying anything twice; DROP SINK deletes
+//! its positions.
+
+use std::time::{Duration, Instant};
+
+use weir_log::sim::SeededRng;
+
+use crate::streaming::open;
+
+/// How long the test waits for PostgreSQL to hold the view's rows.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// psql's answer (unaligned, tuples only).
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("psql")
+        .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn weir_rows(session: &mut weir_sql::Session, sql: &str) -> anyhow::Result<String> {
+    let outcome = session.execute(sql)?.remove(0);
+    let weir_sql::Output::Rows { batches, .. } = &outcome.output else {
+        anyhow::bail!("no rows from {sql}");
+    };
+    let mut lines = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    datafusion::arrow::util::display::array_value_to_string(c, r)
+                        .unwrap_or_default()
+                })
+                .collect();
+            lines.push(cells.join("|"));
+        }
+    }
+    Ok(lines.join("\n"))
+}
+
+const SUMMARY: &str =
+    "SELECT customer || '|' || orders || '|' || total FROM read_model ORDER BY customer";
+const BATCH: &str = "SELECT customer, COUNT(*) AS orders, SUM(amount) AS total FROM orders \
+                     GROUP BY customer ORDER BY customer";
+
+fn wait_equal(url: &str, session: &mut weir_sql::Session) -> anyhow::Result<String> {
+    let expected = weir_rows(session, BATCH)?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = psql(url, SUMMARY).unwrap_or_default();
+        if got == expected {
+            return Ok(got);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "PostgreSQL has:\n{got}\nexpected:\n{expected}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_views_read_model_in_postgres_equals_the_batch_aggregate() -> anyhow::Result<()> {
+    let server = weir_cdc::local_server_url()?;
+    let db = format!("weir_sql_sink_{}", std::process::id());
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    )?;
+    psql(&server, &format!("CREATE DATABASE {db}"))?;
+    let url = format!(
+        "{}/{db}",
+        server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b)
+    );
+    let result = run(&url);
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    result
+}
+
+fn insert_orders(
+    session: &mut weir_sql::Session,
+    rng: &mut SeededRng,
+    n: usize,
+) -> anyhow::Result<()> {
+    let rows: Vec<String> = (0..n)
+        .map(|_| format!("({}, {})", rng.below(20), 1 + rng.below(1000)))
+        .collect();
+    session.execute(&format!("INSERT INTO orders VALUES {}", rows.join(", ")))?;
+    Ok(())
+}
+
+fn run(url: &str) -> anyhow::Result<()> {
+    let seed = std::env::var("WEIR_PG_SINK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED);
+    eprintln!("pg sink test: seed {seed}");
+    let mut rng = SeededRng::new(seed);
+    let dir = tempfile::tempdir()?;
+    {
+        let (_log, mut session) = open(dir.path())?;
+        session.execute(&format!(
+            "CREATE STREAM orders (customer BIGINT, amount BIGINT) WITH (partitions = 2);
+             CREATE MATERIALIZED VIEW summary AS SELECT customer, COUNT(*) AS orders, \
+               SUM(amount) AS total FROM orders GROUP BY customer;
+             CREATE SINK summary_pg FROM summary \
+               WITH (connector = 'postgres', url = '{url}', table = 'read_model');"
+        ))?;
+        insert_orders(&mut session, &mut rng, 300)?;
+        wait_equal(url, &mut session)?;
+        let shown = weir_rows(&mut session, "SHOW QUERIES")?;
+        anyhow::ensure!(
+            shown.contains("summary_pg|postgres table read_model|running"),
+            "{shown}"
+        );
+        insert_orders(&mut session, &mut rng, 200)?;
+    }
+    // A new session resumes the view and the sink where they committed.
+    let (_log, mut session) = open(dir.path())?;
+    insert_orders(&mut session, &mut rng, 100)?;
+    wait_equal(url, &mut session)?;
+    let key = psql(
+        url,
+        "SELECT string_agg(a.attname, ',') FROM pg_index i JOIN pg_attribute a \
+         ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+         WHERE i.indrelid = 'read_model'::regclass AND i.indisprimary",
+    )?;
+    anyhow::ensure!(key == "customer", "the table's key: {key}");
+    session.execute("DROP SINK summary_pg")?;
+    let left = psql(
+        url,
+        "SELECT COUNT(*) FROM weir_sink_offsets WHERE sink = 'summary_pg'",
+    )?;
+    anyhow::ensure!(left == "0", "positions left after DROP: {left}");
+    Ok(())
+}
