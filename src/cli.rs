@@ -47,6 +47,13 @@ pub enum Command {
     Cdc(CdcCmd),
 }
 
+#[derive(Debug, Args)]
+pub struct BenchPgSinkArgs {
+    /// Distinct rows (keys) upserted.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CdcCmd {
     /// PostgreSQL: a snapshot of the publication's tables, then their changes from a logical
@@ -360,6 +367,8 @@ pub enum BenchCmd {
     Sql(BenchSqlArgs),
     /// Pull queries by key on a materialized view, through the Postgres protocol.
     Pull(BenchPullArgs),
+    /// Rows upserted into PostgreSQL per second by the postgres sink (the local PostgreSQL).
+    PgSink(BenchPgSinkArgs),
 }
 
 #[derive(Debug, Args)]

@@ -67,6 +67,17 @@ impl Progress {
     }
 }
 
+/// Forgets `source`'s progress (a tombstone): its next run takes a new snapshot.
+pub fn forget(log: &Log, source: &str) -> Result<()> {
+    ensure_topic(log)?;
+    log.append(
+        CDC_STATE_TOPIC,
+        PartitionId(0),
+        &[Record::tombstone(source.as_bytes().to_vec())],
+    )?;
+    Ok(())
+}
+
 fn ensure_topic(log: &Log) -> Result<()> {
     if log.partition_count(CDC_STATE_TOPIC).is_err() {
         let config = weir_log::TopicConfig::parse_pairs(&["cleanup.policy=compact"])?;

@@ -40,6 +40,12 @@ impl Session {
                 at: At(c.at),
             });
         }
+        if c.options
+            .iter()
+            .any(|(k, v)| k == "connector" && v.eq_ignore_ascii_case("postgres-cdc"))
+        {
+            return self.create_cdc_source(&c);
+        }
         let options = options(&c.options)?;
         let partitions = partitions(&options)?;
         let rel = relation(&c, &options)?;
@@ -137,6 +143,11 @@ impl Session {
                     at: At(at),
                     hint: crate::error::Hint(None),
                 }));
+        };
+        // `DROP SOURCE` of a CDC source (kept as a persistent query).
+        let kind = match (kind, crate::cdc_source::is_cdc(&rel.options)) {
+            (RelationKind::Stream, true) => RelationKind::Sink,
+            (k, _) => k,
         };
         if rel.kind != kind {
             return Err(SqlError::plan(

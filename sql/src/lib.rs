@@ -13,6 +13,7 @@
 //! "did you mean" hint where one exists.
 
 pub mod catalog;
+mod cdc_source;
 mod changes;
 pub mod datagen;
 mod ddl;

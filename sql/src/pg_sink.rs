@@ -45,6 +45,19 @@ pub(crate) struct ConnectorStatus {
 }
 
 impl RunningConnector {
+    /// A connector's running thread, its stop flag and its status.
+    pub(crate) fn new(
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+        status: Arc<Mutex<ConnectorStatus>>,
+    ) -> RunningConnector {
+        RunningConnector {
+            stop,
+            thread: Some(thread),
+            status,
+        }
+    }
+
     /// Stops it after its current batch.
     pub(crate) fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -213,11 +226,7 @@ impl Session {
             .map_err(|e| SqlError::Execution(format!("cannot start sink `{}`: {e}", rel.name)))?;
         host.running().connectors.insert(
             rel.name.clone(),
-            RunningConnector {
-                stop,
-                thread: Some(thread),
-                status,
-            },
+            RunningConnector::new(stop, thread, status),
         );
         Ok(())
     }

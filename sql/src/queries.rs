@@ -407,6 +407,9 @@ impl Session {
         if crate::pg_sink::is_postgres(&rel.options) {
             return self.start_pg_sink(rel);
         }
+        if crate::cdc_source::is_cdc(&rel.options) {
+            return self.start_cdc_source(rel);
+        }
         let text = rel.query.clone().unwrap_or_default();
         let query = crate::parser::parse_query(&text)?;
         let emit = match rel.options.get("emit").map(String::as_str) {
@@ -526,6 +529,14 @@ impl Session {
             notices.extend(self.reset_pg_sink(&rel.clone()));
             return Ok(notices);
         }
+        if let Some(rel) = self
+            .catalog
+            .get(name)
+            .filter(|r| crate::cdc_source::is_cdc(&r.options))
+        {
+            self.reset_cdc_source(&rel.clone())?;
+            return Ok(notices);
+        }
         let (pipeline, _) = {
             let mut r = host.running();
             (r.pipelines.remove(name), r.failed.remove(name))
@@ -611,6 +622,10 @@ impl Session {
             (None, "postgres") => format!(
                 "postgres table {}",
                 r.options.get("table").map_or("", String::as_str)
+            ),
+            (None, "postgres-cdc") => format!(
+                "topics {}.schema.table (from PostgreSQL)",
+                r.options.get("topic.prefix").map_or("", String::as_str)
             ),
             (None, _) => format!("topic {}", r.topic),
         };

@@ -3,6 +3,7 @@
 //! producers, a catalog that survives a restart, persistent queries' counts, dead letters
 //! and restarts).
 
+mod cdc_source;
 mod debezium;
 mod logic;
 mod oracle;

@@ -14,7 +14,7 @@ use crate::streaming::open;
 const WAIT: Duration = Duration::from_secs(60);
 
 /// psql's answer (unaligned, tuples only).
-fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new("psql")
         .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()?;
@@ -26,7 +26,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn weir_rows(session: &mut weir_sql::Session, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn weir_rows(session: &mut weir_sql::Session, sql: &str) -> anyhow::Result<String> {
     let outcome = session.execute(sql)?.remove(0);
     let weir_sql::Output::Rows { batches, .. } = &outcome.output else {
         anyhow::bail!("no rows from {sql}");

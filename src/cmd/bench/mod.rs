@@ -6,6 +6,7 @@
 
 mod join;
 mod log;
+mod pg_sink;
 mod pipeline;
 mod pull;
 mod restart;
@@ -14,6 +15,7 @@ mod window;
 
 pub use self::log::{consume, produce, rebalance};
 pub use join::join;
+pub use pg_sink::pg_sink;
 pub use pipeline::pipeline;
 pub use pull::pull;
 pub use restart::restart;
