@@ -298,8 +298,12 @@ impl PgSource {
     #[allow(clippy::type_complexity)]
     fn read_tables(&self) -> Result<(Snapshot, Vec<(usize, Map<String, Value>)>)> {
         let text: String = self.query("SELECT pg_current_snapshot()::text", &[])?[0].get(0);
-        let snapshot = Snapshot::parse(&text)
+        let mut snapshot = Snapshot::parse(&text)
             .ok_or_else(|| CdcError::Source(format!("snapshot `{text}` does not parse")))?;
+        let wal: String = self.query("SELECT pg_current_wal_insert_lsn()::text", &[])?[0].get(0);
+        snapshot.wal_end = Lsn::parse(&wal)
+            .ok_or_else(|| CdcError::Source(format!("the WAL position `{wal}` does not parse")))?
+            .0;
         let mut rows = Vec::new();
         for (i, t) in self.tables.iter().enumerate() {
             let sql = format!(
@@ -361,7 +365,7 @@ impl PgSource {
                 .progress
                 .snapshot
                 .as_ref()
-                .is_some_and(|s| s.sees(t.xid))
+                .is_some_and(|s| s.holds(t.xid, t.end.0))
             {
                 continue; // its effects are in the snapshot
             }

@@ -16,6 +16,10 @@ pub struct Snapshot {
     pub xmax: u64,
     /// Transactions in between that were still running.
     pub xip: Vec<u64>,
+    /// The WAL insert position read after the snapshot: a transaction ending past it
+    /// committed after the snapshot was taken.
+    #[serde(default)]
+    pub wal_end: u64,
 }
 
 impl Snapshot {
@@ -31,16 +35,30 @@ impl Snapshot {
                 .map(|x| x.parse().ok())
                 .collect::<Option<Vec<u64>>>()?,
         };
-        Some(Snapshot { xmin, xmax, xip })
+        Some(Snapshot {
+            xmin,
+            xmax,
+            xip,
+            wal_end: 0,
+        })
+    }
+
+    /// Whether the snapshot already holds the effects of the transaction `xid` ending at WAL
+    /// position `end`.
+    pub fn holds(&self, xid: u32, end: u64) -> bool {
+        end <= self.wal_end && self.sees(xid)
     }
 
     /// Whether the snapshot sees the effects of transaction `xid`, a 32-bit id as logical
     /// decoding reports it (widened with the epoch of `xmax`).
     pub fn sees(&self, xid: u32) -> bool {
-        let epoch = self.xmax & !0xFFFF_FFFF;
-        let mut full = epoch | u64::from(xid);
-        if full > self.xmax && full >= 1 << 32 {
-            full -= 1 << 32;
+        // The 64-bit id nearest to `xmax` with these low 32 bits.
+        const WRAP: u64 = 1 << 32;
+        let mut full = (self.xmax & !(WRAP - 1)) | u64::from(xid);
+        if full > self.xmax.saturating_add(WRAP / 2) && full >= WRAP {
+            full -= WRAP;
+        } else if full.saturating_add(WRAP / 2) < self.xmax {
+            full += WRAP;
         }
         full < self.xmin || (full < self.xmax && !self.xip.contains(&full))
     }
@@ -58,6 +76,12 @@ mod tests {
         assert_eq!(Snapshot::parse("7:7:").map(|s| s.xip.len()), Some(0));
         // Across an epoch: the ids wrap, their widened values do not.
         let e = Snapshot::parse("4294967290:4294967300:").expect("parses");
-        assert!(e.sees(4294967291) && e.sees(3) && !e.sees(4));
+        assert!(e.sees(4294967291) && e.sees(3) && !e.sees(4) && !e.sees(800_000_000));
+        let later = Snapshot::parse("5000000000:5000000010:").expect("parses");
+        assert!(!later.sees(800_000_000) && later.sees(705_032_700));
+        // Only a transaction that ended before the snapshot's WAL position can be held.
+        let mut h = Snapshot::parse("100:105:").expect("parses");
+        h.wal_end = 1000;
+        assert!(h.holds(99, 900) && !h.holds(99, 1001));
     }
 }
