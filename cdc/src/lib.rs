@@ -18,6 +18,7 @@
 
 mod error;
 pub mod lsn;
+mod pg;
 pub mod pg_sink;
 pub mod postgres;
 pub mod progress;

@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use weir_log::{Isolation, Log, Offset, PartitionId};
 
 use crate::error::{CdcError, Result};
+use crate::pg::ident;
 
 /// Bytes read per partition per round.
 const SINK_FETCH_BYTES: usize = 4 << 20;
@@ -120,19 +121,7 @@ enum Change {
 impl PgSink {
     /// Connects, creates the table and the positions table when absent, reads the positions.
     pub fn connect(log: &Log, config: PgSinkConfig) -> Result<PgSink> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CdcError::Config(format!("cannot start a runtime: {e}")))?;
-        let client = runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&config.url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "the PostgreSQL connection ended");
-                }
-            });
-            Ok::<_, CdcError>(client)
-        })?;
+        let (runtime, client) = crate::pg::connect(&config.url)?;
         let partitions = log.partition_count(&config.topic)?;
         let mut sink = PgSink {
             config,
@@ -442,13 +431,8 @@ pub fn run_sink_until_stopped(
 
 /// Deletes a sink's positions (its `DROP`), when the positions table exists.
 pub fn forget(url: &str, sink: &str) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CdcError::Config(format!("cannot start a runtime: {e}")))?;
+    let (runtime, client) = crate::pg::connect(url)?;
     runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
-        tokio::spawn(connection);
         client
             .execute(
                 &format!("DELETE FROM {OFFSETS_TABLE} WHERE sink = $1"),
@@ -491,11 +475,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// An identifier quoted for SQL.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `schema.table` or `table`, each part quoted.

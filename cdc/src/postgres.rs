@@ -19,12 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use weir_coord::{TransactionCoordinator, TransactionalProducer};
 use weir_log::{Log, PartitionId, Record};
 
 use crate::error::{CdcError, Result};
 use crate::lsn::Lsn;
+use crate::pg::ident;
 use crate::progress::{Progress, CDC_STATE_TOPIC};
 use crate::snapshot::Snapshot;
 use crate::wal2json::{transactions, RowChange, RowOp, Transaction, WAL2JSON_OPTIONS};
@@ -94,19 +95,7 @@ impl PgSource {
         txns: &TransactionCoordinator,
         config: PgSourceConfig,
     ) -> Result<PgSource> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CdcError::Config(format!("cannot start a runtime: {e}")))?;
-        let client = runtime.block_on(async {
-            let (client, connection) = tokio_postgres::connect(&config.url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "the PostgreSQL connection ended");
-                }
-            });
-            Ok::<_, CdcError>(client)
-        })?;
+        let (runtime, client) = crate::pg::connect(&config.url)?;
         let progress = Progress::load(log, &config.name)?;
         let producer =
             TransactionalProducer::new(txns, &format!("cdc-{}", config.name), TRANSACTION_TIMEOUT)?;
@@ -500,11 +489,6 @@ impl PgSource {
         self.progress = progress;
         Ok(())
     }
-}
-
-/// An identifier quoted for SQL.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A schema or table name as wal2json's `add-tables` reads it (`,` `.` `*` and spaces escaped).

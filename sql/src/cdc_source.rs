@@ -12,17 +12,15 @@
 //! catalog entry is written.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weir_cdc::{PgSource, PgSourceConfig};
 
 use crate::catalog::Relation;
+use crate::connector::RunningConnector;
 use crate::error::{Result, SqlError};
 use crate::format::Format;
 use crate::parser::{CreateRelation, RelationKind};
-use crate::pg_sink::{ConnectorStatus, RunningConnector};
 use crate::session::{Outcome, Session};
 
 /// The connector's name in `WITH`.
@@ -115,23 +113,18 @@ impl Session {
         };
         let config = cdc_config(rel)?;
         let (log, txns) = (self.log.clone(), host.engine.txns.clone());
-        let stop = Arc::new(AtomicBool::new(false));
-        let status = Arc::new(Mutex::new(ConnectorStatus::default()));
-        let (s, st) = (stop.clone(), status.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("weir-cdc-{}", rel.name))
-            .spawn(move || {
-                if let Err(e) = weir_cdc::run_until_stopped(&log, &txns, &config, &s) {
+        let connector =
+            RunningConnector::spawn(&format!("weir-cdc-{}", rel.name), move |stop, status| {
+                if let Err(e) = weir_cdc::run_until_stopped(&log, &txns, &config, stop) {
                     tracing::error!(source = %config.name, error = %e, "the CDC source stopped");
-                    st.lock().unwrap_or_else(|p| p.into_inner()).error =
+                    status.lock().unwrap_or_else(|p| p.into_inner()).error =
                         Some(format!("stopped: {e}"));
                 }
             })
             .map_err(|e| SqlError::Execution(format!("cannot start source `{}`: {e}", rel.name)))?;
-        host.running().connectors.insert(
-            rel.name.clone(),
-            RunningConnector::new(stop, thread, status),
-        );
+        host.running()
+            .connectors
+            .insert(rel.name.clone(), connector);
         Ok(())
     }
 

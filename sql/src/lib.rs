@@ -15,6 +15,7 @@
 pub mod catalog;
 mod cdc_source;
 mod changes;
+mod connector;
 pub mod datagen;
 mod ddl;
 mod error;

@@ -12,13 +12,14 @@
 //! entry is written.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use weir_cdc::{pg_type, PgSink, PgSinkConfig, SinkColumn};
 
 use crate::catalog::{Column, Relation};
+use crate::connector::{ConnectorStatus, RunningConnector};
 use crate::error::{Result, SqlError};
 use crate::format::Format;
 use crate::parser::{CreateSink, RelationKind, SinkSource};
@@ -26,53 +27,6 @@ use crate::session::{Outcome, Session};
 
 /// How long a sink waits when its relation has nothing new.
 const PG_SINK_POLL: Duration = Duration::from_millis(20);
-
-/// A running PostgreSQL sink.
-#[derive(Debug)]
-pub(crate) struct RunningConnector {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    status: Arc<Mutex<ConnectorStatus>>,
-}
-
-/// What `SHOW QUERIES` says of a connector.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct ConnectorStatus {
-    /// Rows applied since it started.
-    pub(crate) applied: u64,
-    /// Why it stopped, or is retrying.
-    pub(crate) error: Option<String>,
-}
-
-impl RunningConnector {
-    /// A connector's running thread, its stop flag and its status.
-    pub(crate) fn new(
-        stop: Arc<AtomicBool>,
-        thread: std::thread::JoinHandle<()>,
-        status: Arc<Mutex<ConnectorStatus>>,
-    ) -> RunningConnector {
-        RunningConnector {
-            stop,
-            thread: Some(thread),
-            status,
-        }
-    }
-
-    /// Stops it after its current batch.
-    pub(crate) fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-
-    pub(crate) fn status(&self) -> ConnectorStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
 
 /// Whether a sink's options name the PostgreSQL connector.
 pub(crate) fn is_postgres(options: &BTreeMap<String, String>) -> bool {
@@ -217,17 +171,14 @@ impl Session {
         };
         let config = self.pg_sink_config(rel)?;
         let log = self.log.clone();
-        let stop = Arc::new(AtomicBool::new(false));
-        let status = Arc::new(Mutex::new(ConnectorStatus::default()));
-        let (s, st) = (stop.clone(), status.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("weir-sink-{}", rel.name))
-            .spawn(move || run_sink(&log, &config, &s, &st))
+        let connector =
+            RunningConnector::spawn(&format!("weir-sink-{}", rel.name), move |stop, status| {
+                run_sink(&log, &config, stop, status)
+            })
             .map_err(|e| SqlError::Execution(format!("cannot start sink `{}`: {e}", rel.name)))?;
-        host.running().connectors.insert(
-            rel.name.clone(),
-            RunningConnector::new(stop, thread, status),
-        );
+        host.running()
+            .connectors
+            .insert(rel.name.clone(), connector);
         Ok(())
     }
 

@@ -54,7 +54,7 @@ pub struct Engine {
 pub(crate) struct Running {
     pub(crate) pipelines: BTreeMap<String, RunningPipeline>,
     /// Sinks into other systems (PostgreSQL), each on a thread of its own.
-    pub(crate) connectors: BTreeMap<String, crate::pg_sink::RunningConnector>,
+    pub(crate) connectors: BTreeMap<String, crate::connector::RunningConnector>,
     /// Queries that could not start, with why.
     pub(crate) failed: BTreeMap<String, String>,
 }

@@ -3,55 +3,21 @@
 //! PostgreSQL's inserts, updates and deletes, a new session resumes it without a second
 //! snapshot, and DROP SOURCE stops it.
 
-use std::time::{Duration, Instant};
-
-use crate::pg_sink::{psql, weir_rows};
+use crate::pg_sink::{psql, wait_same, weir_rows, with_database};
 use crate::streaming::open;
-
-/// How long the test waits for the table to follow PostgreSQL.
-const WAIT: Duration = Duration::from_secs(60);
 
 const WEIR: &str = "SELECT id, v FROM items ORDER BY id";
 const PG: &str = "SELECT id || '|' || v FROM items ORDER BY id";
 
 fn wait_equal(url: &str, session: &mut weir_sql::Session) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (want, got) = (psql(url, PG)?, weir_rows(session, WEIR)?);
-        if want == got {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "Weir has:\n{got}\nPostgreSQL:\n{want}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_same(|| psql(url, PG), || weir_rows(session, WEIR)).map(|_| ())
 }
 
 #[test]
 fn a_cdc_source_keeps_a_table_in_step_with_postgres() -> anyhow::Result<()> {
-    let server = weir_cdc::local_server_url()?;
-    let db = format!("weir_sql_cdc_{}", std::process::id());
-    psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    )?;
-    psql(&server, &format!("CREATE DATABASE {db}"))?;
-    let url = format!(
-        "{}/{db}",
-        server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b)
-    );
-    let result = run(&url, &format!("{db}_slot"));
-    let _ = psql(
-        &server,
-        &format!("SELECT pg_drop_replication_slot('{db}_slot')"),
-    );
-    let _ = psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    result
+    with_database("weir_sql_cdc", |url| {
+        run(url, &format!("weir_sql_cdc_slot_{}", std::process::id()))
+    })
 }
 
 fn run(url: &str, slot: &str) -> anyhow::Result<()> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use datafusion::arrow::array::AsArray;
 use weir_log::{Log, PartitionId, Record};
-use weir_sql::{Output, PushRequest, Session};
+use weir_sql::{PushRequest, Session};
 
-use crate::streaming::{open, single_i64, wait_for, wait_for_dead_letters};
+use crate::streaming::{open, single_i64, text_rows, wait_for, wait_for_dead_letters};
 
 const FIXTURE: &str = include_str!("../fixtures/debezium_customers.jsonl");
 
@@ -31,28 +31,6 @@ fn fixture() -> anyhow::Result<Vec<Record>> {
         });
     }
     Ok(out)
-}
-
-fn text_rows(session: &mut Session, sql: &str) -> anyhow::Result<(Vec<String>, Vec<String>)> {
-    let outcome = session.execute(sql)?.remove(0);
-    let Output::Rows { batches, .. } = &outcome.output else {
-        anyhow::bail!("no rows from {sql}");
-    };
-    let mut rows = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    datafusion::arrow::util::display::array_value_to_string(c, r)
-                        .unwrap_or_default()
-                })
-                .collect();
-            rows.push(cells.join("|"));
-        }
-    }
-    Ok((rows, outcome.notices))
 }
 
 fn customers(log: &Log, session: &mut Session) -> anyhow::Result<()> {

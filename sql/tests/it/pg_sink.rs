@@ -26,26 +26,50 @@ pub(crate) fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A query's rows, a line each (`a|b|…`).
 pub(crate) fn weir_rows(session: &mut weir_sql::Session, sql: &str) -> anyhow::Result<String> {
-    let outcome = session.execute(sql)?.remove(0);
-    let weir_sql::Output::Rows { batches, .. } = &outcome.output else {
-        anyhow::bail!("no rows from {sql}");
-    };
-    let mut lines = Vec::new();
-    for b in batches {
-        for r in 0..b.num_rows() {
-            let cells: Vec<String> = b
-                .columns()
-                .iter()
-                .map(|c| {
-                    datafusion::arrow::util::display::array_value_to_string(c, r)
-                        .unwrap_or_default()
-                })
-                .collect();
-            lines.push(cells.join("|"));
+    Ok(crate::streaming::text_rows(session, sql)?.0.join("\n"))
+}
+
+/// Waits until `got` answers what `want` does; returns it.
+pub(crate) fn wait_same(
+    mut want: impl FnMut() -> anyhow::Result<String>,
+    mut got: impl FnMut() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (w, g) = (want()?, got().unwrap_or_default());
+        if w == g {
+            return Ok(g);
         }
+        anyhow::ensure!(Instant::now() < deadline, "got:\n{g}\nexpected:\n{w}");
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(lines.join("\n"))
+}
+
+/// Runs `test` with the URL of a database of its own on the local PostgreSQL, dropped after.
+pub(crate) fn with_database(
+    name: &str,
+    test: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let server = weir_cdc::local_server_url()?;
+    let db = format!("{name}_{}", std::process::id());
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    )?;
+    psql(&server, &format!("CREATE DATABASE {db}"))?;
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    let result = test(&format!("{base}/{db}"));
+    let _ = psql(
+        &server,
+        &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{db}'"),
+    );
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    result
 }
 
 const SUMMARY: &str =
@@ -55,39 +79,12 @@ const BATCH: &str = "SELECT customer, COUNT(*) AS orders, SUM(amount) AS total F
 
 fn wait_equal(url: &str, session: &mut weir_sql::Session) -> anyhow::Result<String> {
     let expected = weir_rows(session, BATCH)?;
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let got = psql(url, SUMMARY).unwrap_or_default();
-        if got == expected {
-            return Ok(got);
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "PostgreSQL has:\n{got}\nexpected:\n{expected}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_same(|| Ok(expected.clone()), || psql(url, SUMMARY))
 }
 
 #[test]
 fn a_views_read_model_in_postgres_equals_the_batch_aggregate() -> anyhow::Result<()> {
-    let server = weir_cdc::local_server_url()?;
-    let db = format!("weir_sql_sink_{}", std::process::id());
-    psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    )?;
-    psql(&server, &format!("CREATE DATABASE {db}"))?;
-    let url = format!(
-        "{}/{db}",
-        server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b)
-    );
-    let result = run(&url);
-    let _ = psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    result
+    with_database("weir_sql_sink", run)
 }
 
 fn insert_orders(

@@ -185,3 +185,29 @@ fn a_generated_source_resumes_exactly_once_after_its_session_ends_mid_run() -> a
     );
     Ok(())
 }
+
+/// A query's rows as `a|b|…` text, and its notices.
+pub(crate) fn text_rows(
+    session: &mut Session,
+    sql: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let outcome = session.execute(sql)?.remove(0);
+    let Output::Rows { batches, .. } = &outcome.output else {
+        anyhow::bail!("no rows from {sql}");
+    };
+    let mut rows = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| {
+                    datafusion::arrow::util::display::array_value_to_string(c, r)
+                        .unwrap_or_default()
+                })
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    Ok((rows, outcome.notices))
+}
