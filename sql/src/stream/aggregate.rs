@@ -3,13 +3,17 @@
 //! windowed `GROUP BY` runs on the engine's window operator (slices for HOP, a RocksDB window
 //! store backed by its changelog, results on close).
 //!
+//! Over a table, rows also leave (an update retracts the old row, a delete its row): the
+//! retracting accumulators count what they hold — SUM with its count of values, MIN, MAX and
+//! COUNT(DISTINCT) as a multiset of values with their counts — so a retraction is exact.
+//!
 //! Invariants: an accumulator's meaning does not depend on the order rows arrive in; a value
 //! is read from the batch in one canonical type per aggregate (64-bit integers, doubles, text,
 //! booleans; timestamps as epoch milliseconds), and the result is cast back to the type
 //! DataFusion planned, so the streaming result equals the batch one.
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -49,6 +53,8 @@ pub(crate) struct AggSpec {
     /// The canonical type the argument is read in.
     pub(crate) canonical: DataType,
     pub(crate) output: DataType,
+    /// Rows may be retracted (the input is a table): the accumulators count what they hold.
+    pub(crate) retracting: bool,
 }
 
 /// A value read from a row, in its canonical type.
@@ -115,6 +121,34 @@ pub(crate) enum Acc {
     Max(Option<Value>),
     /// Sum and count of the non-null values.
     Avg(#[serde(with = "float")] f64, i64),
+    /// A retractable sum: the sum and how many values it holds (`None` again at none).
+    CountedSum(Option<Value>, i64),
+    /// A retractable MIN, MAX or COUNT(DISTINCT): each value held, with how many times.
+    Values(#[serde(with = "pairs")] BTreeMap<Value, i64>),
+}
+
+/// A multiset in the stores' JSON: a list of `[value, count]` pairs (JSON objects only have
+/// string keys).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Value;
+
+    pub(super) fn serialize<S: Serializer>(
+        m: &BTreeMap<Value, i64>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<Value, i64>, D::Error> {
+        let pairs: Vec<(Value, i64)> = Vec::deserialize(d)?;
+        Ok(pairs.into_iter().collect())
+    }
 }
 
 /// Doubles in the stores' JSON: finite ones as JSON numbers, NaN and the infinities (which
@@ -227,11 +261,21 @@ impl AggSpec {
             arg,
             canonical,
             output,
+            retracting: false,
         })
     }
 
     /// An empty accumulator.
     pub(crate) fn init(&self) -> Acc {
+        if self.retracting {
+            match self.kind {
+                AggKind::Sum => return Acc::CountedSum(None, 0),
+                AggKind::Min | AggKind::Max | AggKind::CountDistinct => {
+                    return Acc::Values(BTreeMap::new())
+                }
+                AggKind::Count | AggKind::Avg => {}
+            }
+        }
         match self.kind {
             AggKind::Count => Acc::Count(0),
             AggKind::CountDistinct => Acc::Distinct(BTreeSet::new()),
@@ -303,6 +347,56 @@ impl AggSpec {
                     *n += 1;
                 }
             }
+            Acc::CountedSum(s, n) => {
+                *s = add_values(s.take(), v);
+                *n += 1;
+            }
+            Acc::Values(m) => {
+                if let Some(v) = v {
+                    count_value(m, v, 1);
+                }
+            }
+        }
+    }
+
+    /// Takes row `row` of the argument back out (`None`: `COUNT(*)`): the row left the
+    /// input. Only retracting accumulators (and COUNT, AVG) can; the others are untouched.
+    pub(crate) fn retract(&self, acc: &mut Acc, arg: Option<&ArrayRef>, row: usize) {
+        let Some(values) = arg else {
+            if let Acc::Count(n) = acc {
+                *n -= 1;
+            }
+            return;
+        };
+        if values.is_null(row) {
+            return;
+        }
+        let v = read(values, row);
+        match acc {
+            Acc::Count(n) => *n -= 1,
+            Acc::Avg(sum, n) => {
+                if let Some(x) = v.as_ref().and_then(as_f64) {
+                    *sum -= x;
+                    *n -= 1;
+                    if *n == 0 {
+                        // No float drift survives the last value.
+                        *sum = 0.0;
+                    }
+                }
+            }
+            Acc::CountedSum(s, n) => {
+                *n -= 1;
+                *s = match *n {
+                    0 => None,
+                    _ => add_values(s.take(), v.map(negate)),
+                };
+            }
+            Acc::Values(m) => {
+                if let Some(v) = v {
+                    count_value(m, v, -1);
+                }
+            }
+            Acc::Distinct(_) | Acc::Sum(_) | Acc::Min(_) | Acc::Max(_) => {}
         }
     }
 
@@ -322,6 +416,15 @@ impl AggSpec {
                 *s += s2;
                 *n += n2;
             }
+            (Acc::CountedSum(a, n), Acc::CountedSum(b, n2)) => {
+                *a = add_values(a.take(), b.clone());
+                *n += n2;
+            }
+            (Acc::Values(a), Acc::Values(b)) => {
+                for (v, n) in b {
+                    count_value(a, v.clone(), *n);
+                }
+            }
             _ => {}
         }
     }
@@ -336,6 +439,7 @@ impl AggSpec {
                 Arc::new(Int64Array::from_iter_values(accs.iter().map(|a| match a {
                     Acc::Count(n) => *n,
                     Acc::Distinct(s) => s.len() as i64,
+                    Acc::Values(m) => m.len() as i64,
                     _ => 0,
                 })))
             }
@@ -344,8 +448,11 @@ impl AggSpec {
                 _ => None,
             }))),
             AggKind::Sum | AggKind::Min | AggKind::Max => {
+                let kind = self.kind;
                 let values = accs.iter().map(|a| match a {
-                    Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) => v.as_ref(),
+                    Acc::Sum(v) | Acc::Min(v) | Acc::Max(v) | Acc::CountedSum(v, _) => v.as_ref(),
+                    Acc::Values(m) if kind == AggKind::Min => m.keys().next(),
+                    Acc::Values(m) => m.keys().next_back(),
                     _ => None,
                 });
                 values_array(values, &self.canonical)
@@ -388,6 +495,34 @@ fn read(values: &ArrayRef, row: usize) -> Option<Value> {
         DataType::Boolean => Value::B(values.as_boolean().value(row)),
         _ => return None,
     })
+}
+
+/// Counts a value in (or, with a negative `by`, out of) a multiset; a value whose count
+/// reaches zero is no longer held. Counts may go below zero for a moment (a retraction met
+/// before its row in one batch) and come back.
+fn count_value(m: &mut BTreeMap<Value, i64>, v: Value, by: i64) {
+    use std::collections::btree_map::Entry;
+    match m.entry(v) {
+        Entry::Vacant(e) => {
+            e.insert(by);
+        }
+        Entry::Occupied(mut e) => {
+            *e.get_mut() += by;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// The value that adds up to zero with `v` (integers wrap, as sums do).
+fn negate(v: Value) -> Value {
+    match v {
+        Value::I(x) => Value::I(x.wrapping_neg()),
+        Value::U(x) => Value::U(x.wrapping_neg()),
+        Value::F(x) => Value::F(-x),
+        other => other,
+    }
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
@@ -493,6 +628,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retracting_accumulators_take_rows_back_out() -> Result<()> {
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), Some(2), None, Some(5)]));
+        let spec = |kind| AggSpec {
+            kind,
+            arg: None,
+            canonical: DataType::Int64,
+            output: DataType::Int64,
+            retracting: true,
+        };
+        for (kind, after_adds, after_retract) in [
+            (AggKind::Sum, Some(12), Some(5)),
+            (AggKind::Min, Some(2), Some(5)),
+            (AggKind::Max, Some(5), Some(5)),
+            (AggKind::CountDistinct, Some(2), Some(1)),
+        ] {
+            let s = spec(kind);
+            let mut acc = s.init();
+            for row in 0..4 {
+                s.add(&mut acc, Some(&values), row);
+            }
+            let result = |acc: &Acc| -> Result<Option<i64>> {
+                let a = s.results(&[acc])?;
+                let a = a.as_primitive::<Int64Type>();
+                Ok((!a.is_null(0)).then(|| a.value(0)))
+            };
+            assert_eq!(result(&acc)?, after_adds, "{kind:?}");
+            // The 2 leaves, then one 5: MIN moves up, one 5 is still held.
+            s.retract(&mut acc, Some(&values), 1);
+            s.retract(&mut acc, Some(&values), 0);
+            assert_eq!(result(&acc)?, after_retract, "{kind:?}");
+            // The last value leaves: SUM, MIN and MAX are NULL again.
+            s.retract(&mut acc, Some(&values), 3);
+            let empty = if kind == AggKind::CountDistinct {
+                Some(0)
+            } else {
+                None
+            };
+            assert_eq!(result(&acc)?, empty, "{kind:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn non_finite_doubles_round_trip_through_the_stores_json() -> Result<(), serde_json::Error> {
         let accs = vec![
             Acc::Avg(f64::NAN, 2),
@@ -504,6 +682,11 @@ mod tests {
         let back: Vec<Acc> = serde_json::from_slice(&json)?;
         assert!(matches!(back[0], Acc::Avg(s, 2) if s.is_nan()));
         assert_eq!(back[1..], accs[1..]);
+        // A multiset is a list of [value, count] pairs (JSON objects have text keys only).
+        let multiset = Acc::Values([(Value::I(-3), 2), (Value::S("x".into()), 1)].into());
+        let json = serde_json::to_string(&multiset)?;
+        assert_eq!(json, r#"{"Values":[[{"I":-3},2],[{"S":"x"},1]]}"#);
+        assert_eq!(serde_json::from_str::<Acc>(&json)?, multiset);
         // Finite doubles stay JSON numbers: stores written before read the same.
         assert_eq!(serde_json::to_string(&Value::F(1.5))?, r#"{"F":1.5}"#);
         Ok(())

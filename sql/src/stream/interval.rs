@@ -521,6 +521,16 @@ pub(super) fn compile(
     let (Some(left_rel), Some(right_rel)) = (&w.relation, right.relation.take()) else {
         return Err(super::unsupported_node("a join without two streams"));
     };
+    if left_rel.kind != crate::parser::RelationKind::Stream {
+        return Err(SqlError::unsupported(
+            format!(
+                "a continuous join of table `{}` with stream `{}` (write FROM stream JOIN \
+                 table ON …)",
+                left_rel.name, right_rel.name
+            ),
+            None,
+        ));
+    }
     if left_rel.topic == right_rel.topic {
         return Err(super::unsupported_node("a stream joined with itself"));
     }

@@ -19,31 +19,19 @@ use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::physical_expr::PhysicalExpr;
-use weir_engine::changes::SourcePosition;
-use weir_engine::{Origin, TaskContext};
+use weir_engine::TaskContext;
 
+use super::table_state;
 use crate::catalog::Relation;
-use crate::changes::{TableChanges, TableOp};
+use crate::changes::TableChanges;
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format, LogRecord, RowDecoder};
 
-/// The task's store of the table's rows: each key's row under the key (a JSON object, so
-/// its first byte is `{`), and the source position applied to it under
-/// [`POSITION_PREFIX`] + key.
+/// The task's store of the table's rows ([`table_state`]).
 pub(crate) const TABLE_STORE: usize = 0;
-
-/// The first byte of a position's store key (a row's key starts with `{`).
-const POSITION_PREFIX: u8 = 0xFF;
 
 /// The processor's operator id of the lookup (its counters).
 pub(crate) const LOOKUP_OPERATOR: usize = 1;
-
-fn position_key(key: &[u8]) -> Bytes {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(POSITION_PREFIX);
-    k.extend_from_slice(key);
-    Bytes::from(k)
-}
 
 /// A stream–table join.
 #[derive(Debug)]
@@ -97,81 +85,12 @@ impl Lookup {
             .collect())
     }
 
-    /// A batch of the table's input, read as changes: an upsert's row into the store, a
-    /// delete removes its key, a truncate every row; a change older than the one applied to
-    /// its key (a replay) is ignored and counted as dropped by the lookup operator.
+    /// A batch of the table's input, read as changes into the store ([`table_state`]); a
+    /// replay is counted as dropped by the lookup operator.
     pub(crate) fn update_table(&self, ctx: &mut TaskContext<'_>) -> Result<()> {
-        let records: Vec<LogRecord> = ctx
-            .input()
-            .iter()
-            .map(|r| LogRecord {
-                key: r.key.clone(),
-                value: r.value.clone().unwrap_or_default(),
-                timestamp: r.timestamp.0,
-                partition: r.partition as i32,
-                offset: r.offset.0,
-            })
-            .collect();
-        // The input is one partition: an offset names its record.
-        let index_of = |offset: i64| records.iter().position(|r| r.offset == offset);
-        let (changes, bad) = self.changes.read(&records);
-        let upserts: Vec<LogRecord> = changes
-            .iter()
-            .filter_map(|c| match &c.op {
-                TableOp::Upsert(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect();
-        let (_, bad_rows) = self.decoder.decode(&upserts);
-        let mut poison: Vec<(usize, String)> = bad
-            .iter()
-            .filter_map(|b| Some((index_of(b.offset)?, b.reason.clone())))
-            .collect();
-        let store = ctx.store_at(TABLE_STORE).map_err(engine)?;
-        let mut replays = 0;
-        for c in changes {
-            if let TableOp::Truncate = c.op {
-                // A hashed store has no ranges to clear: the truncate is dead-lettered, said
-                // rather than applied in part.
-                poison.extend(index_of(c.offset).map(|i| {
-                    (
-                        i,
-                        "a truncate: the rows of a table a stream joins are not cleared by \
-                         one; re-create the query to start over"
-                            .to_string(),
-                    )
-                }));
-                continue;
-            }
-            if let Some(at) = c.position {
-                let position_key = position_key(&c.key);
-                let applied = store
-                    .get(&position_key)
-                    .map_err(engine)?
-                    .and_then(|p| SourcePosition::from_bytes(&p));
-                if applied.is_some_and(|applied| at < applied) {
-                    replays += 1;
-                    continue;
-                }
-                store.put(position_key, Bytes::copy_from_slice(&at.to_bytes()));
-            }
-            match c.op {
-                TableOp::Upsert(r) => match bad_rows.iter().find(|b| b.offset == r.offset) {
-                    Some(b) => poison.extend(index_of(r.offset).map(|i| (i, b.reason.clone()))),
-                    None => store.put(c.key, r.value),
-                },
-                TableOp::Delete => store.delete(c.key),
-                TableOp::Truncate => {}
-            }
-        }
-        for (i, reason) in poison {
-            ctx.poison(
-                Origin::input(i),
-                format!("a table change that does not apply: {reason}"),
-            );
-        }
-        if replays > 0 {
-            ctx.record_dropped(LOOKUP_OPERATOR, replays);
+        let applied = table_state::apply_batch(ctx, &self.changes, &self.decoder, false)?;
+        if applied.replays > 0 {
+            ctx.record_dropped(LOOKUP_OPERATOR, applied.replays);
         }
         Ok(())
     }

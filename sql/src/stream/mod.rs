@@ -12,6 +12,8 @@ mod interval;
 mod lookup;
 mod plan;
 mod processor;
+mod table_source;
+mod table_state;
 mod updating;
 mod windowed;
 
@@ -86,6 +88,8 @@ pub(crate) struct Source {
     /// A window's scan: `window_start` and `window_end` follow the decoded columns (as
     /// placeholders; the window operator assigns windows).
     pub(crate) window_placeholders: bool,
+    /// A table (or view) read as changes: its rows are added and retracted.
+    pub(crate) table: Option<crate::changes::TableChanges>,
 }
 
 /// Which window column a placeholder column of the input is.
@@ -119,6 +123,9 @@ pub(crate) struct Aggregate {
     /// The aggregate's output: grouping columns, then aggregates.
     pub(crate) schema: SchemaRef,
     pub(crate) emit: EmitMode,
+    /// Rows are also retracted (the input is a table): groups count their rows, and one
+    /// left with none is deleted.
+    pub(crate) retracting: bool,
 }
 
 /// A compiled streaming query.
@@ -201,6 +208,18 @@ pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) ->
     if walked.aggregate.is_none() && cx.emit == Some(EmitMode::OnWindowClose) {
         return Err(SqlError::plan(
             "EMIT ON WINDOW CLOSE needs a windowed aggregate (GROUP BY window_start, …)",
+            None,
+        ));
+    }
+    let over_table = relation.kind != RelationKind::Stream;
+    if over_table && walked.aggregate.is_none() {
+        return Err(SqlError::unsupported(
+            format!(
+                "a continuous query over {} `{}` without GROUP BY (an aggregate over a table \
+                 updates as its rows change); a batch SELECT reads it now",
+                relation.kind.name(),
+                relation.name
+            ),
             None,
         ));
     }
@@ -317,15 +336,25 @@ fn scan_step(
             None,
         )
     })?;
-    if rel.kind != RelationKind::Stream {
-        return Err(SqlError::unsupported(
-            format!(
-                "a continuous query over {} `{relation_name}` (its rows update; continuous \
-                 queries over tables arrive with updating views); a batch SELECT reads it now",
-                rel.kind.name()
-            ),
-            None,
-        ));
+    match rel.kind {
+        RelationKind::Stream => {}
+        RelationKind::Table | RelationKind::View if window.is_none() => {}
+        RelationKind::Table | RelationKind::View => {
+            return Err(SqlError::unsupported(
+                format!(
+                    "a window over {} `{relation_name}`: its rows update, they do not arrive \
+                     in event time (GROUP BY without a window aggregates a table)",
+                    rel.kind.name()
+                ),
+                None,
+            ))
+        }
+        RelationKind::Sink => {
+            return Err(SqlError::plan(
+                format!("`{relation_name}` is a sink: it writes elsewhere and has no rows here"),
+                None,
+            ))
+        }
     }
     if w.relation.is_some() {
         return Err(unsupported_node("a query over two relations"));
@@ -408,6 +437,16 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
             )
         })?;
     walk(cx, &j.left, w)?;
+    if w.relation
+        .as_ref()
+        .is_some_and(|r| r.kind != RelationKind::Stream)
+    {
+        return Err(SqlError::unsupported(
+            "a continuous join of two tables (a stream joins a table; aggregate each table, or \
+             run the join as a batch SELECT)",
+            None,
+        ));
+    }
     if w.aggregate.is_some() || w.lookup.is_some() || w.window.is_some() || w.join.is_some() {
         return Err(unsupported_node(
             "a join over an aggregate, a window or another join",
@@ -500,6 +539,10 @@ fn aggregate_step(
         ));
     }
     let window = w.window.clone();
+    let retracting = w
+        .relation
+        .as_ref()
+        .is_some_and(|r| r.kind != RelationKind::Stream);
     let input = a.input.schema();
     let mut keys = Vec::new();
     let mut slots = Vec::new();
@@ -545,7 +588,9 @@ fn aggregate_step(
             _ => return Err(unsupported_node("an aggregate of several arguments")),
         };
         let output = schema.field(a.group_expr.len() + i).data_type().clone();
-        aggregates.push(aggregate::AggSpec::new(call, arg, arg_type, output)?);
+        let mut spec = aggregate::AggSpec::new(call, arg, arg_type, output)?;
+        spec.retracting = retracting;
+        aggregates.push(spec);
     }
     let emit = cx.emit.unwrap_or(EmitMode::Changes);
     if window.is_none() && emit == EmitMode::OnWindowClose {
@@ -574,6 +619,7 @@ fn aggregate_step(
             aggregates,
             schema,
             emit,
+            retracting,
         },
         before,
     ));
@@ -626,7 +672,14 @@ fn open_source(
         }
     }
     let stored = relation.stored_schema()?;
-    let decoder = RowDecoder::new(relation.format, stored.clone());
+    let table = match relation.kind {
+        RelationKind::Stream => None,
+        _ => Some(crate::changes::TableChanges::new(&relation)?),
+    };
+    let decoder = match &table {
+        Some(t) => t.row_decoder().clone(),
+        None => RowDecoder::new(relation.format, stored.clone()),
+    };
     let datagen = relation.datagen()?.map(Arc::new);
     let event_time = match &relation.watermark {
         None => None,
@@ -652,6 +705,7 @@ fn open_source(
         datagen,
         event_time,
         window_placeholders: window.is_some(),
+        table,
     })
 }
 

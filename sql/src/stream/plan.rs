@@ -49,7 +49,7 @@ impl QueryPlan {
                 subplans.push(SubPlan {
                     name: "select".into(),
                     inputs: vec![input.clone()],
-                    stores: Vec::new(),
+                    stores: table_source_store(&compiled.source),
                 });
                 internal_topics.push(weir_engine::InternalTopic {
                     name: topic.clone(),
@@ -59,6 +59,7 @@ impl QueryPlan {
                 repartition = Some(topic);
             } else {
                 stores.extend(window_stores(agg));
+                stores.extend(table_source_store(&compiled.source));
             }
         }
         let mut table_input = None;
@@ -81,7 +82,7 @@ impl QueryPlan {
             }
             table_input = Some(InputSpec::topic(&l.table.topic, InputKind::Table));
             stores.push(weir_engine::StoreSpec::key_value(
-                "table",
+                super::table_state::TABLE_STORE_NAME,
                 &format!("sql lookup {} {:?}", l.table.name, l.table.format),
             ));
         }
@@ -139,6 +140,20 @@ impl QueryPlan {
             compiled: Arc::new(compiled),
             repartition,
         }
+    }
+}
+
+/// The store of a table source's rows (in the tasks that read it), if the source is a table.
+fn table_source_store(source: &Source) -> Vec<weir_engine::StoreSpec> {
+    match &source.table {
+        None => Vec::new(),
+        Some(_) => vec![weir_engine::StoreSpec::key_value(
+            super::table_state::TABLE_STORE_NAME,
+            &format!(
+                "sql table source {} {:?}",
+                source.relation.name, source.relation.format
+            ),
+        )],
     }
 }
 
@@ -263,9 +278,10 @@ fn window_store(agg: &Aggregate) -> weir_engine::StoreSpec {
         return weir_engine::StoreSpec::key_value(
             "groups",
             &format!(
-                "sql updating [{}] [{}] arrow-row",
+                "sql updating [{}] [{}] arrow-row{}",
                 keys.join(","),
-                aggs.join(",")
+                aggs.join(","),
+                if agg.retracting { " retracting" } else { "" }
             ),
         );
     };

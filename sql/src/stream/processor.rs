@@ -64,6 +64,12 @@ pub(crate) enum Role {
     Aggregate,
 }
 
+/// Decoded rows, the input record of each, and (over a table) whether each is retracted.
+type Decoded = (RecordBatch, Vec<u32>, Option<Vec<bool>>);
+
+/// The header that marks a repartitioned row of a table source as taken out.
+const RETRACT_HEADER: &str = "weir.retract";
+
 /// A batch on its way through the steps: its rows, and for each the decoded row it came from.
 pub(super) struct Rows {
     pub(super) batch: RecordBatch,
@@ -118,8 +124,23 @@ impl QueryProcessor {
     }
 
     /// The batch's records as decoded rows (bad ones reported as poison), with the input
-    /// record of each row.
-    fn read(&self, ctx: &mut TaskContext<'_>, source: &Source) -> Result<(RecordBatch, Vec<u32>)> {
+    /// record of each row, and — over a table — whether each row is taken out.
+    fn read(&self, ctx: &mut TaskContext<'_>, source: &Source) -> Result<Decoded> {
+        if let Some(changes) = &source.table {
+            let rows =
+                super::table_source::read(ctx, &source.relation.name, changes, &source.decoder)?;
+            return Ok((rows.batch, rows.origin, Some(rows.retract)));
+        }
+        let (batch, origin) = self.read_stream(ctx, source)?;
+        Ok((batch, origin, None))
+    }
+
+    /// A stream's records as decoded rows, with the input record of each.
+    fn read_stream(
+        &self,
+        ctx: &mut TaskContext<'_>,
+        source: &Source,
+    ) -> Result<(RecordBatch, Vec<u32>)> {
         let input = ctx.input();
         if let Some(g) = &source.datagen {
             let (Some(first), Some(last)) = (input.first(), input.last()) else {
@@ -468,6 +489,7 @@ impl QueryProcessor {
         rows: &Rows,
         times: &[i64],
         origin: &[u32],
+        retract: Option<&[bool]>,
     ) -> Result<usize> {
         if self.query.lookup.is_some() {
             return self.lookup_rows(ctx, rows, times, origin);
@@ -482,16 +504,25 @@ impl QueryProcessor {
             .iter()
             .map(|&d| Origin::input(origin[d as usize] as usize))
             .collect();
+        let retract: Option<Vec<bool>> =
+            retract.map(|x| from.iter().map(|&d| x[d as usize]).collect());
         let early = match (&mut self.windowed, &self.shuffle) {
             (Some(w), _) => {
                 let (keys, args) = w.codec().group(agg, &rows.batch)?;
-                w.add(ctx, agg, keys, args, &times, &origins)?
+                w.add(ctx, agg, (keys, args, retract.as_deref()), &times, &origins)?
             }
             (None, Some((topic, codec))) => {
                 let (keys, args) = codec.group(agg, &rows.batch)?;
                 let values = codec.encode_args(&args, n)?;
-                for ((key, value), ts) in keys.into_iter().zip(values).zip(&times) {
-                    let record = Record::keyed(key, value).at(Timestamp(*ts));
+                for (r, ((key, value), ts)) in keys.into_iter().zip(values).zip(&times).enumerate()
+                {
+                    let mut record = Record::keyed(key, value).at(Timestamp(*ts));
+                    if retract.as_ref().is_some_and(|x| x[r]) {
+                        record.headers.push(weir_log::Header {
+                            key: RETRACT_HEADER.into(),
+                            value: None,
+                        });
+                    }
                     ctx.emit(topic, record)
                         .map_err(|e| SqlError::Execution(e.to_string()))?;
                 }
@@ -614,7 +645,13 @@ impl QueryProcessor {
         let Some((agg, _)) = &self.query.aggregate else {
             return Ok(0);
         };
-        let early = w.add(ctx, agg, keys, args, &times, &origins)?;
+        let retract: Option<Vec<bool>> = agg.retracting.then(|| {
+            input
+                .iter()
+                .map(|r| r.headers.iter().any(|h| h.key == RETRACT_HEADER))
+                .collect()
+        });
+        let early = w.add(ctx, agg, (keys, args, retract.as_deref()), &times, &origins)?;
         self.emit_results(ctx, early)?;
         Ok(n)
     }
@@ -656,14 +693,14 @@ impl GroupOp {
         &mut self,
         ctx: &mut TaskContext<'_>,
         agg: &super::Aggregate,
-        keys: Vec<Bytes>,
-        args: Vec<Option<ArrayRef>>,
+        (keys, args, retract): (Vec<Bytes>, Vec<Option<ArrayRef>>, Option<&[bool]>),
         times: &[i64],
         origins: &[Origin],
     ) -> Result<Option<Results>> {
         match self {
+            // The compiler gives windows streams only: nothing is retracted.
             GroupOp::Windowed(w) => w.add(ctx, keys, args, times, origins).map(|_| None),
-            GroupOp::Updating(u) => u.add(ctx, agg, keys, args),
+            GroupOp::Updating(u) => u.add(ctx, agg, keys, args, retract),
         }
     }
 
@@ -718,14 +755,16 @@ impl weir_engine::Processor for QueryProcessor {
             return Ok(());
         }
         let query = self.query.clone();
-        let (batch, origin) = self.read(ctx, &query.source).map_err(failed)?;
+        let (batch, origin, retract) = self.read(ctx, &query.source).map_err(failed)?;
         let times = self.times(ctx, &query.source, &batch).map_err(failed)?;
         let mut out = 0;
         for rows in self
             .process_rows(ctx, &query.steps, &batch, &origin)
             .map_err(failed)?
         {
-            out += self.grouped(ctx, &rows, &times, &origin).map_err(failed)?;
+            out += self
+                .grouped(ctx, &rows, &times, &origin, retract.as_deref())
+                .map_err(failed)?;
         }
         ctx.record_operator(0, records_in, out, started.elapsed());
         Ok(())

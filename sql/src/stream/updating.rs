@@ -1,8 +1,10 @@
-//! An updating aggregate: `GROUP BY` without a window over a stream. The task keeps each
+//! An updating aggregate: `GROUP BY` without a window over a stream or a table. The task keeps each
 //! group's accumulators in a RocksDB key-value store (backed by its changelog) and, before
 //! every commit, emits the groups that changed in the interval as change rows: `insert` for a
 //! new group, `update_before` (the result emitted last) and `update_after` (the new one) for a
 //! changed group — retractions, so a consumer that sums the changes never counts a row twice.
+//! Over a table, rows also leave (an update's old row, a deleted row): the accumulators take
+//! them out, each group counts its rows, and a group left with none is a `delete`.
 //!
 //! Invariant: what the store holds for a group is exactly what was last emitted for it (the
 //! store is written in the same flush that emits), so the `update_before` row is always the
@@ -47,6 +49,8 @@ struct Group {
 pub(crate) struct UpdatingAggregate {
     codec: GroupCodec,
     specs: Arc<Vec<AggSpec>>,
+    /// Rows are retracted too: each group's accumulators end with its row count.
+    retracting: bool,
     changed: FxHashMap<Bytes, Group>,
 }
 
@@ -63,6 +67,7 @@ impl UpdatingAggregate {
         Ok(UpdatingAggregate {
             codec: GroupCodec::new(agg)?,
             specs: Arc::new(agg.aggregates.clone()),
+            retracting: agg.retracting,
             changed: FxHashMap::default(),
         })
     }
@@ -71,14 +76,29 @@ impl UpdatingAggregate {
         &self.codec
     }
 
-    /// Adds rows (row `r` of `args` under `keys[r]`); past the cache bound the changes so far
-    /// are emitted.
+    /// The accumulators a group's state holds: one per aggregate, and its row count when
+    /// rows are retracted.
+    fn state_len(&self) -> usize {
+        self.specs.len() + usize::from(self.retracting)
+    }
+
+    fn init(&self) -> Vec<Acc> {
+        let mut accs: Vec<Acc> = self.specs.iter().map(AggSpec::init).collect();
+        if self.retracting {
+            accs.push(Acc::Count(0));
+        }
+        accs
+    }
+
+    /// Adds rows (row `r` of `args` under `keys[r]`; taken out where `retract[r]`); past the
+    /// cache bound the changes so far are emitted.
     pub(crate) fn add(
         &mut self,
         ctx: &mut TaskContext<'_>,
         agg: &Aggregate,
         keys: Vec<Bytes>,
         args: Vec<Option<ArrayRef>>,
+        retract: Option<&[bool]>,
     ) -> Result<Option<Results>> {
         let mut early = None;
         for (r, key) in keys.into_iter().enumerate() {
@@ -92,18 +112,24 @@ impl UpdatingAggregate {
                     .get(&key)
                     .map_err(engine)?
                 {
-                    Some(b) => Some(decode(&b, self.specs.len())?),
+                    Some(b) => Some(decode(&b, self.state_len())?),
                     None => None,
                 };
-                let now = before
-                    .clone()
-                    .unwrap_or_else(|| self.specs.iter().map(AggSpec::init).collect());
+                let now = before.clone().unwrap_or_else(|| self.init());
                 self.changed.insert(key.clone(), Group { before, now });
             }
-            if let Some(g) = self.changed.get_mut(&key) {
-                for ((spec, acc), arg) in self.specs.iter().zip(g.now.iter_mut()).zip(&args) {
-                    spec.add(acc, arg.as_ref(), r);
+            let Some(g) = self.changed.get_mut(&key) else {
+                continue;
+            };
+            let out = retract.is_some_and(|x| x.get(r).copied().unwrap_or(false));
+            for ((spec, acc), arg) in self.specs.iter().zip(g.now.iter_mut()).zip(&args) {
+                match out {
+                    false => spec.add(acc, arg.as_ref(), r),
+                    true => spec.retract(acc, arg.as_ref(), r),
                 }
+            }
+            if let (true, Some(Acc::Count(rows))) = (self.retracting, g.now.last_mut()) {
+                *rows += if out { -1 } else { 1 };
             }
         }
         Ok(early)
@@ -124,6 +150,16 @@ impl UpdatingAggregate {
         let mut ops: Vec<&'static str> = Vec::with_capacity(changed.len() * 2);
         let store = ctx.store_at(GROUP_STORE).map_err(engine)?;
         for (key, g) in changed {
+            if self.is_empty(&g.now) {
+                // The group's last row left: it is deleted, if it was ever emitted.
+                store.delete(key.clone());
+                if let Some(before) = g.before {
+                    keys.push(key);
+                    accs.push(before);
+                    ops.push(OP_DELETE);
+                }
+                continue;
+            }
             let value = serde_json::to_vec(&g.now)
                 .map_err(|e| SqlError::Execution(format!("cannot encode a group: {e}")))?;
             store.put(key.clone(), value);
@@ -149,6 +185,11 @@ impl UpdatingAggregate {
         }
         let at = ctx.stream_time().unwrap_or_else(|| ctx.now()).0;
         self.results(agg, &keys, &accs, ops, at).map(Some)
+    }
+
+    /// Whether a group holds no rows (only a retracting aggregate's groups can).
+    fn is_empty(&self, accs: &[Acc]) -> bool {
+        self.retracting && matches!(accs.last(), Some(Acc::Count(n)) if *n <= 0)
     }
 
     fn results(

@@ -10,4 +10,5 @@ mod oracle;
 mod pg_sink;
 mod push;
 mod records;
+mod retract;
 mod streaming;

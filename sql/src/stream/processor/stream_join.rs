@@ -41,7 +41,7 @@ impl QueryProcessor {
             Side::Left => (&query.source, &query.steps),
             Side::Right => (&join.right, &join.right_steps),
         };
-        let (batch, origin) = self.read(ctx, source)?;
+        let (batch, origin) = self.read_stream(ctx, source)?;
         let times = self.times(ctx, source, &batch)?;
         let batch = match join.tumble {
             Some(size) => super::super::interval::fill_windows(batch, &times, size)?,
