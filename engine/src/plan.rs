@@ -107,6 +107,9 @@ impl GeneratedInput {
 pub enum StoreKind {
     /// Point reads and writes of keys; changelog `compact`.
     KeyValue,
+    /// Point reads and writes, and range scans in key order (an index: entries under a
+    /// common prefix); changelog `compact`.
+    Sorted,
     /// Entries per (window start, key), scanned in time order; changelog `compact,delete`
     /// keeping `retention` (the windows' size + grace) and a day more.
     Window {
@@ -130,6 +133,7 @@ impl StoreKind {
     pub fn name(self) -> &'static str {
         match self {
             StoreKind::KeyValue => "kv",
+            StoreKind::Sorted => "sorted",
             StoreKind::Window { .. } => "window",
             StoreKind::Session { .. } => "session",
         }
@@ -138,7 +142,7 @@ impl StoreKind {
     /// Event-time retention of windowed kinds.
     pub fn retention(self) -> Option<std::time::Duration> {
         match self {
-            StoreKind::KeyValue => None,
+            StoreKind::KeyValue | StoreKind::Sorted => None,
             StoreKind::Window { retention } | StoreKind::Session { retention } => Some(retention),
         }
     }

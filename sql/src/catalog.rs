@@ -72,6 +72,18 @@ pub struct Relation {
 }
 
 impl Relation {
+    /// The columns that key its rows: a table's primary key, or a view's group columns
+    /// (when they reach its output as themselves); empty when there are none.
+    pub fn key_names(&self) -> Vec<String> {
+        if !self.primary_key.is_empty() {
+            return self.primary_key.clone();
+        }
+        match self.options.get(crate::pull::KEY_COLUMNS_OPTION) {
+            Some(names) => names.split(',').map(str::to_string).collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// The stored (decoded) columns as an Arrow schema; every column is nullable.
     pub fn stored_schema(&self) -> Result<SchemaRef> {
         let dialect = GenericDialect {};

@@ -233,13 +233,18 @@ impl Session {
         };
         let compiled = self.compile_query(query, None, sink, c.emit)?;
         let columns = value_columns(compiled.output());
-        if c.view && compiled.aggregate.is_none() {
-            // A view's compacted topic needs a key per row: its groups.
+        let table_join = compiled.lookup.as_ref().is_some_and(|(l, _)| l.table_join);
+        if c.view && compiled.aggregate.is_none() && !table_join {
+            // A view's compacted topic needs a key per row: its groups (or a table join's
+            // join key and left row).
             return Err(SqlError::unsupported(
-                "a materialized view without GROUP BY (its rows need a key); use CREATE SINK \
-                 … AS query, or INSERT INTO a stream",
+                "a materialized view without GROUP BY or a join of tables (its rows need a \
+                 key); use CREATE SINK … AS query, or INSERT INTO a stream",
                 c.at,
             ));
+        }
+        if c.view && table_join {
+            options.insert("keyed".into(), "true".into());
         }
         if let (true, Some((a, _))) = (c.view, &compiled.aggregate) {
             // Rows keyed by their group: read back as a table, the latest row per key, and
@@ -320,6 +325,14 @@ impl Session {
             .aggregate
             .as_ref()
             .is_some_and(|(a, _)| a.window.is_none() || a.emit == crate::parser::EmitMode::Changes);
+        if compiled.lookup.as_ref().is_some_and(|(l, _)| l.table_join) {
+            // Its rows are keyed by join key and left row, not by the target's primary key.
+            return Err(SqlError::plan(
+                "a join of tables writes into a materialized view or a sink (CREATE \
+                 MATERIALIZED VIEW v AS …), not INSERT INTO",
+                at,
+            ));
+        }
         if changes && into.kind != RelationKind::Table {
             return Err(SqlError::plan(
                 format!(

@@ -23,7 +23,7 @@ use weir_engine::TaskContext;
 
 use super::table_state;
 use crate::catalog::Relation;
-use crate::changes::TableChanges;
+use crate::changes::{TableChanges, TableOp};
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format, LogRecord, RowDecoder};
 
@@ -48,6 +48,8 @@ pub(crate) struct Lookup {
     pub(crate) keys: Vec<(Field, Arc<dyn PhysicalExpr>)>,
     /// `LEFT JOIN`: stream rows without a match come out with NULLs.
     pub(crate) left_join: bool,
+    /// The left side is a table too ([`super::table_join`]): its rows come and go.
+    pub(crate) table_join: bool,
     /// The join's output: the stream side's columns, then the table's.
     pub(crate) schema: SchemaRef,
 }
@@ -88,11 +90,67 @@ impl Lookup {
     /// A batch of the table's input, read as changes into the store ([`table_state`]); a
     /// replay is counted as dropped by the lookup operator.
     pub(crate) fn update_table(&self, ctx: &mut TaskContext<'_>) -> Result<()> {
-        let applied = table_state::apply_batch(ctx, &self.changes, &self.decoder, false)?;
+        let applied = table_state::apply_batch(
+            ctx,
+            table_state::TABLE_STORE_NAME,
+            &self.changes,
+            &self.decoder,
+            false,
+        )?;
         if applied.replays > 0 {
             ctx.record_dropped(LOOKUP_OPERATOR, applied.replays);
         }
         Ok(())
+    }
+
+    /// The table's records, each to the repartition topic `topic` under its key as Weir
+    /// encodes it (its value as it was): bad records and truncates are poison.
+    pub(crate) fn shuffle_table(&self, ctx: &mut TaskContext<'_>, topic: &str) -> Result<usize> {
+        let input = ctx.input();
+        let records: Vec<LogRecord> = input
+            .iter()
+            .map(|r| LogRecord {
+                key: r.key.clone(),
+                value: r.value.clone().unwrap_or_default(),
+                timestamp: r.timestamp.0,
+                partition: r.partition as i32,
+                offset: r.offset.0,
+            })
+            .collect();
+        let index_of = |offset: i64| records.binary_search_by_key(&offset, |r| r.offset).ok();
+        let (changes, bad) = self.changes.read(&records);
+        let mut poison: Vec<(usize, String)> = bad
+            .into_iter()
+            .filter_map(|b| Some((index_of(b.offset)?, b.reason)))
+            .collect();
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let Some(i) = index_of(c.offset) else {
+                continue;
+            };
+            if let TableOp::Truncate = c.op {
+                poison.push((i, table_state::TRUNCATE_NOT_APPLIED.to_string()));
+                continue;
+            }
+            let r = &input[i];
+            out.push(weir_log::Record {
+                key: Some(c.key),
+                value: r.value.clone(),
+                timestamp: Some(weir_log::Timestamp(r.timestamp.0)),
+                ..weir_log::Record::default()
+            });
+        }
+        for (i, reason) in poison {
+            ctx.poison(
+                weir_engine::Origin::input(i),
+                format!("a table change that does not apply: {reason}"),
+            );
+        }
+        let n = out.len();
+        for record in out {
+            ctx.emit(topic, record).map_err(engine)?;
+        }
+        Ok(n)
     }
 
     /// The stream rows joined with the table's current rows: the joined batch, and for each
@@ -139,24 +197,36 @@ impl Lookup {
             )));
         }
         let from = UInt32Array::from(from);
+        let rows: UInt32Array = matched.iter().map(|m| m.map(|i| i as u32)).collect();
+        let batch = self.assemble(left, &from, &decoded, &rows)?;
+        Ok((batch, from))
+    }
+
+    /// Joined rows: row `j` is left row `from[j]` with the table's row `rows[j]` of `right`
+    /// (decoded as the table's), or NULLs where `rows[j]` is NULL.
+    pub(crate) fn assemble(
+        &self,
+        left: &RecordBatch,
+        from: &UInt32Array,
+        right: &RecordBatch,
+        rows: &UInt32Array,
+    ) -> Result<RecordBatch> {
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.schema.fields().len());
         for c in left.columns() {
-            columns.push(take(c, &from, None).map_err(arrow)?);
+            columns.push(take(c, from, None).map_err(arrow)?);
         }
-        let rows: UInt32Array = matched.iter().map(|m| m.map(|i| i as u32)).collect();
         for (&c, field) in self
             .right_columns
             .iter()
             .zip(self.schema.fields().iter().skip(left.num_columns()))
         {
-            let column = match decoded.num_rows() {
+            let column = match right.num_rows() {
                 0 => new_null_array(field.data_type(), rows.len()),
-                _ => take(decoded.column(c), &rows, None).map_err(arrow)?,
+                _ => take(right.column(c), rows, None).map_err(arrow)?,
             };
             columns.push(column);
         }
-        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow)?;
-        Ok((batch, from))
+        RecordBatch::try_new(self.schema.clone(), columns).map_err(arrow)
     }
 }
 

@@ -12,6 +12,7 @@ mod interval;
 mod lookup;
 mod plan;
 mod processor;
+mod table_join;
 mod table_source;
 mod table_state;
 mod updating;
@@ -212,11 +213,13 @@ pub(crate) fn compile(cx: &Context<'_>, plan: &LogicalPlan, sink: SinkTarget) ->
         ));
     }
     let over_table = relation.kind != RelationKind::Stream;
-    if over_table && walked.aggregate.is_none() {
+    let table_join = walked.lookup.as_ref().is_some_and(|(l, _)| l.table_join);
+    if over_table && walked.aggregate.is_none() && !table_join {
         return Err(SqlError::unsupported(
             format!(
-                "a continuous query over {} `{}` without GROUP BY (an aggregate over a table \
-                 updates as its rows change); a batch SELECT reads it now",
+                "a continuous query over {} `{}` without GROUP BY or a join with a table (an \
+                 aggregate or a join over a table updates as its rows change); a batch SELECT \
+                 reads it now",
                 relation.kind.name(),
                 relation.name
             ),
@@ -422,31 +425,35 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
     }
     let LogicalPlan::TableScan(scan) = right else {
         return Err(SqlError::unsupported(
-            "a join whose right side is not a table (write FROM stream JOIN table ON …; \
-             stream–stream and table–table joins come next)",
+            "a join whose right side is not a table (write FROM stream JOIN table ON …, or \
+             FROM table JOIN table ON … the right table's primary key)",
             None,
         ));
     };
     let name = scan.table_name.table();
     let table = (cx.relation_of)(name)
-        .filter(|r| r.kind == RelationKind::Table)
+        .filter(|r| matches!(r.kind, RelationKind::Table | RelationKind::View))
         .ok_or_else(|| {
             SqlError::unsupported(
                 format!("a join with `{name}`, which is not a table (FROM stream JOIN table ON …)"),
                 None,
             )
         })?;
-    walk(cx, &j.left, w)?;
-    if w.relation
-        .as_ref()
-        .is_some_and(|r| r.kind != RelationKind::Stream)
-    {
+    let table_key = table.key_names();
+    if table_key.is_empty() {
         return Err(SqlError::unsupported(
-            "a continuous join of two tables (a stream joins a table; aggregate each table, or \
-             run the join as a batch SELECT)",
+            format!(
+                "a join with view `{name}`, whose rows have no key columns in its output (a \
+                 view keyed by its GROUP BY columns, output as themselves, joins)"
+            ),
             None,
         ));
     }
+    walk(cx, &j.left, w)?;
+    let table_join = w
+        .relation
+        .as_ref()
+        .is_some_and(|r| r.kind != RelationKind::Stream);
     if w.aggregate.is_some() || w.lookup.is_some() || w.window.is_some() || w.join.is_some() {
         return Err(unsupported_node(
             "a join over an aggregate, a window or another join",
@@ -465,15 +472,15 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
         ));
     }
     let mut keys = Vec::new();
-    for pk in &table.primary_key {
+    for pk in &table_key {
         let (l, _) =
             j.on.iter()
                 .find(|(_, r)| matches!(r, Expr::Column(c) if &c.name == pk))
                 .ok_or_else(|| {
                     SqlError::plan(
                         format!(
-                            "a stream–table join looks rows up by the table's primary key: add \
-                         `= {name}.{pk}` to the ON condition"
+                            "a join with a table looks its rows up by the table's primary key: \
+                             add `= {name}.{pk}` to the ON condition"
                         ),
                         None,
                     )
@@ -503,6 +510,7 @@ fn join_step(cx: &Context<'_>, j: &datafusion::logical_expr::Join, w: &mut Walke
             right_columns,
             keys,
             left_join,
+            table_join,
             schema,
         },
         before,

@@ -20,6 +20,8 @@ pub struct QueryPlan {
     compiled: Arc<Compiled>,
     /// The repartition topic, when the aggregate runs after one.
     repartition: Option<String>,
+    /// The topic a joined table of several partitions is repartitioned into by its key.
+    table_repartition: Option<String>,
 }
 
 impl QueryPlan {
@@ -63,15 +65,17 @@ impl QueryPlan {
             }
         }
         let mut table_input = None;
+        let mut table_repartition = None;
         if let Some((l, _)) = &compiled.lookup {
             operators.push(format!("join {}", l.table.name));
-            if partitions > 1 || table_partitions != 1 {
+            // A table join always repartitions: its left rows are signed by their own task.
+            if partitions > 1 || table_partitions != 1 || l.table_join {
                 // Stream rows go to the table's partition of their key.
                 let topic = weir_engine::names::repartition_topic(app, "join");
                 subplans.push(SubPlan {
                     name: "select".into(),
                     inputs: vec![input.clone()],
-                    stores: Vec::new(),
+                    stores: table_source_store(&compiled.source),
                 });
                 internal_topics.push(weir_engine::InternalTopic {
                     name: topic.clone(),
@@ -81,10 +85,49 @@ impl QueryPlan {
                 repartition = Some(topic);
             }
             table_input = Some(InputSpec::topic(&l.table.topic, InputKind::Table));
+            if l.table_join && table_partitions > 1 {
+                // The table's records go to the partition of their key as Weir encodes it
+                // (whatever partitioned its topic: a Kafka Connect key in its schema wrapper
+                // hashes elsewhere), where the left rows that look them up go. (A stream's
+                // rows join the table as of when they arrive, so a stream–table lookup reads
+                // the table's topic itself: one more hop would let rows overtake the table.)
+                let topic = weir_engine::names::repartition_topic(app, "table");
+                subplans.push(SubPlan {
+                    name: "select-table".into(),
+                    inputs: table_input.take().into_iter().collect(),
+                    stores: Vec::new(),
+                });
+                internal_topics.push(weir_engine::InternalTopic {
+                    name: topic.clone(),
+                    partitions_like: l.table.topic.clone(),
+                    partitions: Some(table_partitions),
+                });
+                table_input = Some(InputSpec {
+                    internal: true,
+                    ..InputSpec::topic(&topic, InputKind::Table)
+                });
+                table_repartition = Some(topic);
+            }
             stores.push(weir_engine::StoreSpec::key_value(
                 super::table_state::TABLE_STORE_NAME,
                 &format!("sql lookup {} {:?}", l.table.name, l.table.format),
             ));
+            if l.table_join {
+                stores.push(weir_engine::StoreSpec {
+                    name: super::table_join::LEFT_INDEX_STORE.into(),
+                    kind: weir_engine::StoreKind::Sorted,
+                    descriptor: format!(
+                        "sql table join index {} [{}] arrow-row",
+                        compiled.source.relation.name,
+                        l.left_schema()
+                            .fields()
+                            .iter()
+                            .map(|f| f.data_type().to_string())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                });
+            }
         }
         let (name, input) = match &repartition {
             Some(topic) => (
@@ -109,7 +152,9 @@ impl QueryPlan {
             stores,
         });
         let parts = (subplans, internal_topics, operators);
-        QueryPlan::assemble(app, compiled, parts, repartition)
+        let mut plan = QueryPlan::assemble(app, compiled, parts, repartition);
+        plan.table_repartition = table_repartition;
+        plan
     }
 }
 
@@ -139,6 +184,7 @@ impl QueryPlan {
             },
             compiled: Arc::new(compiled),
             repartition,
+            table_repartition: None,
         }
     }
 }
@@ -148,7 +194,7 @@ fn table_source_store(source: &Source) -> Vec<weir_engine::StoreSpec> {
     match &source.table {
         None => Vec::new(),
         Some(_) => vec![weir_engine::StoreSpec::key_value(
-            super::table_state::TABLE_STORE_NAME,
+            super::table_state::SOURCE_STORE_NAME,
             &format!(
                 "sql table source {} {:?}",
                 source.relation.name, source.relation.format
@@ -316,6 +362,9 @@ impl Plan for QueryPlan {
                 processor::Role::ShuffleRight(internal(1).unwrap_or_default())
             }
             (Some(topic), "select") => processor::Role::Shuffle(topic.clone()),
+            (Some(_), "select-table") => {
+                processor::Role::ShuffleTable(self.table_repartition.clone().unwrap_or_default())
+            }
             (Some(_), _) => processor::Role::Aggregate,
             (None, _) => processor::Role::Whole,
         };

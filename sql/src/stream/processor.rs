@@ -19,6 +19,7 @@ use weir_engine::{InputRecord, Origin, TaskContext};
 use weir_log::{Record, Timestamp};
 
 use super::lookup::{self, RowCodec};
+use super::table_source::Signs;
 use super::updating::{UpdatingAggregate, OP_DELETE, OP_UPDATE_BEFORE};
 use super::windowed::{GroupCodec, Results, WindowedAggregate};
 use super::{Compiled, SinkTarget, Source, Step};
@@ -60,15 +61,21 @@ pub(crate) enum Role {
     /// The right stream of an interval join and its steps, then its rows to the join's
     /// repartition topic of the right side.
     ShuffleRight(String),
+    /// A joined table's records, to the repartition topic of the table keyed by its key as
+    /// Weir encodes it.
+    ShuffleTable(String),
     /// The aggregate (or join) over the repartition topic(s), then the sink.
     Aggregate,
 }
 
-/// Decoded rows, the input record of each, and (over a table) whether each is retracted.
-type Decoded = (RecordBatch, Vec<u32>, Option<Vec<bool>>);
+/// Decoded rows, the input record of each, and (over a table) their signs.
+type Decoded = (RecordBatch, Vec<u32>, Option<Signs>);
 
 /// The header that marks a repartitioned row of a table source as taken out.
-const RETRACT_HEADER: &str = "weir.retract";
+pub(super) const RETRACT_HEADER: &str = "weir.retract";
+
+/// The header that carries a repartitioned row's key in its table (a table join's left row).
+pub(super) const ROW_KEY_HEADER: &str = "weir.row";
 
 /// A batch on its way through the steps: its rows, and for each the decoded row it came from.
 pub(super) struct Rows {
@@ -129,7 +136,7 @@ impl QueryProcessor {
         if let Some(changes) = &source.table {
             let rows =
                 super::table_source::read(ctx, &source.relation.name, changes, &source.decoder)?;
-            return Ok((rows.batch, rows.origin, Some(rows.retract)));
+            return Ok((rows.batch, rows.origin, Some(rows.signs)));
         }
         let (batch, origin) = self.read_stream(ctx, source)?;
         Ok((batch, origin, None))
@@ -489,10 +496,10 @@ impl QueryProcessor {
         rows: &Rows,
         times: &[i64],
         origin: &[u32],
-        retract: Option<&[bool]>,
+        signs: Option<&Signs>,
     ) -> Result<usize> {
         if self.query.lookup.is_some() {
-            return self.lookup_rows(ctx, rows, times, origin);
+            return self.lookup_rows(ctx, rows, times, origin, signs);
         }
         let Some((agg, _)) = &self.query.aggregate else {
             return self.write(ctx, rows, times, Some(origin), None, None);
@@ -505,7 +512,7 @@ impl QueryProcessor {
             .map(|&d| Origin::input(origin[d as usize] as usize))
             .collect();
         let retract: Option<Vec<bool>> =
-            retract.map(|x| from.iter().map(|&d| x[d as usize]).collect());
+            signs.map(|s| from.iter().map(|&d| s.retract[d as usize]).collect());
         let early = match (&mut self.windowed, &self.shuffle) {
             (Some(w), _) => {
                 let (keys, args) = w.codec().group(agg, &rows.batch)?;
@@ -542,6 +549,7 @@ impl QueryProcessor {
         rows: &Rows,
         times: &[i64],
         origin: &[u32],
+        signs: Option<&Signs>,
     ) -> Result<usize> {
         let query = self.query.clone();
         let Some((lookup, _)) = &query.lookup else {
@@ -557,12 +565,16 @@ impl QueryProcessor {
                 if key.is_none() && !lookup.left_join {
                     continue;
                 }
-                let record = Record {
+                let d = from[r] as usize;
+                let mut record = Record {
                     key,
                     value: Some(value),
-                    timestamp: Some(Timestamp(times[from[r] as usize])),
+                    timestamp: Some(Timestamp(times[d])),
                     ..Record::default()
                 };
+                if let Some(signs) = signs {
+                    super::table_join::mark(&mut record, signs, d);
+                }
                 ctx.emit(topic, record)
                     .map_err(|e| SqlError::Execution(e.to_string()))?;
                 sent += 1;
@@ -599,6 +611,32 @@ impl QueryProcessor {
             from,
         };
         self.write(ctx, &rows, times, Some(origin), None, None)
+    }
+
+    /// A join of tables: the right table's changes, or the left table's signed rows, as
+    /// joined changes through the steps after the join to the sink.
+    fn join_tables(&mut self, ctx: &mut TaskContext<'_>, right: bool) -> Result<usize> {
+        let query = self.query.clone();
+        let (Some((lookup, after)), Some(codec)) = (&query.lookup, &self.left_codec) else {
+            return Ok(0);
+        };
+        let changes = match right {
+            true => super::table_join::right_changes(ctx, lookup, codec)?,
+            false => super::table_join::left_rows(ctx, lookup, codec)?,
+        };
+        let out = run_steps(after, changes.batch)?;
+        let from: UInt32Array = out
+            .from
+            .values()
+            .iter()
+            .map(|&j| changes.source[j as usize])
+            .collect();
+        let rows = Rows {
+            batch: out.batch,
+            from,
+        };
+        let (keys, ops) = (Some(changes.keys.as_slice()), Some(&changes.ops));
+        self.write(ctx, &rows, &changes.times, Some(&changes.origin), keys, ops)
     }
 
     /// The joined table's records: into its store.
@@ -736,10 +774,25 @@ impl weir_engine::Processor for QueryProcessor {
             ctx.record_operator(operator, records_in, out, started.elapsed());
             return Ok(());
         }
+        if let Role::ShuffleTable(topic) = &self.role {
+            let query = self.query.clone();
+            if let Some((lookup, _)) = &query.lookup {
+                let out = lookup.shuffle_table(ctx, topic).map_err(failed)?;
+                ctx.record_operator(lookup::LOOKUP_OPERATOR, records_in, out, started.elapsed());
+            }
+            return Ok(());
+        }
         if self.query.lookup.is_some() {
             // The table's records, or (after the repartition) the stream's rows.
+            let table_join = self
+                .query
+                .lookup
+                .as_ref()
+                .is_some_and(|(l, _)| l.table_join);
             let out = match (ctx.input_index(), &self.role) {
+                (1, _) if table_join => self.join_tables(ctx, true),
                 (1, _) => self.update_table(ctx).map(|()| 0),
+                (_, Role::Aggregate) if table_join => self.join_tables(ctx, false),
                 (_, Role::Aggregate) => self.join_repartitioned(ctx),
                 _ => Ok(usize::MAX),
             }
@@ -755,7 +808,7 @@ impl weir_engine::Processor for QueryProcessor {
             return Ok(());
         }
         let query = self.query.clone();
-        let (batch, origin, retract) = self.read(ctx, &query.source).map_err(failed)?;
+        let (batch, origin, signs) = self.read(ctx, &query.source).map_err(failed)?;
         let times = self.times(ctx, &query.source, &batch).map_err(failed)?;
         let mut out = 0;
         for rows in self
@@ -763,7 +816,7 @@ impl weir_engine::Processor for QueryProcessor {
             .map_err(failed)?
         {
             out += self
-                .grouped(ctx, &rows, &times, &origin, retract.as_deref())
+                .grouped(ctx, &rows, &times, &origin, signs.as_ref())
                 .map_err(failed)?;
         }
         ctx.record_operator(0, records_in, out, started.elapsed());

@@ -8,6 +8,7 @@
 //! before its addition), so a consumer that stops between two rows has seen whole changes
 //! but for the last; a retracted row is exactly the row that was added for its key before.
 
+use bytes::Bytes;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use weir_engine::TaskContext;
@@ -26,8 +27,15 @@ pub(crate) struct SignedRows {
     pub(crate) batch: RecordBatch,
     /// For each row, the input record it came from.
     pub(crate) origin: Vec<u32>,
-    /// For each row, whether it is taken out (the row a change replaced or deleted).
+    pub(crate) signs: Signs,
+}
+
+/// Per signed row: whether it is taken out, and which row of the table it is.
+pub(crate) struct Signs {
+    /// Whether the row is taken out (the row a change replaced or deleted).
     pub(crate) retract: Vec<bool>,
+    /// The key of the table's row it is.
+    pub(crate) keys: Vec<Bytes>,
 }
 
 fn arrow(e: datafusion::arrow::error::ArrowError) -> SqlError {
@@ -42,7 +50,8 @@ pub(crate) fn read(
     changes: &TableChanges,
     decoder: &RowDecoder,
 ) -> Result<SignedRows> {
-    let applied = table_state::apply_batch(ctx, changes, decoder, true)?;
+    let applied =
+        table_state::apply_batch(ctx, table_state::SOURCE_STORE_NAME, changes, decoder, true)?;
     if applied.replays > 0 {
         ctx.record_dropped(SOURCE_OPERATOR, applied.replays);
     }
@@ -72,18 +81,21 @@ pub(crate) fn read(
     let mut indices = Vec::with_capacity(olds.len() + applied.rows.num_rows());
     let mut origin = Vec::with_capacity(indices.capacity());
     let mut retract = Vec::with_capacity(indices.capacity());
+    let mut keys = Vec::with_capacity(indices.capacity());
     let mut next_old = 0u32;
     for a in &applied.changes {
         if a.old.is_some() {
             indices.push(next_old);
             origin.push(a.input as u32);
             retract.push(true);
+            keys.push(a.key.clone());
             next_old += 1;
         }
         if let Some(row) = a.new {
             indices.push(n_old + row as u32);
             origin.push(a.input as u32);
             retract.push(false);
+            keys.push(a.key.clone());
         }
     }
     let all = concat_batches(decoder.schema(), [&old_rows, &applied.rows]).map_err(arrow)?;
@@ -91,6 +103,6 @@ pub(crate) fn read(
     Ok(SignedRows {
         batch,
         origin,
-        retract,
+        signs: Signs { retract, keys },
     })
 }

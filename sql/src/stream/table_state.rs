@@ -58,14 +58,19 @@ pub(crate) struct AppliedBatch {
 pub(crate) const TRUNCATE_NOT_APPLIED: &str =
     "a truncate: a task's table state has no ranges to clear; re-create the query to start over";
 
-/// The name of the store that holds a table's rows in a task.
+/// The name of the store that holds a joined table's rows in a task.
 pub(crate) const TABLE_STORE_NAME: &str = "table";
 
+/// The name of the store that holds a table source's rows (a store's name is unique in its
+/// query: a table source and a joined table each have their own).
+pub(crate) const SOURCE_STORE_NAME: &str = "source";
+
 /// Applies the task's input batch (records of one partition of the table) to its store
-/// ([`TABLE_STORE_NAME`]); bad records, rows that do not decode and truncates are reported as poison with
+/// `store`; bad records, rows that do not decode and truncates are reported as poison with
 /// their reason. With `want_old`, each change says the row it replaced.
 pub(crate) fn apply_batch(
     ctx: &mut TaskContext<'_>,
+    store: &str,
     changes: &TableChanges,
     decoder: &RowDecoder,
     want_old: bool,
@@ -96,7 +101,7 @@ pub(crate) fn apply_batch(
         .iter()
         .filter_map(|b| Some((index_of(b.offset)?, b.reason.clone())))
         .collect();
-    let store: &mut KvStore = ctx.store(TABLE_STORE_NAME).map_err(engine)?;
+    let store: &mut KvStore = ctx.store(store).map_err(engine)?;
     let mut applied = Vec::with_capacity(read.len());
     let mut replays = 0;
     // Decoded rows are the upserts that decoded, in order.
