@@ -54,6 +54,27 @@ pub struct BenchPgSinkArgs {
     pub rows: u64,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchChangesArgs {
+    /// Change events of the orders table (creates, updates that move orders between
+    /// customers and change amounts, deletes), after one create per customer.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub events: u64,
+    /// Distinct orders.
+    #[arg(long, default_value_t = 200_000)]
+    pub orders: u64,
+    /// Customers (each in one of 50 regions).
+    #[arg(long, default_value_t = 10_000)]
+    pub customers: u64,
+    /// Partitions of each table.
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
+    /// Only the aggregate, over the orders table itself (its region computed from the
+    /// customer id), without the join.
+    #[arg(long)]
+    pub no_join: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CdcCmd {
     /// PostgreSQL: a snapshot of the publication's tables, then their changes from a logical
@@ -369,6 +390,9 @@ pub enum BenchCmd {
     Pull(BenchPullArgs),
     /// Rows upserted into PostgreSQL per second by the postgres sink (the local PostgreSQL).
     PgSink(BenchPgSinkArgs),
+    /// Debezium change events per second applied to updating views (a join of tables and
+    /// an aggregate over it) in Weir's state.
+    Changes(BenchChangesArgs),
 }
 
 #[derive(Debug, Args)]

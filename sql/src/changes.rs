@@ -92,6 +92,11 @@ impl TableChanges {
         })
     }
 
+    /// Whether its changes carry source positions (change events do).
+    pub(crate) fn positioned(&self) -> bool {
+        self.debezium
+    }
+
     /// Decodes the records of upserts.
     pub(crate) fn row_decoder(&self) -> &RowDecoder {
         &self.rows

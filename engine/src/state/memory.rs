@@ -8,6 +8,11 @@ use rocksdb::{Cache, WriteBufferManager};
 /// of every store of the process together.
 pub const STATE_MEMORY_BYTES: usize = 256 * 1024 * 1024;
 
+/// Default of the bytes the stores of a process keep in their caches of committed entries
+/// ([`super::cache`]), besides the cap above: a few million small rows, the working set of
+/// a table or an aggregate whose keys change again and again.
+pub const READ_CACHE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Most a single store's memtable grows before it is flushed: larger memtables mean fewer
 /// flushes, but each counts against the shared cap.
 const STORE_WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -17,6 +22,7 @@ const STORE_WRITE_BUFFER_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct StateMemory {
     pub(crate) cache: Cache,
     pub(crate) write_buffers: WriteBufferManager,
+    pub(crate) read_cache: super::cache::CacheBudget,
     bytes: usize,
 }
 
@@ -41,6 +47,7 @@ impl StateMemory {
         StateMemory {
             cache,
             write_buffers,
+            read_cache: super::cache::CacheBudget::new(READ_CACHE_BYTES),
             bytes,
         }
     }

@@ -24,6 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod cache;
 mod memory;
 mod pending;
 mod range;
@@ -35,7 +36,8 @@ use weir_log::{Isolation, Log, Offset, PartitionId, Record, TopicConfig};
 use crate::error::{EngineError, Result};
 use crate::plan::{StoreKind, StoreSpec};
 
-pub use memory::{StateMemory, STATE_MEMORY_BYTES};
+use cache::{CacheBudget, ReadCache};
+pub use memory::{StateMemory, READ_CACHE_BYTES, STATE_MEMORY_BYTES};
 use pending::Pending;
 pub use range::Range;
 
@@ -99,6 +101,8 @@ pub struct KvStore {
     read_options: rocksdb::ReadOptions,
     /// Writes of the interval being committed, sorted by key (see `stage`).
     staged: Vec<Record>,
+    /// Committed entries read or written lately (`cache.rs`).
+    cache: std::cell::RefCell<ReadCache>,
     covered: Offset,
     descriptor: String,
 }
@@ -117,6 +121,9 @@ impl std::fmt::Debug for KvStore {
             .finish()
     }
 }
+
+/// The cache budget of a store opened without a process's [`StateMemory`] (a tool, a test).
+const LONE_STORE_READ_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Keys up to this length are prefixed on the stack, not in a fresh allocation.
 const INLINE_KEY: usize = 128;
@@ -276,6 +283,10 @@ impl KvStore {
             kind: StoreKind::KeyValue,
             read_options: read_options(),
             staged: Vec::new(),
+            cache: std::cell::RefCell::new(ReadCache::new(match memory {
+                Some(m) => m.read_cache.clone(),
+                None => CacheBudget::new(LONE_STORE_READ_CACHE_BYTES),
+            })),
             covered,
             descriptor: String::new(),
         })
@@ -375,6 +386,9 @@ impl KvStore {
                 return Ok(self.staged[i].value.clone());
             }
         }
+        if let Some(v) = self.cache.borrow_mut().get(key) {
+            return Ok(v);
+        }
         let v = if key.len() < INLINE_KEY {
             let mut buf = [0u8; INLINE_KEY];
             buf[0] = USER_PREFIX;
@@ -386,7 +400,11 @@ impl KvStore {
         } else {
             self.rocks(self.db.get_pinned_opt(prefixed(key), &self.read_options))?
         };
-        Ok(v.map(|v| Bytes::copy_from_slice(&v)))
+        let v = v.map(|v| Bytes::copy_from_slice(&v));
+        self.cache
+            .borrow_mut()
+            .put(Bytes::copy_from_slice(key), v.clone());
+        Ok(v)
     }
 
     /// Writes a key (buffered until the commit).
@@ -489,18 +507,25 @@ impl KvStore {
     pub fn committed(&mut self, last_offset: Option<Offset>) -> Result<()> {
         self.stage();
         let mut batch = WriteBatch::default();
+        let mut written = Vec::with_capacity(self.staged.len());
         for r in self.staged.drain(..) {
-            let key = r.key.as_deref().unwrap_or_default();
-            match r.value {
-                Some(v) => batch.put(key, v),
-                None => batch.delete(key),
+            let key = r.key.unwrap_or_default();
+            match &r.value {
+                Some(v) => batch.put(&key, v),
+                None => batch.delete(&key),
             }
+            // The store's key, without the user prefix.
+            written.push((key.slice(1.min(key.len())..), r.value));
         }
         let next = last_offset.map(|last| last.plus(1).max(self.covered));
         if let Some(next) = next {
             batch.put(META_CHANGELOG_OFFSET, next.0.to_be_bytes());
         }
         self.rocks(self.db.write_opt(batch, &write_options()))?;
+        let cache = self.cache.get_mut();
+        for (key, value) in written {
+            cache.put(key, value);
+        }
         if let Some(next) = next {
             self.covered = next;
         }
@@ -526,6 +551,8 @@ impl KvStore {
         mut progress: impl FnMut(&RestoreStats),
     ) -> Result<RestoreStats> {
         let start = Instant::now();
+        // RocksDB changes under the cache.
+        self.cache.get_mut().clear();
         let (topic, p) = (self.changelog_topic.clone(), self.changelog_partition);
         let from = self.covered.max(log.earliest_offset(&topic, p)?);
         let mut records = 0u64;

@@ -167,7 +167,10 @@ impl Lookup {
         let mut values = Vec::new();
         for (r, key) in keys.iter().enumerate() {
             let found = match key {
-                Some(k) => store.get(k).map_err(engine)?,
+                Some(k) => store
+                    .get(k)
+                    .map_err(engine)?
+                    .and_then(|e| table_state::stored_row(e, self.changes.positioned())),
                 None => None,
             };
             match found {

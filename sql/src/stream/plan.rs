@@ -110,7 +110,10 @@ impl QueryPlan {
             }
             stores.push(weir_engine::StoreSpec::key_value(
                 super::table_state::TABLE_STORE_NAME,
-                &format!("sql lookup {} {:?}", l.table.name, l.table.format),
+                &format!(
+                    "sql lookup {} {:?} entries-v2",
+                    l.table.name, l.table.format
+                ),
             ));
             if l.table_join {
                 stores.push(weir_engine::StoreSpec {

@@ -1,11 +1,13 @@
 //! A table's current rows in a task's key-value store (backed by its changelog): each key's
-//! row under the key (a JSON object, so its first byte is `{`), and the source position
-//! applied to it under [`POSITION_PREFIX`] + key. A batch of the table's records is applied
+//! entry under the key — its row, and for a table of change events the source position
+//! applied to the key, kept with the row (one read and one write per change; a deleted key
+//! keeps its position, so an older change replayed after the delete is still refused). A batch of the table's records is applied
 //! in order — upserts, deletes, replays skipped — and says what it did, so a stream–table
 //! lookup can keep the rows and an aggregate over the table can retract the rows replaced.
 //!
 //! Invariants: a record whose row does not decode is poison (dead-lettered), never stored, so
-//! a stored row always decodes; a change older than the position applied for its key (a
+//! a stored row always decodes; an entry of a table of change events carries the position
+//! last applied to its key; a change older than the position applied for its key (a
 //! replay) changes nothing and is counted.
 
 use bytes::Bytes;
@@ -17,14 +19,42 @@ use crate::changes::{TableChanges, TableOp};
 use crate::error::{Result, SqlError};
 use crate::format::{LogRecord, RowDecoder};
 
-/// The first byte of a position's store key (a row's key starts with `{`).
-const POSITION_PREFIX: u8 = 0xFF;
+/// The first byte of an entry that carries a position (then 24 bytes of it, then the row;
+/// no row: the key was deleted at that position).
+const POSITIONED: u8 = 0xFF;
 
-fn position_key(key: &[u8]) -> Bytes {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(POSITION_PREFIX);
-    k.extend_from_slice(key);
-    Bytes::from(k)
+/// Bytes before the row in a positioned entry.
+const POSITIONED_HEADER: usize = 1 + 24;
+
+/// A stored entry's encoding: a row (or none) and the position applied (or none).
+fn encode_entry(row: Option<&[u8]>, at: Option<SourcePosition>) -> Option<Bytes> {
+    let Some(at) = at else {
+        return row.map(Bytes::copy_from_slice);
+    };
+    let row = row.unwrap_or_default();
+    let mut e = Vec::with_capacity(POSITIONED_HEADER + row.len());
+    e.push(POSITIONED);
+    e.extend_from_slice(&at.to_bytes());
+    e.extend_from_slice(row);
+    Some(Bytes::from(e))
+}
+
+/// The row of a stored entry (`None`: a deleted key's position only). `positioned`: the
+/// table's records carry positions (its entries were written with them).
+pub(crate) fn stored_row(entry: Bytes, positioned: bool) -> Option<Bytes> {
+    if !positioned || entry.first() != Some(&POSITIONED) {
+        return Some(entry);
+    }
+    let row = entry.slice(POSITIONED_HEADER.min(entry.len())..);
+    (!row.is_empty()).then_some(row)
+}
+
+/// The position of a stored entry, if it has one.
+fn stored_position(entry: &[u8], positioned: bool) -> Option<SourcePosition> {
+    match (positioned, entry.first()) {
+        (true, Some(&POSITIONED)) => SourcePosition::from_bytes(entry.get(1..POSITIONED_HEADER)?),
+        _ => None,
+    }
 }
 
 fn engine(e: weir_engine::EngineError) -> SqlError {
@@ -101,6 +131,7 @@ pub(crate) fn apply_batch(
         .iter()
         .filter_map(|b| Some((index_of(b.offset)?, b.reason.clone())))
         .collect();
+    let positioned = changes.positioned();
     let store: &mut KvStore = ctx.store(store).map_err(engine)?;
     let mut applied = Vec::with_capacity(read.len());
     let mut replays = 0;
@@ -124,9 +155,18 @@ pub(crate) fn apply_batch(
             },
             TableOp::Delete => Ok(None),
         };
-        if is_replay(store, &c.key, c.position)? {
-            replays += 1;
-            continue;
+        let stored = match positioned || want_old {
+            true => store.get(&c.key).map_err(engine)?,
+            false => None,
+        };
+        let applied_at = stored
+            .as_deref()
+            .and_then(|e| stored_position(e, positioned));
+        if let (Some(at), Some(applied_at)) = (c.position, applied_at) {
+            if at < applied_at {
+                replays += 1;
+                continue;
+            }
         }
         let row = match row {
             Ok(row) => row,
@@ -136,19 +176,16 @@ pub(crate) fn apply_batch(
             }
         };
         let old = match want_old {
-            true => store.get(&c.key).map_err(engine)?,
+            true => stored.and_then(|e| stored_row(e, positioned)),
             false => None,
         };
-        let new = match row {
-            Some((index, value)) => {
-                store.put(c.key.clone(), value);
-                Some(index)
-            }
-            None => {
-                store.delete(c.key.clone());
-                None
-            }
-        };
+        let at = c.position.or(applied_at);
+        let entry = encode_entry(row.as_ref().map(|(_, v)| v.as_ref()), at);
+        match entry {
+            Some(e) => store.put(c.key.clone(), e),
+            None => store.delete(c.key.clone()),
+        }
+        let new = row.map(|(index, _)| index);
         applied.push(Applied {
             input,
             key: c.key,
@@ -167,22 +204,4 @@ pub(crate) fn apply_batch(
         rows,
         replays,
     })
-}
-
-/// Whether a change at `at` is older than the position applied for `key`; if not, `at` is
-/// now the key's position.
-fn is_replay(store: &mut KvStore, key: &[u8], at: Option<SourcePosition>) -> Result<bool> {
-    let Some(at) = at else {
-        return Ok(false);
-    };
-    let position_key = position_key(key);
-    let applied = store
-        .get(&position_key)
-        .map_err(engine)?
-        .and_then(|p| SourcePosition::from_bytes(&p));
-    if applied.is_some_and(|applied| at < applied) {
-        return Ok(true);
-    }
-    store.put(position_key, Bytes::copy_from_slice(&at.to_bytes()));
-    Ok(false)
 }
