@@ -55,8 +55,8 @@ pub mod time;
 pub mod window;
 
 pub use dsl::{
-    Avg, Batch, Grouped, Hopping, Item, JoinType, JoinWindow, Pipeline, Session, Stream, Table,
-    Topology, Tumbling, Windowed, WindowedGrouped, WindowedTable,
+    Avg, Batch, DebeziumJson, Grouped, GroupedTable, Hopping, Item, JoinType, JoinWindow, Pipeline,
+    Session, Signed, Stream, Table, Topology, Tumbling, Windowed, WindowedGrouped, WindowedTable,
 };
 pub use error::{EngineError, Result};
 pub use metrics::{

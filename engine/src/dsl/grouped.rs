@@ -75,7 +75,10 @@ fn state_key<K: Serialize + DeserializeOwned, V>(
 }
 
 /// A stored value; one that does not decode is corrupted state, not a poison record.
-fn decode_state<T: Serialize + DeserializeOwned>(store: &str, bytes: &[u8]) -> Result<T> {
+pub(super) fn decode_state<T: Serialize + DeserializeOwned>(
+    store: &str,
+    bytes: &[u8],
+) -> Result<T> {
     Json.deserialize(bytes)
         .map_err(|reason| EngineError::StateCorrupted {
             store: store.to_string(),

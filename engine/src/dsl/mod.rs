@@ -16,6 +16,7 @@
 //! `orders-aggregate`, `orders-rekey`), never by build order, so adding an operator does not
 //! rename another's state. The operator graph is fixed once built.
 
+mod changes;
 mod dedup;
 mod graph;
 mod grouped;
@@ -40,6 +41,7 @@ use crate::plan::{
 use crate::processor::{Origin, Processor, TaskContext};
 use crate::runtime::{RunOptions, RunningPipeline};
 
+pub use changes::{DebeziumJson, GroupedTable, Signed};
 pub use grouped::{Grouped, Table};
 pub use join::{JoinType, JoinWindow};
 pub use stream::{Predicate, Stream};

@@ -2,6 +2,7 @@
 
 mod common;
 mod dsl;
+mod dsl_changes;
 mod runtime;
 mod state;
 mod task;
