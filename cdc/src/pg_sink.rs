@@ -260,9 +260,12 @@ impl PgSink {
                 let k = self.key_of(&r).unwrap_or_else(|| k.to_vec());
                 changes.insert(k, Change::Upsert(r));
             }
-            // A tombstone: its key (a JSON object of the key's columns) is the row to delete.
+            // A tombstone: its key (a JSON object of the key's columns) is the row to delete,
+            // merged with the key's other changes by the same key bytes as an upsert's.
             (true, Some(k), None) => {
-                changes.insert(k.to_vec(), Change::Delete(row(k)?));
+                let r = row(k)?;
+                let k = self.key_of(&r).unwrap_or_else(|| k.to_vec());
+                changes.insert(k, Change::Delete(r));
             }
             (true, None, _) => {
                 return Err(CdcError::Config(format!(

@@ -12,9 +12,9 @@
 //! - a right row that changes retracts what each left row of its key was joined with and
 //!   adds what it is joined with now.
 //!
-//! Output rows are change rows (`insert`, `delete`) keyed by `[join key, left row key]`: a
-//! left row that moves to another join key is taken out by one task and added by another,
-//! under two keys, so no order between the tasks can lose it.
+//! Output rows are change rows (`insert`, `delete`) keyed by the left row's key plus the join
+//! key (`_join`): a left row that moves to another join key is taken out by one task and
+//! added by another, under two keys, so no order between the tasks can lose it.
 //!
 //! Invariant: the index holds exactly the left rows added and not taken out, per join key,
 //! so a right change retracts exactly the joined rows emitted before.
@@ -99,14 +99,30 @@ fn index_range(join_key: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (from, to)
 }
 
-/// A joined row's output key: `[join key, left row key]`, both JSON.
+/// A joined row's output key: the left row's key (a JSON object of its primary key's columns)
+/// with the join key added as `_join`, so a left row under two join keys is two rows, and a
+/// PostgreSQL sink finds the left key's columns in a tombstone. A left key that is not a
+/// JSON object goes in as `_key` (text).
 fn output_key(join_key: &[u8], row_key: &[u8]) -> Bytes {
-    let mut k = Vec::with_capacity(join_key.len() + row_key.len() + 3);
-    k.push(b'[');
+    let mut k = Vec::with_capacity(join_key.len() + row_key.len() + 16);
+    match row_key {
+        [b'{', inner @ .., b'}'] => {
+            k.push(b'{');
+            k.extend_from_slice(inner);
+            if inner.iter().any(|b| !b.is_ascii_whitespace()) {
+                k.push(b',');
+            }
+        }
+        other => {
+            k.extend_from_slice(b"{\"_key\":");
+            let text = serde_json::Value::String(String::from_utf8_lossy(other).into_owned());
+            k.extend_from_slice(text.to_string().as_bytes());
+            k.push(b',');
+        }
+    }
+    k.extend_from_slice(b"\"_join\":");
     k.extend_from_slice(join_key);
-    k.push(b',');
-    k.extend_from_slice(row_key);
-    k.push(b']');
+    k.push(b'}');
     Bytes::from(k)
 }
 
@@ -267,7 +283,11 @@ mod tests {
         assert!(!(from <= longer_key && longer_key < to));
         assert_eq!(
             output_key(b"null", br#"{"o":7}"#).as_ref(),
-            br#"[null,{"o":7}]"#
+            br#"{"o":7,"_join":null}"#
+        );
+        assert_eq!(
+            output_key(br#"{"id":1}"#, b"k1").as_ref(),
+            br#"{"_key":"k1","_join":{"id":1}}"#
         );
     }
 }
