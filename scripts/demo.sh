@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: a walk-through of the embedded log, the engine and SQL with the `weir` CLI and psql.
+# The main job: a walk-through of the embedded log, the engine, SQL and CDC read models with the
+# `weir` CLI and psql.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -14,7 +15,8 @@ export WEIR_DATA_DIR="${WEIR_DATA_DIR:-$root/weir-data}"
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { step "weir $*"; "$weir" "$@"; }
 
-for t in demo-orders demo-profiles demo-order-counts demo-clicks demo-click-windows; do
+for t in demo-orders demo-profiles demo-order-counts demo-clicks demo-click-windows \
+  demo_shop.public.customers demo_shop.public.orders; do
   "$weir" topic delete "$t" >/dev/null 2>&1 || true
 done
 # A rerun starts the demo's pipeline over: offsets, state and internal topics.
@@ -112,6 +114,54 @@ wait $sub
 step "the bids at 00:00:31 closed the windows before 00:00:30: one row per window"
 until_value "SELECT COUNT(*) FROM demo_windows" 4
 psql_c "SELECT auction, window_start, n, highest FROM demo_windows ORDER BY auction, window_start"
+
+step "CDC: a shop's PostgreSQL tables captured by weir serve, joined and aggregated into a read model kept in PostgreSQL"
+shop_server=$(cat "${WEIR_CACHE:-$HOME/.cache/weir}/postgres.url")
+shop="${shop_server%/*}/weir_demo_shop"
+pg_shop() { psql "$1" -XAtq -v ON_ERROR_STOP=1 -c "$2"; }
+for q in "DROP SINK IF EXISTS demo_summary_pg" "DROP MATERIALIZED VIEW IF EXISTS demo_summary" \
+  "DROP MATERIALIZED VIEW IF EXISTS demo_order_stats" "DROP TABLE IF EXISTS demo_orders" \
+  "DROP TABLE IF EXISTS demo_customers" "DROP SOURCE IF EXISTS demo_shop"; do
+  "$weir" sql -c "$q" >/dev/null
+done
+pg_shop "$shop_server" "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'weir_demo_slot'" >/dev/null
+pg_shop "$shop_server" "DROP DATABASE IF EXISTS weir_demo_shop WITH (FORCE)"
+pg_shop "$shop_server" "CREATE DATABASE weir_demo_shop"
+shop_sql() { step "psql shop -c \"$1\""; psql "$shop" -X -v ON_ERROR_STOP=1 -c "$1"; }
+shop_value() { pg_shop "$shop" "$1" 2>/dev/null || true; }
+shop_until() {
+  for _ in $(seq 1 300); do [ "$(shop_value "$1")" = "$2" ] && return 0; sleep 0.1; done
+  echo "timed out waiting for $1 = $2"; exit 1
+}
+shop_sql "CREATE TABLE customers (id BIGINT PRIMARY KEY, name TEXT);
+  CREATE TABLE orders (id BIGINT PRIMARY KEY, customer_id BIGINT, total BIGINT, placed_at TIMESTAMP);
+  INSERT INTO customers VALUES (1, 'Ada'), (2, 'Bo'), (3, 'Cy');
+  INSERT INTO orders VALUES (10, 1, 2500, '2026-12-01 10:00'), (11, 1, 1200, '2026-12-02 09:30'), (12, 2, 800, '2026-12-02 11:00')"
+sql "CREATE SOURCE demo_shop WITH (connector = 'postgres-cdc', url = '$shop',
+       publication = 'weir_demo_pub', slot = 'weir_demo_slot', 'topic.prefix' = 'demo_shop')"
+sql "CREATE TABLE demo_customers (id BIGINT PRIMARY KEY, name TEXT)
+       WITH (topic = 'demo_shop.public.customers', format = 'debezium_json')"
+sql "CREATE TABLE demo_orders (id BIGINT PRIMARY KEY, customer_id BIGINT, total BIGINT, placed_at TIMESTAMP)
+       WITH (topic = 'demo_shop.public.orders', format = 'debezium_json')"
+step "an aggregate over a table updates by retraction; a join of tables follows both sides"
+sql "CREATE MATERIALIZED VIEW demo_order_stats AS SELECT customer_id, COUNT(*) AS orders, SUM(total) AS total,
+       MAX(placed_at) AS last_order FROM demo_orders GROUP BY customer_id"
+sql "CREATE MATERIALIZED VIEW demo_summary AS SELECT c.id, c.name, s.orders, s.total, s.last_order
+       FROM demo_customers c LEFT JOIN demo_order_stats s ON s.customer_id = c.id"
+sql "CREATE SINK demo_summary_pg FROM demo_summary
+       WITH (connector = 'postgres', url = '$shop', table = 'customer_order_summary', primary_key = 'id')"
+shop_until "SELECT COUNT(*) FROM customer_order_summary" 3
+shop_until "SELECT SUM(total) FROM customer_order_summary" 4500
+shop_sql "SELECT * FROM customer_order_summary ORDER BY id"
+step "the shop changes: Cy orders, Ada's first order is cancelled, Bo is renamed — one transaction"
+shop_sql "BEGIN; INSERT INTO orders VALUES (13, 3, 4200, '2026-12-03 08:15'); DELETE FROM orders WHERE id = 10;
+  UPDATE customers SET name = 'Bob' WHERE id = 2; COMMIT"
+shop_until "SELECT SUM(total) || name FROM customer_order_summary WHERE id = 2 GROUP BY name" "800Bob"
+shop_until "SELECT SUM(total) FROM customer_order_summary" 6200
+shop_sql "SELECT * FROM customer_order_summary ORDER BY id"
+step "exactly once: the view's positions the sink applied, committed with the rows"
+shop_sql "SELECT * FROM weir_sink_offsets"
+psql_c "SELECT * FROM demo_summary ORDER BY id"
 sql "SHOW QUERIES"
 kill $serve_pid; wait $serve_pid 2>/dev/null || true
 trap - EXIT

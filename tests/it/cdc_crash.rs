@@ -28,11 +28,11 @@ fn cycles() -> u32 {
         .unwrap_or(3)
 }
 
-fn server_url() -> anyhow::Result<String> {
+pub(crate) fn server_url() -> anyhow::Result<String> {
     Ok(weir_cdc::local_server_url()?)
 }
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+pub(crate) fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .args([url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()?;

@@ -2,6 +2,7 @@
 //! SIGKILL a real `weir` process under load.
 
 mod cdc_crash;
+mod cdc_serve_crash;
 mod cli;
 mod crash;
 mod engine_crash;
