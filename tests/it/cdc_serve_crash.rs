@@ -46,7 +46,10 @@ fn cycles() -> u32 {
 fn a_cdc_read_model_in_weir_serve_is_exact_across_kill_9() -> anyhow::Result<()> {
     let server = server_url()?;
     let name = format!("weir_cdc_serve_kill_{}", std::process::id());
-    psql(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )?;
     psql(&server, &format!("CREATE DATABASE {name}"))?;
     let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
     let url = format!("{base}/{name}");
@@ -55,7 +58,10 @@ fn a_cdc_read_model_in_weir_serve_is_exact_across_kill_9() -> anyhow::Result<()>
         &server,
         &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'"),
     );
-    let _ = psql(&server, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    );
     result
 }
 
@@ -68,7 +74,10 @@ fn writes(rng: &mut Rng) -> String {
         let (customer, amount) = (rng.below(CUSTOMERS), 1 + rng.below(100));
         let changed = 1 + rng.below(id - 1);
         let change = match rng.below(2) {
-            0 => format!("UPDATE orders SET amount = {} WHERE id = {changed}", 1 + rng.below(100)),
+            0 => format!(
+                "UPDATE orders SET amount = {} WHERE id = {changed}",
+                1 + rng.below(100)
+            ),
             _ => format!(
                 "UPDATE orders SET customer_id = {}, amount = amount + 1 WHERE id = {changed}",
                 rng.below(CUSTOMERS)

@@ -144,3 +144,83 @@ fn run(url: &str) -> anyhow::Result<()> {
     anyhow::ensure!(left == "0", "positions left after DROP: {left}");
     Ok(())
 }
+
+/// The cluster only the restart test uses (`scripts/postgres.sh` makes it): its URL, and its
+/// version and name for `pg_ctlcluster`.
+fn restart_cluster() -> anyhow::Result<(String, Vec<String>)> {
+    let cache = std::env::var("WEIR_CACHE")
+        .unwrap_or_else(|_| format!("{}/.cache/weir", std::env::var("HOME").unwrap_or_default()));
+    let url = std::fs::read_to_string(format!("{cache}/postgres-restart.url"))?;
+    let cluster = std::fs::read_to_string(format!("{cache}/postgres-restart.cluster"))?;
+    Ok((
+        url.trim().to_string(),
+        cluster.split_whitespace().map(str::to_string).collect(),
+    ))
+}
+
+/// `pg_ctlcluster VERSION CLUSTER action`, as root (or through sudo).
+fn pg_ctlcluster(cluster: &[String], action: &str) -> anyhow::Result<()> {
+    let root = std::process::Command::new("id").arg("-u").output()?.stdout == b"0\n";
+    let mut cmd = match root {
+        true => std::process::Command::new("pg_ctlcluster"),
+        false => {
+            let mut c = std::process::Command::new("sudo");
+            c.args(["-n", "pg_ctlcluster"]);
+            c
+        }
+    };
+    let status = cmd.args(cluster).arg(action).status()?;
+    anyhow::ensure!(status.success(), "pg_ctlcluster {action}: {status}");
+    Ok(())
+}
+
+#[test]
+fn a_postgres_restart_during_the_sinks_run_is_retried_then_exact() -> anyhow::Result<()> {
+    let (server, cluster) = restart_cluster()?;
+    let db = format!("weir_sink_restart_{}", std::process::id());
+    psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    )?;
+    psql(&server, &format!("CREATE DATABASE {db}"))?;
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
+    let url = format!("{base}/{db}");
+    let result = restart_run(&url, &cluster);
+    // Whatever happened, the server is left running for the next test run.
+    let started = pg_ctlcluster(&cluster, "start");
+    let _ = psql(
+        &server,
+        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+    );
+    result.and(started.or(Ok(())))
+}
+
+fn restart_run(url: &str, cluster: &[String]) -> anyhow::Result<()> {
+    let mut rng = SeededRng::new(0x2E57A27);
+    let dir = tempfile::tempdir()?;
+    let (_log, mut session) = open(dir.path())?;
+    session.execute(&format!(
+        "CREATE STREAM orders (customer BIGINT, amount BIGINT) WITH (partitions = 2);
+         CREATE MATERIALIZED VIEW summary AS SELECT customer, COUNT(*) AS orders, \
+           SUM(amount) AS total FROM orders GROUP BY customer;
+         CREATE SINK summary_pg FROM summary \
+           WITH (connector = 'postgres', url = '{url}', table = 'read_model');"
+    ))?;
+    insert_orders(&mut session, &mut rng, 200)?;
+    wait_equal(url, &mut session)?;
+    // PostgreSQL goes away for a few seconds while orders keep coming.
+    pg_ctlcluster(cluster, "stop")?;
+    for _ in 0..5 {
+        insert_orders(&mut session, &mut rng, 40)?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    pg_ctlcluster(cluster, "start")?;
+    insert_orders(&mut session, &mut rng, 40)?;
+    wait_equal(url, &mut session)?;
+    let shown = weir_rows(&mut session, "SHOW QUERIES")?;
+    anyhow::ensure!(
+        shown.contains("summary_pg|postgres table read_model|running"),
+        "{shown}"
+    );
+    Ok(())
+}
