@@ -75,6 +75,19 @@ pub struct BenchChangesArgs {
     pub no_join: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchCdcArgs {
+    /// Changes written before the source starts, for its throughput.
+    #[arg(long, default_value_t = 200_000)]
+    pub changes: u64,
+    /// Changes per second the paced writer commits, for the commit -> read model delay.
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// How long the paced writer runs.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CdcCmd {
     /// PostgreSQL: a snapshot of the publication's tables, then their changes from a logical
@@ -393,6 +406,9 @@ pub enum BenchCmd {
     /// Debezium change events per second applied to updating views (a join of tables and
     /// an aggregate over it) in Weir's state.
     Changes(BenchChangesArgs),
+    /// The PostgreSQL CDC source: changes/s read, and the delay from a PostgreSQL commit to
+    /// a read model kept in PostgreSQL at a steady rate (the local PostgreSQL).
+    Cdc(BenchCdcArgs),
 }
 
 #[derive(Debug, Args)]

@@ -469,7 +469,9 @@ impl PgSource {
         self.producer.begin()?;
         let written = (|| {
             for ((topic, p), records) in &by_partition {
-                self.producer.send_to(topic, PartitionId(*p), records)?;
+                for chunk in chunks(records, SEND_BATCH_BYTES) {
+                    self.producer.send_to(topic, PartitionId(*p), chunk)?;
+                }
             }
             let state = progress.record(&self.config.name)?;
             self.producer.send_to(
@@ -489,6 +491,34 @@ impl PgSource {
         self.progress = progress;
         Ok(())
     }
+}
+
+/// Bytes of records sent as one record batch: half a topic's default `max.message.bytes`
+/// (1 MiB), so a batch with its framing stays under it; a round of many changes (up to
+/// [`PEEK_CHANGES_MAX`]) goes as several batches of one log transaction.
+const SEND_BATCH_BYTES: usize = 512 * 1024;
+
+/// Bytes a record costs in a batch beyond its key and value (framing, headers, varints).
+const RECORD_OVERHEAD_BYTES: usize = 32;
+
+/// `records` in runs of at most `bytes` (a record larger than that alone).
+fn chunks(records: &[Record], bytes: usize) -> Vec<&[Record]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, r) in records.iter().enumerate() {
+        let n = r.key.as_ref().map_or(0, |k| k.len())
+            + r.value.as_ref().map_or(0, |v| v.len())
+            + RECORD_OVERHEAD_BYTES;
+        if i > start && size + n > bytes {
+            out.push(&records[start..i]);
+            (start, size) = (i, 0);
+        }
+        size += n;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
 }
 
 /// A schema or table name as wal2json's `add-tables` reads it (`,` `.` `*` and spaces escaped).
@@ -540,4 +570,21 @@ pub fn run_until_stopped(
         }
     }
     Ok(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_go_in_runs_under_the_batch_size() {
+        let records: Vec<Record> = (0..10)
+            .map(|i| Record::keyed(vec![b'k'], vec![b'v'; 100 + i]))
+            .collect();
+        let runs = chunks(&records, 300);
+        assert!(runs.iter().all(|r| r.len() <= 2));
+        assert_eq!(runs.iter().map(|r| r.len()).sum::<usize>(), 10);
+        assert_eq!(chunks(&records, 1).len(), 10);
+        assert!(chunks(&[], 300).is_empty());
+    }
 }

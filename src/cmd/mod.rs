@@ -59,6 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::Pull(a)) => bench::pull(&cli.data_dir, a),
         Command::Bench(BenchCmd::PgSink(a)) => bench::pg_sink(&cli.data_dir, a),
         Command::Bench(BenchCmd::Changes(a)) => bench::changes(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Cdc(a)) => bench::cdc(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
         Command::Sql(a) => sql::run(&cli.data_dir, a),
         Command::Cdc(crate::cli::CdcCmd::Postgres(a)) => cdc::postgres(&cli.data_dir, a),

@@ -267,4 +267,23 @@ fn a_restarted_source_resumes_where_its_log_transaction_committed() -> anyhow::R
     Ok(())
 }
 
+#[test]
+fn a_transaction_larger_than_a_record_batch_is_written_whole() -> anyhow::Result<()> {
+    let db = Database::create("large")?;
+    let pg = Pg::connect(&db.url)?;
+    pg.exec("CREATE TABLE items (id BIGINT PRIMARY KEY, v TEXT)")?;
+    let dir = tempfile::tempdir()?;
+    let (log, txns) = open_log(dir.path())?;
+    let mut source = PgSource::connect(&log, &txns, config(&db))?;
+    catch_up(&mut source)?;
+    // About 4 MB of events in one transaction: several record batches of one log transaction.
+    pg.exec("INSERT INTO items SELECT g, repeat('x', 400) FROM generate_series(1, 8000) g")?;
+    catch_up(&mut source)?;
+    let events = events(&log, "dbserver.public.items")?;
+    assert_eq!(events.len(), 8000);
+    let (rows, _) = materialize(&events);
+    assert_eq!(rows.len(), 8000);
+    Ok(())
+}
+
 mod sink;

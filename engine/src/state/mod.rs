@@ -135,6 +135,11 @@ fn prefixed(key: &[u8]) -> Bytes {
     Bytes::from(k)
 }
 
+/// The largest record batch a changelog takes: a store's value is one record, and some are
+/// large — an aggregate group over a table keeps its MIN/MAX/COUNT(DISTINCT) values with
+/// their counts — so a changelog allows 16 MiB where a topic's default is 1 MiB.
+pub const CHANGELOG_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Creates a key-value store's changelog topic (compacted, one partition per task) if it does
 /// not exist.
 pub fn ensure_changelog(log: &Log, topic: &str, partitions: u32) -> Result<()> {
@@ -144,13 +149,15 @@ pub fn ensure_changelog(log: &Log, topic: &str, partitions: u32) -> Result<()> {
 /// Creates the changelog topic of a store of `kind` if it does not exist: compacted; windowed
 /// kinds also delete by retention (their windows' retention and a day more).
 pub fn ensure_changelog_of(log: &Log, topic: &str, partitions: u32, kind: StoreKind) -> Result<()> {
+    let max_bytes = format!("max.message.bytes={CHANGELOG_MAX_MESSAGE_BYTES}");
     let cfg = match kind.retention() {
-        None => TopicConfig::parse_pairs(&["cleanup.policy=compact"])?,
+        None => TopicConfig::parse_pairs(&["cleanup.policy=compact".to_string(), max_bytes])?,
         Some(r) => {
             let ms = r.as_millis().saturating_add(CHANGELOG_EXTRA_RETENTION_MS);
             TopicConfig::parse_pairs(&[
                 "cleanup.policy=compact,delete".to_string(),
                 format!("retention.ms={}", ms.min(i64::MAX as u128)),
+                max_bytes,
             ])?
         }
     };

@@ -2,9 +2,11 @@
 //! (`pipeline.rs`), of windowed aggregations (`window.rs`), of stream–stream joins
 //! (`join.rs`), of task restarts (`restart.rs`), of SQL queries (`sql.rs`) and of pull
 //! queries through the Postgres protocol (`pull.rs`), of change events into updating views
-//! (`changes.rs`) and of the PostgreSQL sink (`pg_sink.rs`), in a scratch directory inside the data
+//! (`changes.rs`), of the PostgreSQL CDC source (`cdc.rs`) and of the PostgreSQL sink
+//! (`pg_sink.rs`), in a scratch directory inside the data
 //! directory (removed afterwards), so the figures are for the same disk the user's data is on.
 
+mod cdc;
 mod changes;
 mod join;
 mod log;
@@ -16,6 +18,7 @@ mod sql;
 mod window;
 
 pub use self::log::{consume, produce, rebalance};
+pub use cdc::cdc;
 pub use changes::changes;
 pub use join::join;
 pub use pg_sink::pg_sink;
