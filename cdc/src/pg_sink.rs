@@ -1,7 +1,8 @@
 //! [`PgSink`]: a relation's rows and changes applied to a PostgreSQL table, exactly once.
 //!
-//! The sink reads its topic `read_committed` (a view's keyed rows and tombstones, or a
-//! stream's rows) and applies each batch in one PostgreSQL transaction: upserts
+//! The sink reads its topic `read_committed` (a view's keyed rows and tombstones, keyed
+//! change rows whose `op` says what happened — a sink's, or the DSL's `Table::to_table` —
+//! or a stream's rows) and applies each batch in one PostgreSQL transaction: upserts
 //! (`INSERT … ON CONFLICT (key) DO UPDATE`) and deletes, each one statement over a JSON array
 //! of rows that PostgreSQL itself turns into the table's row type
 //! (`json_populate_recordset`), together with the positions reached in the table
@@ -30,6 +31,13 @@ use crate::pg::ident;
 const SINK_FETCH_BYTES: usize = 4 << 20;
 
 /// Rows applied at most per PostgreSQL transaction.
+/// The field of a change row (a sink's changes, the DSL's `to_table`) that says what
+/// happened to its key: `insert`, `update_before`, `update_after` or `delete`.
+pub const CHANGE_OP_FIELD: &str = "op";
+
+/// The operations a change row's `op` names.
+const CHANGE_OPS: [&str; 4] = ["insert", "update_before", "update_after", "delete"];
+
 pub const SINK_BATCH_ROWS: usize = 20_000;
 
 /// Failures in a row (without a batch applied between them) before a sink stops.
@@ -256,9 +264,28 @@ impl PgSink {
             (false, _, Some(v)) => appends.push(row(v)?),
             (false, _, None) => {}
             (true, Some(k), Some(v)) => {
-                let r = row(v)?;
+                let mut r = row(v)?;
+                // Change rows (a sink's or the DSL's `to_table`): `op` says what happened.
+                let op = match r.get(CHANGE_OP_FIELD) {
+                    Some(Value::String(op)) if CHANGE_OPS.contains(&op.as_str()) => {
+                        let op = op.clone();
+                        r.remove(CHANGE_OP_FIELD);
+                        op
+                    }
+                    // A column of the relation that happens to be called `op`.
+                    _ => String::new(),
+                };
                 let k = self.key_of(&r).unwrap_or_else(|| k.to_vec());
-                changes.insert(k, Change::Upsert(r));
+                match op.as_str() {
+                    "delete" => {
+                        changes.insert(k, Change::Delete(r));
+                    }
+                    // The row an update replaces: its `update_after` follows.
+                    "update_before" => {}
+                    _ => {
+                        changes.insert(k, Change::Upsert(r));
+                    }
+                }
             }
             // A tombstone: its key (a JSON object of the key's columns) is the row to delete,
             // merged with the key's other changes by the same key bytes as an upsert's.

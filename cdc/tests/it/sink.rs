@@ -105,3 +105,99 @@ fn a_views_changes_are_upserted_and_deleted_once_across_restarts() -> anyhow::Re
     assert_eq!(pg.rows("SELECT COUNT(*)::text FROM history")?, ["4"]);
     Ok(())
 }
+
+#[test]
+fn a_dsl_tables_change_rows_are_applied_with_deletes() -> anyhow::Result<()> {
+    use weir_engine::{DebeziumJson, Pipeline, RunOptions};
+
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Key {
+        id: i64,
+    }
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: i64,
+        customer: i64,
+        amount: i64,
+    }
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
+    struct Summary {
+        customer: i64,
+        orders: i64,
+        total: i64,
+    }
+    let db = Database::create("dsl_sink")?;
+    let pg = Pg::connect(&db.url)?;
+    let dir = tempfile::tempdir()?;
+    let log = Log::open_with(dir.path(), LogOptions::without_cleaner())?;
+    log.create_topic("orders", 1, Default::default())?;
+    log.create_topic("summary", 1, Default::default())?;
+    let (groups, txns) = weir_coord::start(&log)?;
+    let event = |op: &str, before: Option<(i64, i64, i64)>, after: Option<(i64, i64, i64)>| {
+        let row = |o: Option<(i64, i64, i64)>| {
+            o.map(|(id, customer, amount)| serde_json::json!({"id": id, "customer": customer, "amount": amount}))
+        };
+        let id = after.or(before).map_or(0, |o| o.0);
+        Record::keyed(
+            format!(r#"{{"id":{id}}}"#),
+            serde_json::json!({"op": op, "before": row(before), "after": row(after)}).to_string(),
+        )
+    };
+    log.append(
+        "orders",
+        weir_log::PartitionId(0),
+        &[
+            event("c", None, Some((1, 7, 10))),
+            event("c", None, Some((2, 7, 5))),
+            event("c", None, Some((3, 8, 4))),
+            event("u", Some((2, 7, 5)), Some((2, 8, 6))),
+            event("d", Some((3, 8, 4)), None),
+            event("d", Some((1, 7, 10)), None),
+        ],
+    )?;
+    // Customer 7 ends with no orders: the DSL's aggregate says None, a delete row.
+    let p = Pipeline::builder("dsl-summary");
+    p.table_from_changes::<Key, Order>("orders", DebeziumJson)
+        .group_by(|_, o| o.customer)
+        .aggregate(
+            || None::<Summary>,
+            |s, o| {
+                let (orders, total) = s.map_or((0, 0), |s| (s.orders, s.total));
+                Some(Summary {
+                    customer: o.customer,
+                    orders: orders + 1,
+                    total: total + o.amount,
+                })
+            },
+            |s, o| {
+                let (orders, total) = s.map_or((0, 0), |s| (s.orders, s.total));
+                (orders > 1).then(|| Summary {
+                    customer: o.customer,
+                    orders: orders - 1,
+                    total: total - o.amount,
+                })
+            },
+        )
+        .to_table("summary");
+    p.build()?
+        .run(
+            &log,
+            &groups,
+            &txns,
+            RunOptions::new(dir.path().join("state")),
+        )?
+        .stop_when_idle(Duration::from_millis(300), Duration::from_secs(30))?;
+    let mut config = config(&db, "dsl", "dsl_model", &["customer"]);
+    config.columns = vec![
+        column("customer", "BIGINT"),
+        column("orders", "BIGINT"),
+        column("total", "BIGINT"),
+    ];
+    let mut sink = PgSink::connect(&log, config)?;
+    drain(&mut sink)?;
+    let rows = pg.rows(
+        "SELECT customer || '|' || orders || '|' || total FROM dsl_model ORDER BY customer",
+    )?;
+    assert_eq!(rows, ["8|1|6"]);
+    Ok(())
+}
