@@ -30,7 +30,6 @@ use crate::pg::ident;
 /// Bytes read per partition per round.
 const SINK_FETCH_BYTES: usize = 4 << 20;
 
-/// Rows applied at most per PostgreSQL transaction.
 /// The field of a change row (a sink's changes, the DSL's `to_table`) that says what
 /// happened to its key: `insert`, `update_before`, `update_after` or `delete`.
 pub const CHANGE_OP_FIELD: &str = "op";
@@ -38,6 +37,7 @@ pub const CHANGE_OP_FIELD: &str = "op";
 /// The operations a change row's `op` names.
 const CHANGE_OPS: [&str; 4] = ["insert", "update_before", "update_after", "delete"];
 
+/// Rows applied at most per PostgreSQL transaction.
 pub const SINK_BATCH_ROWS: usize = 20_000;
 
 /// Failures in a row (without a batch applied between them) before a sink stops.
