@@ -28,7 +28,7 @@ fn cycles() -> u32 {
         .unwrap_or(3)
 }
 
-pub(crate) fn server_url() -> anyhow::Result<String> {
+fn server_url() -> anyhow::Result<String> {
     Ok(weir_cdc::local_server_url()?)
 }
 
@@ -129,28 +129,38 @@ fn start_source(
         .spawn()?)
 }
 
-#[test]
-fn the_cdc_source_is_exactly_once_across_kill_9() -> anyhow::Result<()> {
+/// Runs `test(url, slot)` against a database of its own on the local PostgreSQL, dropped
+/// (with its slots) after.
+pub(crate) fn with_database(
+    name: &str,
+    test: impl FnOnce(&str, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let server = server_url()?;
-    let name = format!("weir_cdc_kill_{}", std::process::id());
+    let name = format!("{name}_{}", std::process::id());
     psql(
         &server,
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     )?;
     psql(&server, &format!("CREATE DATABASE {name}"))?;
     let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
-    let slot = format!("{name}_slot");
-    let result = run(&url, &slot);
+    let result = test(&format!("{base}/{name}"), &format!("{name}_slot"));
     let _ = psql(
         &server,
-        &format!("SELECT pg_drop_replication_slot('{slot}')"),
+        &format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE database = '{name}'"
+        ),
     );
     let _ = psql(
         &server,
         &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
     );
     result
+}
+
+#[test]
+fn the_cdc_source_is_exactly_once_across_kill_9() -> anyhow::Result<()> {
+    with_database("weir_cdc_kill", run)
 }
 
 fn run(url: &str, slot: &str) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use weir_log::{Log, LogOptions, PartitionId};
 
-use crate::cdc_crash::{psql, server_url};
+use crate::cdc_crash::{psql, with_database};
 use crate::kafka_interop::Served;
 use crate::util::Rng;
 
@@ -44,25 +44,7 @@ fn cycles() -> u32 {
 
 #[test]
 fn a_cdc_read_model_in_weir_serve_is_exact_across_kill_9() -> anyhow::Result<()> {
-    let server = server_url()?;
-    let name = format!("weir_cdc_serve_kill_{}", std::process::id());
-    psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    )?;
-    psql(&server, &format!("CREATE DATABASE {name}"))?;
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/{name}");
-    let result = run(&url, &format!("{name}_slot"));
-    let _ = psql(
-        &server,
-        &format!("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{name}'"),
-    );
-    let _ = psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-    );
-    result
+    with_database("weir_cdc_serve_kill", run)
 }
 
 /// The writer's transactions: each inserts an order, changes one (amount, or customer too)

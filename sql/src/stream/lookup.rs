@@ -23,7 +23,7 @@ use weir_engine::TaskContext;
 
 use super::table_state;
 use crate::catalog::Relation;
-use crate::changes::{TableChanges, TableOp};
+use crate::changes::TableChanges;
 use crate::error::{from_datafusion, Result, SqlError};
 use crate::format::{encode_rows, Format, LogRecord, RowDecoder};
 
@@ -103,54 +103,9 @@ impl Lookup {
         Ok(())
     }
 
-    /// The table's records, each to the repartition topic `topic` under its key as Weir
-    /// encodes it (its value as it was): bad records and truncates are poison.
+    /// The table's records to the repartition topic `topic` by Weir's key encoding.
     pub(crate) fn shuffle_table(&self, ctx: &mut TaskContext<'_>, topic: &str) -> Result<usize> {
-        let input = ctx.input();
-        let records: Vec<LogRecord> = input
-            .iter()
-            .map(|r| LogRecord {
-                key: r.key.clone(),
-                value: r.value.clone().unwrap_or_default(),
-                timestamp: r.timestamp.0,
-                partition: r.partition as i32,
-                offset: r.offset.0,
-            })
-            .collect();
-        let index_of = |offset: i64| records.binary_search_by_key(&offset, |r| r.offset).ok();
-        let (changes, bad) = self.changes.read(&records);
-        let mut poison: Vec<(usize, String)> = bad
-            .into_iter()
-            .filter_map(|b| Some((index_of(b.offset)?, b.reason)))
-            .collect();
-        let mut out = Vec::with_capacity(changes.len());
-        for c in changes {
-            let Some(i) = index_of(c.offset) else {
-                continue;
-            };
-            if let TableOp::Truncate = c.op {
-                poison.push((i, table_state::TRUNCATE_NOT_APPLIED.to_string()));
-                continue;
-            }
-            let r = &input[i];
-            out.push(weir_log::Record {
-                key: Some(c.key),
-                value: r.value.clone(),
-                timestamp: Some(weir_log::Timestamp(r.timestamp.0)),
-                ..weir_log::Record::default()
-            });
-        }
-        for (i, reason) in poison {
-            ctx.poison(
-                weir_engine::Origin::input(i),
-                format!("a table change that does not apply: {reason}"),
-            );
-        }
-        let n = out.len();
-        for record in out {
-            ctx.emit(topic, record).map_err(engine)?;
-        }
-        Ok(n)
+        table_state::shuffle_table(ctx, &self.changes, topic)
     }
 
     /// The stream rows joined with the table's current rows: the joined batch, and for each

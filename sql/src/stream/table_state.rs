@@ -15,7 +15,7 @@ use datafusion::arrow::array::RecordBatch;
 use weir_engine::changes::SourcePosition;
 use weir_engine::{KvStore, Origin, TaskContext};
 
-use crate::changes::{TableChanges, TableOp};
+use crate::changes::{TableChange, TableChanges, TableOp};
 use crate::error::{Result, SqlError};
 use crate::format::{LogRecord, RowDecoder};
 
@@ -105,20 +105,8 @@ pub(crate) fn apply_batch(
     decoder: &RowDecoder,
     want_old: bool,
 ) -> Result<AppliedBatch> {
-    let records: Vec<LogRecord> = ctx
-        .input()
-        .iter()
-        .map(|r| LogRecord {
-            key: r.key.clone(),
-            value: r.value.clone().unwrap_or_default(),
-            timestamp: r.timestamp.0,
-            partition: r.partition as i32,
-            offset: r.offset.0,
-        })
-        .collect();
-    // The input is one partition, in offset order: an offset names its record.
-    let index_of = |offset: i64| records.binary_search_by_key(&offset, |r| r.offset).ok();
-    let (read, bad) = changes.read(&records);
+    let (records, read, mut poison) = read_input(ctx, changes);
+    let index_of = |offset: i64| input_index(&records, offset);
     let upserts: Vec<LogRecord> = read
         .iter()
         .filter_map(|c| match &c.op {
@@ -127,10 +115,6 @@ pub(crate) fn apply_batch(
         })
         .collect();
     let (rows, bad_rows) = decoder.decode(&upserts);
-    let mut poison: Vec<(usize, String)> = bad
-        .iter()
-        .filter_map(|b| Some((index_of(b.offset)?, b.reason.clone())))
-        .collect();
     let positioned = changes.positioned();
     let store: &mut KvStore = ctx.store(store).map_err(engine)?;
     let mut applied = Vec::with_capacity(read.len());
@@ -204,4 +188,73 @@ pub(crate) fn apply_batch(
         rows,
         replays,
     })
+}
+
+/// The task's input batch (one partition of a table) read as changes: its records, the
+/// changes, and the input index of each record that is none, with the reason.
+fn read_input(
+    ctx: &TaskContext<'_>,
+    changes: &TableChanges,
+) -> (Vec<LogRecord>, Vec<TableChange>, Vec<(usize, String)>) {
+    let records: Vec<LogRecord> = ctx
+        .input()
+        .iter()
+        .map(|r| LogRecord {
+            key: r.key.clone(),
+            value: r.value.clone().unwrap_or_default(),
+            timestamp: r.timestamp.0,
+            partition: r.partition as i32,
+            offset: r.offset.0,
+        })
+        .collect();
+    let (read, bad) = changes.read(&records);
+    let poison = bad
+        .into_iter()
+        .filter_map(|b| Some((input_index(&records, b.offset)?, b.reason)))
+        .collect();
+    (records, read, poison)
+}
+
+/// The input index of the record at `offset` (the input is one partition, in offset order).
+fn input_index(records: &[LogRecord], offset: i64) -> Option<usize> {
+    records.binary_search_by_key(&offset, |r| r.offset).ok()
+}
+
+/// A joined table's records, each to the repartition topic `topic` under its key as Weir
+/// encodes it (its value as it was): bad records and truncates are poison. Returns the
+/// records sent.
+pub(crate) fn shuffle_table(
+    ctx: &mut TaskContext<'_>,
+    changes: &TableChanges,
+    topic: &str,
+) -> Result<usize> {
+    let (records, read, mut poison) = read_input(ctx, changes);
+    let mut out = Vec::with_capacity(read.len());
+    for c in read {
+        let Some(i) = input_index(&records, c.offset) else {
+            continue;
+        };
+        if let TableOp::Truncate = c.op {
+            poison.push((i, TRUNCATE_NOT_APPLIED.to_string()));
+            continue;
+        }
+        let r = &ctx.input()[i];
+        out.push(weir_log::Record {
+            key: Some(c.key),
+            value: r.value.clone(),
+            timestamp: Some(weir_log::Timestamp(r.timestamp.0)),
+            ..weir_log::Record::default()
+        });
+    }
+    for (i, reason) in poison {
+        ctx.poison(
+            Origin::input(i),
+            format!("a table change that does not apply: {reason}"),
+        );
+    }
+    let n = out.len();
+    for record in out {
+        ctx.emit(topic, record).map_err(engine)?;
+    }
+    Ok(n)
 }
