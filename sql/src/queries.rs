@@ -231,7 +231,7 @@ impl Session {
                 upsert: c.view,
             },
         };
-        let compiled = self.compile_query(query, None, sink, c.emit)?;
+        let mut compiled = self.compile_query(query, None, sink, c.emit)?;
         let columns = value_columns(compiled.output());
         let table_join = compiled.lookup.as_ref().is_some_and(|(l, _)| l.table_join);
         if c.view && compiled.aggregate.is_none() && !table_join {
@@ -245,6 +245,9 @@ impl Session {
         }
         if c.view && table_join {
             options.insert("keyed".into(), "true".into());
+            if let Some(names) = compiled.key_table_join_by_output() {
+                options.insert(crate::pull::KEY_COLUMNS_OPTION.into(), names);
+            }
         }
         if let (true, Some((a, _))) = (c.view, &compiled.aggregate) {
             // Rows keyed by their group: read back as a table, the latest row per key, and

@@ -136,13 +136,20 @@ where
                 Change::Delete(at) => (None, at),
             };
             let store = ctx.store_at(self.store)?;
+            let pk = position_key(&kb);
+            let applied = store.get(&pk)?.and_then(|p| SourcePosition::from_bytes(&p));
+            let stale = match (at, applied) {
+                (Some(at), Some(applied)) => at < applied,
+                // A tombstone after its (applied or refused) delete event: on its own it could
+                // undo a newer change.
+                (None, Some(_)) => value.is_none(),
+                _ => false,
+            };
+            if stale {
+                replays += 1;
+                continue;
+            }
             if let Some(at) = at {
-                let pk = position_key(&kb);
-                let applied = store.get(&pk)?.and_then(|p| SourcePosition::from_bytes(&p));
-                if applied.is_some_and(|applied| at < applied) {
-                    replays += 1;
-                    continue;
-                }
                 store.put(pk, Bytes::copy_from_slice(&at.to_bytes()));
             }
             match &value {

@@ -92,30 +92,32 @@ impl ReadCache {
 
     /// Caches what RocksDB now has for `key`.
     pub(crate) fn put(&mut self, key: Bytes, value: Option<Bytes>) {
+        // Whatever happens below, no older value of the key may stay behind.
+        self.forget(&key);
         let c = cost(&key, &value);
-        if let Some(old) = self.old.remove(&key) {
-            let freed = cost(&key, &old);
-            self.old_bytes -= freed;
-            self.budget.give_back(freed);
-        }
         if !self.budget.take(c) {
             self.rotate();
             if !self.budget.take(c) {
                 // Other stores hold the budget: this entry is not cached (RocksDB has it).
-                if let Some(prev) = self.young.remove(&key) {
-                    let freed = cost(&key, &prev);
-                    self.young_bytes -= freed;
-                    self.budget.give_back(freed);
-                }
                 return;
             }
         }
-        if let Some(prev) = self.young.insert(key.clone(), value) {
-            let freed = cost(&key, &prev);
+        self.young.insert(key, value);
+        self.young_bytes += c;
+    }
+
+    /// Drops `key` from both generations, giving its charge back.
+    fn forget(&mut self, key: &[u8]) {
+        if let Some((k, v)) = self.young.remove_entry(key) {
+            let freed = cost(&k, &v);
             self.young_bytes -= freed;
             self.budget.give_back(freed);
         }
-        self.young_bytes += c;
+        if let Some((k, v)) = self.old.remove_entry(key) {
+            let freed = cost(&k, &v);
+            self.old_bytes -= freed;
+            self.budget.give_back(freed);
+        }
     }
 
     /// Drops the old generation; the young one becomes old.
@@ -160,6 +162,13 @@ mod tests {
         }
         assert_eq!(a.get(&[7]), Some(Some(Bytes::from_static(b"v"))));
         assert!(budget.0.load(Ordering::Relaxed) >= 0);
+        // A key rewritten when the budget is spent is never answered with its old value.
+        let mut c = ReadCache::new(CacheBudget::new(ENTRY_OVERHEAD + 2));
+        c.put(Bytes::from_static(b"k"), Some(Bytes::from_static(b"1")));
+        c.put(Bytes::from_static(b"k"), Some(Bytes::from_static(b"3")));
+        assert_eq!(c.get(b"k"), Some(Some(Bytes::from_static(b"3"))));
+        c.put(Bytes::from_static(b"x"), Some(Bytes::from_static(b"22")));
+        assert_ne!(c.get(b"x"), Some(Some(Bytes::from_static(b"2"))));
         // A known absence is an answer too.
         let hits = (0..8u8).filter(|i| b.get(&[*i]) == Some(None)).count();
         assert!(hits > 0);

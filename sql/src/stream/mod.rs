@@ -8,6 +8,7 @@
 //! never run with batch semantics by mistake (a streaming `ORDER BY` or `LIMIT` has no end).
 
 mod aggregate;
+mod columns;
 mod interval;
 mod lookup;
 mod plan;
@@ -149,37 +150,6 @@ impl Compiled {
     /// The schema of the rows the query produces.
     pub fn output(&self) -> &SchemaRef {
         &self.output
-    }
-
-    /// For an aggregate, the output column each group column reaches unchanged (passed
-    /// through the steps after the aggregate, not computed from), in the group's order;
-    /// `None` when one does not reach the output as itself.
-    pub(crate) fn group_columns_in_output(&self) -> Option<Vec<usize>> {
-        let (agg, steps) = self.aggregate.as_ref()?;
-        // For each column at this point, the group slot it is, if it is one.
-        let mut origin: Vec<Option<usize>> = (0..agg.schema.fields().len())
-            .map(|i| (i < agg.slots.len()).then_some(i))
-            .collect();
-        for step in steps {
-            origin = match step {
-                Step::Filter(_) => origin,
-                Step::Columns(indices) => indices
-                    .iter()
-                    .map(|&i| origin.get(i).copied().flatten())
-                    .collect(),
-                Step::Project(exprs, _) => exprs
-                    .iter()
-                    .map(|e| {
-                        let any: &dyn std::any::Any = e.as_ref();
-                        any.downcast_ref::<datafusion::physical_expr::expressions::Column>()
-                            .and_then(|c| origin.get(c.index()).copied().flatten())
-                    })
-                    .collect(),
-            };
-        }
-        (0..agg.slots.len())
-            .map(|slot| origin.iter().position(|o| *o == Some(slot)))
-            .collect()
     }
 }
 
@@ -371,6 +341,29 @@ fn scan_step(
     if window.is_some() {
         marks.push(Some(WindowColumn::Start));
         marks.push(Some(WindowColumn::End));
+    }
+    if rel.kind != RelationKind::Stream {
+        // A table's retracted rows are its stored rows, not their records: `_key` is the
+        // same, the record's time, partition and offset are not.
+        let stored = rel.stored_schema()?.fields().len();
+        let all: Vec<usize> = (0..decoded).collect();
+        let meta = scan
+            .projection
+            .as_ref()
+            .unwrap_or(&all)
+            .iter()
+            .find(|&&i| i > stored && i < decoded);
+        if let Some(&i) = meta {
+            return Err(SqlError::unsupported(
+                format!(
+                    "`{}` of {} `{relation_name}` in a continuous query (its rows update; only \
+                     `_key` stays with a row)",
+                    crate::format::META_COLUMNS[i - stored],
+                    rel.kind.name()
+                ),
+                None,
+            ));
+        }
     }
     if let Some(indices) = &scan.projection {
         marks = indices

@@ -146,11 +146,16 @@ pub(crate) fn apply_batch(
         let applied_at = stored
             .as_deref()
             .and_then(|e| stored_position(e, positioned));
-        if let (Some(at), Some(applied_at)) = (c.position, applied_at) {
-            if at < applied_at {
-                replays += 1;
-                continue;
-            }
+        let stale = match (c.position, applied_at) {
+            (Some(at), Some(applied_at)) => at < applied_at,
+            // A tombstone follows its delete event, which applied (or, replayed, was refused)
+            // by position: on its own it could undo a newer change.
+            (None, Some(_)) => matches!(c.op, TableOp::Delete),
+            _ => false,
+        };
+        if stale {
+            replays += 1;
+            continue;
         }
         let row = match row {
             Ok(row) => row,

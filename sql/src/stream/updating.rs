@@ -51,6 +51,8 @@ pub(crate) struct UpdatingAggregate {
     specs: Arc<Vec<AggSpec>>,
     /// Rows are retracted too: each group's accumulators end with its row count.
     retracting: bool,
+    /// There are GROUP BY columns (without, the one group stays when empty, as SQL's does).
+    keyed: bool,
     changed: FxHashMap<Bytes, Group>,
 }
 
@@ -68,6 +70,7 @@ impl UpdatingAggregate {
             codec: GroupCodec::new(agg)?,
             specs: Arc::new(agg.aggregates.clone()),
             retracting: agg.retracting,
+            keyed: !agg.slots.is_empty(),
             changed: FxHashMap::default(),
         })
     }
@@ -187,9 +190,10 @@ impl UpdatingAggregate {
         self.results(agg, &keys, &accs, ops, at).map(Some)
     }
 
-    /// Whether a group holds no rows (only a retracting aggregate's groups can).
+    /// Whether a group holds no rows and goes (only a retracting aggregate's groups can; the
+    /// one group of an aggregate without GROUP BY stays, as `SELECT COUNT(*)` is 0 then).
     fn is_empty(&self, accs: &[Acc]) -> bool {
-        self.retracting && matches!(accs.last(), Some(Acc::Count(n)) if *n <= 0)
+        self.retracting && self.keyed && matches!(accs.last(), Some(Acc::Count(n)) if *n <= 0)
     }
 
     fn results(
