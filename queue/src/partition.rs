@@ -1,0 +1,382 @@
+//! [`SharePartition`]: one partition of a queue's topic as competing consumers share it.
+//!
+//! Below the start offset every message is done (acknowledged or dead-lettered); above it, a
+//! window of at most [`QueueSettings::in_flight_max`] messages read from the log is tracked,
+//! each available (visible from a time: its delay, or a nack's), acquired (under a lease
+//! until a deadline: the visibility timeout) or done. A lock that times out makes its message
+//! available again; a message delivered `max_receive_count` times is dead-lettered instead of
+//! being delivered again (SQS's redrive policy). In a FIFO queue the messages of one group
+//! are delivered in order, one at a time: a message waits while an earlier one of its group
+//! is not done.
+//!
+//! Invariants: a message has at most one valid receipt at a time (each acquisition takes a
+//! new lease number, and a settled or timed-out lease is refused); the window never holds more
+//! than its bound, so a million unacknowledged messages are not in memory; the start offset
+//! only moves forward, past done messages only.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::error::{QueueError, Result};
+
+/// Default bound of a partition's window of tracked messages: the in-flight messages a queue
+/// partition keeps in memory (Kafka's `group.share.partition.max.record.locks` is 2,000 per
+/// partition; larger here because delayed messages also wait in the window).
+pub const IN_FLIGHT_MAX: usize = 10_000;
+
+/// How a queue treats its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// How long a received message stays invisible to other consumers (ms).
+    pub visibility_ms: i64,
+    /// Deliveries after which a message is dead-lettered instead (`None`: never).
+    pub max_receive_count: Option<u32>,
+    /// Messages of one group in order, one at a time.
+    pub fifo: bool,
+    /// Messages tracked above the start offset (the window).
+    pub in_flight_max: usize,
+}
+
+impl Default for QueueSettings {
+    fn default() -> QueueSettings {
+        QueueSettings {
+            visibility_ms: 30_000,
+            max_receive_count: None,
+            fifo: false,
+            in_flight_max: IN_FLIGHT_MAX,
+        }
+    }
+}
+
+/// A message read from the log, offered to the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// Its offset.
+    pub offset: i64,
+    /// When it may first be delivered (its send time plus its delay), epoch ms.
+    pub visible_at: i64,
+    /// Its FIFO message group (the record key), if any.
+    pub group: Option<Vec<u8>>,
+}
+
+/// What names one delivery of one message: settling it needs the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The partition.
+    pub partition: u32,
+    /// The message's offset.
+    pub offset: i64,
+    /// The acquisition it names.
+    pub lease: u64,
+}
+
+impl std::fmt::Display for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.partition, self.offset, self.lease)
+    }
+}
+
+impl std::str::FromStr for Receipt {
+    type Err = QueueError;
+
+    fn from_str(s: &str) -> Result<Receipt> {
+        let bad = || QueueError::BadReceipt(s.to_string());
+        let mut parts = s.splitn(3, '-');
+        let mut next = || parts.next().ok_or_else(bad);
+        let partition = next()?.parse().map_err(|_| bad())?;
+        let offset = next()?.parse().map_err(|_| bad())?;
+        let lease = next()?.parse().map_err(|_| bad())?;
+        Ok(Receipt {
+            partition,
+            offset,
+            lease,
+        })
+    }
+}
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    /// What settles it.
+    pub receipt: Receipt,
+    /// This delivery's number (1 for the first).
+    pub deliveries: u32,
+}
+
+/// A message and how often it was delivered (a dead letter's count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its offset.
+    pub offset: i64,
+    /// How many times it was delivered.
+    pub deliveries: u32,
+}
+
+/// What a settlement did to its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Done.
+    Acknowledged,
+    /// Available again (from a time).
+    Released,
+    /// To be written to the dead-letter queue.
+    DeadLetter(Delivery),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Available { visible_at: i64 },
+    Acquired { lease: u64, deadline: i64 },
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: State,
+    deliveries: u32,
+    group: Option<Vec<u8>>,
+}
+
+/// One partition's shared state.
+#[derive(Debug)]
+pub struct SharePartition {
+    partition: u32,
+    settings: QueueSettings,
+    /// Every offset below is done.
+    start: i64,
+    /// The next offset to read from the log.
+    next: i64,
+    window: BTreeMap<i64, Entry>,
+    /// The last lease number handed out.
+    leases: u64,
+}
+
+impl SharePartition {
+    /// A partition whose messages from `start` on are not done yet.
+    pub fn new(partition: u32, settings: QueueSettings, start: i64) -> Result<SharePartition> {
+        if settings.visibility_ms < 0 || settings.in_flight_max == 0 {
+            return Err(QueueError::InvalidSetting(format!(
+                "visibility {} ms and a window of {} messages",
+                settings.visibility_ms, settings.in_flight_max
+            )));
+        }
+        Ok(SharePartition {
+            partition,
+            settings,
+            start,
+            next: start,
+            window: BTreeMap::new(),
+            leases: 0,
+        })
+    }
+
+    /// Every offset below it is done.
+    pub fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Where to read the log next, and how many messages the window takes (0: it is full).
+    pub fn wants(&self) -> (i64, usize) {
+        let room = self
+            .settings
+            .in_flight_max
+            .saturating_sub(self.window.len());
+        (self.next, room)
+    }
+
+    /// Messages read from the log at [`SharePartition::wants`]' offset, in order, and the
+    /// offset after the read (offsets between them hold no message: markers, compacted).
+    /// Messages beyond the window's room are not taken (read them again later).
+    pub fn offer(&mut self, messages: impl IntoIterator<Item = Incoming>, next: i64) {
+        let (_, mut room) = self.wants();
+        for m in messages {
+            if m.offset < self.next {
+                continue;
+            }
+            if room == 0 {
+                return;
+            }
+            self.window.insert(
+                m.offset,
+                Entry {
+                    state: State::Available {
+                        visible_at: m.visible_at,
+                    },
+                    deliveries: 0,
+                    group: m.group,
+                },
+            );
+            self.next = m.offset + 1;
+            room -= 1;
+        }
+        self.next = self.next.max(next);
+        self.advance();
+    }
+
+    /// Up to `max` messages for a consumer, each locked until `now + visibility` (ms; the
+    /// queue's when `None`); and the messages dead-lettered instead, having been delivered
+    /// `max_receive_count` times already. Timed-out locks are released first.
+    pub fn acquire(
+        &mut self,
+        now: i64,
+        max: usize,
+        visibility: Option<i64>,
+    ) -> (Vec<Acquired>, Vec<Delivery>) {
+        self.expire(now);
+        let deadline = now.saturating_add(visibility.unwrap_or(self.settings.visibility_ms));
+        let mut out = Vec::new();
+        let mut dead = Vec::new();
+        // FIFO: a group waits behind its earliest message that is not done.
+        let mut blocked: HashSet<Vec<u8>> = HashSet::new();
+        for (&offset, e) in self.window.iter_mut() {
+            if out.len() >= max {
+                break;
+            }
+            let group_waits = |blocked: &mut HashSet<Vec<u8>>, e: &Entry| match &e.group {
+                Some(g) if self.settings.fifo => !blocked.insert(g.clone()),
+                _ => false,
+            };
+            match e.state {
+                State::Done => continue,
+                State::Acquired { .. } => {
+                    group_waits(&mut blocked, e);
+                    continue;
+                }
+                State::Available { visible_at } => {
+                    if group_waits(&mut blocked, e) || visible_at > now {
+                        continue;
+                    }
+                }
+            }
+            if self
+                .settings
+                .max_receive_count
+                .is_some_and(|m| e.deliveries >= m)
+            {
+                e.state = State::Done;
+                dead.push(Delivery {
+                    offset,
+                    deliveries: e.deliveries,
+                });
+                // The group's next message may go now.
+                if let Some(g) = &e.group {
+                    blocked.remove(g);
+                }
+                continue;
+            }
+            self.leases += 1;
+            e.deliveries += 1;
+            e.state = State::Acquired {
+                lease: self.leases,
+                deadline,
+            };
+            out.push(Acquired {
+                receipt: Receipt {
+                    partition: self.partition,
+                    offset,
+                    lease: self.leases,
+                },
+                deliveries: e.deliveries,
+            });
+        }
+        self.advance();
+        (out, dead)
+    }
+
+    /// Locks whose deadline passed make their messages available again.
+    fn expire(&mut self, now: i64) {
+        for e in self.window.values_mut() {
+            if let State::Acquired { deadline, .. } = e.state {
+                if deadline <= now {
+                    e.state = State::Available { visible_at: now };
+                }
+            }
+        }
+    }
+
+    /// The entry a receipt names, if the receipt is its valid lock at `now`.
+    fn held(&mut self, receipt: &Receipt, now: i64) -> Result<&mut Entry> {
+        let stale = || QueueError::StaleReceipt(receipt.to_string());
+        if receipt.partition != self.partition {
+            return Err(QueueError::BadReceipt(receipt.to_string()));
+        }
+        let e = self.window.get_mut(&receipt.offset).ok_or_else(stale)?;
+        match e.state {
+            State::Acquired { lease, deadline } if lease == receipt.lease && deadline > now => {
+                Ok(e)
+            }
+            _ => Err(stale()),
+        }
+    }
+
+    /// Acknowledges (deletes) a message.
+    pub fn ack(&mut self, receipt: &Receipt, now: i64) -> Result<Verdict> {
+        self.held(receipt, now)?.state = State::Done;
+        self.advance();
+        Ok(Verdict::Acknowledged)
+    }
+
+    /// Releases a message, visible again after `delay_ms`.
+    pub fn nack(&mut self, receipt: &Receipt, now: i64, delay_ms: i64) -> Result<Verdict> {
+        self.held(receipt, now)?.state = State::Available {
+            visible_at: now.saturating_add(delay_ms.max(0)),
+        };
+        Ok(Verdict::Released)
+    }
+
+    /// Sends a message to the dead-letter queue at once.
+    pub fn reject(&mut self, receipt: &Receipt, now: i64) -> Result<Verdict> {
+        let e = self.held(receipt, now)?;
+        e.state = State::Done;
+        let dead = Delivery {
+            offset: receipt.offset,
+            deliveries: e.deliveries,
+        };
+        self.advance();
+        Ok(Verdict::DeadLetter(dead))
+    }
+
+    /// Moves a lock's deadline to `now + timeout_ms` (0 releases it now).
+    pub fn change_visibility(
+        &mut self,
+        receipt: &Receipt,
+        now: i64,
+        timeout_ms: i64,
+    ) -> Result<()> {
+        let e = self.held(receipt, now)?;
+        e.state = match timeout_ms {
+            t if t <= 0 => State::Available { visible_at: now },
+            t => State::Acquired {
+                lease: receipt.lease,
+                deadline: now.saturating_add(t),
+            },
+        };
+        Ok(())
+    }
+
+    /// Moves the start past the done messages at the front of the window.
+    fn advance(&mut self) {
+        while let Some(entry) = self.window.first_entry() {
+            if entry.get().state != State::Done {
+                self.start = *entry.key();
+                return;
+            }
+            entry.remove();
+        }
+        self.start = self.next;
+    }
+
+    /// Messages deliverable at `now`, locked, and waiting for their time (delays, nacks).
+    pub fn counts(&self, now: i64) -> (usize, usize, usize) {
+        let (mut visible, mut locked, mut delayed) = (0, 0, 0);
+        for e in self.window.values() {
+            match e.state {
+                State::Available { visible_at } if visible_at > now => delayed += 1,
+                State::Available { .. } => visible += 1,
+                State::Acquired { deadline, .. } if deadline > now => locked += 1,
+                State::Acquired { .. } => visible += 1,
+                State::Done => {}
+            }
+        }
+        (visible, locked, delayed)
+    }
+}
