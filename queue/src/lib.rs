@@ -7,7 +7,8 @@
 //!   topic, as Kafka's share groups (KIP-932) keep it: a start offset below which every
 //!   message is done, and a bounded window of in-flight messages above it (available,
 //!   acquired under a lease with a deadline, acknowledged, or dead-lettered), with delivery
-//!   counts, per-message delays and FIFO message groups.
+//!   counts, per-message delays and FIFO message groups; its changes as a journal
+//!   ([`Change`]) to write before answering, and [`SharePartition::restore`] from it.
 //!
 //! Time is passed in (epoch milliseconds), never read here, so the state machine is
 //! deterministic and its model-based test can run any interleaving.
@@ -17,5 +18,6 @@ pub mod partition;
 
 pub use error::{QueueError, Result};
 pub use partition::{
-    Acquired, Delivery, Incoming, QueueSettings, Receipt, SharePartition, Verdict, IN_FLIGHT_MAX,
+    Acquired, Change, Delivery, Incoming, Persisted, QueueSettings, Receipt, SharePartition,
+    Verdict, IN_FLIGHT_MAX,
 };

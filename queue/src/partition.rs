@@ -14,7 +14,7 @@
 //! than its bound, so a million unacknowledged messages are not in memory; the start offset
 //! only moves forward, past done messages only.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::error::{QueueError, Result};
 
@@ -146,8 +146,51 @@ pub struct SharePartition {
     /// The next offset to read from the log.
     next: i64,
     window: BTreeMap<i64, Entry>,
-    /// The last lease number handed out.
+    /// The last lease number handed out (its high 32 bits are the epoch: one per restore).
     leases: u64,
+    /// Offsets whose state changed since the journal was last taken.
+    dirty: BTreeSet<i64>,
+    /// The start as last journaled.
+    journaled_start: i64,
+    /// Changes the journal owes beyond `dirty` (a restore's new epoch).
+    pending: Vec<Change>,
+}
+
+/// A message's state as the journal keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persisted {
+    /// Deliverable from a time.
+    Available {
+        /// From when (epoch ms).
+        visible_at: i64,
+        /// Deliveries so far.
+        deliveries: u32,
+    },
+    /// Locked by a lease until a deadline.
+    Acquired {
+        /// The lease.
+        lease: u64,
+        /// Until when (epoch ms).
+        deadline: i64,
+        /// Deliveries so far (this one included).
+        deliveries: u32,
+    },
+    /// Acknowledged or dead-lettered.
+    Done,
+}
+
+/// One change of a partition's state, to be written to the log before the operation that
+/// made it is answered; replayed in order, the changes rebuild the state
+/// ([`SharePartition::restore`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Every offset below is done.
+    Start(i64),
+    /// A message's new state.
+    Entry(i64, Persisted),
+    /// Leases from here on are numbered in this epoch (a restore's, so a receipt handed out
+    /// but never journaled before a crash is never handed out again).
+    Epoch(u64),
 }
 
 impl SharePartition {
@@ -166,7 +209,90 @@ impl SharePartition {
             next: start,
             window: BTreeMap::new(),
             leases: 0,
+            dirty: BTreeSet::new(),
+            journaled_start: start,
+            pending: Vec::new(),
         })
+    }
+
+    /// The partition the journal's changes describe, in a new epoch: messages from its start
+    /// on are then offered again from the log (they keep their journaled states). The new
+    /// epoch is the journal's first change: write it before answering anyone.
+    pub fn restore(
+        partition: u32,
+        settings: QueueSettings,
+        changes: impl IntoIterator<Item = Change>,
+    ) -> Result<SharePartition> {
+        let (mut start, mut epoch) = (0i64, 0u64);
+        let mut states: BTreeMap<i64, Persisted> = BTreeMap::new();
+        for c in changes {
+            match c {
+                Change::Start(s) => start = start.max(s),
+                Change::Entry(o, p) => {
+                    states.insert(o, p);
+                }
+                Change::Epoch(e) => epoch = epoch.max(e),
+            }
+        }
+        let mut p = SharePartition::new(partition, settings, start)?;
+        for (offset, state) in states.range(start..) {
+            let (state, deliveries) = match *state {
+                Persisted::Done => (State::Done, 0),
+                Persisted::Available {
+                    visible_at,
+                    deliveries,
+                } => (State::Available { visible_at }, deliveries),
+                Persisted::Acquired {
+                    lease,
+                    deadline,
+                    deliveries,
+                } => {
+                    epoch = epoch.max(lease >> 32);
+                    (State::Acquired { lease, deadline }, deliveries)
+                }
+            };
+            p.window.insert(
+                *offset,
+                Entry {
+                    state,
+                    deliveries,
+                    group: None,
+                },
+            );
+        }
+        let epoch = epoch + 1;
+        p.leases = epoch << 32;
+        p.pending.push(Change::Epoch(epoch));
+        Ok(p)
+    }
+
+    /// The changes since the last call, to be written (in order) before the operations that
+    /// made them are answered.
+    pub fn take_journal(&mut self) -> Vec<Change> {
+        let mut out = std::mem::take(&mut self.pending);
+        for offset in std::mem::take(&mut self.dirty) {
+            let persisted = match self.window.get(&offset) {
+                None => Persisted::Done,
+                Some(e) => match e.state {
+                    State::Done => Persisted::Done,
+                    State::Available { visible_at } => Persisted::Available {
+                        visible_at,
+                        deliveries: e.deliveries,
+                    },
+                    State::Acquired { lease, deadline } => Persisted::Acquired {
+                        lease,
+                        deadline,
+                        deliveries: e.deliveries,
+                    },
+                },
+            };
+            out.push(Change::Entry(offset, persisted));
+        }
+        if self.start != self.journaled_start {
+            self.journaled_start = self.start;
+            out.push(Change::Start(self.start));
+        }
+        out
     }
 
     /// Every offset below it is done.
@@ -190,6 +316,12 @@ impl SharePartition {
         let (_, mut room) = self.wants();
         for m in messages {
             if m.offset < self.next {
+                continue;
+            }
+            if let Some(e) = self.window.get_mut(&m.offset) {
+                // Restored from the journal: its state stands; its group comes from the log.
+                e.group = m.group;
+                self.next = m.offset + 1;
                 continue;
             }
             if room == 0 {
@@ -253,6 +385,7 @@ impl SharePartition {
                 .is_some_and(|m| e.deliveries >= m)
             {
                 e.state = State::Done;
+                self.dirty.insert(offset);
                 dead.push(Delivery {
                     offset,
                     deliveries: e.deliveries,
@@ -264,6 +397,7 @@ impl SharePartition {
                 continue;
             }
             self.leases += 1;
+            self.dirty.insert(offset);
             e.deliveries += 1;
             e.state = State::Acquired {
                 lease: self.leases,
@@ -311,6 +445,7 @@ impl SharePartition {
     /// Acknowledges (deletes) a message.
     pub fn ack(&mut self, receipt: &Receipt, now: i64) -> Result<Verdict> {
         self.held(receipt, now)?.state = State::Done;
+        self.dirty.insert(receipt.offset);
         self.advance();
         Ok(Verdict::Acknowledged)
     }
@@ -320,6 +455,7 @@ impl SharePartition {
         self.held(receipt, now)?.state = State::Available {
             visible_at: now.saturating_add(delay_ms.max(0)),
         };
+        self.dirty.insert(receipt.offset);
         Ok(Verdict::Released)
     }
 
@@ -331,6 +467,7 @@ impl SharePartition {
             offset: receipt.offset,
             deliveries: e.deliveries,
         };
+        self.dirty.insert(receipt.offset);
         self.advance();
         Ok(Verdict::DeadLetter(dead))
     }
@@ -350,6 +487,7 @@ impl SharePartition {
                 deadline: now.saturating_add(t),
             },
         };
+        self.dirty.insert(receipt.offset);
         Ok(())
     }
 

@@ -2,14 +2,18 @@
 //! and FIFO groups), receives of random sizes and visibility timeouts, acks, nacks with
 //! delays, rejects, visibility changes, stale receipts, time passing — is applied to the
 //! partition and to a model that keeps every message in a list and decides by linear scans,
-//! and both must answer the same. Then a consumer acks everything: every message ends
+//! and both must answer the same. Now and then the partition crashes: it is restored from
+//! the journal of changes written before each answer, in a new lease epoch, and its messages
+//! are offered again from the log — and still answers as the model. Then a consumer acks everything: every message ends
 //! acknowledged once or dead-lettered once. `WEIR_QUEUE_MODEL_SEED` repeats a run,
 //! `WEIR_QUEUE_MODEL_RUNS` makes more.
 
 use std::collections::HashSet;
 
 use weir_log::sim::SeededRng;
-use weir_queue::{Acquired, Delivery, Incoming, QueueSettings, Receipt, SharePartition, Verdict};
+use weir_queue::{
+    Acquired, Change, Delivery, Incoming, QueueSettings, Receipt, SharePartition, Verdict,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum St {
@@ -113,8 +117,33 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
     let mut offset = 0i64;
     let mut receipts: Vec<Receipt> = Vec::new();
     let mut dead_all: Vec<i64> = Vec::new();
+    // What was written before each operation was answered, and every message offered.
+    let mut journal: Vec<Change> = Vec::new();
+    let mut offered_all: Vec<Incoming> = Vec::new();
+    let mut restarts = 0;
     for step in 0..3_000 {
         let ctx = |what: &str| format!("seed {seed}, step {step}: {what}");
+        journal.extend(p.take_journal());
+        if rng.below(60) == 0 {
+            // A crash (kill -9, power loss): the state is what the journal holds; messages are
+            // read from the log again from the start.
+            p = SharePartition::restore(0, settings.clone(), journal.clone())?;
+            let epoch = p.take_journal();
+            let Some(Change::Epoch(e)) = epoch.first().copied() else {
+                anyhow::bail!(ctx("a restore's journal starts with its epoch"));
+            };
+            journal.extend(epoch);
+            model.leases = e << 32;
+            let start = p.start();
+            let again: Vec<Incoming> = offered_all
+                .iter()
+                .filter(|m| m.offset >= start)
+                .cloned()
+                .collect();
+            let next = again.last().map_or(start, |m| m.offset + 1);
+            p.offer(again, next);
+            restarts += 1;
+        }
         match rng.below(10) {
             0 | 1 => {
                 let n = 1 + rng.below(5);
@@ -144,6 +173,7 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
                     .collect();
                 let next = taken.last().map_or(from, |m| m.offset + 1);
                 p.offer(taken.clone(), next);
+                offered_all.extend(taken.iter().cloned());
                 offset = next - 1;
                 model.msgs.extend(taken.into_iter().map(|m| Msg {
                     offset: m.offset,
@@ -262,6 +292,7 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
         "seed {seed}: a message settled twice"
     );
     anyhow::ensure!(unique == offered, "seed {seed}: messages left unsettled");
+    anyhow::ensure!(restarts > 0, "seed {seed}: no restart");
     anyhow::ensure!(
         offered.len() > window,
         "seed {seed}: only {} messages",
