@@ -52,7 +52,16 @@ pub(crate) fn with_database(
     name: &str,
     test: impl FnOnce(&str) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let server = weir_cdc::local_server_url()?;
+    with_database_on(&weir_cdc::local_server_url()?, name, test)
+}
+
+/// [`with_database`] on the server at `server`.
+fn with_database_on(
+    server: &str,
+    name: &str,
+    test: impl FnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let server = server.to_string();
     let db = format!("{name}_{}", std::process::id());
     psql(
         &server,
@@ -99,6 +108,18 @@ fn insert_orders(
     Ok(())
 }
 
+/// The view of orders per customer and its sink into the table `read_model` at `url`.
+fn create_summary(session: &mut weir_sql::Session, url: &str) -> anyhow::Result<()> {
+    session.execute(&format!(
+        "CREATE STREAM orders (customer BIGINT, amount BIGINT) WITH (partitions = 2);
+         CREATE MATERIALIZED VIEW summary AS SELECT customer, COUNT(*) AS orders, \
+           SUM(amount) AS total FROM orders GROUP BY customer;
+         CREATE SINK summary_pg FROM summary \
+           WITH (connector = 'postgres', url = '{url}', table = 'read_model');"
+    ))?;
+    Ok(())
+}
+
 fn run(url: &str) -> anyhow::Result<()> {
     let seed = std::env::var("WEIR_PG_SINK_SEED")
         .ok()
@@ -109,13 +130,7 @@ fn run(url: &str) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     {
         let (_log, mut session) = open(dir.path())?;
-        session.execute(&format!(
-            "CREATE STREAM orders (customer BIGINT, amount BIGINT) WITH (partitions = 2);
-             CREATE MATERIALIZED VIEW summary AS SELECT customer, COUNT(*) AS orders, \
-               SUM(amount) AS total FROM orders GROUP BY customer;
-             CREATE SINK summary_pg FROM summary \
-               WITH (connector = 'postgres', url = '{url}', table = 'read_model');"
-        ))?;
+        create_summary(&mut session, url)?;
         insert_orders(&mut session, &mut rng, 300)?;
         wait_equal(url, &mut session)?;
         let shown = weir_rows(&mut session, "SHOW QUERIES")?;
@@ -177,35 +192,21 @@ fn pg_ctlcluster(cluster: &[String], action: &str) -> anyhow::Result<()> {
 #[test]
 fn a_postgres_restart_during_the_sinks_run_is_retried_then_exact() -> anyhow::Result<()> {
     let (server, cluster) = restart_cluster()?;
-    let db = format!("weir_sink_restart_{}", std::process::id());
-    psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    )?;
-    psql(&server, &format!("CREATE DATABASE {db}"))?;
-    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b);
-    let url = format!("{base}/{db}");
-    let result = restart_run(&url, &cluster);
-    // Whatever happened, the server is left running for the next test run.
-    let started = pg_ctlcluster(&cluster, "start");
-    let _ = psql(
-        &server,
-        &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-    );
-    result.and(started.or(Ok(())))
+    let result = with_database_on(&server, "weir_sink_restart", |url| {
+        let result = restart_run(url, &cluster);
+        // Whatever happened, the server is left running (to drop the database, and for the
+        // next run); starting a running one fails harmlessly.
+        let _ = pg_ctlcluster(&cluster, "start");
+        result
+    });
+    result
 }
 
 fn restart_run(url: &str, cluster: &[String]) -> anyhow::Result<()> {
     let mut rng = SeededRng::new(0x2E57A27);
     let dir = tempfile::tempdir()?;
     let (_log, mut session) = open(dir.path())?;
-    session.execute(&format!(
-        "CREATE STREAM orders (customer BIGINT, amount BIGINT) WITH (partitions = 2);
-         CREATE MATERIALIZED VIEW summary AS SELECT customer, COUNT(*) AS orders, \
-           SUM(amount) AS total FROM orders GROUP BY customer;
-         CREATE SINK summary_pg FROM summary \
-           WITH (connector = 'postgres', url = '{url}', table = 'read_model');"
-    ))?;
+    create_summary(&mut session, url)?;
     insert_orders(&mut session, &mut rng, 200)?;
     wait_equal(url, &mut session)?;
     // PostgreSQL goes away for a few seconds while orders keep coming.
