@@ -192,14 +192,13 @@ fn pg_ctlcluster(cluster: &[String], action: &str) -> anyhow::Result<()> {
 #[test]
 fn a_postgres_restart_during_the_sinks_run_is_retried_then_exact() -> anyhow::Result<()> {
     let (server, cluster) = restart_cluster()?;
-    let result = with_database_on(&server, "weir_sink_restart", |url| {
+    with_database_on(&server, "weir_sink_restart", |url| {
         let result = restart_run(url, &cluster);
         // Whatever happened, the server is left running (to drop the database, and for the
         // next run); starting a running one fails harmlessly.
         let _ = pg_ctlcluster(&cluster, "start");
         result
-    });
-    result
+    })
 }
 
 fn restart_run(url: &str, cluster: &[String]) -> anyhow::Result<()> {
