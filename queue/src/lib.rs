@@ -9,15 +9,38 @@
 //!   acquired under a lease with a deadline, acknowledged, or dead-lettered), with delivery
 //!   counts, per-message delays and FIFO message groups; its changes as a journal
 //!   ([`Change`]) to write before answering, and [`SharePartition::restore`] from it.
-//!
-//! Time is passed in (epoch milliseconds), never read here, so the state machine is
-//! deterministic and its model-based test can run any interleaving.
+//!   Time is passed in, never read there, so its model-based test can run any interleaving.
+//! - [`journal`]: the compact binary form of those changes, one state-topic record each.
+//! - [`Queue`]: one queue over its topic and its state topic: send (delays, groups, FIFO
+//!   deduplication), receive with long polling, ack, nack, change visibility, reject, purge,
+//!   redrive, stats; journaled before answering, snapshotted, rebuilt after a crash.
+//! - [`Queues`]: the catalog — create, get, list, delete by name.
 
+pub mod catalog;
 pub mod error;
+pub mod journal;
+mod moves;
 pub mod partition;
+mod queue;
+mod send;
+mod service;
+mod wait;
 
+pub use catalog::{QueueConfig, Redrive, CATALOG_TOPIC};
 pub use error::{QueueError, Result};
+pub use moves::{
+    HEADER_DLQ_DELIVERIES, HEADER_DLQ_ERROR, HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION,
+    HEADER_DLQ_SOURCE_QUEUE, HEADER_DLQ_TIME, REDRIVE_BATCH,
+};
 pub use partition::{
     Acquired, Change, Delivery, Incoming, Persisted, QueueSettings, Receipt, SharePartition,
     Verdict, IN_FLIGHT_MAX,
 };
+pub use queue::{
+    state_topic, Message, Queue, QueueStats, Received, FILL_READ_BYTES, HEADER_DEDUP_ID,
+    HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
+    WINDOW_BODY_BYTES_MAX,
+};
+pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};
+pub use service::Queues;
+pub use wait::{block_until, Changed};

@@ -503,6 +503,73 @@ impl SharePartition {
         self.start = self.next;
     }
 
+    /// Marks every message below `offset` done (a purge, or messages retention deleted
+    /// before they were consumed) and reads on from there.
+    pub fn skip_to(&mut self, offset: i64) {
+        let below: Vec<i64> = self.window.range(..offset).map(|(o, _)| *o).collect();
+        for o in below {
+            self.window.remove(&o);
+            self.dirty.insert(o);
+        }
+        self.next = self.next.max(offset);
+        self.advance();
+    }
+
+    /// The whole state as changes (a snapshot): replayed alone, or after any prefix of the
+    /// journal that led here, they rebuild this state.
+    pub fn snapshot(&mut self) -> Vec<Change> {
+        let mut out = self.take_journal();
+        out.push(Change::Epoch(self.leases >> 32));
+        out.push(Change::Start(self.start));
+        for (&offset, e) in &self.window {
+            let persisted = match e.state {
+                // Never delivered: the log says all there is to say about it.
+                State::Available { .. } if e.deliveries == 0 => continue,
+                State::Done => Persisted::Done,
+                State::Available { visible_at } => Persisted::Available {
+                    visible_at,
+                    deliveries: e.deliveries,
+                },
+                State::Acquired { lease, deadline } => Persisted::Acquired {
+                    lease,
+                    deadline,
+                    deliveries: e.deliveries,
+                },
+            };
+            out.push(Change::Entry(offset, persisted));
+        }
+        out
+    }
+
+    /// The earliest time after `now` at which a message becomes deliverable by the clock
+    /// alone (a delay ends, a lock times out); `None` if nothing waits for a time.
+    pub fn next_wake(&self, now: i64) -> Option<i64> {
+        self.window
+            .values()
+            .filter_map(|e| match e.state {
+                State::Available { visible_at } if visible_at > now => Some(visible_at),
+                State::Acquired { deadline, .. } if deadline > now => Some(deadline),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// How many tracked messages (not done) have been delivered n times, by n.
+    pub fn delivery_counts(&self) -> BTreeMap<u32, usize> {
+        let mut out = BTreeMap::new();
+        for e in self.window.values().filter(|e| e.state != State::Done) {
+            *out.entry(e.deliveries).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// Whether the window holds `offset` (not yet settled or skipped).
+    pub fn tracks(&self, offset: i64) -> bool {
+        self.window
+            .get(&offset)
+            .is_some_and(|e| e.state != State::Done)
+    }
+
     /// Messages deliverable at `now`, locked, and waiting for their time (delays, nacks).
     pub fn counts(&self, now: i64) -> (usize, usize, usize) {
         let (mut visible, mut locked, mut delayed) = (0, 0, 0);

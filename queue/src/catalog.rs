@@ -1,0 +1,207 @@
+//! [`QueueConfig`] and the catalog of queues: one record per queue in the compacted topic
+//! [`CATALOG_TOPIC`] (key: the queue's name, value: its settings as JSON; a tombstone
+//! deletes it), read back whole when the queues are opened.
+//!
+//! Invariant: a queue's topic exists before its catalog record is written, and its record is
+//! deleted before its topics are, so a crash in between leaves a topic without a queue
+//! (harmless, and reused by a create of the same name), never a queue without its topic.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use weir_log::{Isolation, Log, PartitionId, Record};
+
+use crate::error::{QueueError, Result};
+
+/// The compacted topic of queue definitions.
+pub const CATALOG_TOPIC: &str = "__weir_queues";
+/// Longest queue name (SQS's limit).
+pub const QUEUE_NAME_MAX: usize = 80;
+/// Longest delay a message may get: SQS allows 15 minutes; Weir's delays live in the log,
+/// so they may be longer — up to a week, beyond which a message belongs in a scheduler.
+pub const DELAY_MAX_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Longest visibility timeout (SQS's 12 hours).
+pub const VISIBILITY_MAX_MS: i64 = 12 * 3600 * 1000;
+/// The default deduplication window (SQS's five minutes).
+pub const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// Longest retention (SQS's 14 days).
+pub const RETENTION_MAX_MS: i64 = 14 * 24 * 3600 * 1000;
+
+/// Where a queue sends the messages it gives up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redrive {
+    /// The dead-letter queue.
+    pub dead_letter_queue: String,
+    /// Deliveries after which a message is dead-lettered instead of delivered again.
+    pub max_receive_count: u32,
+}
+
+/// A queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Partitions of the queue's topic (more spread the load; consumers are independent of
+    /// the count).
+    pub partitions: u32,
+    /// How long a received message stays invisible to other consumers (ms).
+    pub visibility_ms: i64,
+    /// Delay of every message sent without its own (ms).
+    pub delay_ms: i64,
+    /// How long messages are kept (the topic's `retention.ms`).
+    pub retention_ms: i64,
+    /// How long a receive waits for messages when the call does not say (ms).
+    pub receive_wait_ms: i64,
+    /// Dead-letter queue and the deliveries before it.
+    pub redrive: Option<Redrive>,
+    /// Messages of one group in order, one at a time; deduplication.
+    pub fifo: bool,
+    /// Deduplicate by the body's SHA-256 when a message has no deduplication id.
+    pub content_dedup: bool,
+    /// How long a deduplication id is remembered (ms).
+    pub dedup_window_ms: i64,
+    /// Free-form attributes the API keeps for its users (SQS tags, a policy).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            partitions: 1,
+            visibility_ms: 30_000,
+            delay_ms: 0,
+            retention_ms: 4 * 24 * 3600 * 1000,
+            receive_wait_ms: 0,
+            redrive: None,
+            fifo: false,
+            content_dedup: false,
+            dedup_window_ms: DEDUP_WINDOW_MS,
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Refuses settings out of range, naming the setting.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: String| Err(QueueError::InvalidSetting(what));
+        if !(1..=1024).contains(&self.partitions) {
+            return bad(format!("partitions {} (1 to 1024)", self.partitions));
+        }
+        if !(0..=VISIBILITY_MAX_MS).contains(&self.visibility_ms) {
+            return bad(format!(
+                "visibility timeout {} ms (0 to {VISIBILITY_MAX_MS})",
+                self.visibility_ms
+            ));
+        }
+        if !(0..=DELAY_MAX_MS).contains(&self.delay_ms) {
+            return bad(format!("delay {} ms (0 to {DELAY_MAX_MS})", self.delay_ms));
+        }
+        if !(60_000..=RETENTION_MAX_MS).contains(&self.retention_ms) {
+            return bad(format!(
+                "retention {} ms (60000 to {RETENTION_MAX_MS})",
+                self.retention_ms
+            ));
+        }
+        if !(0..=20_000).contains(&self.receive_wait_ms) {
+            return bad(format!(
+                "receive wait {} ms (0 to 20000)",
+                self.receive_wait_ms
+            ));
+        }
+        if !(1_000..=DELAY_MAX_MS).contains(&self.dedup_window_ms) {
+            return bad(format!(
+                "deduplication window {} ms (1000 to {DELAY_MAX_MS})",
+                self.dedup_window_ms
+            ));
+        }
+        if let Some(r) = &self.redrive {
+            if !(1..=1000).contains(&r.max_receive_count) {
+                return bad(format!(
+                    "maxReceiveCount {} (1 to 1000)",
+                    r.max_receive_count
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses names that cannot be a queue's: SQS's alphabet (letters, digits, `-`, `_`), up to
+/// [`QUEUE_NAME_MAX`] characters; a FIFO queue's name ends in `.fifo`.
+pub fn check_name(name: &str, fifo: bool) -> Result<()> {
+    let bad = |reason: &str| {
+        Err(QueueError::InvalidName {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    let stem = name.strip_suffix(".fifo").unwrap_or(name);
+    if name.is_empty() || name.len() > QUEUE_NAME_MAX {
+        return bad("a name has 1 to 80 characters");
+    }
+    if !stem
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return bad("only letters, digits, `-` and `_` (and a `.fifo` suffix)");
+    }
+    if fifo != name.ends_with(".fifo") {
+        return bad("a FIFO queue's name ends in `.fifo`, and only a FIFO queue's");
+    }
+    Ok(())
+}
+
+/// Every queue in the catalog.
+pub fn load(log: &Log) -> Result<BTreeMap<String, QueueConfig>> {
+    ensure_topic(log)?;
+    let mut out = BTreeMap::new();
+    log.for_each_record::<QueueError>(
+        CATALOG_TOPIC,
+        PartitionId(0),
+        log.earliest_offset(CATALOG_TOPIC, PartitionId(0))?,
+        Isolation::ReadCommitted,
+        |r| {
+            let Some(key) = r.key else { return Ok(()) };
+            let name = String::from_utf8_lossy(key).into_owned();
+            match r.value {
+                None => {
+                    out.remove(&name);
+                }
+                Some(v) => {
+                    let config =
+                        serde_json::from_slice(v).map_err(|e| QueueError::CorruptState {
+                            queue: name.clone(),
+                            offset: r.offset.0,
+                            reason: format!("catalog record: {e}"),
+                        })?;
+                    out.insert(name, config);
+                }
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// Writes (durably) a queue's settings.
+pub fn put(log: &Log, name: &str, config: &QueueConfig) -> Result<()> {
+    let value = serde_json::to_vec(config)
+        .map_err(|e| QueueError::InvalidSetting(format!("cannot encode: {e}")))?;
+    let record = Record::keyed(Bytes::copy_from_slice(name.as_bytes()), value);
+    log.append(CATALOG_TOPIC, PartitionId(0), &[record])?;
+    Ok(())
+}
+
+/// Deletes (durably) a queue's record.
+pub fn remove(log: &Log, name: &str) -> Result<()> {
+    let record = Record::tombstone(Bytes::copy_from_slice(name.as_bytes()));
+    log.append(CATALOG_TOPIC, PartitionId(0), &[record])?;
+    Ok(())
+}
+
+fn ensure_topic(log: &Log) -> Result<()> {
+    let overrides = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    log.ensure_topic(CATALOG_TOPIC, 1, overrides)?;
+    Ok(())
+}

@@ -1,0 +1,180 @@
+//! [`Queues`]: the queues of one log — created, looked up, listed and deleted by name, each
+//! opened (rebuilt from its journal) when the service opens.
+//!
+//! A queue named `orders` is the topic `orders` (its messages, readable by any Kafka client
+//! and replayable after they were acknowledged) plus the topic `__weir_queue_state.orders`
+//! (its journal), and a record in the catalog topic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use weir_coord::TransactionCoordinator;
+use weir_log::{Log, LogError};
+
+use crate::catalog::{self, check_name, QueueConfig};
+use crate::error::{QueueError, Result};
+use crate::queue::{lock, state_topic, Queue, SNAPSHOT_AFTER_BYTES};
+
+/// Largest record batch a queue's topic takes: a send of ten 1 MiB messages fits.
+const QUEUE_TOPIC_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The queues of a log.
+#[derive(Debug, Clone)]
+pub struct Queues {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    log: Log,
+    txns: TransactionCoordinator,
+    queues: RwLock<BTreeMap<String, Arc<Queue>>>,
+    /// Serialises creates and deletes.
+    admin: Mutex<()>,
+}
+
+impl Queues {
+    /// Opens every queue in the catalog (each rebuilt from its journal).
+    pub fn open(log: &Log, txns: &TransactionCoordinator) -> Result<Queues> {
+        let mut queues = BTreeMap::new();
+        for (name, config) in catalog::load(log)? {
+            let queue = Queue::open(log, txns, &name, config)?;
+            queues.insert(name, Arc::new(queue));
+        }
+        Ok(Queues {
+            inner: Arc::new(Inner {
+                log: log.clone(),
+                txns: txns.clone(),
+                queues: RwLock::new(queues),
+                admin: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// Creates a queue, or returns the one of that name if its settings are the same.
+    pub fn create(&self, name: &str, config: QueueConfig) -> Result<Arc<Queue>> {
+        check_name(name, config.fifo)?;
+        config.validate()?;
+        let _admin = lock(&self.inner.admin);
+        if let Some(q) = self.find(name) {
+            return match q.config() == &config {
+                true => Ok(q),
+                false => Err(QueueError::QueueExists(name.to_string())),
+            };
+        }
+        if let Some(r) = &config.redrive {
+            let dlq = self.get(&r.dead_letter_queue)?;
+            if dlq.config().fifo != config.fifo {
+                return Err(QueueError::InvalidSetting(format!(
+                    "the dead-letter queue of a {} queue must be one too",
+                    if config.fifo { "FIFO" } else { "standard" }
+                )));
+            }
+        }
+        self.create_topics(name, &config)?;
+        catalog::put(&self.inner.log, name, &config)?;
+        let queue = Arc::new(Queue::open(
+            &self.inner.log,
+            &self.inner.txns,
+            name,
+            config,
+        )?);
+        self.write().insert(name.to_string(), queue.clone());
+        Ok(queue)
+    }
+
+    fn create_topics(&self, name: &str, config: &QueueConfig) -> Result<()> {
+        let log = &self.inner.log;
+        let state = state_topic(name);
+        // A topic of this name that is not a queue's (no journal) is someone else's.
+        if log.partition_count(name).is_ok() && log.partition_count(&state).is_err() {
+            return Err(QueueError::InvalidName {
+                name: name.to_string(),
+                reason: "a topic of this name exists and is not a queue".into(),
+            });
+        }
+        let topic = BTreeMap::from([
+            ("retention.ms".to_string(), config.retention_ms.to_string()),
+            (
+                "max.message.bytes".to_string(),
+                QUEUE_TOPIC_MESSAGE_BYTES.to_string(),
+            ),
+        ]);
+        let journal = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            (
+                "segment.bytes".to_string(),
+                (2 * SNAPSHOT_AFTER_BYTES).to_string(),
+            ),
+            (
+                "max.message.bytes".to_string(),
+                QUEUE_TOPIC_MESSAGE_BYTES.to_string(),
+            ),
+        ]);
+        log.ensure_topic(&state, config.partitions, journal)?;
+        log.ensure_topic(name, config.partitions, topic)?;
+        Ok(())
+    }
+
+    /// The queue of this name.
+    pub fn get(&self, name: &str) -> Result<Arc<Queue>> {
+        self.find(name)
+            .ok_or_else(|| QueueError::UnknownQueue(name.to_string()))
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Queue>> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Queue>>> {
+        self.inner.queues.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every queue, by name.
+    pub fn list(&self) -> Vec<Arc<Queue>> {
+        self.inner
+            .queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes a queue, its messages and its state. Refused while another queue names it as
+    /// its dead-letter queue.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let _admin = lock(&self.inner.admin);
+        self.get(name)?;
+        if let Some(source) = self.list().into_iter().find(|q| {
+            q.config()
+                .redrive
+                .as_ref()
+                .is_some_and(|r| r.dead_letter_queue == name)
+        }) {
+            return Err(QueueError::InUse {
+                queue: name.to_string(),
+                source_queue: source.name().to_string(),
+            });
+        }
+        catalog::remove(&self.inner.log, name)?;
+        self.write().remove(name);
+        for topic in [name.to_string(), state_topic(name)] {
+            match self.inner.log.delete_topic(&topic) {
+                Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The log the queues live in.
+    pub fn log(&self) -> &Log {
+        &self.inner.log
+    }
+}
