@@ -44,13 +44,14 @@ if [ "${size_kb:-0}" -gt $((30 * 1024 * 1024)) ]; then
 fi
 
 # The Python clients of the interop tests, in a virtualenv of our own (never the system's
-# site-packages): confluent-kafka (librdkafka inside), kafka-python and psycopg 3. Pinned so a
-# fresh machine tests against the same clients.
+# site-packages): confluent-kafka (librdkafka inside), kafka-python, psycopg 3 and boto3 (the
+# SQS API's). Pinned so a fresh machine tests against the same clients.
 venv="$WEIR_CACHE/venv"
-if ! "$venv/bin/python" -c "import confluent_kafka, kafka, psycopg" 2>/dev/null; then
-  echo "setup: creating $venv with the Kafka and Postgres clients" >&2
+if ! "$venv/bin/python" -c "import confluent_kafka, kafka, psycopg, boto3" 2>/dev/null; then
+  echo "setup: creating $venv with the Kafka, Postgres and SQS clients" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12" "psycopg[binary]==3.3.6"
+  "$venv/bin/pip" install -q "confluent-kafka==2.16.1" "kafka-python==3.0.12" "psycopg[binary]==3.3.6" \
+    "boto3==1.44.18"
 fi
 
 # kafkajs (pure JavaScript, its own protocol code) for the Node interop test, in a directory of

@@ -147,6 +147,18 @@ pub struct ServeArgs {
     /// Address of the Postgres listener (psql, Postgres drivers: Weir SQL), or `off`.
     #[arg(long, default_value = "127.0.0.1:5433", value_name = "HOST:PORT|off")]
     pub pg_listen: String,
+    /// Address of the SQS-compatible API (boto3, the AWS SDKs and CLI), or `off`.
+    #[arg(long, default_value = "127.0.0.1:9324", value_name = "HOST:PORT|off")]
+    pub sqs_listen: String,
+    /// Credentials SQS requests must be signed with (SigV4). Without them the SQS API
+    /// accepts any request, and only on a loopback address.
+    #[arg(
+        long,
+        env = "WEIR_SQS_CREDENTIALS",
+        value_name = "ACCESS_KEY:SECRET",
+        hide_env_values = true
+    )]
+    pub sqs_credentials: Option<String>,
     /// Do not create topics that clients ask about or produce to (Kafka's
     /// `auto.create.topics.enable=false`).
     #[arg(long)]

@@ -62,6 +62,8 @@ pub struct QueueConfig {
     pub dedup_window_ms: i64,
     /// Free-form attributes the API keeps for its users (SQS tags, a policy).
     pub attributes: BTreeMap<String, String>,
+    /// When the queue was created (epoch ms; set by [`crate::Queues::create`]).
+    pub created_ms: i64,
 }
 
 impl Default for QueueConfig {
@@ -77,6 +79,7 @@ impl Default for QueueConfig {
             content_dedup: false,
             dedup_window_ms: DEDUP_WINDOW_MS,
             attributes: BTreeMap::new(),
+            created_ms: 0,
         }
     }
 }

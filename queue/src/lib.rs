@@ -37,8 +37,8 @@ pub use partition::{
     Verdict, IN_FLIGHT_MAX,
 };
 pub use queue::{
-    state_topic, Message, Queue, QueueStats, Received, FILL_READ_BYTES, HEADER_DEDUP_ID,
-    HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
+    state_topic, Message, Queue, QueueStats, Received, FILL_READ_BYTES, HEADER_ATTRIBUTE_TYPES,
+    HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
     WINDOW_BODY_BYTES_MAX,
 };
 pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};

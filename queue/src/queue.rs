@@ -54,6 +54,9 @@ pub const HEADER_VISIBLE_AT: &str = "weir.visible-at";
 pub const HEADER_DEDUP_ID: &str = "weir.dedup-id";
 /// The prefix of the headers Weir writes; a sender's own headers may not use it.
 pub const RESERVED_HEADER_PREFIX: &str = "weir.";
+/// Header: the data types of a message's attributes other than `String` (JSON, by name),
+/// as the SQS API sends them; the one `weir.` header a sender may set.
+pub const HEADER_ATTRIBUTE_TYPES: &str = "weir.attribute-types";
 
 /// A message as a consumer gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +226,11 @@ impl Queue {
     #[doc(hidden)]
     pub fn set_snapshot_after(&self, bytes: u64) {
         self.snapshot_after.store(bytes, Ordering::Relaxed);
+    }
+
+    /// When the queue was created (epoch ms).
+    pub fn created_ms(&self) -> i64 {
+        self.config.created_ms
     }
 
     /// The queue's settings.

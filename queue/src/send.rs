@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 use weir_log::{Header, Isolation, PartitionId, Record, Timestamp};
 
 use crate::error::{QueueError, Result};
-use crate::queue::{lock, Queue, HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RESERVED_HEADER_PREFIX};
+use crate::queue::{
+    lock, Queue, HEADER_ATTRIBUTE_TYPES, HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RESERVED_HEADER_PREFIX,
+};
 
 /// Largest message body (SQS's 1 MiB).
 pub const MESSAGE_BYTES_MAX: usize = 1 << 20;
@@ -110,7 +112,7 @@ impl Queue {
         if let Some(h) = m
             .headers
             .iter()
-            .find(|h| h.key.starts_with(RESERVED_HEADER_PREFIX))
+            .find(|h| h.key.starts_with(RESERVED_HEADER_PREFIX) && h.key != HEADER_ATTRIBUTE_TYPES)
         {
             return bad(format!(
                 "attribute `{}`: names starting with `weir.` are Weir's",

@@ -57,7 +57,11 @@ impl Queues {
         config.validate()?;
         let _admin = lock(&self.inner.admin);
         if let Some(q) = self.find(name) {
-            return match q.config() == &config {
+            let same = QueueConfig {
+                created_ms: q.config().created_ms,
+                ..config
+            };
+            return match q.config() == &same {
                 true => Ok(q),
                 false => Err(QueueError::QueueExists(name.to_string())),
             };
@@ -71,6 +75,10 @@ impl Queues {
                 )));
             }
         }
+        let config = QueueConfig {
+            created_ms: self.inner.log.now().0,
+            ..config
+        };
         self.create_topics(name, &config)?;
         catalog::put(&self.inner.log, name, &config)?;
         let queue = Arc::new(Queue::open(

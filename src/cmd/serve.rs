@@ -29,6 +29,9 @@ pub struct ServeInfo {
     /// The Postgres listener's bound address, if on.
     #[serde(default)]
     pub pg: Option<String>,
+    /// The SQS listener's bound address, if on.
+    #[serde(default)]
+    pub sqs: Option<String>,
 }
 
 fn listen_addr(value: &str) -> Option<String> {
@@ -60,6 +63,7 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         Some(addr) => Some(weir_pg::PgServerHandle::start(db.clone(), &addr)?),
         None => None,
     };
+    let sqs = start_sqs(&log, &txns, &args)?;
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
         control: Some(host.clone()),
@@ -75,13 +79,15 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         kafka: kafka.clone(),
         http: server.http_addr().map(|a| a.to_string()),
         pg: pg.as_ref().map(|p| p.local_addr().to_string()),
+        sqs: sqs.as_ref().map(|s| s.local_addr().to_string()),
     };
     let path = dir.join(SERVE_FILE);
     write_info(&path, &info)?;
     eprintln!(
-        "weir serve: Kafka on {}, Postgres on {}, HTTP on {}; data in {}",
+        "weir serve: Kafka on {}, Postgres on {}, SQS on {}, HTTP on {}; data in {}",
         kafka.as_deref().unwrap_or("off"),
         info.pg.as_deref().unwrap_or("off"),
+        info.sqs.as_deref().unwrap_or("off"),
         info.http.as_deref().unwrap_or("off"),
         dir.display()
     );
@@ -91,6 +97,9 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     if let Some(pg) = pg {
         pg.shutdown();
     }
+    if let Some(sqs) = sqs {
+        sqs.shutdown();
+    }
     let _ = starting.join();
     db.stop_queries();
     server.shutdown();
@@ -98,6 +107,32 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     log.close();
     eprintln!("weir serve: stopped");
     Ok(())
+}
+
+/// Opens the queues and starts the SQS listener, if on.
+fn start_sqs(
+    log: &weir_log::Log,
+    txns: &weir_coord::TransactionCoordinator,
+    args: &ServeArgs,
+) -> Result<Option<weir_sqs::SqsServerHandle>> {
+    let Some(listen) = listen_addr(&args.sqs_listen) else {
+        return Ok(None);
+    };
+    let queues = weir_queue::Queues::open(log, txns).context("cannot open the queues")?;
+    let credentials = match args.sqs_credentials.as_deref() {
+        None => weir_sqs::Credentials::default(),
+        Some(pair) => {
+            let (key, secret) = pair
+                .split_once(':')
+                .context("--sqs-credentials takes ACCESS_KEY:SECRET")?;
+            weir_sqs::Credentials::single(key, secret)
+        }
+    };
+    let config = weir_sqs::SqsConfig {
+        listen,
+        credentials,
+    };
+    Ok(Some(weir_sqs::SqsServerHandle::start(queues, config)?))
 }
 
 /// Starts the catalog's persistent queries on a thread of its own.

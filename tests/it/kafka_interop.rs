@@ -17,10 +17,17 @@ pub(crate) struct Served {
     http: String,
     /// The Postgres listener's address.
     pub(crate) pg: String,
+    /// The SQS listener's address.
+    pub(crate) sqs: String,
 }
 
 impl Served {
     pub(crate) fn start(dir: &Path) -> anyhow::Result<Served> {
+        Served::start_with(dir, &[])
+    }
+
+    /// [`Served::start`] with more arguments for `weir serve`.
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> anyhow::Result<Served> {
         let child = weir(dir)
             .args([
                 "serve",
@@ -30,7 +37,10 @@ impl Served {
                 "127.0.0.1:0",
                 "--pg-listen",
                 "127.0.0.1:0",
+                "--sqs-listen",
+                "127.0.0.1:0",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;
@@ -41,17 +51,19 @@ impl Served {
                 let v: serde_json::Value = serde_json::from_slice(&raw)?;
                 // A `serve.json` left by a killed server names another pid: wait for ours.
                 let ours = v["pid"].as_u64() == Some(u64::from(child.id()));
-                if let (true, Some(addr), Some(http), Some(pg)) = (
+                if let (true, Some(addr), Some(http), Some(pg), Some(sqs)) = (
                     ours,
                     v["kafka"].as_str(),
                     v["http"].as_str(),
                     v["pg"].as_str(),
+                    v["sqs"].as_str(),
                 ) {
                     return Ok(Served {
                         child,
                         addr: addr.to_string(),
                         http: http.to_string(),
                         pg: pg.to_string(),
+                        sqs: sqs.to_string(),
                     });
                 }
             }
@@ -152,14 +164,25 @@ fn run_interop_script(client: Command, script: &str, ok: &str) -> anyhow::Result
 /// [`run_interop_script`] with the script's argument chosen from the server (its Kafka or
 /// its Postgres address).
 pub(crate) fn run_client_script(
+    client: Command,
+    script: &str,
+    ok: &str,
+    endpoint: impl Fn(&Served) -> String,
+) -> anyhow::Result<()> {
+    run_client_script_with(client, &[], script, ok, endpoint)
+}
+
+/// [`run_client_script`] against a server started with more arguments.
+pub(crate) fn run_client_script_with(
     mut client: Command,
+    serve_args: &[&str],
     script: &str,
     ok: &str,
     endpoint: impl Fn(&Served) -> String,
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let logs = tempfile::tempdir()?;
-    let server = Served::start(dir.path())?;
+    let server = Served::start_with(dir.path(), serve_args)?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/interop")
         .join(script);

@@ -10,5 +10,6 @@ mod kafka_crash;
 mod kafka_interop;
 mod pg_interop;
 mod sql_crash;
+mod sqs_interop;
 mod util;
 mod window_crash;

@@ -1,0 +1,1 @@
+//! weir-sqs integration tests.
