@@ -32,6 +32,9 @@ pub enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(GroupCmd),
+    /// Queues: create, list, describe, delete, send, receive, redrive (the SQS API's).
+    #[command(subcommand)]
+    Queue(crate::cmd::queue::QueueCmd),
     /// Run built-in pipelines of the dataflow engine.
     #[command(subcommand)]
     Pipeline(PipelineCmd),
@@ -45,6 +48,38 @@ pub enum Command {
     /// Capture a database's changes into topics (Debezium change events), exactly once.
     #[command(subcommand)]
     Cdc(CdcCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQueueArgs {
+    /// Messages sent, then received and acknowledged.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub messages: u64,
+    /// Competing consumers (threads).
+    #[arg(long, default_value_t = 8)]
+    pub consumers: usize,
+    /// Messages per receive and per ack.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Partitions of the queue's topic.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+    /// Message body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub bytes: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSqsArgs {
+    /// Messages sent (in batches of 10), then received and deleted (in batches of 10).
+    #[arg(long, default_value_t = 500_000)]
+    pub messages: u64,
+    /// Concurrent HTTP connections (one thread each).
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Partitions of the queue's topic (1: a queue as CreateQueue makes it).
+    #[arg(long, default_value_t = 1)]
+    pub partitions: u32,
 }
 
 #[derive(Debug, Args)]
@@ -421,6 +456,11 @@ pub enum BenchCmd {
     /// The PostgreSQL CDC source: changes/s read, and the delay from a PostgreSQL commit to
     /// a read model kept in PostgreSQL at a steady rate (the local PostgreSQL).
     Cdc(BenchCdcArgs),
+    /// Queues through the Rust API: messages/s sent, and received + acknowledged (durably)
+    /// by competing consumers; how late a message comes back after its lock expires.
+    Queue(BenchQueueArgs),
+    /// Queues through the SQS API over HTTP (a Rust load generator, batches of 10).
+    Sqs(BenchSqsArgs),
 }
 
 #[derive(Debug, Args)]

@@ -21,9 +21,11 @@ pub mod error;
 pub mod journal;
 mod moves;
 pub mod partition;
+mod pending;
 mod queue;
 mod send;
 mod service;
+mod settle;
 mod wait;
 
 pub use catalog::{QueueConfig, Redrive, CATALOG_TOPIC};
@@ -36,6 +38,7 @@ pub use partition::{
     Acquired, Change, Delivery, Incoming, Persisted, QueueSettings, Receipt, SharePartition,
     Verdict, IN_FLIGHT_MAX,
 };
+pub use pending::Pending;
 pub use queue::{
     state_topic, Message, Queue, QueueStats, Received, FILL_READ_BYTES, HEADER_ATTRIBUTE_TYPES,
     HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
@@ -43,4 +46,5 @@ pub use queue::{
 };
 pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};
 pub use service::Queues;
+pub use settle::Settled;
 pub use wait::{block_until, Changed};

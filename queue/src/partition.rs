@@ -154,6 +154,9 @@ pub struct SharePartition {
     journaled_start: i64,
     /// Changes the journal owes beyond `dirty` (a restore's new epoch).
     pending: Vec<Change>,
+    /// No lock in the window ends before this (a lower bound): expiring locks scans the
+    /// window only once one may have ended.
+    earliest_deadline: i64,
 }
 
 /// A message's state as the journal keeps it.
@@ -212,6 +215,7 @@ impl SharePartition {
             dirty: BTreeSet::new(),
             journaled_start: start,
             pending: Vec::new(),
+            earliest_deadline: i64::MAX,
         })
     }
 
@@ -248,6 +252,7 @@ impl SharePartition {
                     deliveries,
                 } => {
                     epoch = epoch.max(lease >> 32);
+                    p.earliest_deadline = p.earliest_deadline.min(deadline);
                     (State::Acquired { lease, deadline }, deliveries)
                 }
             };
@@ -403,6 +408,7 @@ impl SharePartition {
                 lease: self.leases,
                 deadline,
             };
+            self.earliest_deadline = self.earliest_deadline.min(deadline);
             out.push(Acquired {
                 receipt: Receipt {
                     partition: self.partition,
@@ -418,13 +424,20 @@ impl SharePartition {
 
     /// Locks whose deadline passed make their messages available again.
     fn expire(&mut self, now: i64) {
+        if now < self.earliest_deadline {
+            return;
+        }
+        let mut earliest = i64::MAX;
         for e in self.window.values_mut() {
             if let State::Acquired { deadline, .. } = e.state {
                 if deadline <= now {
                     e.state = State::Available { visible_at: now };
+                } else {
+                    earliest = earliest.min(deadline);
                 }
             }
         }
+        self.earliest_deadline = earliest;
     }
 
     /// The entry a receipt names, if the receipt is its valid lock at `now`.
@@ -479,14 +492,17 @@ impl SharePartition {
         now: i64,
         timeout_ms: i64,
     ) -> Result<()> {
-        let e = self.held(receipt, now)?;
-        e.state = match timeout_ms {
+        let state = match timeout_ms {
             t if t <= 0 => State::Available { visible_at: now },
             t => State::Acquired {
                 lease: receipt.lease,
                 deadline: now.saturating_add(t),
             },
         };
+        if let State::Acquired { deadline, .. } = state {
+            self.earliest_deadline = self.earliest_deadline.min(deadline);
+        }
+        self.held(receipt, now)?.state = state;
         self.dirty.insert(receipt.offset);
         Ok(())
     }

@@ -34,11 +34,19 @@ use crate::catalog::QueueConfig;
 use crate::error::{QueueError, Result};
 use crate::journal;
 use crate::partition::{QueueSettings, Receipt, SharePartition, IN_FLIGHT_MAX};
+use crate::pending::Pending;
 use crate::send::Dedup;
 use crate::wait::{block_until, Changed};
 
-/// Bytes read from the topic per look when a window has room.
+/// Most bytes read from the topic per look when a window has room.
 pub const FILL_READ_BYTES: usize = 1 << 20;
+/// Least bytes read per look (a look costs a syscall and a batch parse: not for one record).
+const FILL_READ_BYTES_MIN: usize = 64 << 10;
+/// Bytes read per message of room (records are usually smaller; a short read only costs
+/// another look).
+const FILL_BYTES_PER_MESSAGE: usize = 512;
+/// A window is topped up when this share of it is free, or when a receive finds too little.
+const FILL_WHEN_FREE_DIVISOR: usize = 8;
 /// Message bodies kept with a partition's window, so a receive does not read the log twice;
 /// beyond it bodies are read again when delivered (the window's bound counts messages, this
 /// bounds their bytes).
@@ -259,8 +267,10 @@ impl Queue {
             part.bodies.clear();
             part.body_bytes = 0;
             part.broken = false;
+            // The new epoch goes first; the answer that follows waits for its own journal
+            // record, which the log makes durable after this one.
             let changes = part.share.take_journal();
-            self.journal(p, &mut part, changes)?.wait(&self.log)?;
+            drop(self.journal(p, &mut part, changes)?);
         }
         Ok(part)
     }
@@ -331,11 +341,15 @@ impl Queue {
         if room == 0 {
             return Ok(());
         }
+        // About what the room takes (records of a few hundred bytes), within bounds.
+        let bytes = room
+            .saturating_mul(FILL_BYTES_PER_MESSAGE)
+            .clamp(FILL_READ_BYTES_MIN, FILL_READ_BYTES);
         let fetch = match self.log.read_isolated(
             &self.name,
             PartitionId(p),
             Offset(next),
-            FILL_READ_BYTES,
+            bytes,
             Isolation::ReadCommitted,
         ) {
             Ok(f) => f,
@@ -354,7 +368,15 @@ impl Queue {
             return Ok(());
         }
         let mut incoming = Vec::new();
+        let mut read_to = fetch.next_offset().0;
         for r in fetch.records() {
+            if incoming.len() >= room {
+                // The rest waits for room: read it again later.
+                read_to = incoming
+                    .last()
+                    .map_or(next, |m: &crate::Incoming| m.offset + 1);
+                break;
+            }
             let r = r.map_err(LogError::from)?;
             let visible_at = visible_at(&r, self.config.delay_ms);
             let group = if self.config.fifo {
@@ -362,7 +384,7 @@ impl Queue {
             } else {
                 None
             };
-            if incoming.len() < room && part.body_bytes < WINDOW_BODY_BYTES_MAX {
+            if part.body_bytes < WINDOW_BODY_BYTES_MAX {
                 let m = Message::from_view(p, &r);
                 part.body_bytes += m.size();
                 part.bodies.insert(m.offset, m);
@@ -373,7 +395,7 @@ impl Queue {
                 group,
             });
         }
-        part.share.offer(incoming, fetch.next_offset().0);
+        part.share.offer(incoming, read_to);
         Ok(())
     }
 
@@ -384,6 +406,17 @@ impl Queue {
         max: usize,
         visibility_ms: Option<i64>,
     ) -> Result<(Vec<Received>, Option<i64>)> {
+        self.start_receive(max, visibility_ms)?.wait()
+    }
+
+    /// [`Queue::try_receive`] whose answer waits for its journal ([`Pending`]). It blocks
+    /// only to write dead letters (a queue with a redrive policy: call it where blocking is
+    /// allowed) or when the log's append queue is full.
+    pub fn start_receive(
+        &self,
+        max: usize,
+        visibility_ms: Option<i64>,
+    ) -> Result<Pending<'_, (Vec<Received>, Option<i64>)>> {
         let max = max.min(RECEIVE_MAX);
         let n = self.parts.len();
         let first = self.next_rotation();
@@ -399,13 +432,13 @@ impl Queue {
             match ticket {
                 Ok(t) => tickets.push((p, t)),
                 Err(e) => {
-                    self.settle_tickets(tickets)?;
+                    // What was taken from other partitions comes back after its lock.
+                    drop(tickets);
                     return Err(e);
                 }
             }
         }
-        self.settle_tickets(tickets)?;
-        Ok((out, wake))
+        Ok(Pending::new(self, (out, wake), tickets))
     }
 
     fn receive_from(
@@ -417,9 +450,18 @@ impl Queue {
         wake: &mut Option<i64>,
     ) -> Result<JournalTicket> {
         let mut part = self.partition(p)?;
-        self.fill(p, &mut part)?;
+        if part.share.wants().1 >= IN_FLIGHT_MAX / FILL_WHEN_FREE_DIVISOR {
+            self.fill(p, &mut part)?;
+        }
         let now = self.now();
-        let (acquired, dead) = part.share.acquire(now, max, visibility_ms);
+        let (mut acquired, mut dead) = part.share.acquire(now, max, visibility_ms);
+        if acquired.len() < max && part.share.wants().1 > 0 {
+            self.fill(p, &mut part)?;
+            let (more, more_dead) = part.share.acquire(now, max - acquired.len(), visibility_ms);
+            acquired.extend(more);
+            dead.extend(more_dead);
+        }
+        let short = acquired.len() < max;
         let offsets: Vec<i64> = acquired
             .iter()
             .map(|a| a.receipt.offset)
@@ -439,8 +481,11 @@ impl Queue {
                 }
             }
         }
-        if let Some(w) = part.share.next_wake(now) {
-            *wake = Some(wake.map_or(w, |have| have.min(w)));
+        // Only a receive that came up short may wait for the clock.
+        if short {
+            if let Some(w) = part.share.next_wake(now) {
+                *wake = Some(wake.map_or(w, |have| have.min(w)));
+            }
         }
         if dead.is_empty() {
             let changes = part.share.take_journal();
@@ -561,93 +606,6 @@ impl Queue {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Acknowledges (deletes) messages; one result per receipt, in order.
-    pub fn ack(&self, receipts: &[Receipt]) -> Result<Vec<Result<()>>> {
-        self.settle(receipts, |share, r, now| share.ack(r, now).map(|_| ()))
-    }
-
-    /// Releases messages: visible again after `delay_ms`.
-    pub fn nack(&self, receipts: &[Receipt], delay_ms: i64) -> Result<Vec<Result<()>>> {
-        let out = self.settle(receipts, |share, r, now| {
-            share.nack(r, now, delay_ms).map(|_| ())
-        })?;
-        self.notify_settled();
-        Ok(out)
-    }
-
-    /// Moves locks' deadlines to now + `timeout_ms` (0 makes the messages visible at once).
-    pub fn change_visibility(
-        &self,
-        receipts: &[Receipt],
-        timeout_ms: i64,
-    ) -> Result<Vec<Result<()>>> {
-        if !(0..=crate::catalog::VISIBILITY_MAX_MS).contains(&timeout_ms) {
-            return Err(QueueError::InvalidSetting(format!(
-                "visibility timeout {timeout_ms} ms"
-            )));
-        }
-        let out = self.settle(receipts, |share, r, now| {
-            share.change_visibility(r, now, timeout_ms)
-        })?;
-        if timeout_ms == 0 {
-            self.notify_settled();
-        }
-        Ok(out)
-    }
-
-    /// Applies `op` to each receipt, partition by partition, journals, and waits.
-    fn settle(
-        &self,
-        receipts: &[Receipt],
-        op: impl Fn(&mut SharePartition, &Receipt, i64) -> Result<()>,
-    ) -> Result<Vec<Result<()>>> {
-        let mut out: Vec<Option<Result<()>>> = receipts.iter().map(|_| None).collect();
-        let mut by_partition: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-        for (i, r) in receipts.iter().enumerate() {
-            by_partition.entry(r.partition).or_default().push(i);
-        }
-        let mut tickets = Vec::new();
-        for (p, indexes) in by_partition {
-            let mut part = match self.partition(p) {
-                Ok(part) => part,
-                Err(QueueError::BadReceipt(_)) => {
-                    for i in indexes {
-                        out[i] = Some(Err(QueueError::BadReceipt(receipts[i].to_string())));
-                    }
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let now = self.now();
-            for i in indexes {
-                let r = op(&mut part.share, &receipts[i], now);
-                if r.is_ok() && !part.share.tracks(receipts[i].offset) {
-                    part.drop_body(receipts[i].offset);
-                }
-                out[i] = Some(r);
-            }
-            let changes = part.share.take_journal();
-            tickets.push((p, self.journal(p, &mut part, changes)?));
-        }
-        self.settle_tickets(tickets)?;
-        Ok(out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect())
-    }
-
-    /// Marks every message sent so far done (SQS's PurgeQueue); they stay in the topic for
-    /// replay until retention deletes them.
-    pub fn purge(&self) -> Result<()> {
-        let mut tickets = Vec::new();
-        for p in 0..self.parts.len() as u32 {
-            let mut part = self.partition(p)?;
-            let end = self.log.last_stable_offset(&self.name, PartitionId(p))?;
-            part.share.skip_to(end.0);
-            part.drop_bodies_below(end.0);
-            let changes = part.share.take_journal();
-            tickets.push((p, self.journal(p, &mut part, changes)?));
-        }
-        self.settle_tickets(tickets)
-    }
-
     /// Depth, locks, delays, the oldest message's time and delivery counts.
     pub fn stats(&self) -> Result<QueueStats> {
         let mut s = QueueStats::default();
@@ -684,13 +642,13 @@ impl Queue {
 }
 
 impl Part {
-    fn drop_body(&mut self, offset: i64) {
+    pub(crate) fn drop_body(&mut self, offset: i64) {
         if let Some(m) = self.bodies.remove(&offset) {
             self.body_bytes -= m.size();
         }
     }
 
-    fn drop_bodies_below(&mut self, offset: i64) {
+    pub(crate) fn drop_bodies_below(&mut self, offset: i64) {
         let keep = self.bodies.split_off(&offset);
         for m in std::mem::replace(&mut self.bodies, keep).into_values() {
             self.body_bytes -= m.size();
@@ -708,9 +666,9 @@ impl Part {
 /// A journal append in flight.
 #[derive(Debug, Default)]
 pub(crate) struct JournalTicket {
-    ticket: Option<AppendTicket>,
+    pub(crate) ticket: Option<AppendTicket>,
     /// A snapshot: once durable, what came before it in this state partition is deleted.
-    snapshot_of: Option<(String, u32)>,
+    pub(crate) snapshot_of: Option<(String, u32)>,
 }
 
 impl JournalTicket {

@@ -90,6 +90,37 @@ impl Dedup {
     }
 }
 
+/// A send's records by partition and what each message became.
+struct Plan {
+    slots: Vec<Slot>,
+    batches: BTreeMap<u32, Vec<Record>>,
+    /// New deduplication ids, by the message that carries them.
+    ids: HashMap<String, usize>,
+}
+
+impl Plan {
+    /// Each message's position, given each partition's first offset.
+    fn sent(&self, bases: &BTreeMap<u32, i64>) -> Vec<Sent> {
+        let mut out: Vec<Sent> = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let sent = match *slot {
+                Slot::Duplicate(s) => s,
+                Slot::New(p, i) => Sent {
+                    partition: p,
+                    offset: bases.get(&p).copied().unwrap_or_default() + i as i64,
+                    duplicate: false,
+                },
+                Slot::SameAs(first) => Sent {
+                    duplicate: true,
+                    ..out[first]
+                },
+            };
+            out.push(sent);
+        }
+        out
+    }
+}
+
 /// What happens to one message of a send.
 enum Slot {
     Duplicate(Sent),
@@ -157,66 +188,85 @@ impl Queue {
         if let Some(d) = dedup.as_mut() {
             d.expire(now - self.config.dedup_window_ms);
         }
+        let plan = self.plan(messages, dedup.as_deref(), now)?;
+        let mut bases = BTreeMap::new();
+        for (p, records) in &plan.batches {
+            let t = self.log.submit(&self.name, PartitionId(*p), records)?;
+            bases.insert(*p, t);
+        }
+        let mut offsets = BTreeMap::new();
+        for (p, t) in bases {
+            offsets.insert(p, t.wait()?.base_offset.0);
+        }
+        let out = plan.sent(&offsets);
+        if let Some(d) = dedup.as_mut() {
+            for (id, i) in plan.ids {
+                d.insert(id, now, (out[i].partition, out[i].offset));
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Queue::send`] for async callers of a standard queue: appends, then awaits
+    /// durability without blocking. (A FIFO queue's send holds its deduplication window while
+    /// it waits: call [`Queue::send`] on a blocking thread.)
+    pub async fn send_async(&self, messages: &[Outgoing]) -> Result<Vec<Sent>> {
+        if self.config.fifo {
+            return Err(QueueError::InvalidMessage(
+                "a FIFO queue's sends go through Queue::send".into(),
+            ));
+        }
+        for m in messages {
+            self.check(m)?;
+        }
+        let plan = self.plan(messages, None, self.now())?;
+        let mut tickets = Vec::with_capacity(plan.batches.len());
+        for (p, records) in &plan.batches {
+            tickets.push((*p, self.log.submit(&self.name, PartitionId(*p), records)?));
+        }
+        let mut offsets = BTreeMap::new();
+        for (p, t) in tickets {
+            offsets.insert(p, t.await?.base_offset.0);
+        }
+        Ok(plan.sent(&offsets))
+    }
+
+    /// Where each message goes: duplicates answered from the window, the rest as records
+    /// per partition.
+    fn plan(&self, messages: &[Outgoing], dedup: Option<&Dedup>, now: i64) -> Result<Plan> {
         let n = self.config.partitions;
         let rotate = self.next_rotation() as u32;
-        let mut batches: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-        let mut slots = Vec::with_capacity(messages.len());
-        let mut ids_in_send: HashMap<String, usize> = HashMap::new();
+        let mut plan = Plan {
+            slots: Vec::with_capacity(messages.len()),
+            batches: BTreeMap::new(),
+            ids: HashMap::new(),
+        };
         for (i, m) in messages.iter().enumerate() {
             let id = self.dedup_id(m);
-            if let (Some(id), Some(d)) = (&id, dedup.as_ref()) {
+            if let (Some(id), Some(d)) = (&id, dedup) {
                 if let Some(&(partition, offset)) = d.ids.get(id) {
-                    slots.push(Slot::Duplicate(Sent {
+                    plan.slots.push(Slot::Duplicate(Sent {
                         partition,
                         offset,
                         duplicate: true,
                     }));
                     continue;
                 }
-                if let Some(&first) = ids_in_send.get(id) {
-                    slots.push(Slot::SameAs(first));
+                if let Some(&first) = plan.ids.get(id) {
+                    plan.slots.push(Slot::SameAs(first));
                     continue;
                 }
-                ids_in_send.insert(id.clone(), i);
+                plan.ids.insert(id.clone(), i);
             }
             let partition = match &m.group {
                 Some(g) => self.log.partition_for(&self.name, g)?.0,
                 None => rotate % n,
             };
-            let batch = batches.entry(partition).or_default();
-            slots.push(Slot::New(partition, batch.len()));
+            let batch = plan.batches.entry(partition).or_default();
+            plan.slots.push(Slot::New(partition, batch.len()));
             batch.push(self.record(m, id, now));
         }
-        let mut tickets = Vec::new();
-        for (p, records) in &batches {
-            tickets.push((*p, self.log.submit(&self.name, PartitionId(*p), records)?));
-        }
-        let mut bases = BTreeMap::new();
-        for (p, t) in tickets {
-            bases.insert(p, t.wait()?.base_offset.0);
-        }
-        let mut out: Vec<Sent> = Vec::with_capacity(slots.len());
-        for slot in slots {
-            let sent = match slot {
-                Slot::Duplicate(s) => s,
-                Slot::New(p, i) => Sent {
-                    partition: p,
-                    offset: bases.get(&p).copied().unwrap_or_default() + i as i64,
-                    duplicate: false,
-                },
-                Slot::SameAs(first) => Sent {
-                    duplicate: true,
-                    ..out[first]
-                },
-            };
-            out.push(sent);
-        }
-        if let Some(d) = dedup.as_mut() {
-            for (id, i) in ids_in_send {
-                d.insert(id, now, (out[i].partition, out[i].offset));
-            }
-        }
-        Ok(out)
+        Ok(plan)
     }
 
     fn dedup_id(&self, m: &Outgoing) -> Option<String> {

@@ -96,7 +96,31 @@ impl Api {
         self.queues.get(name).map_err(|_| SqsError::no_queue(name))
     }
 
-    /// Answers one action (blocking).
+    /// Answers one action: the message actions asynchronously (their waits are for fsyncs
+    /// and long polls), the rest on a blocking thread.
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        action: String,
+        body: bytes::Bytes,
+        ctx: Ctx,
+    ) -> Result<Value, SqsError> {
+        use crate::messages as m;
+        match action.as_str() {
+            "ReceiveMessage" => m::receive(self, &body).await,
+            "SendMessage" => m::send(self, &body).await,
+            "SendMessageBatch" => m::send_batch(self, &body).await,
+            "DeleteMessage" => m::delete(self, &body).await,
+            "DeleteMessageBatch" => m::delete_batch(self, &body).await,
+            "ChangeMessageVisibility" => m::change_visibility(self, &body).await,
+            "ChangeMessageVisibilityBatch" => m::change_visibility_batch(self, &body).await,
+            _ => {
+                let api = self.clone();
+                blocking(move || api.call(&action, &body, &ctx)).await
+            }
+        }
+    }
+
+    /// Answers one queue-level action (blocking).
     pub(crate) fn call(
         self: &Arc<Self>,
         action: &str,
@@ -121,14 +145,6 @@ impl Api {
             "ListDeadLetterSourceQueues" => self.dead_letter_sources(parse(body)?, ctx),
             "StartMessageMoveTask" => self.start_move(parse(body)?),
             "ListMessageMoveTasks" => self.list_moves(parse(body)?, ctx),
-            "SendMessage" => crate::messages::send(self, parse(body)?),
-            "SendMessageBatch" => crate::messages::send_batch(self, parse(body)?),
-            "DeleteMessage" => crate::messages::delete(self, parse(body)?),
-            "DeleteMessageBatch" => crate::messages::delete_batch(self, parse(body)?),
-            "ChangeMessageVisibility" => crate::messages::change_visibility(self, parse(body)?),
-            "ChangeMessageVisibilityBatch" => {
-                crate::messages::change_visibility_batch(self, parse(body)?)
-            }
             "SetQueueAttributes"
             | "TagQueue"
             | "UntagQueue"

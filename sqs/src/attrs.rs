@@ -66,6 +66,12 @@ fn boolean(key: &str, value: &str) -> Result<bool, SqsError> {
     }
 }
 
+/// Weir's attribute: partitions of the queue's topic (CreateQueue; GetQueueAttributes `All`).
+pub const WEIR_PARTITIONS: &str = "WeirPartitions";
+/// Weir's attribute: tracked messages by delivery count, as JSON (GetQueueAttributes, only
+/// when named).
+pub const WEIR_DELIVERY_COUNTS: &str = "WeirDeliveryCounts";
+
 /// Attributes SQS knows that Weir keeps as given (no behaviour of their own here).
 const KEPT_AS_GIVEN: &[&str] = &[
     "MaximumMessageSize",
@@ -98,6 +104,11 @@ pub fn config_from(
             "FifoQueue" => c.fifo = boolean(key, value)?,
             "ContentBasedDeduplication" => c.content_dedup = boolean(key, value)?,
             "RedrivePolicy" => c.redrive = Some(redrive_policy(value)?),
+            WEIR_PARTITIONS => {
+                c.partitions = value.trim().parse().map_err(|_| {
+                    SqsError::invalid_attribute_value(format!("{WEIR_PARTITIONS} `{value}`"))
+                })?
+            }
             k if KEPT_AS_GIVEN.contains(&k) => {
                 c.attributes.insert(key.clone(), value.clone());
             }
@@ -197,12 +208,17 @@ pub fn queue_attributes(
         put("FifoQueue", "true".into());
         put("ContentBasedDeduplication", c.content_dedup.to_string());
     }
+    put(WEIR_PARTITIONS, c.partitions.to_string());
     for (k, v) in &c.attributes {
         put(k, v.clone());
     }
     if names.iter().any(|n| n == "All") {
         return Ok(all);
     }
+    all.insert(
+        WEIR_DELIVERY_COUNTS.to_string(),
+        json!(stats.delivery_counts).to_string(),
+    );
     let mut out = BTreeMap::new();
     for n in names {
         match all.get(n) {

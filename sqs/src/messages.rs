@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use weir_queue::{Outgoing, Queue, QueueError, Receipt, Received};
+use weir_queue::{Outgoing, Queue, QueueError, Receipt, Received, Sent};
 
 use crate::api::{blocking, parse, Api};
 use crate::attrs::{self, AttributeValue};
@@ -99,9 +99,11 @@ fn outgoing(q: &Queue, e: &SendEntry) -> Result<Outgoing, SqsError> {
             "DelaySeconds is not valid for a FIFO queue's messages (set the queue's DelaySeconds)",
         )),
         Some(s) if (0..=900).contains(&s) => Some(s * 1000),
-        Some(s) => return Err(SqsError::invalid_parameter(format!(
+        Some(s) => {
+            return Err(SqsError::invalid_parameter(format!(
             "Value {s} for parameter DelaySeconds is invalid. Reason: must be between 0 and 900."
-        ))),
+        )))
+        }
     };
     let out = Outgoing {
         body: Bytes::from(body.to_string()),
@@ -114,7 +116,7 @@ fn outgoing(q: &Queue, e: &SendEntry) -> Result<Outgoing, SqsError> {
     Ok(out)
 }
 
-fn sent_json(q: &Queue, e: &SendEntry, sent: &weir_queue::Sent) -> Value {
+fn sent_json(q: &Queue, e: &SendEntry, sent: &Sent) -> Value {
     let mut v = json!({
         "MessageId": message_id(sent.partition, sent.offset),
         "MD5OfMessageBody": attrs::md5_hex(e.message_body.as_deref().unwrap_or_default().as_bytes()),
@@ -135,10 +137,21 @@ fn sequence_number(partition: u32, offset: i64) -> String {
     format!("{partition:04}{offset:016}")
 }
 
-pub(crate) fn send(api: &Arc<Api>, req: SendRequest) -> Result<Value, SqsError> {
+/// Sends: a standard queue's without blocking a worker; a FIFO queue's (which hold its
+/// deduplication window while they wait) on a blocking thread.
+async fn send_messages(q: &Arc<Queue>, messages: Vec<Outgoing>) -> Result<Vec<Sent>, SqsError> {
+    if q.config().fifo {
+        let q = q.clone();
+        return blocking(move || Ok(q.send(&messages)?)).await;
+    }
+    Ok(q.send_async(&messages).await?)
+}
+
+pub(crate) async fn send(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: SendRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     let m = outgoing(&q, &req.entry)?;
-    let sent = q.send(std::slice::from_ref(&m))?;
+    let sent = send_messages(&q, vec![m]).await?;
     Ok(sent_json(&q, &req.entry, &sent[0]))
 }
 
@@ -187,7 +200,8 @@ fn failed(id: &str, e: &SqsError) -> Value {
     json!({"Id": id, "SenderFault": e.sender_fault, "Code": e.code, "Message": e.message})
 }
 
-pub(crate) fn send_batch(api: &Arc<Api>, req: SendBatchRequest) -> Result<Value, SqsError> {
+pub(crate) async fn send_batch(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: SendBatchRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     check_batch(req.entries.iter().map(|e| e.id.as_str()))?;
     let size: usize = req
@@ -214,7 +228,7 @@ pub(crate) fn send_batch(api: &Arc<Api>, req: SendBatchRequest) -> Result<Value,
     let sent = if messages.is_empty() {
         Vec::new()
     } else {
-        q.send(&messages)?
+        send_messages(&q, messages).await?
     };
     let successes: Vec<Value> = good
         .iter()
@@ -255,8 +269,8 @@ fn in_range(name: &str, v: i64, lo: i64, hi: i64) -> Result<i64, SqsError> {
 
 /// ReceiveMessage: looks now, and while nothing is there waits (asynchronously) for a send,
 /// a release, or the clock, until the wait time is up.
-pub(crate) async fn receive(api: Arc<Api>, body: Bytes) -> Result<Value, SqsError> {
-    let req: ReceiveRequest = parse(&body)?;
+pub(crate) async fn receive(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: ReceiveRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     let max = in_range(
         "MaxNumberOfMessages",
@@ -275,8 +289,13 @@ pub(crate) async fn receive(api: Arc<Api>, body: Bytes) -> Result<Value, SqsErro
     let deadline = Instant::now() + Duration::from_millis(wait_ms as u64);
     loop {
         let changed = q.changed()?;
-        let looked = q.clone();
-        let (got, wake) = blocking(move || Ok(looked.try_receive(max, visibility)?)).await?;
+        let (got, wake) = if q.config().redrive.is_some() {
+            // Dead letters are written in a transaction, which blocks.
+            let looked = q.clone();
+            blocking(move || Ok(looked.try_receive(max, visibility)?)).await?
+        } else {
+            q.start_receive(max, visibility)?.durable().await?
+        };
         let now = Instant::now();
         if !got.is_empty() || now >= deadline {
             return Ok(received_json(&q, &req, got));
@@ -395,20 +414,25 @@ fn delete_result(r: Result<(), QueueError>) -> Result<(), SqsError> {
     }
 }
 
-pub(crate) fn delete(api: &Arc<Api>, req: SettleRequest) -> Result<Value, SqsError> {
+pub(crate) async fn delete(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: SettleRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     let r = receipt(&req.entry)?;
-    let mut out = q.ack(&[r])?;
+    let mut out = q.start_ack(&[r])?.durable().await?;
     delete_result(out.pop().unwrap_or(Ok(())))?;
     Ok(json!({}))
 }
 
-pub(crate) fn delete_batch(api: &Arc<Api>, req: SettleBatchRequest) -> Result<Value, SqsError> {
+pub(crate) async fn delete_batch(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: SettleBatchRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     check_batch(req.entries.iter().map(|e| e.id.as_str()))?;
-    settle_batch(&req.entries, |receipts| {
-        Ok(q.ack(receipts)?.into_iter().map(delete_result).collect())
-    })
+    let (mut results, receipts, at) = parse_receipts(&req.entries);
+    let acked = q.start_ack(&receipts)?.durable().await?;
+    for (i, r) in at.into_iter().zip(acked) {
+        results[i] = Some(delete_result(r));
+    }
+    Ok(batch_json(&req.entries, results))
 }
 
 fn visibility_of(e: &SettleEntry) -> Result<i64, SqsError> {
@@ -418,19 +442,21 @@ fn visibility_of(e: &SettleEntry) -> Result<i64, SqsError> {
     Ok(in_range("VisibilityTimeout", v, 0, 43_200)? * 1000)
 }
 
-pub(crate) fn change_visibility(api: &Arc<Api>, req: SettleRequest) -> Result<Value, SqsError> {
+pub(crate) async fn change_visibility(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError> {
+    let req: SettleRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     let r = receipt(&req.entry)?;
     let timeout = visibility_of(&req.entry)?;
-    let mut out = q.change_visibility(&[r], timeout)?;
+    let mut out = q.start_change_visibility(&[r], timeout)?.durable().await?;
     out.pop().unwrap_or(Ok(()))?;
     Ok(json!({}))
 }
 
-pub(crate) fn change_visibility_batch(
+pub(crate) async fn change_visibility_batch(
     api: &Arc<Api>,
-    req: SettleBatchRequest,
+    body: &[u8],
 ) -> Result<Value, SqsError> {
+    let req: SettleBatchRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     check_batch(req.entries.iter().map(|e| e.id.as_str()))?;
     // Entries may ask for different timeouts: one call per timeout.
@@ -447,7 +473,10 @@ pub(crate) fn change_visibility_batch(
             .iter()
             .filter_map(|&i| receipt(&req.entries[i]).ok())
             .collect();
-        let out = q.change_visibility(&receipts, timeout)?;
+        let out = q
+            .start_change_visibility(&receipts, timeout)?
+            .durable()
+            .await?;
         for (i, r) in indexes.into_iter().zip(out) {
             results[i] = Some(r.map_err(SqsError::from));
         }
@@ -455,11 +484,11 @@ pub(crate) fn change_visibility_batch(
     Ok(batch_json(&req.entries, results))
 }
 
-/// Applies `op` to the entries whose receipts parse; the others fail alone.
-fn settle_batch(
+/// The entries' receipts that parse (and where they are); the others fail alone.
+#[allow(clippy::type_complexity)]
+fn parse_receipts(
     entries: &[SettleEntry],
-    op: impl FnOnce(&[Receipt]) -> Result<Vec<Result<(), SqsError>>, SqsError>,
-) -> Result<Value, SqsError> {
+) -> (Vec<Option<Result<(), SqsError>>>, Vec<Receipt>, Vec<usize>) {
     let mut results: Vec<Option<Result<(), SqsError>>> = entries.iter().map(|_| None).collect();
     let mut receipts = Vec::new();
     let mut at = Vec::new();
@@ -472,10 +501,7 @@ fn settle_batch(
             Err(err) => results[i] = Some(Err(err)),
         }
     }
-    for (i, r) in at.into_iter().zip(op(&receipts)?) {
-        results[i] = Some(r);
-    }
-    Ok(batch_json(entries, results))
+    (results, receipts, at)
 }
 
 fn batch_json(entries: &[SettleEntry], results: Vec<Option<Result<(), SqsError>>>) -> Value {

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use weir_queue::Queues;
 
-use crate::api::{blocking, Api, Ctx};
+use crate::api::{Api, Ctx};
 use crate::auth::{self, Credentials, SignedRequest};
 use crate::error::SqsError;
 
@@ -249,9 +249,5 @@ async fn respond(
         host: header("host").unwrap_or_else(|| "localhost".into()),
         region,
     };
-    if action == "ReceiveMessage" {
-        return crate::messages::receive(state.api.clone(), body).await;
-    }
-    let api = state.api.clone();
-    blocking(move || api.call(&action, &body, &ctx)).await
+    state.api.dispatch(action, body, ctx).await
 }

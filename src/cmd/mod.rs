@@ -8,11 +8,13 @@ mod group;
 mod hosted;
 mod pipeline;
 mod produce;
+pub mod queue;
 mod remote;
 mod serve;
 mod sql;
 mod sql_push;
 mod sql_remote;
+pub mod sqs_client;
 mod topic;
 
 use anyhow::{Context, Result};
@@ -47,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Consume(a) if a.group.is_some() => group::consume(&cli.data_dir, a),
         Command::Consume(a) => consume::run(&cli.data_dir, a),
         Command::Group(g) => group::run(&cli.data_dir, g),
+        Command::Queue(q) => queue::run(&cli.data_dir, q),
         Command::Pipeline(p) => pipeline::run(&cli.data_dir, p),
         Command::Bench(BenchCmd::Produce(a)) => bench::produce(&cli.data_dir, a),
         Command::Bench(BenchCmd::Consume(a)) => bench::consume(&cli.data_dir, a),
@@ -60,6 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCmd::PgSink(a)) => bench::pg_sink(&cli.data_dir, a),
         Command::Bench(BenchCmd::Changes(a)) => bench::changes(&cli.data_dir, a),
         Command::Bench(BenchCmd::Cdc(a)) => bench::cdc(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Queue(a)) => bench::queue(&cli.data_dir, a),
+        Command::Bench(BenchCmd::Sqs(a)) => bench::sqs(&cli.data_dir, a),
         Command::Serve(a) => serve::run(&cli.data_dir, a),
         Command::Sql(a) => sql::run(&cli.data_dir, a),
         Command::Cdc(crate::cli::CdcCmd::Postgres(a)) => cdc::postgres(&cli.data_dir, a),

@@ -3,7 +3,8 @@
 //! (`join.rs`), of task restarts (`restart.rs`), of SQL queries (`sql.rs`) and of pull
 //! queries through the Postgres protocol (`pull.rs`), of change events into updating views
 //! (`changes.rs`), of the PostgreSQL CDC source (`cdc.rs`) and of the PostgreSQL sink
-//! (`pg_sink.rs`), in a scratch directory inside the data
+//! (`pg_sink.rs`), of queues through the Rust API (`queue.rs`) and the SQS API (`sqs.rs`),
+//! in a scratch directory inside the data
 //! directory (removed afterwards), so the figures are for the same disk the user's data is on.
 
 mod cdc;
@@ -13,8 +14,10 @@ mod log;
 mod pg_sink;
 mod pipeline;
 mod pull;
+mod queue;
 mod restart;
 mod sql;
+mod sqs;
 mod window;
 
 pub use self::log::{consume, produce, rebalance};
@@ -24,8 +27,10 @@ pub use join::join;
 pub use pg_sink::pg_sink;
 pub use pipeline::pipeline;
 pub use pull::pull;
+pub use queue::queue;
 pub use restart::restart;
 pub use sql::sql;
+pub use sqs::sqs;
 pub use window::window;
 
 use std::collections::VecDeque;

@@ -1,1 +1,0 @@
-//! weir-sqs integration tests.
