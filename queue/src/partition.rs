@@ -570,10 +570,15 @@ impl SharePartition {
             .min()
     }
 
-    /// How many tracked messages (not done) have been delivered n times, by n.
+    /// How many tracked messages (not done, delivered at least once) have been delivered
+    /// n times, by n.
     pub fn delivery_counts(&self) -> BTreeMap<u32, usize> {
         let mut out = BTreeMap::new();
-        for e in self.window.values().filter(|e| e.state != State::Done) {
+        for e in self
+            .window
+            .values()
+            .filter(|e| e.state != State::Done && e.deliveries > 0)
+        {
             *out.entry(e.deliveries).or_insert(0) += 1;
         }
         out

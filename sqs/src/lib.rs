@@ -10,17 +10,20 @@
 //! - [`attrs`]: queue attributes to and from settings; message attributes to and from record
 //!   headers; MD5 digests.
 //! - [`error`]: [`SqsError`], SQS's error shapes and query-compatible codes.
+//! - [`client`]: [`SqsClient`], a small blocking client (tools and tests).
 //!
 //! An edge crate: it depends on the libraries, nothing depends on it but the `weir` binary.
 
 mod api;
 pub mod attrs;
 pub mod auth;
+pub mod client;
 pub mod error;
 mod messages;
 pub mod server;
 
 pub use auth::Credentials;
+pub use client::{ClientError, SqsClient};
 pub use error::SqsError;
 pub use messages::{message_id, BATCH_ENTRIES_MAX, RECEIVE_MAX, SEND_BYTES_MAX, WAIT_MAX_S};
 pub use server::{

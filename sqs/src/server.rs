@@ -93,11 +93,8 @@ impl SqsServerHandle {
                 addr: config.listen.clone(),
                 source,
             })?;
-        if config.credentials.is_empty() {
-            if !addr.ip().is_loopback() {
-                return Err(SqsServeError::Unprotected(addr));
-            }
-            tracing::warn!(%addr, "SQS API without credentials: every request is accepted (loopback only)");
+        if config.credentials.is_empty() && !addr.ip().is_loopback() {
+            return Err(SqsServeError::Unprotected(addr));
         }
         let state = Arc::new(State {
             api: Arc::new(Api::new(queues)),

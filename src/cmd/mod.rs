@@ -14,7 +14,6 @@ mod serve;
 mod sql;
 mod sql_push;
 mod sql_remote;
-pub mod sqs_client;
 mod topic;
 
 use anyhow::{Context, Result};

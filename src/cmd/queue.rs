@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
 use super::serve::{ServeInfo, SERVE_FILE};
-use super::sqs_client::SqsClient;
+use weir_sqs::SqsClient;
 
 /// How long `redrive` waits for its move task.
 const REDRIVE_WAIT: Duration = Duration::from_secs(600);

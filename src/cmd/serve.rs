@@ -128,6 +128,9 @@ fn start_sqs(
             weir_sqs::Credentials::single(key, secret)
         }
     };
+    if credentials.is_empty() {
+        eprintln!("weir serve: warning: the SQS API accepts unsigned requests (no --sqs-credentials; loopback only)");
+    }
     let config = weir_sqs::SqsConfig {
         listen,
         credentials,

@@ -9,6 +9,8 @@ mod engine_crash;
 mod kafka_crash;
 mod kafka_interop;
 mod pg_interop;
+mod queue_cli;
+mod queue_crash;
 mod sql_crash;
 mod sqs_interop;
 mod util;

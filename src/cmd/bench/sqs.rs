@@ -15,7 +15,7 @@ use weir_sqs::{Credentials, SqsConfig, SqsServerHandle};
 
 use super::queue::QueueBench;
 use crate::cli::BenchSqsArgs;
-use crate::cmd::sqs_client::SqsClient as Connection;
+use weir_sqs::SqsClient as Connection;
 
 /// Messages per batch call (SQS's maximum).
 const BATCH: usize = 10;
