@@ -27,6 +27,11 @@ const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub trait Control: Send + Sync + std::fmt::Debug {
     /// Answers `method path` with `body`: `Some((status, body))`, or `None` for not found.
     fn handle(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)>;
+
+    /// More of `GET /metrics` (Prometheus text), after the server's own.
+    fn metrics(&self) -> String {
+        String::new()
+    }
 }
 
 /// Serves until `shutdown` turns true.
@@ -99,10 +104,16 @@ async fn answer(
     let body = body.to_vec();
     let (status, text) = match (method.as_str(), path.as_str()) {
         ("GET", "/metrics") => {
-            let b = broker.clone();
-            let text = tokio::task::spawn_blocking(move || crate::metrics::render(&b))
-                .await
-                .unwrap_or_default();
+            let (b, c) = (broker.clone(), control.clone());
+            let text = tokio::task::spawn_blocking(move || {
+                let mut text = crate::metrics::render(&b);
+                if let Some(c) = c {
+                    text.push_str(&c.metrics());
+                }
+                text
+            })
+            .await
+            .unwrap_or_default();
             (200, text)
         }
         ("GET", "/health") => (200, "ok\n".to_string()),

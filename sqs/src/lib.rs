@@ -11,6 +11,7 @@
 //!   headers; MD5 digests.
 //! - [`error`]: [`SqsError`], SQS's error shapes and query-compatible codes.
 //! - [`client`]: [`SqsClient`], a small blocking client (tools and tests).
+//! - [`metrics`]: the queues' Prometheus metrics for `weir serve`'s `/metrics`.
 //!
 //! An edge crate: it depends on the libraries, nothing depends on it but the `weir` binary.
 
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 mod messages;
+pub mod metrics;
 pub mod server;
 
 pub use auth::Credentials;

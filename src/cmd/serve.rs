@@ -63,10 +63,14 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         Some(addr) => Some(weir_pg::PgServerHandle::start(db.clone(), &addr)?),
         None => None,
     };
-    let sqs = start_sqs(&log, &txns, &args)?;
+    let queues = weir_queue::Queues::open(&log, &txns).context("cannot open the queues")?;
+    let sqs = start_sqs(&queues, &args)?;
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {
-        control: Some(host.clone()),
+        control: Some(std::sync::Arc::new(ServeControl {
+            host: host.clone(),
+            queues,
+        })),
         kafka_listen: listen_addr(&args.kafka_listen),
         kafka_advertised: args.kafka_advertised.clone(),
         http_listen: listen_addr(&args.http_listen),
@@ -109,16 +113,31 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the queues and starts the SQS listener, if on.
+/// The HTTP listener's extras: hosted pipelines, and the queues' metrics.
+#[derive(Debug)]
+struct ServeControl {
+    host: std::sync::Arc<super::hosted::PipelineHost>,
+    queues: weir_queue::Queues,
+}
+
+impl weir_kafka::Control for ServeControl {
+    fn handle(&self, method: &str, path: &str, body: &[u8]) -> Option<(u16, String)> {
+        self.host.handle(method, path, body)
+    }
+
+    fn metrics(&self) -> String {
+        weir_sqs::metrics::render(&self.queues, self.queues.log().now().0)
+    }
+}
+
+/// Starts the SQS listener over the queues, if on.
 fn start_sqs(
-    log: &weir_log::Log,
-    txns: &weir_coord::TransactionCoordinator,
+    queues: &weir_queue::Queues,
     args: &ServeArgs,
 ) -> Result<Option<weir_sqs::SqsServerHandle>> {
     let Some(listen) = listen_addr(&args.sqs_listen) else {
         return Ok(None);
     };
-    let queues = weir_queue::Queues::open(log, txns).context("cannot open the queues")?;
     let credentials = match args.sqs_credentials.as_deref() {
         None => weir_sqs::Credentials::default(),
         Some(pair) => {
@@ -135,7 +154,10 @@ fn start_sqs(
         listen,
         credentials,
     };
-    Ok(Some(weir_sqs::SqsServerHandle::start(queues, config)?))
+    Ok(Some(weir_sqs::SqsServerHandle::start(
+        queues.clone(),
+        config,
+    )?))
 }
 
 /// Starts the catalog's persistent queries on a thread of its own.

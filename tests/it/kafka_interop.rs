@@ -73,7 +73,7 @@ impl Served {
     }
 
     /// `GET path` on the HTTP listener: (status line, body).
-    fn http_get(&self, path: &str) -> anyhow::Result<(String, String)> {
+    pub(crate) fn http_get(&self, path: &str) -> anyhow::Result<(String, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(&self.http)?;
         write!(s, "GET {path} HTTP/1.1\r\nHost: weir\r\n\r\n")?;
