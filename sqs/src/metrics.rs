@@ -8,6 +8,9 @@ use std::fmt::Write;
 
 use weir_queue::Queues;
 
+/// A gauge's name, help and value.
+type Gauge = (&'static str, &'static str, fn(&weir_queue::QueueStats) -> u64);
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -25,7 +28,7 @@ pub fn render(queues: &Queues, now_ms: i64) -> String {
         rows.push((q.name().to_string(), stats, dlq));
     }
     let mut out = String::new();
-    let gauges: [(&str, &str, fn(&weir_queue::QueueStats) -> u64); 3] = [
+    let gauges: [Gauge; 3] = [
         (
             "weir_queue_messages_visible",
             "Messages a receive can get now (SQS's ApproximateNumberOfMessages).",
