@@ -66,7 +66,7 @@ run pipeline describe demo-windows
 
 step "SQL: weir serve runs persistent queries; weir sql and psql reach it over the Postgres protocol"
 rm -f "$WEIR_DATA_DIR/serve.json"
-"$weir" serve --kafka-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --pg-listen 127.0.0.1:0 \
+"$weir" serve --kafka-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --pg-listen 127.0.0.1:0 --sqs-listen 127.0.0.1:0 \
   >/dev/null 2>"$WEIR_DATA_DIR/demo-serve.log" &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null || true' EXIT
@@ -163,6 +163,41 @@ step "exactly once: the view's positions the sink applied, committed with the ro
 shop_sql "SELECT * FROM weir_sink_offsets"
 psql_c "SELECT * FROM demo_summary ORDER BY id"
 sql "SHOW QUERIES"
+
+step "queues: a work queue with a dead-letter queue on the same server, over the SQS API (weir queue speaks it too)"
+sqs=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sqs"])' "$WEIR_DATA_DIR/serve.json")
+run queue create demo-jobs-dlq
+run queue create demo-jobs --visibility 1 --dlq demo-jobs-dlq --max-receives 2
+step "printf 'resize img-1\\nresize img-2\\nresize corrupt.png\\n' | weir queue send demo-jobs"
+printf 'resize img-1\nresize img-2\nresize corrupt.png\n' | "$weir" queue send demo-jobs
+step "a boto3 worker (unmodified AWS client) that fails on corrupt.png: it deletes what it did, the failure's lock runs out"
+"${WEIR_CACHE:-$HOME/.cache/weir}/venv/bin/python" - "$sqs" <<'PY'
+import sys, time
+import boto3
+sqs = boto3.client("sqs", endpoint_url="http://" + sys.argv[1], region_name="us-east-1",
+                   aws_access_key_id="demo", aws_secret_access_key="demo")
+url = sqs.get_queue_url(QueueName="demo-jobs")["QueueUrl"]
+deadline = time.time() + 6
+while time.time() < deadline:
+    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                              AttributeNames=["ApproximateReceiveCount"]).get("Messages", [])
+    for m in got:
+        n = m["Attributes"]["ApproximateReceiveCount"]
+        if "corrupt" in m["Body"]:
+            print(f"  worker: {m['Body']!r} failed on delivery {n}; its lock runs out in 1 s")
+        else:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+            print(f"  worker: {m['Body']!r} done")
+PY
+step "after 2 deliveries the next receive moved it to the dead-letter queue, with why"
+run queue describe demo-jobs
+run queue receive demo-jobs-dlq --visibility 0
+step "the bug is fixed: redrive the dead letters back, and a worker acks them"
+run queue redrive demo-jobs-dlq
+run queue receive demo-jobs --wait 2 --ack
+step "the queue's metrics, as Prometheus scrapes them (alert on age and on dead letters)"
+http=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$WEIR_DATA_DIR/serve.json")
+curl -s "http://$http/metrics" | grep '^weir_queue_.*demo-jobs' || true
 kill $serve_pid; wait $serve_pid 2>/dev/null || true
 trap - EXIT
 

@@ -54,6 +54,10 @@ pub const WINDOW_BODY_BYTES_MAX: usize = 16 << 20;
 /// Journal bytes after which a partition writes a snapshot and deletes what came before:
 /// recovery then reads at most about this much per partition.
 pub const SNAPSHOT_AFTER_BYTES: u64 = 4 << 20;
+/// The shortest lock a receive takes: a visibility timeout of 0 (SQS: "visible to others at
+/// once") locks for this long, so one receive never takes the same message twice (its
+/// second look at a window happens within the same millisecond).
+const LOCK_MIN_MS: i64 = 1;
 /// Most messages one receive returns (a window's worth).
 pub const RECEIVE_MAX: usize = IN_FLIGHT_MAX;
 /// Header: when a message with a delay of its own becomes visible (epoch ms, decimal).
@@ -418,6 +422,7 @@ impl Queue {
         visibility_ms: Option<i64>,
     ) -> Result<Pending<'_, (Vec<Received>, Option<i64>)>> {
         let max = max.min(RECEIVE_MAX);
+        let visibility_ms = visibility_ms.map(|v| v.max(LOCK_MIN_MS));
         let n = self.parts.len();
         let first = self.next_rotation();
         let mut out = Vec::new();
@@ -477,7 +482,7 @@ impl Queue {
                 }),
                 // Retention deleted it after it was read into the window: it is gone.
                 None => {
-                    part.share.ack(&a.receipt, now)?;
+                    let _ = part.share.ack(&a.receipt, now);
                 }
             }
         }
@@ -684,7 +689,7 @@ impl JournalTicket {
 
 fn settings(config: &QueueConfig) -> QueueSettings {
     QueueSettings {
-        visibility_ms: config.visibility_ms,
+        visibility_ms: config.visibility_ms.max(LOCK_MIN_MS),
         max_receive_count: config.redrive.as_ref().map(|r| r.max_receive_count),
         fifo: config.fifo,
         in_flight_max: IN_FLIGHT_MAX,

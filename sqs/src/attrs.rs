@@ -312,7 +312,10 @@ pub fn attributes_of(headers: &[Header]) -> Vec<(String, String, Bytes)> {
         .unwrap_or_default();
     headers
         .iter()
-        .filter(|h| !h.key.starts_with(weir_queue::RESERVED_HEADER_PREFIX))
+        // Weir's own headers stay hidden, but for why a message was dead-lettered.
+        .filter(|h| {
+            !h.key.starts_with(weir_queue::RESERVED_HEADER_PREFIX) || h.key.starts_with("weir.dlq.")
+        })
         .map(|h| {
             let value = h.value.clone().unwrap_or_default();
             let data_type = types.get(&h.key).cloned().unwrap_or_else(|| {

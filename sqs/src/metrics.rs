@@ -9,7 +9,11 @@ use std::fmt::Write;
 use weir_queue::Queues;
 
 /// A gauge's name, help and value.
-type Gauge = (&'static str, &'static str, fn(&weir_queue::QueueStats) -> u64);
+type Gauge = (
+    &'static str,
+    &'static str,
+    fn(&weir_queue::QueueStats) -> u64,
+);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

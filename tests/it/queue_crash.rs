@@ -227,7 +227,10 @@ fn kill_9_under_competing_consumers_loses_nothing_and_keeps_fifo_order() -> anyh
         r#"weir_queue_messages_visible{queue="work"} 0"#,
         r#"weir_queue_messages_in_flight{queue="orders.fifo"} 0"#,
     ] {
-        anyhow::ensure!(metrics.lines().any(|l| l == line), "no `{line}` in /metrics:\n{metrics}");
+        anyhow::ensure!(
+            metrics.lines().any(|l| l == line),
+            "no `{line}` in /metrics:\n{metrics}"
+        );
     }
     server.stop()
 }
