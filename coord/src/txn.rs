@@ -323,6 +323,11 @@ impl TransactionCoordinator {
         &self.inner.log
     }
 
+    /// The group coordinator whose offsets transactions commit.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.inner.groups
+    }
+
     /// Registers (or re-registers) a transactional id: finishes the last instance's
     /// transaction, bumps the epoch (fencing that instance) and returns (producer id, epoch).
     pub fn init_transactions(

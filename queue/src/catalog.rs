@@ -1,6 +1,7 @@
 //! [`QueueConfig`] and the catalog of queues: one record per queue in the compacted topic
 //! [`CATALOG_TOPIC`] (key: the queue's name, value: its settings as JSON; a tombstone
-//! deletes it), read back whole when the queues are opened.
+//! deletes it), read back whole when the queues are opened; likewise one record per
+//! [`Subscription`] in [`SUBSCRIPTIONS_TOPIC`].
 //!
 //! Invariant: a queue's topic exists before its catalog record is written, and its record is
 //! deleted before its topics are, so a crash in between leaves a topic without a queue
@@ -16,6 +17,8 @@ use crate::error::{QueueError, Result};
 
 /// The compacted topic of queue definitions.
 pub const CATALOG_TOPIC: &str = "__weir_queues";
+/// The compacted topic of queue subscriptions (key: `queue/topic`).
+pub const SUBSCRIPTIONS_TOPIC: &str = "__weir_queue_subscriptions";
 /// Longest queue name (SQS's limit).
 pub const QUEUE_NAME_MAX: usize = 80;
 /// Longest delay a message may get: SQS allows 15 minutes; Weir's delays live in the log,
@@ -35,6 +38,22 @@ pub struct Redrive {
     pub dead_letter_queue: String,
     /// Deliveries after which a message is dead-lettered instead of delivered again.
     pub max_receive_count: u32,
+}
+
+/// A topic a queue takes a copy of (SNS-style fan-out: one publish, every subscribed queue
+/// gets it), optionally filtered. Kept in [`SUBSCRIPTIONS_TOPIC`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The queue.
+    pub queue: String,
+    /// The topic.
+    pub topic: String,
+    /// RabbitMQ topic-exchange pattern on the record key (`order.*.created`, `#.error`).
+    #[serde(default)]
+    pub key_pattern: Option<String>,
+    /// SNS-style filter policy on the headers (JSON).
+    #[serde(default)]
+    pub filter_policy: Option<String>,
 }
 
 /// A queue's settings.
@@ -157,12 +176,24 @@ pub fn check_name(name: &str, fifo: bool) -> Result<()> {
 
 /// Every queue in the catalog.
 pub fn load(log: &Log) -> Result<BTreeMap<String, QueueConfig>> {
-    ensure_topic(log)?;
+    load_topic(log, CATALOG_TOPIC)
+}
+
+/// Every subscription, by `queue/topic`.
+pub fn load_subscriptions(log: &Log) -> Result<BTreeMap<String, Subscription>> {
+    load_topic(log, SUBSCRIPTIONS_TOPIC)
+}
+
+fn load_topic<T: serde::de::DeserializeOwned>(
+    log: &Log,
+    topic: &str,
+) -> Result<BTreeMap<String, T>> {
+    ensure_topic(log, topic)?;
     let mut out = BTreeMap::new();
     log.for_each_record::<QueueError>(
-        CATALOG_TOPIC,
+        topic,
         PartitionId(0),
-        log.earliest_offset(CATALOG_TOPIC, PartitionId(0))?,
+        log.earliest_offset(topic, PartitionId(0))?,
         Isolation::ReadCommitted,
         |r| {
             let Some(key) = r.key else { return Ok(()) };
@@ -172,13 +203,13 @@ pub fn load(log: &Log) -> Result<BTreeMap<String, QueueConfig>> {
                     out.remove(&name);
                 }
                 Some(v) => {
-                    let config =
+                    let value =
                         serde_json::from_slice(v).map_err(|e| QueueError::CorruptState {
                             queue: name.clone(),
                             offset: r.offset.0,
-                            reason: format!("catalog record: {e}"),
+                            reason: format!("{topic} record: {e}"),
                         })?;
-                    out.insert(name, config);
+                    out.insert(name, value);
                 }
             }
             Ok(())
@@ -189,22 +220,50 @@ pub fn load(log: &Log) -> Result<BTreeMap<String, QueueConfig>> {
 
 /// Writes (durably) a queue's settings.
 pub fn put(log: &Log, name: &str, config: &QueueConfig) -> Result<()> {
-    let value = serde_json::to_vec(config)
+    put_record(log, CATALOG_TOPIC, name, config)
+}
+
+/// Writes (durably) a subscription.
+pub fn put_subscription(log: &Log, sub: &Subscription) -> Result<()> {
+    put_record(
+        log,
+        SUBSCRIPTIONS_TOPIC,
+        &subscription_key(&sub.queue, &sub.topic),
+        sub,
+    )
+}
+
+/// The key of a queue's subscription to a topic.
+pub fn subscription_key(queue: &str, topic: &str) -> String {
+    format!("{queue}/{topic}")
+}
+
+fn put_record<T: Serialize>(log: &Log, topic: &str, key: &str, value: &T) -> Result<()> {
+    let value = serde_json::to_vec(value)
         .map_err(|e| QueueError::InvalidSetting(format!("cannot encode: {e}")))?;
-    let record = Record::keyed(Bytes::copy_from_slice(name.as_bytes()), value);
-    log.append(CATALOG_TOPIC, PartitionId(0), &[record])?;
+    let record = Record::keyed(Bytes::copy_from_slice(key.as_bytes()), value);
+    log.append(topic, PartitionId(0), &[record])?;
     Ok(())
 }
 
 /// Deletes (durably) a queue's record.
 pub fn remove(log: &Log, name: &str) -> Result<()> {
-    let record = Record::tombstone(Bytes::copy_from_slice(name.as_bytes()));
-    log.append(CATALOG_TOPIC, PartitionId(0), &[record])?;
+    remove_record(log, CATALOG_TOPIC, name)
+}
+
+/// Deletes (durably) a subscription.
+pub fn remove_subscription(log: &Log, queue: &str, topic: &str) -> Result<()> {
+    remove_record(log, SUBSCRIPTIONS_TOPIC, &subscription_key(queue, topic))
+}
+
+fn remove_record(log: &Log, topic: &str, key: &str) -> Result<()> {
+    let record = Record::tombstone(Bytes::copy_from_slice(key.as_bytes()));
+    log.append(topic, PartitionId(0), &[record])?;
     Ok(())
 }
 
-fn ensure_topic(log: &Log) -> Result<()> {
+fn ensure_topic(log: &Log, topic: &str) -> Result<()> {
     let overrides = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
-    log.ensure_topic(CATALOG_TOPIC, 1, overrides)?;
+    log.ensure_topic(topic, 1, overrides)?;
     Ok(())
 }

@@ -14,10 +14,14 @@
 //! - [`Queue`]: one queue over its topic and its state topic: send (delays, groups, FIFO
 //!   deduplication), receive with long polling, ack, nack, change visibility, reject, purge,
 //!   redrive, stats; journaled before answering, snapshotted, rebuilt after a crash.
-//! - [`Queues`]: the catalog — create, get, list, delete by name.
+//! - [`Queues`]: the catalog — create, get, list, delete by name; subscriptions of queues to
+//!   topics (fan-out), filtered by key pattern or header policy ([`filter`]), copied exactly
+//!   once.
 
 pub mod catalog;
 pub mod error;
+mod fanout;
+pub mod filter;
 pub mod journal;
 mod moves;
 pub mod partition;
@@ -28,8 +32,12 @@ mod service;
 mod settle;
 mod wait;
 
-pub use catalog::{QueueConfig, Redrive, CATALOG_TOPIC};
+pub use catalog::{QueueConfig, Redrive, Subscription, CATALOG_TOPIC, SUBSCRIPTIONS_TOPIC};
 pub use error::{QueueError, Result};
+pub use fanout::{
+    subscription_group, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_SOURCE_TOPIC,
+};
+pub use filter::Filter;
 pub use moves::{
     HEADER_DLQ_DELIVERIES, HEADER_DLQ_ERROR, HEADER_DLQ_SOURCE_OFFSET, HEADER_DLQ_SOURCE_PARTITION,
     HEADER_DLQ_SOURCE_QUEUE, HEADER_DLQ_TIME, REDRIVE_BATCH,

@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use weir_coord::TransactionCoordinator;
 use weir_log::{Log, LogError};
 
-use crate::catalog::{self, check_name, QueueConfig};
+use crate::catalog::{self, check_name, QueueConfig, Subscription};
 use crate::error::{QueueError, Result};
+use crate::fanout::{self, Forwarder};
+use crate::filter::Filter;
 use crate::queue::{lock, state_topic, Queue, SNAPSHOT_AFTER_BYTES};
 
 /// Largest record batch a queue's topic takes: a send of ten 1 MiB messages fits.
@@ -29,8 +31,10 @@ struct Inner {
     log: Log,
     txns: TransactionCoordinator,
     queues: RwLock<BTreeMap<String, Arc<Queue>>>,
-    /// Serialises creates and deletes.
+    /// Serialises creates, deletes and subscription changes.
     admin: Mutex<()>,
+    /// The subscriptions' forwarders, by `queue/topic` (dropped: stopped).
+    forwarders: Mutex<BTreeMap<String, (Subscription, Forwarder)>>,
 }
 
 impl Queues {
@@ -41,14 +45,70 @@ impl Queues {
             let queue = Queue::open(log, txns, &name, config)?;
             queues.insert(name, Arc::new(queue));
         }
+        let mut forwarders = BTreeMap::new();
+        for (key, sub) in catalog::load_subscriptions(log)? {
+            if queues.contains_key(&sub.queue) {
+                let f = fanout::start(txns, &sub.queue, &sub)?;
+                forwarders.insert(key, (sub, f));
+            }
+        }
         Ok(Queues {
             inner: Arc::new(Inner {
                 log: log.clone(),
                 txns: txns.clone(),
                 queues: RwLock::new(queues),
                 admin: Mutex::new(()),
+                forwarders: Mutex::new(forwarders),
             }),
         })
+    }
+
+    /// Subscribes a queue to a topic: from now on (or from the topic's start) every record
+    /// of the topic that passes the filters is copied into the queue, exactly once. Made again
+    /// with other filters, the subscription takes them and keeps its position.
+    pub fn subscribe(&self, sub: Subscription, from_beginning: bool) -> Result<()> {
+        Filter::new(sub.key_pattern.as_deref(), sub.filter_policy.as_deref())?;
+        let _admin = lock(&self.inner.admin);
+        self.get(&sub.queue)?;
+        self.inner.log.partition_count(&sub.topic)?;
+        if sub.topic == sub.queue {
+            return Err(QueueError::InvalidSetting(
+                "a queue cannot subscribe to its own topic".into(),
+            ));
+        }
+        let key = catalog::subscription_key(&sub.queue, &sub.topic);
+        let mut forwarders = lock(&self.inner.forwarders);
+        // Stop the old forwarder (if any) before the position is set or the filter changes.
+        let existed = forwarders.remove(&key).is_some();
+        if !existed {
+            fanout::start_position(&self.inner.txns, &sub.queue, &sub.topic, from_beginning)?;
+        }
+        catalog::put_subscription(&self.inner.log, &sub)?;
+        let f = fanout::start(&self.inner.txns, &sub.queue, &sub)?;
+        forwarders.insert(key, (sub, f));
+        Ok(())
+    }
+
+    /// Ends a queue's subscription to a topic.
+    pub fn unsubscribe(&self, queue: &str, topic: &str) -> Result<()> {
+        let _admin = lock(&self.inner.admin);
+        let key = catalog::subscription_key(queue, topic);
+        let removed = lock(&self.inner.forwarders).remove(&key);
+        if removed.is_none() {
+            return Err(QueueError::InvalidSetting(format!(
+                "queue `{queue}` does not subscribe to `{topic}`"
+            )));
+        }
+        catalog::remove_subscription(&self.inner.log, queue, topic)
+    }
+
+    /// A queue's subscriptions.
+    pub fn subscriptions(&self, queue: &str) -> Vec<Subscription> {
+        lock(&self.inner.forwarders)
+            .values()
+            .filter(|(s, _)| s.queue == queue)
+            .map(|(s, _)| s.clone())
+            .collect()
     }
 
     /// Creates a queue, or returns the one of that name if its settings are the same.
@@ -169,6 +229,10 @@ impl Queues {
                 queue: name.to_string(),
                 source_queue: source.name().to_string(),
             });
+        }
+        for sub in self.subscriptions(name) {
+            lock(&self.inner.forwarders).remove(&catalog::subscription_key(name, &sub.topic));
+            catalog::remove_subscription(&self.inner.log, name, &sub.topic)?;
         }
         catalog::remove(&self.inner.log, name)?;
         self.write().remove(name);

@@ -145,6 +145,23 @@ impl Api {
             "ListDeadLetterSourceQueues" => self.dead_letter_sources(parse(body)?, ctx),
             "StartMessageMoveTask" => self.start_move(parse(body)?),
             "ListMessageMoveTasks" => self.list_moves(parse(body)?, ctx),
+            "Weir.Subscribe" => self.subscribe(parse(body)?),
+            "Weir.Unsubscribe" => {
+                let req: SubscribeRequest = parse(body)?;
+                let q = self.queue(req.queue_url.as_deref())?;
+                self.queues.unsubscribe(q.name(), &req.topic)?;
+                Ok(json!({}))
+            }
+            "Weir.ListSubscriptions" => {
+                let q = self.queue(parse::<QueueUrlOnly>(body)?.queue_url.as_deref())?;
+                let subs: Vec<Value> = self
+                    .queues
+                    .subscriptions(q.name())
+                    .into_iter()
+                    .map(|s| json!({"Topic": s.topic, "KeyPattern": s.key_pattern, "FilterPolicy": s.filter_policy}))
+                    .collect();
+                Ok(json!({ "Subscriptions": subs }))
+            }
             "SetQueueAttributes"
             | "TagQueue"
             | "UntagQueue"
@@ -158,6 +175,19 @@ impl Api {
                 format!("The action {other} is not valid for this endpoint."),
             )),
         }
+    }
+
+    /// Weir.Subscribe: the queue takes a copy of a topic's records that pass the filters.
+    fn subscribe(&self, req: SubscribeRequest) -> Result<Value, SqsError> {
+        let q = self.queue(req.queue_url.as_deref())?;
+        let sub = weir_queue::Subscription {
+            queue: q.name().to_string(),
+            topic: req.topic,
+            key_pattern: req.key_pattern,
+            filter_policy: req.filter_policy,
+        };
+        self.queues.subscribe(sub, req.from_beginning)?;
+        Ok(json!({}))
     }
 
     fn create_queue(&self, req: CreateQueue, ctx: &Ctx) -> Result<Value, SqsError> {
@@ -355,4 +385,15 @@ struct GetAttributes {
 struct MoveTaskRequest {
     source_arn: Option<String>,
     destination_arn: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SubscribeRequest {
+    queue_url: Option<String>,
+    topic: String,
+    key_pattern: Option<String>,
+    filter_policy: Option<String>,
+    #[serde(default)]
+    from_beginning: bool,
 }

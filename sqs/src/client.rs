@@ -54,12 +54,17 @@ impl SqsClient {
         format!("http://{}/{}/{queue}", self.host, crate::attrs::ACCOUNT_ID)
     }
 
-    /// Calls an action with its JSON body.
+    /// Calls an action with its JSON body (`Weir.<Action>` for Weir's own).
     pub fn call(&mut self, action: &str, body: &Value) -> Result<Value, ClientError> {
         let body = body.to_string();
+        let target = if action.starts_with("Weir.") {
+            action.to_string()
+        } else {
+            format!("AmazonSQS.{action}")
+        };
         write!(
             self.writer,
-            "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: AmazonSQS.{action}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST / HTTP/1.1\r\nHost: {}\r\nX-Amz-Target: {target}\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: {}\r\n\r\n{body}",
             self.host,
             body.len()
         )?;

@@ -209,10 +209,19 @@ async fn respond(
             "A request without X-Amz-Target (the query protocol)",
         ));
     };
-    let action = target
-        .strip_prefix("AmazonSQS.")
-        .ok_or_else(|| SqsError::invalid_parameter(format!("unknown target {target}")))?
-        .to_string();
+    // Weir's own actions (subscriptions, which SQS has not) are `Weir.<Action>`.
+    let action = match (
+        target.strip_prefix("AmazonSQS."),
+        target.strip_prefix("Weir."),
+    ) {
+        (Some(a), _) => a.to_string(),
+        (_, Some(a)) => format!("Weir.{a}"),
+        _ => {
+            return Err(SqsError::invalid_parameter(format!(
+                "unknown target {target}"
+            )))
+        }
+    };
     let body = Limited::new(body, SQS_REQUEST_BYTES_MAX)
         .collect()
         .await

@@ -94,6 +94,34 @@ fn walk_through(dir: &Path) {
         d.contains("visible            0") && d.contains("in flight          0"),
         "{d}"
     );
+    // Fan-out: the queue takes the topic's error records, filtered by key pattern.
+    ok(dir, &["topic", "create", "events"], "");
+    ok(
+        dir,
+        &[
+            "queue",
+            "subscribe",
+            "jobs",
+            "events",
+            "--key-pattern",
+            "#.error",
+        ],
+        "",
+    );
+    ok(
+        dir,
+        &["produce", "events", "--key-separator", ":"],
+        "billing.error:boom\nbilling.ok:fine\n",
+    );
+    let got = ok(
+        dir,
+        &["queue", "receive", "jobs", "--wait", "5", "--ack"],
+        "",
+    );
+    assert_eq!(bodies(&got), ["boom"]);
+    assert!(ok(dir, &["queue", "describe", "jobs"], "")
+        .contains("subscribes to      events (key #.error)"));
+    ok(dir, &["queue", "unsubscribe", "jobs", "events"], "");
     let o = run(dir, &["queue", "delete", "jobs-dlq"], "");
     assert!(
         !o.status.success() && stderr(&o).contains("dead-letter queue of `jobs`"),

@@ -329,3 +329,95 @@ fn snapshots_bound_the_journal_and_restore_the_same_state() -> Result<()> {
     q.change_visibility(&[], 0).context("an empty batch")?;
     Ok(())
 }
+
+/// Receives until `n` messages came or 5 s passed; acks them; their bodies, sorted.
+fn drain(q: &weir_queue::Queue, n: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.len() < n && Instant::now() < deadline {
+        let got = q.receive(100, Duration::from_millis(200), None)?;
+        q.ack(&got.iter().map(|r| r.receipt).collect::<Vec<_>>())?;
+        out.extend(bodies(&got));
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[test]
+fn fan_out_with_key_patterns_and_filter_policies_exactly_once_across_a_restart() -> Result<()> {
+    use weir_log::Record;
+    use weir_queue::Subscription;
+    let env = fresh()?;
+    env.log.create_topic("events", 2, Default::default())?;
+    let publish = |log: &Log, key: &str, amount: u32, body: &str| -> Result<()> {
+        let p = log.partition_for("events", key.as_bytes())?;
+        let r = Record::keyed(key.to_string(), body.to_string())
+            .with_header("amount", amount.to_string());
+        log.append("events", p, &[r])?;
+        Ok(())
+    };
+    publish(&env.log, "order.eu.created", 5, "before")?;
+    for (queue, pattern, policy) in [
+        ("eu-orders", Some("order.eu.*"), None),
+        ("errors", Some("#.error"), None),
+        (
+            "big",
+            None,
+            Some(r#"{"amount": [{"numeric": [">=", 100]}]}"#),
+        ),
+    ] {
+        env.queues.create(queue, QueueConfig::default())?;
+        let sub = Subscription {
+            queue: queue.into(),
+            topic: "events".into(),
+            key_pattern: pattern.map(str::to_string),
+            filter_policy: policy.map(str::to_string),
+        };
+        env.queues.subscribe(sub, false)?;
+    }
+    let bad = Subscription {
+        queue: "big".into(),
+        topic: "events".into(),
+        key_pattern: None,
+        filter_policy: Some(r#"{"amount": [{"numeric": ["~", 1]}]}"#.into()),
+    };
+    ensure!(
+        env.queues.subscribe(bad, false).is_err(),
+        "a bad policy is refused"
+    );
+    publish(&env.log, "order.eu.created", 5, "eu-small")?;
+    publish(&env.log, "order.us.created", 500, "us-big")?;
+    publish(&env.log, "billing.payment.error", 150, "error-big")?;
+    publish(&env.log, "order.eu.shipped", 100, "eu-big")?;
+    let eu = env.queues.get("eu-orders")?;
+    ensure!(
+        drain(&eu, 2)? == ["eu-big", "eu-small"],
+        "only what came after the subscription"
+    );
+    let errors = env.queues.get("errors")?;
+    let got = errors.receive(10, Duration::from_secs(5), None)?;
+    ensure!(bodies(&got) == ["error-big"]);
+    let m = &got[0].message;
+    ensure!(m.header(weir_queue::HEADER_SOURCE_TOPIC) == Some(&b"events"[..]));
+    ensure!(
+        m.key.as_deref() == Some(&b"billing.payment.error"[..]),
+        "the key is kept"
+    );
+    errors.ack(&[got[0].receipt])?;
+    let big = env.queues.get("big")?;
+    ensure!(drain(&big, 3)? == ["error-big", "eu-big", "us-big"]);
+    drop((eu, errors, big));
+    let env = restart(env)?;
+    publish(&env.log, "order.eu.created", 1, "after-restart")?;
+    let eu = env.queues.get("eu-orders")?;
+    ensure!(drain(&eu, 1)? == ["after-restart"]);
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        eu.try_receive(10, None)?.0.is_empty(),
+        "nothing copied twice across the restart"
+    );
+    ensure!(env.queues.subscriptions("big").len() == 1);
+    env.queues.unsubscribe("big", "events")?;
+    ensure!(env.queues.subscriptions("big").is_empty());
+    Ok(())
+}
