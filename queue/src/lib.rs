@@ -17,6 +17,7 @@
 //! - [`Queues`]: the catalog — create, get, list, delete by name; subscriptions of queues to
 //!   topics (fan-out), filtered by key pattern or header policy ([`filter`]), copied exactly
 //!   once.
+//! - [`Requester`] / [`Queues::reply`]: request–reply with `reply-to` and `correlation-id`.
 
 pub mod catalog;
 pub mod error;
@@ -27,6 +28,7 @@ mod moves;
 pub mod partition;
 mod pending;
 mod queue;
+mod reply;
 mod send;
 mod service;
 mod settle;
@@ -52,6 +54,7 @@ pub use queue::{
     HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
     WINDOW_BODY_BYTES_MAX,
 };
+pub use reply::{Requester, HEADER_CORRELATION_ID, HEADER_REPLY_TO, REPLIES_PENDING_MAX};
 pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};
 pub use service::Queues;
 pub use settle::Settled;

@@ -136,6 +136,24 @@ struct Entry {
     group: Option<Vec<u8>>,
 }
 
+impl Entry {
+    /// The state as the journal keeps it.
+    fn persisted(&self) -> Persisted {
+        match self.state {
+            State::Done => Persisted::Done,
+            State::Available { visible_at } => Persisted::Available {
+                visible_at,
+                deliveries: self.deliveries,
+            },
+            State::Acquired { lease, deadline } => Persisted::Acquired {
+                lease,
+                deadline,
+                deliveries: self.deliveries,
+            },
+        }
+    }
+}
+
 /// One partition's shared state.
 #[derive(Debug)]
 pub struct SharePartition {
@@ -276,21 +294,10 @@ impl SharePartition {
     pub fn take_journal(&mut self) -> Vec<Change> {
         let mut out = std::mem::take(&mut self.pending);
         for offset in std::mem::take(&mut self.dirty) {
-            let persisted = match self.window.get(&offset) {
-                None => Persisted::Done,
-                Some(e) => match e.state {
-                    State::Done => Persisted::Done,
-                    State::Available { visible_at } => Persisted::Available {
-                        visible_at,
-                        deliveries: e.deliveries,
-                    },
-                    State::Acquired { lease, deadline } => Persisted::Acquired {
-                        lease,
-                        deadline,
-                        deliveries: e.deliveries,
-                    },
-                },
-            };
+            let persisted = self
+                .window
+                .get(&offset)
+                .map_or(Persisted::Done, Entry::persisted);
             out.push(Change::Entry(offset, persisted));
         }
         if self.start != self.journaled_start {
@@ -538,21 +545,11 @@ impl SharePartition {
         out.push(Change::Epoch(self.leases >> 32));
         out.push(Change::Start(self.start));
         for (&offset, e) in &self.window {
-            let persisted = match e.state {
-                // Never delivered: the log says all there is to say about it.
-                State::Available { .. } if e.deliveries == 0 => continue,
-                State::Done => Persisted::Done,
-                State::Available { visible_at } => Persisted::Available {
-                    visible_at,
-                    deliveries: e.deliveries,
-                },
-                State::Acquired { lease, deadline } => Persisted::Acquired {
-                    lease,
-                    deadline,
-                    deliveries: e.deliveries,
-                },
-            };
-            out.push(Change::Entry(offset, persisted));
+            // Never delivered: the log says all there is to say about it.
+            if matches!(e.state, State::Available { .. }) && e.deliveries == 0 {
+                continue;
+            }
+            out.push(Change::Entry(offset, e.persisted()));
         }
         out
     }

@@ -421,3 +421,73 @@ fn fan_out_with_key_patterns_and_filter_policies_exactly_once_across_a_restart()
     ensure!(env.queues.subscriptions("big").is_empty());
     Ok(())
 }
+
+#[test]
+fn request_reply_with_concurrent_requests_and_a_timeout() -> Result<()> {
+    use weir_queue::Requester;
+    let env = fresh()?;
+    let rpc = env.queues.create("rpc", QueueConfig::default())?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let responder = {
+        let (queues, rpc, stop) = (env.queues.clone(), rpc.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<()> {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for r in rpc.receive(10, Duration::from_millis(100), None)? {
+                    let upper = String::from_utf8_lossy(&r.message.body).to_uppercase();
+                    queues.reply(&r.message, Outgoing::body(upper))?;
+                    rpc.ack(&[r.receipt])?;
+                }
+            }
+            Ok(())
+        })
+    };
+    let requester = Arc::new(Requester::new(&env.queues, "replies-1")?);
+    let callers: Vec<_> = (0..4)
+        .map(|t| {
+            let (requester, rpc) = (requester.clone(), rpc.clone());
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..5 {
+                    let ask = format!("caller {t} request {i}");
+                    let reply = requester
+                        .request(&rpc, Outgoing::body(ask.clone()), Duration::from_secs(5))?
+                        .context("no reply")?;
+                    ensure!(reply.body == ask.to_uppercase().as_bytes(), "{reply:?}");
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for c in callers {
+        c.join()
+            .map_err(|_| anyhow::anyhow!("a caller panicked"))??;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    responder
+        .join()
+        .map_err(|_| anyhow::anyhow!("the responder panicked"))??;
+    // Nobody answers: the request times out.
+    let silent = env.queues.create("silent", QueueConfig::default())?;
+    let t = Instant::now();
+    ensure!(requester
+        .request(&silent, Outgoing::body("?"), Duration::from_millis(300))?
+        .is_none());
+    ensure!(t.elapsed() < Duration::from_secs(2));
+    ensure!(env
+        .queues
+        .reply(
+            &silent.try_receive(1, None)?.0[0].message,
+            Outgoing::body("late")
+        )
+        .is_ok());
+    ensure!(env
+        .queues
+        .reply(&rpc_message_without_headers(&env)?, Outgoing::body("x"))
+        .is_err());
+    Ok(())
+}
+
+fn rpc_message_without_headers(env: &Env) -> Result<weir_queue::Message> {
+    let q = env.queues.create("plain", QueueConfig::default())?;
+    send_all(&q, &["not a request"])?;
+    Ok(q.try_receive(1, None)?.0.remove(0).message)
+}
