@@ -3,8 +3,6 @@
 //! for that, [`Pending::durable`] awaits it (an async server's workers never block on an
 //! fsync). A failed journal write marks its partition for rebuilding and fails the answer.
 
-use weir_log::PartitionId;
-
 use crate::error::Result;
 use crate::queue::{JournalTicket, Queue};
 
@@ -36,21 +34,9 @@ impl<'q, T> Pending<'q, T> {
     pub async fn durable(self) -> Result<T> {
         let mut first_error = None;
         for (p, t) in self.tickets {
-            let Some(ticket) = t.ticket else { continue };
-            let result = match ticket.await {
-                Ok(outcome) => match t.snapshot_of {
-                    Some((topic, sp)) => self
-                        .queue
-                        .log
-                        .delete_records(&topic, PartitionId(sp), outcome.base_offset)
-                        .map(|_| ()),
-                    None => Ok(()),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
+            if let Err(e) = t.durable(&self.queue.log).await {
                 self.queue.break_partition(p);
-                first_error.get_or_insert(e.into());
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(self.value), Err)

@@ -629,20 +629,31 @@ impl Queue {
             }
             let start = part.share.start();
             if start < end {
-                let oldest = self.bodies_of(p, &mut part, &[start])?;
-                if let Some(m) = oldest.get(&start) {
-                    s.oldest_timestamp = Some(
-                        s.oldest_timestamp
-                            .map_or(m.timestamp, |t| t.min(m.timestamp)),
-                    );
-                }
-                // `bodies` took it out of the cache; the window still tracks it.
-                if let Some(m) = oldest.into_values().next() {
-                    part.cache(m);
+                let oldest = match part.bodies.get(&start) {
+                    Some(m) => Some(m.timestamp),
+                    None => self.timestamp_at(p, start)?,
+                };
+                if let Some(t) = oldest {
+                    s.oldest_timestamp = Some(s.oldest_timestamp.map_or(t, |o| o.min(t)));
                 }
             }
         }
         Ok(s)
+    }
+}
+
+impl Queue {
+    /// The time of the message at `offset`, read from the topic (`None`: not readable).
+    fn timestamp_at(&self, p: u32, offset: i64) -> Result<Option<i64>> {
+        let fetch = self.log.read_isolated(
+            &self.name,
+            PartitionId(p),
+            Offset(offset),
+            FILL_READ_BYTES_MIN,
+            Isolation::ReadCommitted,
+        )?;
+        let first = fetch.records().next().transpose().map_err(LogError::from)?;
+        Ok(first.map(|r| r.timestamp.0))
     }
 }
 
@@ -659,13 +670,6 @@ impl Part {
             self.body_bytes -= m.size();
         }
     }
-
-    fn cache(&mut self, m: Message) {
-        if self.body_bytes < WINDOW_BODY_BYTES_MAX {
-            self.body_bytes += m.size();
-            self.bodies.insert(m.offset, m);
-        }
-    }
 }
 
 /// A journal append in flight.
@@ -677,9 +681,24 @@ pub(crate) struct JournalTicket {
 }
 
 impl JournalTicket {
-    pub(crate) fn wait(self, log: &Log) -> Result<()> {
-        let Some(t) = self.ticket else { return Ok(()) };
-        let outcome = t.wait()?;
+    /// Blocks until durable.
+    pub(crate) fn wait(mut self, log: &Log) -> Result<()> {
+        match self.ticket.take() {
+            Some(t) => self.finish(log, t.wait()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Awaits durability.
+    pub(crate) async fn durable(mut self, log: &Log) -> Result<()> {
+        match self.ticket.take() {
+            Some(t) => self.finish(log, t.await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Once durable, a snapshot makes what came before it deletable.
+    fn finish(self, log: &Log, outcome: weir_log::AppendOutcome) -> Result<()> {
         if let Some((topic, p)) = self.snapshot_of {
             log.delete_records(&topic, PartitionId(p), outcome.base_offset)?;
         }

@@ -241,12 +241,8 @@ impl Api {
         let q = self.queue(req.queue_url.as_deref())?;
         let stats = q.stats()?;
         let now = self.queues.log().now().0;
-        let names = if req.attribute_names.is_empty() {
-            Vec::new()
-        } else {
-            req.attribute_names
-        };
-        let attributes = attrs::queue_attributes(&q, &stats, now, &ctx.region, &names)?;
+        let attributes =
+            attrs::queue_attributes(&q, &stats, now, &ctx.region, &req.attribute_names)?;
         Ok(json!({ "Attributes": attributes }))
     }
 

@@ -116,16 +116,14 @@ fn outgoing(q: &Queue, e: &SendEntry) -> Result<Outgoing, SqsError> {
     Ok(out)
 }
 
-fn sent_json(q: &Queue, e: &SendEntry, sent: &Sent) -> Value {
+fn sent_json(q: &Queue, m: &Outgoing, sent: &Sent) -> Value {
     let mut v = json!({
         "MessageId": message_id(sent.partition, sent.offset),
-        "MD5OfMessageBody": attrs::md5_hex(e.message_body.as_deref().unwrap_or_default().as_bytes()),
+        "MD5OfMessageBody": attrs::md5_hex(&m.body),
     });
-    if !e.message_attributes.is_empty() {
-        if let Ok(headers) = attrs::headers_from(&e.message_attributes) {
-            v["MD5OfMessageAttributes"] =
-                json!(attrs::attributes_md5(&attrs::attributes_of(&headers)));
-        }
+    if !m.headers.is_empty() {
+        v["MD5OfMessageAttributes"] =
+            json!(attrs::attributes_md5(&attrs::attributes_of(&m.headers)));
     }
     if q.config().fifo {
         v["SequenceNumber"] = json!(sequence_number(sent.partition, sent.offset));
@@ -151,8 +149,8 @@ pub(crate) async fn send(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsError>
     let req: SendRequest = parse(body)?;
     let q = api.queue(req.queue_url.as_deref())?;
     let m = outgoing(&q, &req.entry)?;
-    let sent = send_messages(&q, vec![m]).await?;
-    Ok(sent_json(&q, &req.entry, &sent[0]))
+    let sent = send_messages(&q, vec![m.clone()]).await?;
+    Ok(sent_json(&q, &m, &sent[0]))
 }
 
 /// Batch ids: 1 to 10 entries, each id distinct, of letters, digits, `-` and `_`.
@@ -233,8 +231,8 @@ pub(crate) async fn send_batch(api: &Arc<Api>, body: &[u8]) -> Result<Value, Sqs
     let successes: Vec<Value> = good
         .iter()
         .zip(&sent)
-        .map(|((e, _), s)| {
-            let mut v = sent_json(&q, e, s);
+        .map(|((e, m), s)| {
+            let mut v = sent_json(&q, m, s);
             v["Id"] = json!(e.id);
             v
         })
@@ -460,19 +458,19 @@ pub(crate) async fn change_visibility_batch(
     let q = api.queue(req.queue_url.as_deref())?;
     check_batch(req.entries.iter().map(|e| e.id.as_str()))?;
     // Entries may ask for different timeouts: one call per timeout.
-    let mut by_timeout: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut by_timeout: BTreeMap<i64, (Vec<usize>, Vec<Receipt>)> = BTreeMap::new();
     let mut results: Vec<Option<Result<(), SqsError>>> = req.entries.iter().map(|_| None).collect();
     for (i, e) in req.entries.iter().enumerate() {
         match (visibility_of(e), receipt(e)) {
-            (Ok(t), Ok(_)) => by_timeout.entry(t).or_default().push(i),
+            (Ok(t), Ok(r)) => {
+                let (at, receipts) = by_timeout.entry(t).or_default();
+                at.push(i);
+                receipts.push(r);
+            }
             (Err(err), _) | (_, Err(err)) => results[i] = Some(Err(err)),
         }
     }
-    for (timeout, indexes) in by_timeout {
-        let receipts: Vec<Receipt> = indexes
-            .iter()
-            .filter_map(|&i| receipt(&req.entries[i]).ok())
-            .collect();
+    for (timeout, (indexes, receipts)) in by_timeout {
         let out = q
             .start_change_visibility(&receipts, timeout)?
             .durable()
