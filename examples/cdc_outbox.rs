@@ -39,6 +39,24 @@ impl App {
         Ok(self.runtime.block_on(self.client.batch_execute(sql))?)
     }
 
+    /// Waits until the CDC source's replication slot exists: from then on every change is
+    /// captured. An outbox row written and deleted before it would never be seen (the
+    /// snapshot finds the table empty), so the application starts writing only then.
+    fn wait_for_slot(&self, slot: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        let sql = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1";
+        while self
+            .runtime
+            .block_on(self.client.query_one(sql, &[&slot]))?
+            .get::<_, i64>(0)
+            == 0
+        {
+            anyhow::ensure!(Instant::now() < deadline, "the slot {slot} was not created");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     /// Places an order: the business row and its event, in one transaction.
     fn place_order(&self, id: i64, customer: &str, total: i64) -> anyhow::Result<()> {
         self.execute(&format!(
@@ -130,6 +148,7 @@ fn run(url: &str, db: &str) -> anyhow::Result<()> {
            SELECT aggregateid AS _key, type, payload FROM outbox WHERE aggregatetype = 'customer'
            WITH (topic = 'outbox.event.customer');"
     ))?;
+    app.wait_for_slot(&format!("{db}_slot"))?;
     app.place_order(1, "ada", 2500)?;
     app.place_order(2, "bo", 800)?;
     // A transaction that rolls back publishes nothing.
