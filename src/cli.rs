@@ -364,6 +364,11 @@ pub enum PipelineCmd {
         /// Input topic.
         #[arg(long)]
         input: String,
+        /// INPUT is a queue (`weir queue create`): consumed as one of its competing
+        /// consumers, each message acked in the commit that holds its results (under
+        /// exactly-once in the same transaction).
+        #[arg(long)]
+        queue: bool,
         /// Output topic.
         #[arg(long)]
         output: String,

@@ -1,6 +1,7 @@
-//! A task's commit: the interval's outputs, changelog records and input offsets (with the
-//! task's event time as their metadata), atomically under exactly-once; then the stores'
-//! writes are applied to RocksDB and the plan's own internal inputs are purged.
+//! A task's commit: the interval's outputs, changelog records, input offsets (with the
+//! task's event time as their metadata) and queue inputs' acks, atomically under
+//! exactly-once; then the stores' writes are applied to RocksDB and the plan's own internal
+//! inputs are purged.
 //!
 //! A failed commit leaves its outcome unknown (it may have been decided), and a store that
 //! could not apply a committed write no longer matches its changelog: either way the task is
@@ -37,7 +38,9 @@ impl Task {
         }
         self.interval_start = Instant::now();
         self.send_watermark()?;
-        let moved = self.inputs.iter().any(|i| i.position != i.committed);
+        let moved = self.inputs.iter().any(|i| {
+            i.position != i.committed || i.queue.as_ref().is_some_and(|q| !q.processed.is_empty())
+        });
         // Time updates write state without input (closing windows, expiring keys): those
         // writes commit too.
         let state = self.stores.iter().any(|s| s.pending_len() > 0);
@@ -59,6 +62,9 @@ impl Task {
         }
         for i in &mut self.inputs {
             i.committed = i.position;
+            if let Some(q) = i.queue.as_mut() {
+                q.processed.clear();
+            }
         }
         self.metrics.record_commit(started.elapsed());
         let now = self.log.now().0;
@@ -153,8 +159,14 @@ impl Task {
         let offsets = self.offsets_to_commit();
         let last_changelog;
         let outputs = self.sinks.take();
+        let acks = self.queue_acks();
         match &mut self.output {
             Output::Transactional(p) => {
+                // Each queue partition stays locked until its acks' transaction is decided.
+                let acks = acks
+                    .iter()
+                    .map(|(queue, receipts)| queue.ack_in_transaction(self.cfg.partition, receipts))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 p.begin()?;
                 // Every partition of this transaction, added in one durable step.
                 let mut all: Vec<(String, u32)> = outputs
@@ -173,6 +185,7 @@ impl Task {
                     weir_coord::offsets::OFFSETS_TOPIC.to_string(),
                     offsets_partition,
                 ));
+                all.extend(acks.iter().map(|a| a.partition()));
                 p.add_partitions(&all)?;
                 for (topic, partition, records) in &outputs {
                     in_batches(&self.log, topic, records, |chunk| {
@@ -182,8 +195,13 @@ impl Task {
                 last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
                     Ok(p.send_to(t, part, r)?.last_offset)
                 })?;
+                for ack in &acks {
+                    ack.write(p)?;
+                }
                 p.send_offsets_with_metadata(&self.cfg.app, &offsets)?;
                 p.commit()?;
+                acks.into_iter()
+                    .for_each(weir_queue::TransactionalAck::committed);
             }
             Output::Idempotent(p) => {
                 for (topic, partition, records) in &outputs {
@@ -196,9 +214,25 @@ impl Task {
                     Ok(p.send_to(t, part, r)?.last_offset)
                 })?;
                 self.commit_offsets_as_member(&offsets)?;
+                // At least once: acked after the outputs, so a crash between repeats them.
+                for (queue, receipts) in &acks {
+                    for r in queue.ack(receipts)? {
+                        r?;
+                    }
+                }
             }
         }
         Ok(last_changelog)
+    }
+
+    /// The queue inputs' processed receipts, to ack with this commit.
+    fn queue_acks(&self) -> Vec<(std::sync::Arc<weir_queue::Queue>, Vec<weir_queue::Receipt>)> {
+        self.inputs
+            .iter()
+            .filter_map(|i| i.queue.as_ref())
+            .filter(|q| !q.processed.is_empty())
+            .map(|q| (q.queue.clone(), q.processed.clone()))
+            .collect()
     }
 
     /// At-least-once: outputs and changelog are written, only the offsets remain. A rebalance

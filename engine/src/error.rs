@@ -70,6 +70,10 @@ pub enum EngineError {
     /// A coordinator failed.
     #[error(transparent)]
     Coord(#[from] weir_coord::CoordError),
+    /// A queue input failed: a lock ran out before its message's commit (the message may
+    /// have gone to another consumer, and this interval is redone), or the queue's log did.
+    #[error(transparent)]
+    Queue(#[from] weir_queue::QueueError),
     /// An internal invariant broke. Please report it.
     #[error("internal error (please report): {0}")]
     Internal(String),

@@ -6,6 +6,10 @@
 //! record is the oldest (tables before streams on equal timestamps), cut where another input
 //! has an older record. So inputs interleave by time, as Kafka Streams does, and a busy table
 //! cannot starve the stream that joins it.
+//!
+//! A queue input receives its partition's messages instead of reading offsets: each under a
+//! lock (the queue's visibility timeout), its receipt kept with it; once processed the
+//! receipt waits in `QueueInput::processed` for the commit, which acks it (see `commit.rs`).
 
 use std::sync::Arc;
 
@@ -17,6 +21,10 @@ use crate::processor::InputRecord;
 
 /// Bytes one fetch reads from an input partition.
 pub(crate) const FETCH_BYTES: usize = 1 << 20;
+
+/// Messages one receive of a queue input takes: about a batch, so no lock is held much
+/// longer than its message takes to process and commit.
+pub(crate) const QUEUE_FETCH_MESSAGES: usize = 1024;
 
 /// Rows one fetch of a generated input makes: as many records as a 1 MiB fetch of small
 /// records, so a generator's batch costs about what a topic's does.
@@ -40,6 +48,46 @@ pub(crate) struct Input {
     pub(crate) watermarks: std::collections::VecDeque<(Offset, u32, i64, bool)>,
     /// A generated input's pace: when and at which position this task started it.
     paced_from: Option<(std::time::Instant, Offset)>,
+    /// A queue input's queue and receipts.
+    pub(crate) queue: Option<QueueInput>,
+}
+
+/// What a queue input holds: the receipts of its fetched messages (aligned with
+/// `Input::fetched`; those from `unprocessed` on not yet processed) and of those processed
+/// since the last commit.
+#[derive(Debug)]
+pub(crate) struct QueueInput {
+    pub(crate) queue: Arc<weir_queue::Queue>,
+    pub(crate) fetched: Vec<weir_queue::Receipt>,
+    pub(crate) unprocessed: usize,
+    pub(crate) processed: Vec<weir_queue::Receipt>,
+}
+
+impl QueueInput {
+    pub(crate) fn new(queue: Arc<weir_queue::Queue>) -> QueueInput {
+        QueueInput {
+            queue,
+            fetched: Vec::new(),
+            unprocessed: 0,
+            processed: Vec::new(),
+        }
+    }
+}
+
+impl Drop for QueueInput {
+    /// A task that stops without committing releases what it held, so a restarted task
+    /// (or another consumer) gets it at once rather than after the locks time out. After a
+    /// failed commit the partition is rebuilt first: receipts of committed acks are refused.
+    fn drop(&mut self) {
+        let unprocessed = self.fetched.get(self.unprocessed..).unwrap_or_default();
+        let held: Vec<_> = unprocessed.iter().chain(&self.processed).copied().collect();
+        if !held.is_empty() {
+            if let Err(e) = self.queue.nack(&held, 0) {
+                tracing::debug!(queue = %self.queue.name(), error = %e,
+                    "releasing a stopped task's messages failed; they come back after their locks");
+            }
+        }
+    }
 }
 
 impl Input {
@@ -53,6 +101,7 @@ impl Input {
             fetched_at: 0,
             watermarks: std::collections::VecDeque::new(),
             paced_from: None,
+            queue: None,
         }
     }
 
@@ -69,6 +118,9 @@ impl Input {
         self.fetched_at = 0;
         if let Some(g) = self.spec.generated {
             return Ok(self.generate(g, log, partition));
+        }
+        if self.queue.is_some() {
+            return self.receive(partition);
         }
         // Watermark records not yet passed lie at or after the position: read again below.
         self.watermarks.clear();
@@ -116,6 +168,41 @@ impl Input {
 }
 
 impl Input {
+    /// Receives the next messages of a queue input's partition, under their locks.
+    fn receive(&mut self, partition: u32) -> Result<bool> {
+        let Some(q) = self.queue.as_mut() else {
+            return Ok(false);
+        };
+        q.fetched.clear();
+        q.unprocessed = 0;
+        for r in q
+            .queue
+            .try_receive_partition(partition, QUEUE_FETCH_MESSAGES, None)?
+        {
+            q.fetched.push(r.receipt);
+            let m = r.message;
+            self.fetched.push(InputRecord {
+                topic: self.topic.clone(),
+                partition,
+                offset: Offset(m.offset),
+                timestamp: weir_log::Timestamp(m.timestamp),
+                key: m.key,
+                value: Some(m.body),
+                headers: m.headers,
+            });
+        }
+        Ok(!self.fetched.is_empty())
+    }
+
+    /// Marks fetched records `from..to` processed: a queue input's receipts then wait for
+    /// the commit.
+    pub(crate) fn processed(&mut self, from: usize, to: usize) {
+        if let Some(q) = self.queue.as_mut() {
+            q.processed.extend_from_slice(&q.fetched[from..to]);
+            q.unprocessed = to;
+        }
+    }
+
     /// Makes the next records of a generated input: empty records numbered by offset, as many
     /// as its rate allows by now (and at most `GENERATED_FETCH_ROWS`), none past its end.
     fn generate(&mut self, g: crate::plan::GeneratedInput, log: &Log, partition: u32) -> bool {

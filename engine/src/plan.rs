@@ -8,7 +8,8 @@
 //! everything else: group membership, tasks and their restarts, exactly-once commits, time,
 //! the error policy (dead letters, skips, retries) and metrics.
 //!
-//! Inputs today are log topics; the shape is made to grow connectors without changing the
+//! Inputs are log topics, generated rows, or queues (competing consumption, acks committed
+//! with the task); the shape is made to grow connectors without changing the
 //! runtime's contract: a generated source or a database change stream is another kind of
 //! input whose position commits with the task's transaction like an offset, and a sink that
 //! commits its own offsets elsewhere (a PostgreSQL table) is another kind of sink.
@@ -45,6 +46,12 @@ pub struct InputSpec {
     /// Records the plan generates itself (`None`: read from the topic). The topic is then
     /// only the name its positions commit under.
     pub generated: Option<GeneratedInput>,
+    /// A queue (weir-queue) named like the topic, consumed as one of its competing
+    /// consumers: each task receives its partition's messages under a lock (the queue's
+    /// visibility timeout) and acks what it processed in its commit — under exactly-once in
+    /// the same transaction as its outputs, so each message is processed once. Needs the
+    /// process's queues in [`crate::RunOptions::queues`].
+    pub queue: bool,
 }
 
 impl InputSpec {
@@ -56,6 +63,15 @@ impl InputSpec {
             event_time: Default::default(),
             internal: false,
             generated: None,
+            queue: false,
+        }
+    }
+
+    /// A stream consumed from the queue `queue` (see [`InputSpec::queue`]).
+    pub fn queue(queue: &str) -> InputSpec {
+        InputSpec {
+            queue: true,
+            ..InputSpec::topic(queue, InputKind::Stream)
         }
     }
 

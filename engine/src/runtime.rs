@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// Where to write a [`MetricsSnapshot`] (JSON) every second and at stop, for
     /// `weir pipeline describe`; `None` writes nothing.
     pub metrics_file: Option<PathBuf>,
+    /// The process's queues, for plans that consume queues ([`crate::InputSpec::queue`]):
+    /// one `Queues` per log and process, shared with whatever else serves them.
+    pub queues: Option<weir_queue::Queues>,
 }
 
 impl RunOptions {
@@ -80,6 +83,7 @@ impl RunOptions {
             state_memory: crate::state::StateMemory::new(crate::state::STATE_MEMORY_BYTES),
             start_from: crate::task::StartFrom::Earliest,
             metrics_file: None,
+            queues: None,
         }
     }
 }
@@ -102,6 +106,10 @@ fn transient(e: &EngineError) -> bool {
     match e {
         EngineError::Log(e) => log(e),
         EngineError::Coord(CoordError::Log(e)) => log(e),
+        EngineError::Queue(
+            weir_queue::QueueError::StaleReceipt(_) | weir_queue::QueueError::Undecided { .. },
+        ) => true,
+        EngineError::Queue(weir_queue::QueueError::Log(e)) => log(e),
         EngineError::Coord(
             CoordError::RebalanceInProgress(_)
             | CoordError::IllegalGeneration { .. }
@@ -509,6 +517,7 @@ pub fn run(
                     .map(|t| t.name.clone())
                     .collect(),
                 internal_writers: internal_writers.clone(),
+                queues: options.queues.clone(),
             };
             assigned[next % workers].push(TaskSlot {
                 published: metrics.register_task(&cfg.label()),

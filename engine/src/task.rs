@@ -101,6 +101,8 @@ pub struct TaskConfig {
     /// Where to start reading an input without a committed offset (internal topics are read
     /// from their start).
     pub start_from: StartFrom,
+    /// The process's queues, when an input is a queue.
+    pub queues: Option<weir_queue::Queues>,
 }
 
 impl TaskConfig {
@@ -125,6 +127,7 @@ impl TaskConfig {
             internal_outputs: Vec::new(),
             internal_writers: Vec::new(),
             start_from: StartFrom::Earliest,
+            queues: None,
         }
     }
 
@@ -133,6 +136,16 @@ impl TaskConfig {
         let topic = self.inputs.first().map_or("", |i| i.topic.as_str());
         format!("{topic}/{}", self.partition)
     }
+}
+
+/// The queue a queue input consumes, from the process's queues.
+fn queue_of(cfg: &TaskConfig, name: &str) -> Result<Arc<weir_queue::Queue>> {
+    let queues = cfg.queues.as_ref().ok_or_else(|| {
+        EngineError::Plan(format!(
+            "input `{name}` is a queue: run the plan with the process's queues (RunOptions::queues)"
+        ))
+    })?;
+    Ok(queues.get(name)?)
 }
 
 /// Where a new application starts reading partition `p` of `topic`.
@@ -356,7 +369,7 @@ impl Task {
                 time.restore(n, &c.metadata);
             }
             let position = match c {
-                Some(c) if c.offset < earliest => {
+                Some(c) if c.offset < earliest && !spec.queue => {
                     // Retention deleted records this application never processed (Kafka
                     // Streams' `auto.offset.reset=earliest`): go on from what is left.
                     tracing::warn!(topic = %t, partition = cfg.partition, committed = %c.offset, earliest = %earliest,
@@ -364,10 +377,13 @@ impl Task {
                     earliest
                 }
                 Some(c) => c.offset,
-                None if spec.internal || spec.generated.is_some() => earliest,
+                None if spec.internal || spec.generated.is_some() || spec.queue => earliest,
                 None => start_position(log, t, PartitionId(cfg.partition), cfg.start_from)?,
             };
             let mut input = Input::new(spec.clone(), position);
+            if spec.queue {
+                input.queue = Some(crate::input::QueueInput::new(queue_of(&cfg, t)?));
+            }
             if c.is_none() {
                 // Never committed: the first commit records where the application started, so
                 // a restart resumes there (`--from latest` must not skip what came meanwhile).
@@ -575,9 +591,12 @@ impl Task {
         for r in batch {
             self.latency.record(r.timestamp.0);
         }
-        if let Some(last) = batch.last() {
-            i.position = last.offset.plus(1);
+        // A queue delivers offsets out of order (redeliveries): its position is the highest
+        // processed, kept for the event time committed with it.
+        if let Some(last) = batch.iter().map(|r| r.offset).max() {
+            i.position = i.position.max(last.plus(1));
         }
+        i.processed(from, to);
         i.fetched_at = to;
         self.apply_watermarks(input);
         let n = to - from;

@@ -54,6 +54,16 @@ pub enum QueueError {
         /// What is wrong.
         reason: String,
     },
+    /// A transaction that wrote a partition's journal (an engine task's acks, a dead letter)
+    /// is not decided yet, so the partition cannot be rebuilt from its journal: the
+    /// transaction ends when its producer starts again or times out. Try again.
+    #[error("queue `{queue}` partition {partition}: a transaction on its journal is not decided yet; try again")]
+    Undecided {
+        /// The queue.
+        queue: String,
+        /// The partition.
+        partition: u32,
+    },
     /// The log failed (disk full, I/O error, …); nothing was answered as done.
     #[error(transparent)]
     Log(#[from] LogError),

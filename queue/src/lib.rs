@@ -17,6 +17,8 @@
 //! - [`Queues`]: the catalog — create, get, list, delete by name; subscriptions of queues to
 //!   topics (fan-out), filtered by key pattern or header policy ([`filter`]), copied exactly
 //!   once.
+//! - [`Queue::ack_in_transaction`] / [`TransactionalAck`]: acks committed in a caller's
+//!   transaction (an engine task's), for exactly-once consumption.
 //! - [`Requester`] / [`Queues::reply`]: request–reply with `reply-to` and `correlation-id`.
 
 pub mod catalog;
@@ -32,6 +34,7 @@ mod reply;
 mod send;
 mod service;
 mod settle;
+mod txn_ack;
 mod wait;
 
 pub use catalog::{QueueConfig, Redrive, Subscription, CATALOG_TOPIC, SUBSCRIPTIONS_TOPIC};
@@ -58,4 +61,5 @@ pub use reply::{Requester, HEADER_CORRELATION_ID, HEADER_REPLY_TO, REPLIES_PENDI
 pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};
 pub use service::Queues;
 pub use settle::Settled;
+pub use txn_ack::TransactionalAck;
 pub use wait::{block_until, Changed};

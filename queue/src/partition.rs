@@ -581,6 +581,15 @@ impl SharePartition {
         out
     }
 
+    /// Whether `receipt` is its message's valid lock at `now` (what settling it checks).
+    pub fn holds(&self, receipt: &Receipt, now: i64) -> bool {
+        receipt.partition == self.partition
+            && self.window.get(&receipt.offset).is_some_and(|e| {
+                matches!(e.state, State::Acquired { lease, deadline }
+                    if lease == receipt.lease && deadline > now)
+            })
+    }
+
     /// Whether the window holds `offset` (not yet settled or skipped).
     pub fn tracks(&self, offset: i64) -> bool {
         self.window

@@ -57,7 +57,7 @@ pub const SNAPSHOT_AFTER_BYTES: u64 = 4 << 20;
 /// The shortest lock a receive takes: a visibility timeout of 0 (SQS: "visible to others at
 /// once") locks for this long, so one receive never takes the same message twice (its
 /// second look at a window happens within the same millisecond).
-const LOCK_MIN_MS: i64 = 1;
+pub(crate) const LOCK_MIN_MS: i64 = 1;
 /// Most messages one receive returns (a window's worth).
 pub const RECEIVE_MAX: usize = IN_FLIGHT_MAX;
 /// Header: when a message with a delay of its own becomes visible (epoch ms, decimal).
@@ -446,7 +446,7 @@ impl Queue {
         Ok(Pending::new(self, (out, wake), tickets))
     }
 
-    fn receive_from(
+    pub(crate) fn receive_from(
         &self,
         p: u32,
         max: usize,
@@ -658,6 +658,11 @@ impl Queue {
 }
 
 impl Part {
+    /// Counts journal bytes written by someone else's transaction (towards the next snapshot).
+    pub(crate) fn add_journal_bytes(&mut self, bytes: u64) {
+        self.journal_bytes += bytes;
+    }
+
     pub(crate) fn drop_body(&mut self, offset: i64) {
         if let Some(m) = self.bodies.remove(&offset) {
             self.body_bytes -= m.size();
@@ -734,6 +739,15 @@ fn restore(
     p: u32,
     settings: QueueSettings,
 ) -> Result<SharePartition> {
+    // Read committed stops at the first undecided transaction: what follows it would be
+    // missed, so rebuild only once every transaction on the journal is decided.
+    let end = log.latest_offset(state_topic, PartitionId(p))?;
+    if log.last_stable_offset(state_topic, PartitionId(p))? < end {
+        return Err(QueueError::Undecided {
+            queue: queue.to_string(),
+            partition: p,
+        });
+    }
     let mut changes = Vec::new();
     let from = log.earliest_offset(state_topic, PartitionId(p))?;
     log.for_each_record::<QueueError>(

@@ -145,6 +145,17 @@ impl SqsError {
         }
     }
 
+    /// Briefly unable (503, which SDKs retry): a partition waits for a transaction's end.
+    pub fn unavailable(message: impl Into<String>) -> SqsError {
+        SqsError {
+            status: 503,
+            code: "ServiceUnavailable",
+            query_code: "ServiceUnavailable",
+            sender_fault: false,
+            message: message.into(),
+        }
+    }
+
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         serde_json::json!({
@@ -180,6 +191,7 @@ impl From<QueueError> for SqsError {
             QueueError::InvalidName { .. }
             | QueueError::InvalidMessage(_)
             | QueueError::InUse { .. } => SqsError::invalid_parameter(e.to_string()),
+            QueueError::Undecided { .. } => SqsError::unavailable(e.to_string()),
             QueueError::CorruptState { .. } | QueueError::Log(_) | QueueError::Coord(_) => {
                 tracing::warn!(error = %e, "SQS request failed");
                 SqsError::internal(e.to_string())

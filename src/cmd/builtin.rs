@@ -104,10 +104,38 @@ fn event_time(v: &Event, record: weir_log::Timestamp) -> Result<i64, String> {
     }
 }
 
-fn window_count(p: &Pipeline, input: &str, output: &str, args: &WindowArgs) -> Result<()> {
+/// Where a built-in pipeline reads: a topic, or a queue (`--queue`).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub name: &'a str,
+    pub queue: bool,
+}
+
+impl Source<'_> {
+    /// The input as a typed stream: a topic's records (only those with keys when `keyed`),
+    /// or a queue's messages.
+    fn stream<V>(
+        &self,
+        p: &Pipeline,
+        keyed: bool,
+        value: impl weir_engine::Serde<V>,
+    ) -> weir_engine::Stream<String, V>
+    where
+        V: Clone + Send + 'static,
+    {
+        match (self.queue, keyed) {
+            (true, _) => p.queue(self.name, Utf8, value),
+            (false, true) => p.keyed_stream(self.name, Utf8, value),
+            (false, false) => p.stream(self.name, Utf8, value),
+        }
+    }
+}
+
+fn window_count(p: &Pipeline, input: Source<'_>, output: &str, args: &WindowArgs) -> Result<()> {
     let spec = window_spec(args)?;
     let ooo = parse_duration(&args.out_of_orderness).context("--out-of-orderness")?;
-    p.keyed_stream::<String, Event>(input, Utf8, Json)
+    input
+        .stream::<Event>(p, true, Json)
         .try_with_event_time(event_time, ooo)?
         .group_by_key()
         .window(spec)
@@ -144,20 +172,22 @@ fn window_count(p: &Pipeline, input: &str, output: &str, args: &WindowArgs) -> R
 pub fn builtin(
     name: &str,
     app: &str,
-    input: &str,
+    input: Source<'_>,
     output: &str,
     window: &WindowArgs,
 ) -> Result<weir_engine::Topology> {
     let p = Pipeline::builder(app);
     match name {
         "keyed-count" => {
-            p.stream::<String, String>(input, Utf8, Utf8)
+            input
+                .stream::<String>(&p, false, Utf8)
                 .group_by_key()
                 .count()
                 .to_topic(output, Utf8, Json);
         }
         "latest" => {
-            p.stream::<String, String>(input, Utf8, Utf8)
+            input
+                .stream::<String>(&p, false, Utf8)
                 .group_by_key()
                 .aggregate(String::new, |_, v| v)
                 .to_stream()
@@ -179,6 +209,8 @@ pub struct Prepared {
     pub opts: RunOptions,
     /// Stop after this long without input (`None`: run until stopped).
     pub until_idle: Option<Duration>,
+    /// The input is a queue: the run needs the process's queues.
+    pub queue: bool,
 }
 
 /// `weir pipeline run`: here, or handed to a running `weir serve`, which hosts it.
@@ -186,9 +218,12 @@ pub fn run(dir: &Path, cmd: PipelineCmd) -> Result<()> {
     if let Some(http) = super::hosted::server_http(dir)? {
         return super::hosted::hand_over(dir, &http, &cmd);
     }
-    let p = prepare(dir, cmd)?;
+    let mut p = prepare(dir, cmd)?;
     let log = super::open_log(dir, true)?;
     let (groups, txns) = weir_coord::start(&log)?;
+    if p.queue {
+        p.opts.queues = Some(weir_queue::Queues::open(&log, &txns)?);
+    }
     let running = p.topology.run(&log, &groups, &txns, p.opts)?;
     match p.until_idle {
         Some(quiet) => running.stop_when_idle(quiet, Duration::from_secs(3600))?,
@@ -204,6 +239,7 @@ pub fn prepare(dir: &Path, cmd: PipelineCmd) -> Result<Prepared> {
         name,
         app,
         input,
+        queue,
         output,
         at_least_once,
         commit_ms,
@@ -223,7 +259,11 @@ pub fn prepare(dir: &Path, cmd: PipelineCmd) -> Result<Prepared> {
         "fail" => ErrorPolicy::Fail,
         other => bail!("--on-error `{other}`: expected dead_letter, skip or fail"),
     };
-    let topology = builtin(&name, &app, &input, &output, &window)?;
+    let source = Source {
+        name: &input,
+        queue,
+    };
+    let topology = builtin(&name, &app, source, &output, &window)?;
     let mut opts = RunOptions::new(state_dir.unwrap_or_else(|| dir.join("state")));
     opts.commit_interval = Duration::from_millis(commit_ms.max(1));
     opts.on_error = on_error;
@@ -246,5 +286,6 @@ pub fn prepare(dir: &Path, cmd: PipelineCmd) -> Result<Prepared> {
         topology,
         opts,
         until_idle: until_idle_ms.map(Duration::from_millis),
+        queue,
     })
 }

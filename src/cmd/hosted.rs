@@ -51,6 +51,7 @@ fn to_args(cmd: &PipelineCmd) -> Vec<String> {
         name,
         app,
         input,
+        queue,
         output,
         at_least_once,
         commit_ms,
@@ -98,6 +99,9 @@ fn to_args(cmd: &PipelineCmd) -> Vec<String> {
     }
     if *at_least_once {
         a.push("--at-least-once".into());
+    }
+    if *queue {
+        a.push("--queue".into());
     }
     a
 }
@@ -182,6 +186,8 @@ pub struct PipelineHost {
     log: Log,
     groups: GroupCoordinator,
     txns: TransactionCoordinator,
+    /// The server's queues, for pipelines that consume one.
+    queues: weir_queue::Queues,
     pipelines: Mutex<HashMap<String, Hosted>>,
 }
 
@@ -195,12 +201,14 @@ impl PipelineHost {
         log: Log,
         groups: GroupCoordinator,
         txns: TransactionCoordinator,
+        queues: weir_queue::Queues,
     ) -> PipelineHost {
         PipelineHost {
             dir: dir.to_path_buf(),
             log,
             groups,
             txns,
+            queues,
             pipelines: Mutex::new(HashMap::new()),
         }
     }
@@ -217,7 +225,8 @@ impl PipelineHost {
         let Command::Pipeline(cmd @ PipelineCmd::Run { .. }) = cli.command else {
             bail!("not a pipeline run");
         };
-        let p = super::builtin::prepare(&self.dir, cmd)?;
+        let mut p = super::builtin::prepare(&self.dir, cmd)?;
+        p.opts.queues = Some(self.queues.clone());
         let mut pipelines = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(h) = pipelines.get(&p.app) {
             if matches!(

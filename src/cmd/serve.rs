@@ -41,11 +41,13 @@ fn listen_addr(value: &str) -> Option<String> {
 pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
     let log = super::open_log(dir, true)?;
     let (groups, txns) = weir_coord::start(&log).context("cannot start the coordinators")?;
+    let queues = weir_queue::Queues::open(&log, &txns).context("cannot open the queues")?;
     let host = std::sync::Arc::new(super::hosted::PipelineHost::new(
         dir,
         log.clone(),
         groups.clone(),
         txns.clone(),
+        queues.clone(),
     ));
     // Persistent SQL queries (sinks, views, INSERT INTO … SELECT) run for as long as the
     // server; they start on a thread of their own, so the listeners do not wait for them (a
@@ -63,7 +65,6 @@ pub fn run(dir: &Path, args: ServeArgs) -> Result<()> {
         Some(addr) => Some(weir_pg::PgServerHandle::start(db.clone(), &addr)?),
         None => None,
     };
-    let queues = weir_queue::Queues::open(&log, &txns).context("cannot open the queues")?;
     let sqs = start_sqs(&queues, &args)?;
     let broker = Broker::new(log.clone(), groups, txns, !args.no_auto_create_topics);
     let config = ServerConfig {

@@ -11,6 +11,7 @@ mod kafka_interop;
 mod pg_interop;
 mod queue_cli;
 mod queue_crash;
+mod queue_pipeline_crash;
 mod sql_crash;
 mod sqs_interop;
 mod util;

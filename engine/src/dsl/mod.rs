@@ -173,6 +173,16 @@ impl Pipeline {
             .push(entry);
     }
 
+    /// Marks the input `topic` a queue (it was just added as a stream).
+    fn mark_queue(&self, topic: &str) {
+        let mut s = self.state.borrow_mut();
+        if let Some(&i) = s.host.get(topic) {
+            for input in s.subs[i].inputs.iter_mut().filter(|i| i.topic == topic) {
+                input.queue = true;
+            }
+        }
+    }
+
     fn add_store(&self, topic: &str, name: NameSlot, kind: StoreKind, descriptor: &str) {
         let mut s = self.state.borrow_mut();
         if let Some(&i) = s.host.get(topic) {

@@ -172,6 +172,21 @@ impl Pipeline {
         self.stream_input(topic, false, false, Arc::new(key), Arc::new(value))
     }
 
+    /// Consumes a queue (weir-queue) as a stream, as one of its competing consumers: each
+    /// task receives its partition's messages under a lock and acks them in its commit —
+    /// under exactly-once in the same transaction as its outputs and state, so every message
+    /// is processed once however the pipeline crashes. A message whose lock runs out before
+    /// the commit redoes the interval. Run with [`crate::RunOptions::queues`].
+    pub fn queue<K, V>(&self, queue: &str, key: impl Serde<K>, value: impl Serde<V>) -> Stream<K, V>
+    where
+        K: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let stream = self.stream_input(queue, false, false, Arc::new(key), Arc::new(value));
+        self.mark_queue(queue);
+        stream
+    }
+
     /// [`Pipeline::stream`] for a topic whose records should have keys: a record without one
     /// is dropped and counted (the operator's `dropped`), not decoded.
     pub fn keyed_stream<K, V>(

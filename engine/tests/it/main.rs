@@ -3,6 +3,7 @@
 mod common;
 mod dsl;
 mod dsl_changes;
+mod queue_input;
 mod runtime;
 mod state;
 mod task;

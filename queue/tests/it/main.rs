@@ -4,3 +4,4 @@
 
 mod model;
 mod queues;
+mod txn_ack;

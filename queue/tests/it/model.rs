@@ -206,6 +206,12 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
                     _ => receipts.len().saturating_sub(8),
                 };
                 let r = receipts[from + rng.below((receipts.len() - from) as u64) as usize];
+                // What an ack inside a transaction checks first.
+                let holds = p.holds(&r, now);
+                anyhow::ensure!(
+                    holds == model.held(&r, now).is_some(),
+                    ctx(&format!("holds({r}) = {holds}"))
+                );
                 let (got, want) = match rng.below(4) {
                     0 => {
                         let want = model.held(&r, now).map(|m| {

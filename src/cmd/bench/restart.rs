@@ -139,7 +139,10 @@ fn latest_value_pipeline() -> Result<weir_engine::Topology> {
     super::super::builtin::builtin(
         "latest",
         "restart",
-        "in",
+        super::super::builtin::Source {
+            name: "in",
+            queue: false,
+        },
         "out",
         &crate::cli::WindowArgs::default(),
     )

@@ -88,8 +88,16 @@ pub fn window(data_dir: &Path, a: BenchWindowArgs) -> Result<()> {
         emit: a.emit.clone(),
         ..WindowArgs::default()
     };
-    let topology =
-        super::super::builtin::builtin("window-count", "bench-window", "in", "out", &window)?;
+    let topology = super::super::builtin::builtin(
+        "window-count",
+        "bench-window",
+        super::super::builtin::Source {
+            name: "in",
+            queue: false,
+        },
+        "out",
+        &window,
+    )?;
     let mut opts = weir_engine::RunOptions::new(scratch.0.join("state"));
     opts.commit_interval = Duration::from_millis(a.commit_ms.max(1));
     let rss_before = peak_rss_bytes();

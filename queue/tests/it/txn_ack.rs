@@ -1,0 +1,83 @@
+//! Acks inside a caller's transaction ([`weir_queue::Queue::ack_in_transaction`]): an
+//! aborted transaction leaves its messages locked until their deadline and then delivers them
+//! again; a committed one stands across a restart; a lock that ran out refuses the ack before
+//! anything is written.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use weir_coord::{TransactionCoordinator, TransactionalProducer};
+use weir_log::Log;
+use weir_queue::{Outgoing, QueueConfig, QueueError, Queues, Received};
+
+fn open(dir: &std::path::Path) -> Result<(Log, TransactionCoordinator, Queues)> {
+    let log = Log::open(dir)?;
+    let (_groups, txns) = weir_coord::start(&log)?;
+    let queues = Queues::open(&log, &txns)?;
+    Ok((log, txns, queues))
+}
+
+/// Acks `got` in one transaction of `producer`, committed or aborted.
+fn ack_in(
+    queue: &weir_queue::Queue,
+    producer: &mut TransactionalProducer,
+    got: &[Received],
+    commit: bool,
+) -> Result<()> {
+    let receipts: Vec<_> = got.iter().map(|r| r.receipt).collect();
+    let ack = queue.ack_in_transaction(0, &receipts)?;
+    producer.begin()?;
+    producer.add_partitions(&[ack.partition()])?;
+    ack.write(producer)?;
+    if commit {
+        producer.commit()?;
+        ack.committed();
+    } else {
+        producer.abort()?;
+        drop(ack);
+    }
+    Ok(())
+}
+
+#[test]
+fn acks_in_a_transaction_stand_only_when_it_commits() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (log, txns, queues) = open(dir.path())?;
+    let config = QueueConfig {
+        visibility_ms: 300,
+        ..QueueConfig::default()
+    };
+    let queue = queues.create("work", config)?;
+    let msgs: Vec<Outgoing> = (0..4).map(|i| Outgoing::body(format!("m{i}"))).collect();
+    queue.send(&msgs)?;
+    let mut producer = TransactionalProducer::new(&txns, "consumer-0", Duration::from_secs(60))?;
+
+    // Aborted: the messages stay locked by their old receipts' deadline, then come back.
+    let got = queue.try_receive_partition(0, 2, None)?;
+    ensure!(got.len() == 2);
+    ack_in(&queue, &mut producer, &got, false)?;
+    ensure!(queue.stats()?.in_flight == 2, "{:?}", queue.stats()?);
+    std::thread::sleep(Duration::from_millis(350));
+    let again = queue.try_receive_partition(0, 10, None)?;
+    ensure!(again.len() == 4, "{} redelivered", again.len());
+
+    // A lock that ran out refuses the ack, and changes nothing.
+    std::thread::sleep(Duration::from_millis(350));
+    let stale = queue.ack_in_transaction(0, &[again[0].receipt]).err();
+    ensure!(
+        matches!(stale, Some(QueueError::StaleReceipt(_))),
+        "{stale:?}"
+    );
+
+    // Committed: acked, across a restart.
+    let got = queue.try_receive_partition(0, 10, None)?;
+    ensure!(got.len() == 4);
+    ack_in(&queue, &mut producer, &got, true)?;
+    ensure!(queue.stats()?.visible == 0 && queue.stats()?.in_flight == 0);
+    drop((queue, queues, producer, txns));
+    log.close();
+    let (_log, _txns, queues) = open(dir.path())?;
+    let stats = queues.get("work")?.stats()?;
+    ensure!(stats.visible == 0 && stats.in_flight == 0, "{stats:?}");
+    Ok(())
+}
