@@ -372,7 +372,9 @@ impl SharePartition {
         // FIFO: a group waits behind its earliest message that is not done.
         let mut blocked: HashSet<Vec<u8>> = HashSet::new();
         for (&offset, e) in self.window.iter_mut() {
-            if out.len() >= max {
+            // Restored states ahead of the log's read position wait until it is read past
+            // them: until then their FIFO groups are unknown.
+            if out.len() >= max || offset >= self.next {
                 break;
             }
             let group_waits = |blocked: &mut HashSet<Vec<u8>>, e: &Entry| match &e.group {
@@ -514,11 +516,15 @@ impl SharePartition {
         Ok(())
     }
 
-    /// Moves the start past the done messages at the front of the window.
+    /// Moves the start past the done messages at the front of the window — only those
+    /// already read from the log: after a restore the window holds journaled states ahead of
+    /// the read position, and the messages between are not done (never delivered) until the
+    /// log is read past them.
     fn advance(&mut self) {
         while let Some(entry) = self.window.first_entry() {
-            if entry.get().state != State::Done {
-                self.start = *entry.key();
+            let offset = *entry.key();
+            if entry.get().state != State::Done || offset >= self.next {
+                self.start = offset.min(self.next);
                 return;
             }
             entry.remove();

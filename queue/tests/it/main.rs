@@ -3,5 +3,6 @@
 //! a real log — the SQS flows through the Rust API, restarts, snapshots.
 
 mod model;
+mod power_loss;
 mod queues;
 mod txn_ack;
