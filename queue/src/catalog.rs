@@ -56,6 +56,13 @@ pub struct Subscription {
     pub filter_policy: Option<String>,
 }
 
+/// Most tags on a queue (SQS's limit).
+pub const TAGS_MAX: usize = 50;
+/// Longest tag key (SQS's 128 characters).
+pub const TAG_KEY_BYTES_MAX: usize = 128;
+/// Longest tag value (SQS's 256 characters).
+pub const TAG_VALUE_BYTES_MAX: usize = 256;
+
 /// A queue's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -83,6 +90,10 @@ pub struct QueueConfig {
     pub attributes: BTreeMap<String, String>,
     /// When the queue was created (epoch ms; set by [`crate::Queues::create`]).
     pub created_ms: i64,
+    /// When its settings last changed (epoch ms; set by [`crate::Queues::update`]; 0: never).
+    pub modified_ms: i64,
+    /// Cost-allocation tags (SQS's TagQueue): kept, not acted on; at most [`TAGS_MAX`].
+    pub tags: BTreeMap<String, String>,
 }
 
 impl Default for QueueConfig {
@@ -99,6 +110,8 @@ impl Default for QueueConfig {
             dedup_window_ms: DEDUP_WINDOW_MS,
             attributes: BTreeMap::new(),
             created_ms: 0,
+            modified_ms: 0,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -135,6 +148,16 @@ impl QueueConfig {
             return bad(format!(
                 "deduplication window {} ms (1000 to {DELAY_MAX_MS})",
                 self.dedup_window_ms
+            ));
+        }
+        if self.tags.len() > TAGS_MAX {
+            return bad(format!("{} tags (at most {TAGS_MAX})", self.tags.len()));
+        }
+        if let Some((k, v)) = self.tags.iter().find(|(k, v)| {
+            k.is_empty() || k.len() > TAG_KEY_BYTES_MAX || v.len() > TAG_VALUE_BYTES_MAX
+        }) {
+            return bad(format!(
+                "tag `{k}`=`{v}` (keys 1 to {TAG_KEY_BYTES_MAX} bytes, values up to {TAG_VALUE_BYTES_MAX})"
             ));
         }
         if let Some(r) = &self.redrive {

@@ -57,7 +57,7 @@ impl Move {
         now: i64,
     ) -> Result<Move> {
         let dlq = q
-            .config
+            .config()
             .redrive
             .as_ref()
             .map(|r| r.dead_letter_queue.clone())
@@ -163,7 +163,7 @@ impl Queue {
     /// Sends messages to the dead-letter queue at once, with `error` as their last error.
     /// One result per receipt, in order.
     pub fn reject(&self, receipts: &[Receipt], error: &str) -> Result<Vec<Result<()>>> {
-        if self.config.redrive.is_none() {
+        if self.config().redrive.is_none() {
             return Err(QueueError::InvalidSetting(format!(
                 "queue `{}` has no dead-letter queue to reject to",
                 self.name

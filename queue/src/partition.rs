@@ -587,6 +587,15 @@ impl SharePartition {
         out
     }
 
+    /// New settings (the window's bound and FIFO stay): later acquisitions use them.
+    pub fn set_settings(&mut self, settings: QueueSettings) {
+        self.settings = QueueSettings {
+            fifo: self.settings.fifo,
+            in_flight_max: self.settings.in_flight_max,
+            ..settings
+        };
+    }
+
     /// Whether `receipt` is its message's valid lock at `now` (what settling it checks).
     pub fn holds(&self, receipt: &Receipt, now: i64) -> bool {
         receipt.partition == self.partition

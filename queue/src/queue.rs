@@ -160,7 +160,8 @@ pub(crate) struct Part {
 #[derive(Debug)]
 pub struct Queue {
     pub(crate) name: String,
-    pub(crate) config: QueueConfig,
+    /// Its settings: replaced whole by [`crate::Queues::update`].
+    config: std::sync::RwLock<std::sync::Arc<QueueConfig>>,
     pub(crate) log: Log,
     pub(crate) txns: TransactionCoordinator,
     pub(crate) state_topic: String,
@@ -208,7 +209,7 @@ impl Queue {
         }
         let queue = Queue {
             name: name.to_string(),
-            config,
+            config: std::sync::RwLock::new(std::sync::Arc::new(config)),
             log: log.clone(),
             txns: txns.clone(),
             state_topic,
@@ -242,12 +243,26 @@ impl Queue {
 
     /// When the queue was created (epoch ms).
     pub fn created_ms(&self) -> i64 {
-        self.config.created_ms
+        self.config().created_ms
     }
 
-    /// The queue's settings.
-    pub fn config(&self) -> &QueueConfig {
-        &self.config
+    /// The queue's settings as of now.
+    pub fn config(&self) -> std::sync::Arc<QueueConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes new settings (checked by the caller): receives from now on lock for the new
+    /// visibility timeout, count deliveries against the new redrive policy, and so on.
+    pub(crate) fn reconfigure(&self, config: QueueConfig) {
+        let settings = settings(&config);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+        for part in &self.parts {
+            lock(part).share.set_settings(settings.clone());
+        }
+        self.notify_settled();
     }
 
     pub(crate) fn now(&self) -> i64 {
@@ -266,7 +281,7 @@ impl Queue {
                 &self.name,
                 &self.state_topic,
                 p,
-                settings(&self.config),
+                settings(&self.config()),
             )?;
             part.bodies.clear();
             part.body_bytes = 0;
@@ -371,6 +386,7 @@ impl Queue {
         if fetch.is_empty() {
             return Ok(());
         }
+        let config = self.config();
         let mut incoming = Vec::new();
         let mut read_to = fetch.next_offset().0;
         for r in fetch.records() {
@@ -382,8 +398,8 @@ impl Queue {
                 break;
             }
             let r = r.map_err(LogError::from)?;
-            let visible_at = visible_at(&r, self.config.delay_ms);
-            let group = if self.config.fifo {
+            let visible_at = visible_at(&r, config.delay_ms);
+            let group = if config.fifo {
                 r.key.map(<[u8]>::to_vec)
             } else {
                 None

@@ -162,11 +162,11 @@ impl Queue {
                 "a group or deduplication id is over {ID_BYTES_MAX} bytes"
             ));
         }
-        if self.config.fifo {
+        if self.config().fifo {
             if m.group.is_none() {
                 return bad("a FIFO queue's messages need a message group id".into());
             }
-            if m.dedup_id.is_none() && !self.config.content_dedup {
+            if m.dedup_id.is_none() && !self.config().content_dedup {
                 return bad("a FIFO queue without content-based deduplication needs a deduplication id on every message".into());
             }
         } else if m.dedup_id.is_some() {
@@ -183,10 +183,10 @@ impl Queue {
         }
         // FIFO sends hold the window's ids until their appends are durable, so a concurrent
         // duplicate cannot slip in between.
-        let mut dedup = self.config.fifo.then(|| lock(&self.dedup));
+        let mut dedup = self.config().fifo.then(|| lock(&self.dedup));
         let now = self.now();
         if let Some(d) = dedup.as_mut() {
-            d.expire(now - self.config.dedup_window_ms);
+            d.expire(now - self.config().dedup_window_ms);
         }
         let plan = self.plan(messages, dedup.as_deref(), now)?;
         let mut bases = BTreeMap::new();
@@ -211,7 +211,7 @@ impl Queue {
     /// durability without blocking. (A FIFO queue's send holds its deduplication window while
     /// it waits: call [`Queue::send`] on a blocking thread.)
     pub async fn send_async(&self, messages: &[Outgoing]) -> Result<Vec<Sent>> {
-        if self.config.fifo {
+        if self.config().fifo {
             return Err(QueueError::InvalidMessage(
                 "a FIFO queue's sends go through Queue::send".into(),
             ));
@@ -234,7 +234,7 @@ impl Queue {
     /// Where each message goes: duplicates answered from the window, the rest as records
     /// per partition.
     fn plan(&self, messages: &[Outgoing], dedup: Option<&Dedup>, now: i64) -> Result<Plan> {
-        let n = self.config.partitions;
+        let n = self.config().partitions;
         let rotate = self.next_rotation() as u32;
         let mut plan = Plan {
             slots: Vec::with_capacity(messages.len()),
@@ -270,11 +270,11 @@ impl Queue {
     }
 
     fn dedup_id(&self, m: &Outgoing) -> Option<String> {
-        if !self.config.fifo {
+        if !self.config().fifo {
             return None;
         }
         m.dedup_id.clone().or_else(|| {
-            self.config.content_dedup.then(|| {
+            self.config().content_dedup.then(|| {
                 Sha256::digest(&m.body)
                     .iter()
                     .map(|b| format!("{b:02x}"))
@@ -307,12 +307,12 @@ impl Queue {
 
     /// Reads the deduplication ids of the last window's messages back from the topic.
     pub(crate) fn rebuild_dedup(&self) -> Result<()> {
-        if !self.config.fifo {
+        if !self.config().fifo {
             return Ok(());
         }
-        let since = self.now() - self.config.dedup_window_ms;
+        let since = self.now() - self.config().dedup_window_ms;
         let mut dedup = lock(&self.dedup);
-        for p in 0..self.config.partitions {
+        for p in 0..self.config().partitions {
             let pid = PartitionId(p);
             let Some(from) = self
                 .log

@@ -117,24 +117,20 @@ impl Queues {
         config.validate()?;
         let _admin = lock(&self.inner.admin);
         if let Some(q) = self.find(name) {
+            // Settings must match; tags are not settings (SQS ignores them here too).
+            let have = q.config();
             let same = QueueConfig {
-                created_ms: q.config().created_ms,
+                created_ms: have.created_ms,
+                modified_ms: have.modified_ms,
+                tags: have.tags.clone(),
                 ..config
             };
-            return match q.config() == &same {
+            return match *have == same {
                 true => Ok(q),
                 false => Err(QueueError::QueueExists(name.to_string())),
             };
         }
-        if let Some(r) = &config.redrive {
-            let dlq = self.get(&r.dead_letter_queue)?;
-            if dlq.config().fifo != config.fifo {
-                return Err(QueueError::InvalidSetting(format!(
-                    "the dead-letter queue of a {} queue must be one too",
-                    if config.fifo { "FIFO" } else { "standard" }
-                )));
-            }
-        }
+        self.check_redrive(&config)?;
         let config = QueueConfig {
             created_ms: self.inner.log.now().0,
             ..config
@@ -151,6 +147,66 @@ impl Queues {
         Ok(queue)
     }
 
+    /// Changes a queue's settings (SQS's SetQueueAttributes, TagQueue, UntagQueue): `change`
+    /// edits a copy; its partitions, kind (FIFO or not) and deduplication window cannot
+    /// change. The new settings are checked, written to the catalog (a new retention to the
+    /// topic too), and taken by the live queue.
+    pub fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut QueueConfig) -> Result<()>,
+    ) -> Result<Arc<Queue>> {
+        let _admin = lock(&self.inner.admin);
+        let queue = self.get(name)?;
+        let old = queue.config();
+        let mut config = (*old).clone();
+        change(&mut config)?;
+        let fixed = |what: &str| Err(QueueError::InvalidSetting(format!("{what} cannot change")));
+        if config.partitions != old.partitions {
+            return fixed("a queue's partition count");
+        }
+        if config.fifo != old.fifo {
+            return fixed("whether a queue is FIFO");
+        }
+        if config.dedup_window_ms != old.dedup_window_ms {
+            return fixed("a queue's deduplication window");
+        }
+        config.validate()?;
+        self.check_redrive(&config)?;
+        if config
+            .redrive
+            .as_ref()
+            .is_some_and(|r| r.dead_letter_queue == name)
+        {
+            return Err(QueueError::InvalidSetting(
+                "a queue cannot be its own dead-letter queue".into(),
+            ));
+        }
+        let log = &self.inner.log;
+        if config.retention_ms != old.retention_ms {
+            log.alter_topic_config(name, topic_overrides(&config))?;
+        }
+        config.created_ms = old.created_ms;
+        config.modified_ms = log.now().0;
+        catalog::put(log, name, &config)?;
+        queue.reconfigure(config);
+        Ok(queue)
+    }
+
+    /// A redrive policy's dead-letter queue exists and is of the same kind.
+    fn check_redrive(&self, config: &QueueConfig) -> Result<()> {
+        if let Some(r) = &config.redrive {
+            let dlq = self.get(&r.dead_letter_queue)?;
+            if dlq.config().fifo != config.fifo {
+                return Err(QueueError::InvalidSetting(format!(
+                    "the dead-letter queue of a {} queue must be one too",
+                    if config.fifo { "FIFO" } else { "standard" }
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn create_topics(&self, name: &str, config: &QueueConfig) -> Result<()> {
         let log = &self.inner.log;
         let state = state_topic(name);
@@ -161,13 +217,7 @@ impl Queues {
                 reason: "a topic of this name exists and is not a queue".into(),
             });
         }
-        let topic = BTreeMap::from([
-            ("retention.ms".to_string(), config.retention_ms.to_string()),
-            (
-                "max.message.bytes".to_string(),
-                QUEUE_TOPIC_MESSAGE_BYTES.to_string(),
-            ),
-        ]);
+        let topic = topic_overrides(config);
         let journal = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
             (
@@ -249,4 +299,15 @@ impl Queues {
     pub fn log(&self) -> &Log {
         &self.inner.log
     }
+}
+
+/// The config of a queue's topic.
+fn topic_overrides(config: &QueueConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("retention.ms".to_string(), config.retention_ms.to_string()),
+        (
+            "max.message.bytes".to_string(),
+            QUEUE_TOPIC_MESSAGE_BYTES.to_string(),
+        ),
+    ])
 }

@@ -107,7 +107,7 @@ impl Queue {
     /// replay until retention deletes them.
     pub fn purge(&self) -> Result<()> {
         let mut tickets = Vec::new();
-        for p in 0..self.config.partitions {
+        for p in 0..self.config().partitions {
             let mut part = self.partition(p)?;
             let end = self.log.last_stable_offset(&self.name, PartitionId(p))?;
             part.share.skip_to(end.0);

@@ -1,7 +1,8 @@
 //! The actions: `X-Amz-Target: AmazonSQS.<Action>` with a JSON body, answered with JSON.
 //! Queue-level actions are here (CreateQueue, GetQueueUrl, ListQueues, DeleteQueue,
 //! GetQueueAttributes, PurgeQueue, ListDeadLetterSourceQueues, StartMessageMoveTask,
-//! ListMessageMoveTasks); message actions in [`crate::messages`].
+//! ListMessageMoveTasks); changes of a live queue's settings and tags in
+//! [`crate::settings`]; message actions in [`crate::messages`].
 //!
 //! Every action but ReceiveMessage runs on a blocking thread (the queue library waits for
 //! fsyncs); ReceiveMessage's long poll waits asynchronously between its looks.
@@ -162,13 +163,13 @@ impl Api {
                     .collect();
                 Ok(json!({ "Subscriptions": subs }))
             }
-            "SetQueueAttributes"
-            | "TagQueue"
-            | "UntagQueue"
-            | "ListQueueTags"
-            | "AddPermission"
-            | "RemovePermission"
-            | "CancelMessageMoveTask" => Err(SqsError::unsupported(action)),
+            "SetQueueAttributes" => self.set_attributes(parse(body)?),
+            "TagQueue" => self.tag(parse(body)?),
+            "UntagQueue" => self.untag(parse(body)?),
+            "ListQueueTags" => self.list_tags(parse(body)?),
+            "AddPermission" | "RemovePermission" | "CancelMessageMoveTask" => {
+                Err(SqsError::unsupported(action))
+            }
             other => Err(SqsError::batch(
                 "InvalidAction",
                 "InvalidAction",
@@ -194,7 +195,10 @@ impl Api {
         let name = req
             .queue_name
             .ok_or_else(|| SqsError::missing_parameter("QueueName"))?;
-        let config = attrs::config_from(&name, &req.attributes)?;
+        let config = weir_queue::QueueConfig {
+            tags: req.tags,
+            ..attrs::config_from(&name, &req.attributes)?
+        };
         self.queues.create(&name, config)?;
         Ok(json!({ "QueueUrl": ctx.url(&name) }))
     }
@@ -358,6 +362,9 @@ struct CreateQueue {
     queue_name: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
+    /// The JSON protocol spells this member in lower case.
+    #[serde(default, rename = "tags")]
+    tags: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

@@ -95,26 +95,56 @@ pub fn config_from(
     };
     for (key, value) in attributes {
         match key.as_str() {
-            "VisibilityTimeout" => c.visibility_ms = seconds(key, value, 43_200)?,
-            "DelaySeconds" => c.delay_ms = seconds(key, value, 900)?,
-            "MessageRetentionPeriod" => {
-                c.retention_ms = seconds(key, value, 1_209_600)?.max(60_000)
-            }
-            "ReceiveMessageWaitTimeSeconds" => c.receive_wait_ms = seconds(key, value, 20)?,
             "FifoQueue" => c.fifo = boolean(key, value)?,
-            "ContentBasedDeduplication" => c.content_dedup = boolean(key, value)?,
-            "RedrivePolicy" => c.redrive = Some(redrive_policy(value)?),
             WEIR_PARTITIONS => {
                 c.partitions = value.trim().parse().map_err(|_| {
                     SqsError::invalid_attribute_value(format!("{WEIR_PARTITIONS} `{value}`"))
                 })?
             }
-            k if KEPT_AS_GIVEN.contains(&k) => {
-                c.attributes.insert(key.clone(), value.clone());
-            }
-            _ => return Err(SqsError::invalid_attribute_name(key)),
+            _ => apply(&mut c, key, value)?,
         }
     }
+    check_kind(name, &c)?;
+    Ok(c)
+}
+
+/// SetQueueAttributes: `attributes` applied to a queue's settings (what only CreateQueue
+/// sets — FIFO or not, partitions — refused).
+pub fn update_config(
+    name: &str,
+    c: &mut QueueConfig,
+    attributes: &BTreeMap<String, String>,
+) -> Result<(), SqsError> {
+    for (key, value) in attributes {
+        match key.as_str() {
+            "FifoQueue" | WEIR_PARTITIONS => return Err(SqsError::fixed_attribute(key)),
+            // An empty policy removes it.
+            "RedrivePolicy" if value.trim().is_empty() => c.redrive = None,
+            _ => apply(c, key, value)?,
+        }
+    }
+    check_kind(name, c)
+}
+
+/// One attribute both CreateQueue and SetQueueAttributes take.
+fn apply(c: &mut QueueConfig, key: &str, value: &str) -> Result<(), SqsError> {
+    match key {
+        "VisibilityTimeout" => c.visibility_ms = seconds(key, value, 43_200)?,
+        "DelaySeconds" => c.delay_ms = seconds(key, value, 900)?,
+        "MessageRetentionPeriod" => c.retention_ms = seconds(key, value, 1_209_600)?.max(60_000),
+        "ReceiveMessageWaitTimeSeconds" => c.receive_wait_ms = seconds(key, value, 20)?,
+        "ContentBasedDeduplication" => c.content_dedup = boolean(key, value)?,
+        "RedrivePolicy" => c.redrive = Some(redrive_policy(value)?),
+        k if KEPT_AS_GIVEN.contains(&k) => {
+            c.attributes.insert(key.to_string(), value.to_string());
+        }
+        _ => return Err(SqsError::invalid_attribute_name(key)),
+    }
+    Ok(())
+}
+
+/// FIFO settings only on FIFO queues, which are named so.
+fn check_kind(name: &str, c: &QueueConfig) -> Result<(), SqsError> {
     if c.fifo && !name.ends_with(".fifo") {
         return Err(SqsError::invalid_parameter(
             "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix",
@@ -125,7 +155,7 @@ pub fn config_from(
             "ContentBasedDeduplication",
         ));
     }
-    Ok(c)
+    Ok(())
 }
 
 fn redrive_policy(value: &str) -> Result<Redrive, SqsError> {
@@ -196,7 +226,11 @@ pub fn queue_attributes(
         .map_or(0, |t| (now_ms - t).max(0) / 1000);
     put("ApproximateAgeOfOldestMessage", age.to_string());
     put("CreatedTimestamp", (q.created_ms() / 1000).to_string());
-    put("LastModifiedTimestamp", (q.created_ms() / 1000).to_string());
+    let modified = match c.modified_ms {
+        0 => c.created_ms,
+        m => m,
+    };
+    put("LastModifiedTimestamp", (modified / 1000).to_string());
     if let Some(r) = &c.redrive {
         let policy = json!({
             "deadLetterTargetArn": arn(region, &r.dead_letter_queue),

@@ -68,6 +68,15 @@ impl SqsError {
         )
     }
 
+    /// A queue attribute only CreateQueue sets.
+    pub fn fixed_attribute(name: &str) -> SqsError {
+        SqsError::sender(
+            "InvalidAttributeName",
+            "InvalidAttributeName",
+            format!("{name} is set only when the queue is created."),
+        )
+    }
+
     /// A queue attribute value out of range.
     pub fn invalid_attribute_value(message: impl Into<String>) -> SqsError {
         SqsError::sender(

@@ -6,7 +6,7 @@
 //!
 //! - [`server`]: the listener ([`SqsServerHandle`]), HTTP/1.1 with keep-alive.
 //! - [`auth`]: SigV4 verification.
-//! - `api` / `messages`: the actions.
+//! - `api` / `messages` / `settings`: the actions.
 //! - [`attrs`]: queue attributes to and from settings; message attributes to and from record
 //!   headers; MD5 digests.
 //! - [`error`]: [`SqsError`], SQS's error shapes and query-compatible codes.
@@ -23,6 +23,7 @@ pub mod error;
 mod messages;
 pub mod metrics;
 pub mod server;
+mod settings;
 
 pub use auth::Credentials;
 pub use client::{ClientError, SqsClient};

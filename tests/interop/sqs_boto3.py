@@ -4,7 +4,7 @@ Send, receive, delete; message attributes and their MD5 (computed here by AWS's 
 algorithm); visibility timeout expiry and redelivery; maxReceiveCount to the dead-letter queue
 and a redrive back (StartMessageMoveTask); queue and message delays; FIFO order per group
 with deduplication; long polling returning as soon as a message arrives; batch calls with
-partial failures; SQS's errors. With SQS_MODE=auth: SigV4 with the server's credentials, and
+partial failures; SetQueueAttributes acting on the live queue and tags; SQS's errors. With SQS_MODE=auth: SigV4 with the server's credentials, and
 SQS's errors for a wrong secret or an unknown key.
 
 Usage: sqs_boto3.py HOST:PORT  (prints "boto3: ok" / "boto3 auth: ok")
@@ -248,6 +248,36 @@ def batches(sqs):
                               "ApproximateNumberOfMessagesNotVisible": "0"}, a)
 
 
+def settings_and_tags(sqs):
+    dlq = sqs.create_queue(QueueName="tuned-dlq")["QueueUrl"]
+    url = sqs.create_queue(QueueName="tuned", Attributes={"VisibilityTimeout": "30"},
+                           tags={"team": "ops"})["QueueUrl"]
+    check(sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "ops"}, "CreateQueue's tags")
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={
+        "VisibilityTimeout": "1",
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"}),
+    })
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    check(a["VisibilityTimeout"] == "1" and "RedrivePolicy" in a, a)
+    # The new settings act on the live queue: a 1 s lock, then the dead-letter queue.
+    sqs.send_message(QueueUrl=url, MessageBody="tuned")
+    check([m["Body"] for m in receive(sqs, url)] == ["tuned"], "received")
+    time.sleep(1.2)
+    check(receive(sqs, url, WaitTimeSeconds=1) == [], "dead-lettered after one receive")
+    check([m["Body"] for m in receive(sqs, dlq, WaitTimeSeconds=2)] == ["tuned"], "in the DLQ")
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"RedrivePolicy": ""})
+    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    check("RedrivePolicy" not in a, "an empty RedrivePolicy removes it")
+    check(error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"FifoQueue": "true"}))
+          == "InvalidAttributeName", "FifoQueue is set only at creation")
+    check(error_code(lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes={"DelaySeconds": "901"}))
+          == "InvalidAttributeValue", "out of range")
+    sqs.tag_queue(QueueUrl=url, Tags={"env": "dev", "team": "data"})
+    sqs.untag_queue(QueueUrl=url, TagKeys=["env"])
+    check(sqs.list_queue_tags(QueueUrl=url)["Tags"] == {"team": "data"}, "TagQueue, UntagQueue")
+
+
 def auth():
     good = client("AKIDWEIR", "s3cret")
     url = good.create_queue(QueueName="signed")["QueueUrl"]
@@ -271,4 +301,5 @@ if __name__ == "__main__":
     fifo(sqs)
     long_polling(sqs)
     batches(sqs)
+    settings_and_tags(sqs)
     print("boto3: ok")

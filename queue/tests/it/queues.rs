@@ -491,3 +491,43 @@ fn rpc_message_without_headers(env: &Env) -> Result<weir_queue::Message> {
     send_all(&q, &["not a request"])?;
     Ok(q.try_receive(1, None)?.0.remove(0).message)
 }
+
+#[test]
+fn settings_change_on_the_live_queue_and_survive_a_restart() -> Result<()> {
+    let env = fresh()?;
+    let q = env.queues.create("tuned", QueueConfig::default())?;
+    send_all(&q, &["a"])?;
+    env.queues.update("tuned", |c| {
+        c.visibility_ms = 200;
+        c.tags.insert("team".into(), "ops".into());
+        Ok(())
+    })?;
+    // The next receive locks for the new visibility timeout.
+    let got = q.receive(1, Duration::from_secs(1), None)?;
+    ensure!(bodies(&got) == ["a"]);
+    std::thread::sleep(Duration::from_millis(250));
+    ensure!(bodies(&q.receive(1, Duration::from_secs(1), None)?) == ["a"]);
+    for (what, change) in [
+        (
+            "partitions",
+            Box::new(|c: &mut QueueConfig| c.partitions = 2) as Box<dyn Fn(&mut QueueConfig)>,
+        ),
+        ("fifo", Box::new(|c: &mut QueueConfig| c.fifo = true)),
+        ("range", Box::new(|c: &mut QueueConfig| c.delay_ms = -1)),
+    ] {
+        let refused = env.queues.update("tuned", |c| {
+            change(c);
+            Ok(())
+        });
+        ensure!(
+            matches!(refused, Err(QueueError::InvalidSetting(_))),
+            "{what}: {refused:?}"
+        );
+    }
+    drop(q);
+    let env = restart(env)?;
+    let c = env.queues.get("tuned")?.config();
+    ensure!(c.visibility_ms == 200 && c.tags.get("team").map(String::as_str) == Some("ops"));
+    ensure!(c.modified_ms >= c.created_ms && c.modified_ms > 0, "{c:?}");
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! `weir queue create|list|describe|delete|send|receive|redrive`: queues from the shell. The
+//! `weir queue create|set|list|describe|delete|send|receive|redrive|subscribe|unsubscribe`:
+//! queues from the shell. The
 //! commands speak the SQS API — of the running `weir serve` (found in `serve.json`), or of
 //! a listener this process starts on a loopback port over the data directory when no server
 //! runs — so the CLI does exactly what an SQS client can.
@@ -11,7 +12,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::serve::{ServeInfo, SERVE_FILE};
-use ops::{create, describe, receive, redrive, send, subscribe};
+use ops::{create, describe, receive, redrive, send, set, subscribe};
 use weir_sqs::SqsClient;
 
 mod ops;
@@ -23,6 +24,8 @@ pub(super) const REDRIVE_WAIT: Duration = Duration::from_secs(600);
 pub enum QueueCmd {
     /// Create a queue (or check that one exists with these settings).
     Create(CreateArgs),
+    /// Change a queue's settings (SQS's SetQueueAttributes) and tags.
+    Set(SetArgs),
     /// List queues.
     List,
     /// Depth (visible, in flight, delayed), oldest message's age, delivery counts, DLQ depth.
@@ -89,6 +92,36 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Queue name.
+    name: String,
+    /// Seconds a received message stays invisible to other consumers.
+    #[arg(long)]
+    visibility: Option<u32>,
+    /// Seconds every message waits before it can be received.
+    #[arg(long)]
+    delay: Option<u32>,
+    /// Seconds messages are kept.
+    #[arg(long)]
+    retention: Option<u32>,
+    /// Dead-letter queue for messages received too often (needs --max-receives).
+    #[arg(long, requires = "max_receives", conflicts_with = "no_dlq")]
+    dlq: Option<String>,
+    /// Receives after which a message goes to the dead-letter queue.
+    #[arg(long, requires = "dlq")]
+    max_receives: Option<u32>,
+    /// Remove the dead-letter queue.
+    #[arg(long)]
+    no_dlq: bool,
+    /// A tag, KEY=VALUE (repeatable).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    tags: Vec<String>,
+    /// Remove a tag (repeatable).
+    #[arg(long = "untag", value_name = "KEY")]
+    untags: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SubscribeArgs {
     /// Queue name.
     name: String,
@@ -148,6 +181,7 @@ pub fn run(dir: &Path, cmd: QueueCmd) -> Result<()> {
     let mut c = SqsClient::connect(&endpoint.addr)?;
     match cmd {
         QueueCmd::Create(a) => create(&mut c, a),
+        QueueCmd::Set(a) => set(&mut c, a),
         QueueCmd::List => {
             let r = c.call("ListQueues", &json!({}))?;
             for url in r["QueueUrls"].as_array().into_iter().flatten() {

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use weir_sqs::SqsClient;
 
-use super::{CreateArgs, ReceiveArgs, SendArgs, SubscribeArgs, REDRIVE_WAIT};
+use super::{CreateArgs, ReceiveArgs, SendArgs, SetArgs, SubscribeArgs, REDRIVE_WAIT};
 
 pub(super) fn create(c: &mut SqsClient, a: CreateArgs) -> Result<()> {
     let mut attrs = BTreeMap::from([
@@ -22,15 +22,62 @@ pub(super) fn create(c: &mut SqsClient, a: CreateArgs) -> Result<()> {
         attrs.insert("ContentBasedDeduplication", a.content_dedup.to_string());
     }
     if let (Some(dlq), Some(n)) = (&a.dlq, a.max_receives) {
-        let arn = format!("arn:aws:sqs:us-east-1:000000000000:{dlq}");
-        let policy = json!({"deadLetterTargetArn": arn, "maxReceiveCount": n});
-        attrs.insert("RedrivePolicy", policy.to_string());
+        attrs.insert("RedrivePolicy", redrive_policy(dlq, n));
     }
     c.call(
         "CreateQueue",
         &json!({"QueueName": a.name, "Attributes": attrs}),
     )?;
     println!("created queue {}", a.name);
+    Ok(())
+}
+
+/// The redrive policy naming `dlq`.
+fn redrive_policy(dlq: &str, max_receives: u32) -> String {
+    let arn = format!("arn:aws:sqs:us-east-1:000000000000:{dlq}");
+    json!({"deadLetterTargetArn": arn, "maxReceiveCount": max_receives}).to_string()
+}
+
+pub(super) fn set(c: &mut SqsClient, a: SetArgs) -> Result<()> {
+    let url = c.url(&a.name);
+    let mut attrs = BTreeMap::new();
+    let mut put = |k: &'static str, v: Option<u32>| {
+        if let Some(v) = v {
+            attrs.insert(k, v.to_string());
+        }
+    };
+    put("VisibilityTimeout", a.visibility);
+    put("DelaySeconds", a.delay);
+    put("MessageRetentionPeriod", a.retention);
+    if let (Some(dlq), Some(n)) = (&a.dlq, a.max_receives) {
+        attrs.insert("RedrivePolicy", redrive_policy(dlq, n));
+    }
+    if a.no_dlq {
+        attrs.insert("RedrivePolicy", String::new());
+    }
+    let mut tags = BTreeMap::new();
+    for kv in &a.tags {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--tag takes KEY=VALUE, not `{kv}`"))?;
+        tags.insert(k.to_string(), v.to_string());
+    }
+    if attrs.is_empty() && tags.is_empty() && a.untags.is_empty() {
+        anyhow::bail!("nothing to change: give a setting, --tag or --untag");
+    }
+    if !attrs.is_empty() {
+        c.call(
+            "SetQueueAttributes",
+            &json!({"QueueUrl": url, "Attributes": attrs}),
+        )?;
+    }
+    if !tags.is_empty() {
+        c.call("TagQueue", &json!({"QueueUrl": url, "Tags": tags}))?;
+    }
+    if !a.untags.is_empty() {
+        c.call("UntagQueue", &json!({"QueueUrl": url, "TagKeys": a.untags}))?;
+    }
+    println!("updated queue {}", a.name);
     Ok(())
 }
 
@@ -122,6 +169,14 @@ pub(super) fn describe(c: &mut SqsClient, name: &str) -> Result<()> {
             p["maxReceiveCount"],
             depth["ApproximateNumberOfMessages"].as_str().unwrap_or("-")
         );
+    }
+    let tags = c.call("ListQueueTags", &json!({ "QueueUrl": url }))?;
+    if let Some(tags) = tags["Tags"].as_object().filter(|t| !t.is_empty()) {
+        let shown: Vec<String> = tags
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        println!("  tags               {}", shown.join(", "));
     }
     Ok(())
 }
