@@ -30,10 +30,12 @@ mod moves;
 pub mod partition;
 mod pending;
 mod queue;
+mod receive;
 mod reply;
 mod send;
 mod service;
 mod settle;
+mod stats;
 mod txn_ack;
 mod wait;
 
@@ -53,13 +55,15 @@ pub use partition::{
 };
 pub use pending::Pending;
 pub use queue::{
-    state_topic, Message, Queue, QueueStats, Received, FILL_READ_BYTES, HEADER_ATTRIBUTE_TYPES,
-    HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
+    state_topic, Message, Queue, Received, HEADER_ATTRIBUTE_TYPES, HEADER_DEDUP_ID,
+    HEADER_VISIBLE_AT, RECEIVE_MAX, RESERVED_HEADER_PREFIX, SNAPSHOT_AFTER_BYTES,
     WINDOW_BODY_BYTES_MAX,
 };
+pub use receive::FILL_READ_BYTES;
 pub use reply::{Requester, HEADER_CORRELATION_ID, HEADER_REPLY_TO, REPLIES_PENDING_MAX};
 pub use send::{Outgoing, Sent, DEDUP_IDS_MAX, ID_BYTES_MAX, MESSAGE_BYTES_MAX};
 pub use service::Queues;
 pub use settle::Settled;
+pub use stats::QueueStats;
 pub use txn_ack::TransactionalAck;
 pub use wait::{block_until, Changed};
