@@ -1,7 +1,8 @@
 //! `weir bench queue`: a queue through the Rust API (`weir_queue`) on a scratch log —
 //! messages/s sent in batches; messages/s received and acknowledged by competing consumers
-//! (each receive and each ack journaled and fsynced before it returns: durable acks); and
-//! how late messages come back after their locks expire (the redelivery delay).
+//! (each receive and each ack journaled and fsynced before it returns: durable acks); an
+//! exactly-once pipeline consuming a queue (outputs and acks in one transaction per commit);
+//! and how late messages come back after their locks expire (the redelivery delay).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,10 @@ use crate::cli::BenchQueueArgs;
 
 /// Messages per send call while filling the queue.
 const SEND_BATCH: usize = 1_000;
+/// The share of `--messages` the exactly-once pipeline consumes.
+const PIPELINE_SHARE: u64 = 4;
+/// How long the pipeline may take before the bench gives up.
+const PIPELINE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Messages whose redelivery is timed.
 const REDELIVERY_MESSAGES: usize = 1_000;
 /// Their lock.
@@ -28,19 +33,23 @@ const REDELIVERY_LOCK_MS: i64 = 500;
 pub(super) struct QueueBench {
     pub(super) log: Log,
     pub(super) queues: Queues,
-    _scratch: Scratch,
+    groups: weir_coord::GroupCoordinator,
+    txns: weir_coord::TransactionCoordinator,
+    scratch: Scratch,
 }
 
 impl QueueBench {
     pub(super) fn open(data_dir: &Path, what: &str) -> Result<QueueBench> {
         let scratch = Scratch::new(data_dir, what)?;
         let log = Log::open_with(scratch.0.join("log"), LogOptions::without_cleaner())?;
-        let (_groups, txns) = weir_coord::start(&log)?;
+        let (groups, txns) = weir_coord::start(&log)?;
         let queues = Queues::open(&log, &txns)?;
         Ok(QueueBench {
             log,
             queues,
-            _scratch: scratch,
+            groups,
+            txns,
+            scratch,
         })
     }
 }
@@ -78,6 +87,7 @@ pub fn queue(data_dir: &Path, a: BenchQueueArgs) -> Result<()> {
         consumed as f64 / consume_s,
         consume_s
     );
+    pipeline(&bench, &a)?;
     redelivery(&bench)?;
     bench.log.close();
     Ok(())
@@ -115,6 +125,58 @@ fn consume(q: &Arc<Queue>, a: &BenchQueueArgs) -> Result<(u64, f64)> {
     stop.store(true, Ordering::Relaxed);
     let _ = reporter.join();
     Ok((done.load(Ordering::Relaxed), secs))
+}
+
+/// An exactly-once pipeline (the queue's messages to a topic, each commit's outputs and acks
+/// in one transaction) drains a queue; timed until every message is acked.
+fn pipeline(bench: &QueueBench, a: &BenchQueueArgs) -> Result<()> {
+    use weir_engine::{Pipeline, RawBytes, RunOptions};
+    let n = (a.messages / PIPELINE_SHARE).max(1);
+    let config = QueueConfig {
+        partitions: a.partitions,
+        ..QueueConfig::default()
+    };
+    let q = bench.queues.create("pipeline", config)?;
+    let body = Bytes::from(payload(a.bytes));
+    let mut sent = 0u64;
+    while sent < n {
+        let k = (n - sent).min(SEND_BATCH as u64) as usize;
+        q.send(&vec![Outgoing::body(body.clone()); k])?;
+        sent += k as u64;
+    }
+    bench
+        .log
+        .create_topic("pipeline-out", a.partitions, Default::default())?;
+    let p = Pipeline::builder("bench-queue-pipeline");
+    p.queue::<Bytes, Bytes>("pipeline", RawBytes, RawBytes)
+        .to_topic("pipeline-out", RawBytes, RawBytes);
+    let mut opts = RunOptions::new(bench.scratch.0.join("state"));
+    opts.queues = Some(bench.queues.clone());
+    let start = Instant::now();
+    let running = p
+        .build()?
+        .run(&bench.log, &bench.groups, &bench.txns, opts)?;
+    loop {
+        let s = q.stats()?;
+        if s.visible == 0 && s.in_flight == 0 {
+            break;
+        }
+        if start.elapsed() > PIPELINE_TIMEOUT {
+            bail!(
+                "the pipeline left {} messages after {PIPELINE_TIMEOUT:?}",
+                s.visible + s.in_flight
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    running.stop()?;
+    println!(
+        "exactly-once pipeline from the queue ({} tasks; outputs and acks in one transaction per 100 ms commit): {n} messages in {secs:.1} s, {:.0} messages/s",
+        a.partitions,
+        n as f64 / secs
+    );
+    Ok(())
 }
 
 /// Receives messages under a short lock, lets the locks run out, and times how long after
