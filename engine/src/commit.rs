@@ -162,46 +162,67 @@ impl Task {
         let acks = self.queue_acks();
         match &mut self.output {
             Output::Transactional(p) => {
-                // Each queue partition stays locked until its acks' transaction is decided.
-                let acks = acks
-                    .iter()
-                    .map(|(queue, receipts)| queue.ack_in_transaction(self.cfg.partition, receipts))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                p.begin()?;
-                // Every partition of this transaction, added in one durable step.
-                let mut all: Vec<(String, u32)> = outputs
-                    .iter()
-                    .map(|(t, p, _)| (t.to_string(), *p))
-                    .collect();
-                for store in self.stores.iter_mut() {
-                    if !store.stage().is_empty() {
-                        let (t, p) = store.changelog();
-                        all.push((t.to_string(), p.0));
+                let partition = self.cfg.partition;
+                let stores = &mut self.stores;
+                let log = &self.log;
+                let app = &self.cfg.app;
+                // Acks applied, their queue partitions locked until the outcome is known.
+                let mut held = Vec::with_capacity(acks.len());
+                let written = (|| -> Result<Vec<Option<Offset>>> {
+                    p.begin()?;
+                    // Every partition of this transaction, added in one durable step.
+                    let mut all: Vec<(String, u32)> = outputs
+                        .iter()
+                        .map(|(t, p, _)| (t.to_string(), *p))
+                        .collect();
+                    for store in stores.iter_mut() {
+                        if !store.stage().is_empty() {
+                            let (t, p) = store.changelog();
+                            all.push((t.to_string(), p.0));
+                        }
+                    }
+                    let offsets_partition = weir_coord::offsets::OffsetStore::partition_of(app).0;
+                    all.push((
+                        weir_coord::offsets::OFFSETS_TOPIC.to_string(),
+                        offsets_partition,
+                    ));
+                    all.extend(acks.iter().map(|(q, _)| q.state_partition(partition)));
+                    p.add_partitions(&all)?;
+                    for (topic, partition, records) in &outputs {
+                        in_batches(log, topic, records, |chunk| {
+                            Ok(p.submit(topic, PartitionId(*partition), chunk)?)
+                        })?;
+                    }
+                    let last = write_changelogs(log, stores, |t, part, r| {
+                        Ok(p.send_to(t, part, r)?.last_offset)
+                    })?;
+                    // Queue partitions are locked only for the end of the transaction, in
+                    // the queues' order (another application may read the same queues).
+                    for (queue, receipts) in &acks {
+                        let ack = queue.ack_in_transaction(partition, receipts)?;
+                        ack.write(p)?;
+                        held.push(ack);
+                    }
+                    p.send_offsets_with_metadata(app, &offsets)?;
+                    p.commit()?;
+                    Ok(last)
+                })();
+                match written {
+                    Ok(last) => {
+                        last_changelog = last;
+                        held.into_iter()
+                            .for_each(weir_queue::TransactionalAck::committed);
+                    }
+                    Err(e) => {
+                        // Decide the transaction now when it is still open, so the queue
+                        // partitions (rebuilt as `held` drops) need not wait for the
+                        // coordinator's timeout to read past it; best effort: after a failed
+                        // commit its outcome may already be fixed.
+                        let _ = p.abort();
+                        drop(held);
+                        return Err(e);
                     }
                 }
-                let offsets_partition =
-                    weir_coord::offsets::OffsetStore::partition_of(&self.cfg.app).0;
-                all.push((
-                    weir_coord::offsets::OFFSETS_TOPIC.to_string(),
-                    offsets_partition,
-                ));
-                all.extend(acks.iter().map(|a| a.partition()));
-                p.add_partitions(&all)?;
-                for (topic, partition, records) in &outputs {
-                    in_batches(&self.log, topic, records, |chunk| {
-                        Ok(p.submit(topic, PartitionId(*partition), chunk)?)
-                    })?;
-                }
-                last_changelog = write_changelogs(&self.log, &mut self.stores, |t, part, r| {
-                    Ok(p.send_to(t, part, r)?.last_offset)
-                })?;
-                for ack in &acks {
-                    ack.write(p)?;
-                }
-                p.send_offsets_with_metadata(&self.cfg.app, &offsets)?;
-                p.commit()?;
-                acks.into_iter()
-                    .for_each(weir_queue::TransactionalAck::committed);
             }
             Output::Idempotent(p) => {
                 for (topic, partition, records) in &outputs {
@@ -216,8 +237,17 @@ impl Task {
                 self.commit_offsets_as_member(&offsets)?;
                 // At least once: acked after the outputs, so a crash between repeats them.
                 for (queue, receipts) in &acks {
-                    for r in queue.ack(receipts)? {
-                        r?;
+                    for (receipt, r) in receipts.iter().zip(queue.ack(receipts)?) {
+                        match r {
+                            Ok(()) => {}
+                            // Its lock ran out: it comes back and is processed again, which
+                            // at-least-once allows; the task goes on.
+                            Err(weir_queue::QueueError::StaleReceipt(_)) => {
+                                tracing::warn!(queue = %queue.name(), %receipt,
+                                    "a message's lock ran out before its ack; it will be processed again");
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
             }
@@ -225,14 +255,18 @@ impl Task {
         Ok(last_changelog)
     }
 
-    /// The queue inputs' processed receipts, to ack with this commit.
+    /// The queue inputs' processed receipts, to ack with this commit, by queue name (the
+    /// order their partitions are locked in).
     fn queue_acks(&self) -> Vec<(std::sync::Arc<weir_queue::Queue>, Vec<weir_queue::Receipt>)> {
-        self.inputs
+        let mut acks: Vec<_> = self
+            .inputs
             .iter()
             .filter_map(|i| i.queue.as_ref())
             .filter(|q| !q.processed.is_empty())
             .map(|q| (q.queue.clone(), q.processed.clone()))
-            .collect()
+            .collect();
+        acks.sort_by(|a, b| a.0.name().cmp(b.0.name()));
+        acks
     }
 
     /// At-least-once: outputs and changelog are written, only the offsets remain. A rebalance

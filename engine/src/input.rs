@@ -12,6 +12,7 @@
 //! receipt waits in `QueueInput::processed` for the commit, which acks it (see `commit.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use weir_log::{Isolation, Log, Offset, PartitionId};
 
@@ -25,6 +26,12 @@ pub(crate) const FETCH_BYTES: usize = 1 << 20;
 /// Messages one receive of a queue input takes: about a batch, so no lock is held much
 /// longer than its message takes to process and commit.
 pub(crate) const QUEUE_FETCH_MESSAGES: usize = 1024;
+
+/// A queue input's locks last at least this many commit intervals (or the queue's visibility
+/// timeout when longer): a message is received, processed, then acked only at the next
+/// commit, so a lock shorter than that (a queue's timeout of 0, say) would expire before
+/// every commit and the task would fail it over and over.
+pub(crate) const QUEUE_LOCK_COMMIT_INTERVALS: u32 = 10;
 
 /// Rows one fetch of a generated input makes: as many records as a 1 MiB fetch of small
 /// records, so a generator's batch costs about what a topic's does.
@@ -58,15 +65,19 @@ pub(crate) struct Input {
 #[derive(Debug)]
 pub(crate) struct QueueInput {
     pub(crate) queue: Arc<weir_queue::Queue>,
+    /// The least lock a receive takes (ms): [`QUEUE_LOCK_COMMIT_INTERVALS`] commit intervals.
+    lock_min_ms: i64,
     pub(crate) fetched: Vec<weir_queue::Receipt>,
     pub(crate) unprocessed: usize,
     pub(crate) processed: Vec<weir_queue::Receipt>,
 }
 
 impl QueueInput {
-    pub(crate) fn new(queue: Arc<weir_queue::Queue>) -> QueueInput {
+    pub(crate) fn new(queue: Arc<weir_queue::Queue>, commit_interval: Duration) -> QueueInput {
+        let lock = commit_interval.saturating_mul(QUEUE_LOCK_COMMIT_INTERVALS);
         QueueInput {
             queue,
+            lock_min_ms: i64::try_from(lock.as_millis()).unwrap_or(i64::MAX),
             fetched: Vec::new(),
             unprocessed: 0,
             processed: Vec::new(),
@@ -77,7 +88,9 @@ impl QueueInput {
 impl Drop for QueueInput {
     /// A task that stops without committing releases what it held, so a restarted task
     /// (or another consumer) gets it at once rather than after the locks time out. After a
-    /// failed commit the partition is rebuilt first: receipts of committed acks are refused.
+    /// failed commit the queue partition is rebuilt from its journal first, so a receipt
+    /// whose ack did commit is refused (stale) rather than released; one whose ack's
+    /// transaction is still undecided is refused too, and comes back after its lock.
     fn drop(&mut self) {
         let unprocessed = self.fetched.get(self.unprocessed..).unwrap_or_default();
         let held: Vec<_> = unprocessed.iter().chain(&self.processed).copied().collect();
@@ -175,9 +188,10 @@ impl Input {
         };
         q.fetched.clear();
         q.unprocessed = 0;
+        let lock_ms = q.queue.config().visibility_ms.max(q.lock_min_ms);
         for r in q
             .queue
-            .try_receive_partition(partition, QUEUE_FETCH_MESSAGES, None)?
+            .try_receive_partition(partition, QUEUE_FETCH_MESSAGES, Some(lock_ms))?
         {
             q.fetched.push(r.receipt);
             let m = r.message;

@@ -382,7 +382,10 @@ impl Task {
             };
             let mut input = Input::new(spec.clone(), position);
             if spec.queue {
-                input.queue = Some(crate::input::QueueInput::new(queue_of(&cfg, t)?));
+                input.queue = Some(crate::input::QueueInput::new(
+                    queue_of(&cfg, t)?,
+                    cfg.commit_interval,
+                ));
             }
             if c.is_none() {
                 // Never committed: the first commit records where the application started, so

@@ -58,10 +58,10 @@ pub struct Subscription {
 
 /// Most tags on a queue (SQS's limit).
 pub const TAGS_MAX: usize = 50;
-/// Longest tag key (SQS's 128 characters).
-pub const TAG_KEY_BYTES_MAX: usize = 128;
-/// Longest tag value (SQS's 256 characters).
-pub const TAG_VALUE_BYTES_MAX: usize = 256;
+/// Longest tag key in characters (SQS's 128).
+pub const TAG_KEY_CHARS_MAX: usize = 128;
+/// Longest tag value in characters (SQS's 256).
+pub const TAG_VALUE_CHARS_MAX: usize = 256;
 
 /// A queue's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,10 +154,12 @@ impl QueueConfig {
             return bad(format!("{} tags (at most {TAGS_MAX})", self.tags.len()));
         }
         if let Some((k, v)) = self.tags.iter().find(|(k, v)| {
-            k.is_empty() || k.len() > TAG_KEY_BYTES_MAX || v.len() > TAG_VALUE_BYTES_MAX
+            k.is_empty()
+                || k.chars().count() > TAG_KEY_CHARS_MAX
+                || v.chars().count() > TAG_VALUE_CHARS_MAX
         }) {
             return bad(format!(
-                "tag `{k}`=`{v}` (keys 1 to {TAG_KEY_BYTES_MAX} bytes, values up to {TAG_VALUE_BYTES_MAX})"
+                "tag `{k}`=`{v}` (keys 1 to {TAG_KEY_CHARS_MAX} characters, values up to {TAG_VALUE_CHARS_MAX})"
             ));
         }
         if let Some(r) = &self.redrive {

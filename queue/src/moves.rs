@@ -15,6 +15,7 @@ use bytes::Bytes;
 use weir_coord::TransactionalProducer;
 use weir_log::{Header, PartitionId, Record, Timestamp};
 
+use crate::catalog::QueueConfig;
 use crate::error::{QueueError, Result};
 use crate::journal;
 use crate::partition::{Receipt, Verdict};
@@ -51,13 +52,13 @@ impl Move {
     /// `m`, given up on after `deliveries` deliveries, to `q`'s dead-letter queue.
     pub(crate) fn dead_letter(
         q: &Queue,
+        config: &QueueConfig,
         m: Message,
         deliveries: u32,
         error: &str,
         now: i64,
     ) -> Result<Move> {
-        let dlq = q
-            .config()
+        let dlq = config
             .redrive
             .as_ref()
             .map(|r| r.dead_letter_queue.clone())
@@ -186,6 +187,13 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
             };
+            if part.config.redrive.is_none() {
+                // Reconfigured since the check above.
+                return Err(QueueError::InvalidSetting(format!(
+                    "queue `{}` has no dead-letter queue to reject to",
+                    self.name
+                )));
+            }
             let now = self.now();
             let mut dead = Vec::new();
             for i in indexes {
@@ -195,18 +203,43 @@ impl Queue {
                     Err(e) => out[i] = Err(e),
                 }
             }
-            let offsets: Vec<i64> = dead.iter().map(|d| d.offset).collect();
-            let mut bodies = self.bodies_of(p, &mut part, &offsets)?;
-            let moves = dead
-                .iter()
-                .filter_map(|d| {
-                    let m = bodies.remove(&d.offset)?;
-                    Some(Move::dead_letter(self, m, d.deliveries, error, now))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            self.commit_moves(p, &mut part, moves)?;
+            if let Err(e) = self.dead_letters(p, &mut part, dead, error, now) {
+                // The rejected messages were marked done but not moved: forget that.
+                self.break_after_failure(&mut part);
+                return Err(e);
+            }
         }
         Ok(out)
+    }
+
+    /// Writes `dead` (marked done in the partition) to the dead-letter queue the partition's
+    /// settings name, with the journal, in one transaction.
+    fn dead_letters(
+        &self,
+        p: u32,
+        part: &mut Part,
+        dead: Vec<crate::Delivery>,
+        error: &str,
+        now: i64,
+    ) -> Result<()> {
+        let offsets: Vec<i64> = dead.iter().map(|d| d.offset).collect();
+        let mut bodies = self.bodies_of(p, part, &offsets)?;
+        let config = part.config.clone();
+        let moves = dead
+            .iter()
+            .filter_map(|d| {
+                let m = bodies.remove(&d.offset)?;
+                Some(Move::dead_letter(
+                    self,
+                    &config,
+                    m,
+                    d.deliveries,
+                    error,
+                    now,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.commit_moves(p, part, moves)
     }
 
     /// Moves up to `max` messages of this queue (a dead-letter queue) back to the queue each

@@ -10,9 +10,12 @@
 //! is not done.
 //!
 //! Invariants: a message has at most one valid receipt at a time (each acquisition takes a
-//! new lease number, and a settled or timed-out lease is refused); the window never holds more
-//! than its bound, so a million unacknowledged messages are not in memory; the start offset
-//! only moves forward, past done messages only.
+//! new lease number, and a settled or timed-out lease is refused); the window holds at most
+//! its bound of messages read from the log (plus, after a restore, the journaled ones ahead
+//! of the read position until it passes them: at most a window's worth from before the
+//! restart), so a million unacknowledged messages are not in memory; a window full of
+//! restored messages still reads on past them; the start offset only moves forward, past
+//! done messages only.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -175,6 +178,9 @@ pub struct SharePartition {
     /// No lock in the window ends before this (a lower bound): expiring locks scans the
     /// window only once one may have ended.
     earliest_deadline: i64,
+    /// Entries at or beyond `next` (restored from the journal, not yet read again from the
+    /// log): they take no room, since reading past them adds nothing to the window.
+    ahead: usize,
 }
 
 /// A message's state as the journal keeps it.
@@ -234,6 +240,7 @@ impl SharePartition {
             journaled_start: start,
             pending: Vec::new(),
             earliest_deadline: i64::MAX,
+            ahead: 0,
         })
     }
 
@@ -283,6 +290,7 @@ impl SharePartition {
                 },
             );
         }
+        p.ahead = p.window.len();
         let epoch = epoch + 1;
         p.leases = epoch << 32;
         p.pending.push(Change::Epoch(epoch));
@@ -312,13 +320,33 @@ impl SharePartition {
         self.start
     }
 
-    /// Where to read the log next, and how many messages the window takes (0: it is full).
+    /// Where to read the log next, and how many new messages the window takes (0: it is
+    /// full). Restored entries ahead of the read position take no room: reading the log past
+    /// them only tells their FIFO groups, so a window full of them still reads on.
     pub fn wants(&self) -> (i64, usize) {
         let room = self
             .settings
             .in_flight_max
-            .saturating_sub(self.window.len());
+            .saturating_sub(self.window.len() - self.ahead);
         (self.next, room)
+    }
+
+    /// Whether the window already tracks `offset` ahead of the read position (restored from
+    /// the journal): offering it takes no room.
+    pub fn restored_ahead(&self, offset: i64) -> bool {
+        self.ahead > 0 && offset >= self.next && self.window.contains_key(&offset)
+    }
+
+    /// Tracked entries ahead of the read position (restored, not yet read from the log).
+    pub fn ahead(&self) -> usize {
+        self.ahead
+    }
+
+    /// Recounts the entries ahead of the read position after it moved.
+    fn recount_ahead(&mut self) {
+        if self.ahead > 0 {
+            self.ahead = self.window.range(self.next..).count();
+        }
     }
 
     /// Messages read from the log at [`SharePartition::wants`]' offset, in order, and the
@@ -326,6 +354,7 @@ impl SharePartition {
     /// Messages beyond the window's room are not taken (read them again later).
     pub fn offer(&mut self, messages: impl IntoIterator<Item = Incoming>, next: i64) {
         let (_, mut room) = self.wants();
+        let mut full = false;
         for m in messages {
             if m.offset < self.next {
                 continue;
@@ -334,10 +363,12 @@ impl SharePartition {
                 // Restored from the journal: its state stands; its group comes from the log.
                 e.group = m.group;
                 self.next = m.offset + 1;
+                self.ahead -= 1;
                 continue;
             }
             if room == 0 {
-                return;
+                full = true;
+                break;
             }
             self.window.insert(
                 m.offset,
@@ -352,7 +383,10 @@ impl SharePartition {
             self.next = m.offset + 1;
             room -= 1;
         }
-        self.next = self.next.max(next);
+        if !full {
+            self.next = self.next.max(next);
+        }
+        self.recount_ahead();
         self.advance();
     }
 
@@ -541,6 +575,7 @@ impl SharePartition {
             self.dirty.insert(o);
         }
         self.next = self.next.max(offset);
+        self.recount_ahead();
         self.advance();
     }
 

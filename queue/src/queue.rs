@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use event_listener::Event;
@@ -123,6 +123,10 @@ pub struct Received {
 #[derive(Debug)]
 pub(crate) struct Part {
     pub(crate) share: SharePartition,
+    /// The queue's settings as this partition works under them: replaced under the
+    /// partition's lock together with `share`'s, so one operation sees one version (its
+    /// redrive policy's count and dead-letter queue together).
+    pub(crate) config: Arc<QueueConfig>,
     pub(crate) bodies: BTreeMap<i64, Message>,
     pub(crate) body_bytes: usize,
     journal_bytes: u64,
@@ -135,7 +139,7 @@ pub(crate) struct Part {
 pub struct Queue {
     pub(crate) name: String,
     /// Its settings: replaced whole by [`crate::Queues::update`].
-    config: std::sync::RwLock<std::sync::Arc<QueueConfig>>,
+    config: RwLock<Arc<QueueConfig>>,
     pub(crate) log: Log,
     pub(crate) txns: TransactionCoordinator,
     pub(crate) state_topic: String,
@@ -170,11 +174,13 @@ impl Queue {
         config: QueueConfig,
     ) -> Result<Queue> {
         let state_topic = state_topic(name);
+        let config = Arc::new(config);
         let mut parts = Vec::with_capacity(config.partitions as usize);
         for p in 0..config.partitions {
             let share = restore(log, name, &state_topic, p, settings(&config))?;
             parts.push(Mutex::new(Part {
                 share,
+                config: config.clone(),
                 bodies: BTreeMap::new(),
                 body_bytes: 0,
                 journal_bytes: 0,
@@ -183,7 +189,7 @@ impl Queue {
         }
         let queue = Queue {
             name: name.to_string(),
-            config: std::sync::RwLock::new(std::sync::Arc::new(config)),
+            config: RwLock::new(config),
             log: log.clone(),
             txns: txns.clone(),
             state_topic,
@@ -221,7 +227,7 @@ impl Queue {
     }
 
     /// The queue's settings as of now.
-    pub fn config(&self) -> std::sync::Arc<QueueConfig> {
+    pub fn config(&self) -> Arc<QueueConfig> {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -232,9 +238,12 @@ impl Queue {
     /// visibility timeout, count deliveries against the new redrive policy, and so on.
     pub(crate) fn reconfigure(&self, config: QueueConfig) {
         let settings = settings(&config);
-        *self.config.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(config);
+        let config = Arc::new(config);
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config.clone();
         for part in &self.parts {
-            lock(part).share.set_settings(settings.clone());
+            let mut part = lock(part);
+            part.share.set_settings(settings.clone());
+            part.config = config.clone();
         }
         self.notify_settled();
     }
@@ -255,7 +264,7 @@ impl Queue {
                 &self.name,
                 &self.state_topic,
                 p,
-                settings(&self.config()),
+                settings(&part.config),
             )?;
             part.bodies.clear();
             part.body_bytes = 0;

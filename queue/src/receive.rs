@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use weir_log::{Isolation, LogError, Offset, PartitionId, RecordView};
 
-use crate::error::Result;
+use crate::error::{QueueError, Result};
 use crate::partition::IN_FLIGHT_MAX;
 use crate::pending::Pending;
 use crate::queue::{
@@ -35,11 +35,12 @@ impl Queue {
     /// Reads from the topic into a partition's window while it has room.
     pub(crate) fn fill(&self, p: u32, part: &mut Part) -> Result<()> {
         let (next, room) = part.share.wants();
-        if room == 0 {
+        if room == 0 && part.share.ahead() == 0 {
             return Ok(());
         }
         // About what the room takes (records of a few hundred bytes), within bounds.
         let bytes = room
+            .max(part.share.ahead())
             .saturating_mul(FILL_BYTES_PER_MESSAGE)
             .clamp(FILL_READ_BYTES_MIN, FILL_READ_BYTES);
         let fetch = match self.log.read_isolated(
@@ -64,20 +65,23 @@ impl Queue {
         if fetch.is_empty() {
             return Ok(());
         }
-        let config = self.config();
+        let (delay_ms, fifo) = (part.config.delay_ms, part.config.fifo);
         let mut incoming = Vec::new();
         let mut read_to = fetch.next_offset().0;
+        let mut taken = 0;
         for r in fetch.records() {
-            if incoming.len() >= room {
-                // The rest waits for room: read it again later.
-                read_to = incoming
-                    .last()
-                    .map_or(next, |m: &crate::Incoming| m.offset + 1);
-                break;
-            }
             let r = r.map_err(LogError::from)?;
-            let visible_at = visible_at(&r, config.delay_ms);
-            let group = if config.fifo {
+            // A message restored from the journal is tracked already: it takes no room.
+            if !part.share.restored_ahead(r.offset.0) {
+                if taken >= room {
+                    // The rest waits for room: read it again later.
+                    read_to = r.offset.0;
+                    break;
+                }
+                taken += 1;
+            }
+            let visible_at = visible_at(&r, delay_ms);
+            let group = if fifo {
                 r.key.map(<[u8]>::to_vec)
             } else {
                 None
@@ -122,6 +126,7 @@ impl Queue {
         let mut out = Vec::new();
         let mut wake: Option<i64> = None;
         let mut tickets = Vec::new();
+        let mut undecided = None;
         for i in 0..n {
             if out.len() >= max {
                 break;
@@ -130,6 +135,11 @@ impl Queue {
             let ticket = self.receive_from(p, max - out.len(), visibility_ms, &mut out, &mut wake);
             match ticket {
                 Ok(t) => tickets.push((p, t)),
+                // A partition waiting for a transaction's outcome (an engine's acks) does
+                // not hold up the others.
+                Err(e @ QueueError::Undecided { .. }) => {
+                    undecided.get_or_insert(e);
+                }
                 Err(e) => {
                     // What was taken from other partitions comes back after its lock.
                     drop(tickets);
@@ -137,7 +147,10 @@ impl Queue {
                 }
             }
         }
-        Ok(Pending::new(self, (out, wake), tickets))
+        match undecided {
+            Some(e) if out.is_empty() && tickets.is_empty() => Err(e),
+            _ => Ok(Pending::new(self, (out, wake), tickets)),
+        }
     }
 
     pub(crate) fn receive_from(
@@ -149,24 +162,59 @@ impl Queue {
         wake: &mut Option<i64>,
     ) -> Result<JournalTicket> {
         let mut part = self.partition(p)?;
-        if part.share.wants().1 >= IN_FLIGHT_MAX / FILL_WHEN_FREE_DIVISOR {
+        if part.share.wants().1 >= IN_FLIGHT_MAX / FILL_WHEN_FREE_DIVISOR || part.share.ahead() > 0
+        {
             self.fill(p, &mut part)?;
         }
         let now = self.now();
         let (mut acquired, mut dead) = part.share.acquire(now, max, visibility_ms);
-        if acquired.len() < max && part.share.wants().1 > 0 {
-            self.fill(p, &mut part)?;
+        if acquired.len() < max && (part.share.wants().1 > 0 || part.share.ahead() > 0) {
+            if let Err(e) = self.fill(p, &mut part) {
+                // What was acquired was never answered: forget it.
+                self.break_after_failure(&mut part);
+                return Err(e);
+            }
             let (more, more_dead) = part.share.acquire(now, max - acquired.len(), visibility_ms);
             acquired.extend(more);
             dead.extend(more_dead);
         }
         let short = acquired.len() < max;
+        let answered = out.len();
+        let result = self.deliver(p, &mut part, now, acquired, dead, out);
+        if result.is_err() {
+            // Acquisitions and dead letters that were not written are forgotten with the
+            // partition's memory; nothing of them was answered.
+            out.truncate(answered);
+            self.break_after_failure(&mut part);
+            return result;
+        }
+        // Only a receive that came up short may wait for the clock.
+        if short {
+            if let Some(w) = part.share.next_wake(now) {
+                *wake = Some(wake.map_or(w, |have| have.min(w)));
+            }
+        }
+        result
+    }
+
+    /// The acquired messages' bodies into `out`, and the dead ones moved to the dead-letter
+    /// queue; the journal's ticket for the acquisitions (dead letters are written before
+    /// this returns). On error the partition must be rebuilt.
+    fn deliver(
+        &self,
+        p: u32,
+        part: &mut Part,
+        now: i64,
+        acquired: Vec<crate::Acquired>,
+        dead: Vec<crate::Delivery>,
+        out: &mut Vec<Received>,
+    ) -> Result<JournalTicket> {
         let offsets: Vec<i64> = acquired
             .iter()
             .map(|a| a.receipt.offset)
             .chain(dead.iter().map(|d| d.offset))
             .collect();
-        let mut bodies = self.bodies_of(p, &mut part, &offsets)?;
+        let mut bodies = self.bodies_of(p, part, &offsets)?;
         for a in acquired {
             match bodies.remove(&a.receipt.offset) {
                 Some(message) => out.push(Received {
@@ -180,22 +228,18 @@ impl Queue {
                 }
             }
         }
-        // Only a receive that came up short may wait for the clock.
-        if short {
-            if let Some(w) = part.share.next_wake(now) {
-                *wake = Some(wake.map_or(w, |have| have.min(w)));
-            }
-        }
         if dead.is_empty() {
             let changes = part.share.take_journal();
-            return self.journal(p, &mut part, changes);
+            return self.journal(p, part, changes);
         }
+        let config = part.config.clone();
         let dead: Vec<crate::moves::Move> = dead
             .into_iter()
             .filter_map(|d| {
                 let m = bodies.remove(&d.offset)?;
                 Some(crate::moves::Move::dead_letter(
                     self,
+                    &config,
                     m,
                     d.deliveries,
                     "maxReceiveCount exceeded",
@@ -203,7 +247,7 @@ impl Queue {
                 ))
             })
             .collect::<Result<_>>()?;
-        self.commit_moves(p, &mut part, dead)?;
+        self.commit_moves(p, part, dead)?;
         Ok(JournalTicket::default())
     }
 

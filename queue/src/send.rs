@@ -13,6 +13,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use weir_log::{Header, Isolation, PartitionId, Record, Timestamp};
 
+use crate::catalog::QueueConfig;
 use crate::error::{QueueError, Result};
 use crate::queue::{
     lock, Queue, HEADER_ATTRIBUTE_TYPES, HEADER_DEDUP_ID, HEADER_VISIBLE_AT, RESERVED_HEADER_PREFIX,
@@ -133,62 +134,25 @@ enum Slot {
 impl Queue {
     /// Refuses a message the queue cannot take, saying why.
     pub fn check(&self, m: &Outgoing) -> Result<()> {
-        let bad = |why: String| Err(QueueError::InvalidMessage(why));
-        if m.body.len() > MESSAGE_BYTES_MAX {
-            return bad(format!(
-                "body of {} bytes (at most {MESSAGE_BYTES_MAX})",
-                m.body.len()
-            ));
-        }
-        if let Some(h) = m
-            .headers
-            .iter()
-            .find(|h| h.key.starts_with(RESERVED_HEADER_PREFIX) && h.key != HEADER_ATTRIBUTE_TYPES)
-        {
-            return bad(format!(
-                "attribute `{}`: names starting with `weir.` are Weir's",
-                h.key
-            ));
-        }
-        if let Some(d) = m.delay_ms {
-            if !(0..=crate::catalog::DELAY_MAX_MS).contains(&d) {
-                return bad(format!("delay of {d} ms"));
-            }
-        }
-        if m.group.as_ref().is_some_and(|g| g.len() > ID_BYTES_MAX)
-            || m.dedup_id.as_ref().is_some_and(|d| d.len() > ID_BYTES_MAX)
-        {
-            return bad(format!(
-                "a group or deduplication id is over {ID_BYTES_MAX} bytes"
-            ));
-        }
-        if self.config().fifo {
-            if m.group.is_none() {
-                return bad("a FIFO queue's messages need a message group id".into());
-            }
-            if m.dedup_id.is_none() && !self.config().content_dedup {
-                return bad("a FIFO queue without content-based deduplication needs a deduplication id on every message".into());
-            }
-        } else if m.dedup_id.is_some() {
-            return bad("deduplication ids are for FIFO queues".into());
-        }
-        Ok(())
+        check(&self.config(), m)
     }
 
     /// Sends messages (each checked first: one bad message sends none) and waits until they
     /// are durable. One result per message, in order.
     pub fn send(&self, messages: &[Outgoing]) -> Result<Vec<Sent>> {
+        // One version of the settings for the whole send (they may change meanwhile).
+        let config = self.config();
         for m in messages {
-            self.check(m)?;
+            check(&config, m)?;
         }
         // FIFO sends hold the window's ids until their appends are durable, so a concurrent
         // duplicate cannot slip in between.
-        let mut dedup = self.config().fifo.then(|| lock(&self.dedup));
+        let mut dedup = config.fifo.then(|| lock(&self.dedup));
         let now = self.now();
         if let Some(d) = dedup.as_mut() {
-            d.expire(now - self.config().dedup_window_ms);
+            d.expire(now - config.dedup_window_ms);
         }
-        let plan = self.plan(messages, dedup.as_deref(), now)?;
+        let plan = self.plan(&config, messages, dedup.as_deref(), now)?;
         let mut bases = BTreeMap::new();
         for (p, records) in &plan.batches {
             let t = self.log.submit(&self.name, PartitionId(*p), records)?;
@@ -206,20 +170,67 @@ impl Queue {
         }
         Ok(out)
     }
+}
 
+/// Refuses a message a queue with `config` cannot take, saying why.
+fn check(config: &QueueConfig, m: &Outgoing) -> Result<()> {
+    let bad = |why: String| Err(QueueError::InvalidMessage(why));
+    if m.body.len() > MESSAGE_BYTES_MAX {
+        return bad(format!(
+            "body of {} bytes (at most {MESSAGE_BYTES_MAX})",
+            m.body.len()
+        ));
+    }
+    if let Some(h) = m
+        .headers
+        .iter()
+        .find(|h| h.key.starts_with(RESERVED_HEADER_PREFIX) && h.key != HEADER_ATTRIBUTE_TYPES)
+    {
+        return bad(format!(
+            "attribute `{}`: names starting with `weir.` are Weir's",
+            h.key
+        ));
+    }
+    if let Some(d) = m.delay_ms {
+        if !(0..=crate::catalog::DELAY_MAX_MS).contains(&d) {
+            return bad(format!("delay of {d} ms"));
+        }
+    }
+    if m.group.as_ref().is_some_and(|g| g.len() > ID_BYTES_MAX)
+        || m.dedup_id.as_ref().is_some_and(|d| d.len() > ID_BYTES_MAX)
+    {
+        return bad(format!(
+            "a group or deduplication id is over {ID_BYTES_MAX} bytes"
+        ));
+    }
+    if config.fifo {
+        if m.group.is_none() {
+            return bad("a FIFO queue's messages need a message group id".into());
+        }
+        if m.dedup_id.is_none() && !config.content_dedup {
+            return bad("a FIFO queue without content-based deduplication needs a deduplication id on every message".into());
+        }
+    } else if m.dedup_id.is_some() {
+        return bad("deduplication ids are for FIFO queues".into());
+    }
+    Ok(())
+}
+
+impl Queue {
     /// [`Queue::send`] for async callers of a standard queue: appends, then awaits
     /// durability without blocking. (A FIFO queue's send holds its deduplication window while
     /// it waits: call [`Queue::send`] on a blocking thread.)
     pub async fn send_async(&self, messages: &[Outgoing]) -> Result<Vec<Sent>> {
-        if self.config().fifo {
+        let config = self.config();
+        if config.fifo {
             return Err(QueueError::InvalidMessage(
                 "a FIFO queue's sends go through Queue::send".into(),
             ));
         }
         for m in messages {
-            self.check(m)?;
+            check(&config, m)?;
         }
-        let plan = self.plan(messages, None, self.now())?;
+        let plan = self.plan(&config, messages, None, self.now())?;
         let mut tickets = Vec::with_capacity(plan.batches.len());
         for (p, records) in &plan.batches {
             tickets.push((*p, self.log.submit(&self.name, PartitionId(*p), records)?));
@@ -233,8 +244,14 @@ impl Queue {
 
     /// Where each message goes: duplicates answered from the window, the rest as records
     /// per partition.
-    fn plan(&self, messages: &[Outgoing], dedup: Option<&Dedup>, now: i64) -> Result<Plan> {
-        let n = self.config().partitions;
+    fn plan(
+        &self,
+        config: &QueueConfig,
+        messages: &[Outgoing],
+        dedup: Option<&Dedup>,
+        now: i64,
+    ) -> Result<Plan> {
+        let n = config.partitions;
         let rotate = self.next_rotation() as u32;
         let mut plan = Plan {
             slots: Vec::with_capacity(messages.len()),
@@ -242,7 +259,7 @@ impl Queue {
             ids: HashMap::new(),
         };
         for (i, m) in messages.iter().enumerate() {
-            let id = self.dedup_id(m);
+            let id = Self::dedup_id(config, m);
             if let (Some(id), Some(d)) = (&id, dedup) {
                 if let Some(&(partition, offset)) = d.ids.get(id) {
                     plan.slots.push(Slot::Duplicate(Sent {
@@ -269,12 +286,14 @@ impl Queue {
         Ok(plan)
     }
 
-    fn dedup_id(&self, m: &Outgoing) -> Option<String> {
-        if !self.config().fifo {
+    /// A FIFO message's deduplication id: its own, else its body's hash when the queue
+    /// deduplicates by content.
+    fn dedup_id(config: &QueueConfig, m: &Outgoing) -> Option<String> {
+        if !config.fifo {
             return None;
         }
         m.dedup_id.clone().or_else(|| {
-            self.config().content_dedup.then(|| {
+            config.content_dedup.then(|| {
                 Sha256::digest(&m.body)
                     .iter()
                     .map(|b| format!("{b:02x}"))

@@ -36,7 +36,10 @@ impl Queue {
             let (visible, locked, delayed) = part.share.counts(now);
             let (next, _) = part.share.wants();
             let end = self.log.last_stable_offset(&self.name, PartitionId(p))?.0;
-            s.visible += visible as u64 + (end - next).max(0) as u64;
+            // Not yet read into the window: visible, but for those the window tracks ahead
+            // of its read position (restored from the journal), which it counted already.
+            let unread = (end - next).max(0) as u64;
+            s.visible += visible as u64 + unread.saturating_sub(part.share.ahead() as u64);
             s.in_flight += locked as u64;
             s.delayed += delayed as u64;
             for (n, count) in part.share.delivery_counts() {

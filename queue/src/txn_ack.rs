@@ -11,7 +11,12 @@
 //! between the record and its transaction's marker. Told [`TransactionalAck::committed`], the
 //! acks stand; dropped without it (aborted, failed, or the outcome unknown), the partition is
 //! rebuilt from its state topic before its next use — read committed, once the transaction
-//! is decided — so it holds the acks exactly when the transaction committed.
+//! is decided — so it holds the acks exactly when the transaction committed. Until then the
+//! partition answers [`QueueError::Undecided`] (a receive across partitions skips it).
+//!
+//! The caller drops an undecided ack only once its writes have landed (after `abort`, or a
+//! `commit` that failed: both settle them first): a record still in flight when the
+//! partition is rebuilt would otherwise be missed, and count if its transaction committed.
 
 use std::sync::MutexGuard;
 
@@ -37,6 +42,12 @@ impl Queue {
         let (mut out, mut wake) = (Vec::new(), None);
         let ticket = self.receive_from(p, max.min(RECEIVE_MAX), visibility_ms, &mut out, &mut wake);
         Pending::new(self, out, vec![(p, ticket?)]).wait()
+    }
+
+    /// The state-topic partition that partition `p`'s acks go to (add it to the transaction
+    /// before [`Queue::ack_in_transaction`], which locks `p`).
+    pub fn state_partition(&self, p: u32) -> (String, u32) {
+        (self.state_topic.clone(), p)
     }
 
     /// Acknowledges partition `p`'s `receipts` inside the caller's transaction: fails with

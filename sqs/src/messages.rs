@@ -288,7 +288,8 @@ pub(crate) async fn receive(api: &Arc<Api>, body: &[u8]) -> Result<Value, SqsErr
     loop {
         let changed = q.changed()?;
         let (got, wake) = if q.config().redrive.is_some() {
-            // Dead letters are written in a transaction, which blocks.
+            // Dead letters are written in a transaction, which blocks. (A redrive policy set
+            // just after this look only makes one receive block its worker briefly.)
             let looked = q.clone();
             blocking(move || Ok(looked.try_receive(max, visibility)?)).await?
         } else {

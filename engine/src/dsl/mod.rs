@@ -95,6 +95,9 @@ struct PlanState {
     operators: Vec<String>,
     /// Mistakes found while building, reported by `build`.
     errors: Vec<String>,
+    /// Input topic → how many of its reads are as a queue, of how many: a queue is read
+    /// only as a queue (its messages are received under locks, not read by offset).
+    reads: BTreeMap<String, (usize, usize)>,
 }
 
 /// Builds a pipeline.
@@ -165,6 +168,7 @@ impl Pipeline {
 
     fn add_entry(&self, topic: &str, kind: InputKind, internal: bool, entry: EntryFactory) {
         let mut s = self.state.borrow_mut();
+        s.reads.entry(topic.to_string()).or_default().1 += 1;
         let i = Self::sub_for(&mut s, topic, kind, internal);
         s.subs[i]
             .entries
@@ -176,6 +180,7 @@ impl Pipeline {
     /// Marks the input `topic` a queue (it was just added as a stream).
     fn mark_queue(&self, topic: &str) {
         let mut s = self.state.borrow_mut();
+        s.reads.entry(topic.to_string()).or_default().0 += 1;
         if let Some(&i) = s.host.get(topic) {
             for input in s.subs[i].inputs.iter_mut().filter(|i| i.topic == topic) {
                 input.queue = true;
@@ -243,6 +248,13 @@ impl Pipeline {
         let s = self.state.borrow();
         if let Some(e) = s.errors.first() {
             return Err(EngineError::Plan(format!("pipeline `{}`: {e}", self.app)));
+        }
+        if let Some((topic, _)) = s.reads.iter().find(|(_, (q, all))| *q > 0 && q != all) {
+            return Err(EngineError::Plan(format!(
+                "pipeline `{}`: `{topic}` is read both as a queue and as a topic; read a \
+                 queue only with `queue`",
+                self.app
+            )));
         }
         let live: Vec<&SubBuilder> = s.subs.iter().filter(|b| !b.merged).collect();
         if live.is_empty() {

@@ -141,3 +141,14 @@ fn a_lock_lost_before_the_commit_redoes_the_interval() -> anyhow::Result<()> {
     anyhow::ensure!(seen.len() == n, "{} of {n} messages processed", seen.len());
     assert_drained(&queues)
 }
+
+#[test]
+fn a_queue_read_also_as_a_topic_is_refused() {
+    let p = Pipeline::builder("mixed");
+    p.queue::<String, String>("jobs", Utf8, Utf8)
+        .to_topic("a", Utf8, Utf8);
+    p.stream::<String, String>("jobs", Utf8, Utf8)
+        .to_topic("b", Utf8, Utf8);
+    let err = p.build().err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("both as a queue and as a topic"), "{err}");
+}

@@ -105,6 +105,30 @@ impl Model {
     }
 }
 
+/// Offers what `Queue::fill` would read of `again` (the log from the window's read position
+/// on): messages restored from the journal take no room, new ones up to the room; returns
+/// what is left to read later.
+fn read_again(p: &mut SharePartition, again: Vec<Incoming>) -> Option<Vec<Incoming>> {
+    let (from, room) = p.wants();
+    let mut taken = Vec::new();
+    let mut new = 0;
+    let mut next = again.last().map_or(from, |m| (m.offset + 1).max(from));
+    for m in again.iter().filter(|m| m.offset >= from) {
+        if !p.restored_ahead(m.offset) {
+            if new >= room {
+                next = m.offset;
+                break;
+            }
+            new += 1;
+        }
+        taken.push(m.clone());
+    }
+    p.offer(taken, next);
+    let from = p.wants().0;
+    let rest: Vec<Incoming> = again.into_iter().filter(|m| m.offset >= from).collect();
+    (!rest.is_empty()).then_some(rest)
+}
+
 fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
     let window = settings.in_flight_max;
     let mut rng = SeededRng::new(seed);
@@ -157,15 +181,15 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
         }
         let op = rng.below(10);
         if let Some(again) = reread.take() {
-            if op <= 3 || rng.below(4) == 0 {
-                let next = again.last().map_or(p.start(), |m| m.offset + 1);
-                p.offer(again, next);
+            reread = if op <= 3 || rng.below(4) == 0 {
+                read_again(&mut p, again)
             } else {
-                reread = Some(again);
-            }
+                Some(again)
+            };
         }
         match op {
-            0 | 1 => {
+            // The log is read in order: new messages come after those read again.
+            0 | 1 if reread.is_none() => {
                 let n = 1 + rng.below(5);
                 let mut batch = Vec::new();
                 for _ in 0..n {
@@ -289,11 +313,8 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
             );
         }
     }
-    if let Some(again) = reread.take() {
-        let next = again.last().map_or(p.start(), |m| m.offset + 1);
-        p.offer(again, next);
-    }
-    // Drain: a consumer acks all it gets until nothing is left.
+    // Drain: a consumer acks all it gets until nothing is left, reading the log as the
+    // window makes room.
     let mut acked: Vec<i64> = model
         .msgs
         .iter()
@@ -303,9 +324,12 @@ fn run(seed: u64, settings: QueueSettings) -> anyhow::Result<()> {
         .collect();
     for _ in 0..10_000 {
         now += 5_000;
+        if let Some(again) = reread.take() {
+            reread = read_again(&mut p, again);
+        }
         let (got, dead) = p.acquire(now, 100, None);
         dead_all.extend(dead.iter().map(|d| d.offset));
-        if got.is_empty() && dead.is_empty() && p.counts(now) == (0, 0, 0) {
+        if got.is_empty() && dead.is_empty() && p.counts(now) == (0, 0, 0) && reread.is_none() {
             break;
         }
         for a in got {

@@ -81,3 +81,49 @@ fn acks_in_a_transaction_stand_only_when_it_commits() -> Result<()> {
     ensure!(stats.visible == 0 && stats.in_flight == 0, "{stats:?}");
     Ok(())
 }
+
+#[test]
+fn an_undecided_transaction_holds_up_only_its_own_partition() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_log, txns, queues) = open(dir.path())?;
+    let config = QueueConfig {
+        partitions: 2,
+        ..QueueConfig::default()
+    };
+    let queue = queues.create("work", config)?;
+    // Keyless sends take turns: one batch per partition.
+    let p = queue.send(&[Outgoing::body("a0"), Outgoing::body("a1")])?[0].partition;
+    let other = queue.send(&[Outgoing::body("b0"), Outgoing::body("b1")])?[0].partition;
+    ensure!(p != other, "both batches went to partition {p}");
+    let got = queue.try_receive_partition(p, 10, None)?;
+    ensure!(got.len() == 2, "{} received", got.len());
+    let receipts: Vec<_> = got.iter().map(|r| r.receipt).collect();
+
+    // The acks are written, then the transaction is left open (its producer stalled after
+    // its writes landed).
+    let mut producer = TransactionalProducer::new(&txns, "consumer-0", Duration::from_secs(60))?;
+    producer.begin()?;
+    producer.add_partitions(&[queue.state_partition(p)])?;
+    let ack = queue.ack_in_transaction(p, &receipts)?;
+    ack.write(&mut producer)?;
+    producer.flush()?;
+    drop(ack);
+    let undecided = queue.try_receive_partition(p, 10, None).err();
+    ensure!(
+        matches!(undecided, Some(QueueError::Undecided { .. })),
+        "{undecided:?}"
+    );
+    // Receives across partitions go on with the others meanwhile.
+    let (served, _) = queue.try_receive(10, None)?;
+    ensure!(
+        served.len() == 2 && served.iter().all(|r| r.receipt.partition == other),
+        "{served:?}"
+    );
+
+    // Aborted: the partition is served again; its messages are still locked by the old
+    // receipts (not acked), and come back after them.
+    producer.abort()?;
+    let stats = queue.stats()?;
+    ensure!(stats.in_flight == 4 && stats.visible == 0, "{stats:?}");
+    Ok(())
+}
