@@ -199,9 +199,10 @@ impl Task {
                     // Queue partitions are locked only for the end of the transaction, in
                     // the queues' order (another application may read the same queues).
                     for (queue, receipts) in &acks {
-                        let ack = queue.ack_in_transaction(partition, receipts)?;
-                        ack.write(p)?;
-                        held.push(ack);
+                        held.push(queue.ack_in_transaction(partition, receipts)?);
+                        if let Some(ack) = held.last() {
+                            ack.write(p)?;
+                        }
                     }
                     p.send_offsets_with_metadata(app, &offsets)?;
                     p.commit()?;

@@ -10,12 +10,11 @@
 //! is not done.
 //!
 //! Invariants: a message has at most one valid receipt at a time (each acquisition takes a
-//! new lease number, and a settled or timed-out lease is refused); the window holds at most
-//! its bound of messages read from the log (plus, after a restore, the journaled ones ahead
-//! of the read position until it passes them: at most a window's worth from before the
-//! restart), so a million unacknowledged messages are not in memory; a window full of
-//! restored messages still reads on past them; the start offset only moves forward, past
-//! done messages only.
+//! new lease number, and a settled or timed-out lease is refused); the window never holds more
+//! than its bound (one more, after a restart with a smaller bound), so a million
+//! unacknowledged messages are not in memory; restored messages ahead of the read position
+//! take no new room, so a window restored full still reads on past them; the start offset
+//! only moves forward, past done messages only.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -179,7 +178,7 @@ pub struct SharePartition {
     /// window only once one may have ended.
     earliest_deadline: i64,
     /// Entries at or beyond `next` (restored from the journal, not yet read again from the
-    /// log): they take no room, since reading past them adds nothing to the window.
+    /// log): reading the log past them adds nothing to the window.
     ahead: usize,
 }
 
@@ -321,14 +320,21 @@ impl SharePartition {
     }
 
     /// Where to read the log next, and how many new messages the window takes (0: it is
-    /// full). Restored entries ahead of the read position take no room: reading the log past
-    /// them only tells their FIFO groups, so a window full of them still reads on.
+    /// full). Restored entries ahead of the read position are in the window already: reading
+    /// the log past them needs no room, only tells their FIFO groups.
     pub fn wants(&self) -> (i64, usize) {
         let room = self
             .settings
             .in_flight_max
-            .saturating_sub(self.window.len() - self.ahead);
+            .saturating_sub(self.window.len());
         (self.next, room)
+    }
+
+    /// Whether a new message at `offset` is taken into a full window: only when restored
+    /// entries wait beyond it and nothing is before it (the window was larger before the
+    /// restart, a smaller bound now), so the partition still moves, one message at a time.
+    pub fn takes_beyond_room(&self, offset: i64) -> bool {
+        self.ahead > 0 && self.window.range(..offset).next().is_none()
     }
 
     /// Whether the window already tracks `offset` ahead of the read position (restored from
@@ -354,7 +360,7 @@ impl SharePartition {
     /// Messages beyond the window's room are not taken (read them again later).
     pub fn offer(&mut self, messages: impl IntoIterator<Item = Incoming>, next: i64) {
         let (_, mut room) = self.wants();
-        let mut full = false;
+        let (mut full, mut took_new) = (false, false);
         for m in messages {
             if m.offset < self.next {
                 continue;
@@ -366,7 +372,7 @@ impl SharePartition {
                 self.ahead -= 1;
                 continue;
             }
-            if room == 0 {
+            if room == 0 && (took_new || !self.takes_beyond_room(m.offset)) {
                 full = true;
                 break;
             }
@@ -381,7 +387,8 @@ impl SharePartition {
                 },
             );
             self.next = m.offset + 1;
-            room -= 1;
+            room = room.saturating_sub(1);
+            took_new = true;
         }
         if !full {
             self.next = self.next.max(next);

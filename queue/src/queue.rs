@@ -259,6 +259,15 @@ impl Queue {
             .ok_or_else(|| QueueError::BadReceipt(format!("partition {p}")))?;
         let mut part = lock(m);
         if part.broken {
+            // Journal records of operations before the failure may still be on their way to
+            // the disk: once an empty one appended after them is durable (a partition's
+            // appends land in order), the journal read back holds every one that landed.
+            let barrier = Record::value(journal::encode(&[]));
+            self.log.append(
+                &self.state_topic,
+                PartitionId(p),
+                std::slice::from_ref(&barrier),
+            )?;
             part.share = restore(
                 &self.log,
                 &self.name,

@@ -73,7 +73,7 @@ impl Queue {
             let r = r.map_err(LogError::from)?;
             // A message restored from the journal is tracked already: it takes no room.
             if !part.share.restored_ahead(r.offset.0) {
-                if taken >= room {
+                if taken >= room && (taken > 0 || !part.share.takes_beyond_room(r.offset.0)) {
                     // The rest waits for room: read it again later.
                     read_to = r.offset.0;
                     break;
@@ -169,14 +169,20 @@ impl Queue {
         let now = self.now();
         let (mut acquired, mut dead) = part.share.acquire(now, max, visibility_ms);
         if acquired.len() < max && (part.share.wants().1 > 0 || part.share.ahead() > 0) {
-            if let Err(e) = self.fill(p, &mut part) {
-                // What was acquired was never answered: forget it.
-                self.break_after_failure(&mut part);
-                return Err(e);
+            // A failed read changes nothing: answer with what was acquired already.
+            match self.fill(p, &mut part) {
+                Ok(()) => {
+                    let (more, more_dead) =
+                        part.share.acquire(now, max - acquired.len(), visibility_ms);
+                    acquired.extend(more);
+                    dead.extend(more_dead);
+                }
+                Err(e) if !acquired.is_empty() || !dead.is_empty() => {
+                    tracing::warn!(queue = %self.name, partition = p, error = %e,
+                        "reading the queue's topic failed; answering with what was taken");
+                }
+                Err(e) => return Err(e),
             }
-            let (more, more_dead) = part.share.acquire(now, max - acquired.len(), visibility_ms);
-            acquired.extend(more);
-            dead.extend(more_dead);
         }
         let short = acquired.len() < max;
         let answered = out.len();

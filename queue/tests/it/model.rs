@@ -115,7 +115,7 @@ fn read_again(p: &mut SharePartition, again: Vec<Incoming>) -> Option<Vec<Incomi
     let mut next = again.last().map_or(from, |m| (m.offset + 1).max(from));
     for m in again.iter().filter(|m| m.offset >= from) {
         if !p.restored_ahead(m.offset) {
-            if new >= room {
+            if new >= room && (new > 0 || !p.takes_beyond_room(m.offset)) {
                 next = m.offset;
                 break;
             }
@@ -388,4 +388,42 @@ fn receipts_round_trip_and_bad_ones_are_refused() {
     assert_eq!(r.to_string().parse::<Receipt>().ok(), Some(r));
     assert!("3-x-7".parse::<Receipt>().is_err());
     assert!("nonsense".parse::<Receipt>().is_err());
+}
+
+#[test]
+fn a_window_restored_under_a_smaller_bound_still_moves() -> anyhow::Result<()> {
+    let at = |offset: i64, visible_at: i64| Incoming {
+        offset,
+        visible_at,
+        group: None,
+    };
+    let before = QueueSettings {
+        in_flight_max: 4,
+        ..QueueSettings::default()
+    };
+    let mut p = SharePartition::new(0, before, 0)?;
+    // Offset 0 waits for its delay; 1 to 3 are delivered and journaled.
+    p.offer([at(0, 10_000), at(1, 0), at(2, 0), at(3, 0)], 4);
+    let (got, _) = p.acquire(1_000, 4, None);
+    anyhow::ensure!(got.len() == 3, "{got:?}");
+    let journal = p.take_journal();
+    // Restored with room for only three: the three journaled fill it, ahead of offset 0.
+    let after = QueueSettings {
+        in_flight_max: 3,
+        ..QueueSettings::default()
+    };
+    let mut p = SharePartition::restore(0, after, journal)?;
+    anyhow::ensure!(p.wants() == (0, 0), "{:?}", p.wants());
+    anyhow::ensure!(p.takes_beyond_room(0) && !p.takes_beyond_room(2));
+    p.offer([at(0, 10_000), at(1, 0), at(2, 0), at(3, 0)], 4);
+    anyhow::ensure!(p.wants().0 == 4, "read past them: {:?}", p.wants());
+    // Offset 0 once its delay is over, then the others once their locks ran out.
+    let (got, _) = p.acquire(10_000, 4, None);
+    anyhow::ensure!(
+        got.iter().map(|a| a.receipt.offset).collect::<Vec<_>>() == [0],
+        "{got:?}"
+    );
+    let (got, _) = p.acquire(1_000 + 31_000, 4, None);
+    anyhow::ensure!(got.len() == 3, "{got:?}");
+    Ok(())
 }
