@@ -42,6 +42,11 @@ impl Queues {
     pub fn open(log: &Log, txns: &TransactionCoordinator) -> Result<Queues> {
         let mut queues = BTreeMap::new();
         for (name, config) in catalog::load(log)? {
+            // The catalog is the truth: a retention change that reached the catalog but not
+            // the topic (a crash between the two) is finished here.
+            if log.topic_config(&name)?.retention_ms != Some(config.retention_ms) {
+                log.alter_topic_config(&name, topic_overrides(&config))?;
+            }
             let queue = Queue::open(log, txns, &name, config)?;
             queues.insert(name, Arc::new(queue));
         }
@@ -149,8 +154,8 @@ impl Queues {
 
     /// Changes a queue's settings (SQS's SetQueueAttributes, TagQueue, UntagQueue): `change`
     /// edits a copy; its partitions, kind (FIFO or not) and deduplication window cannot
-    /// change. The new settings are checked, written to the catalog (a new retention to the
-    /// topic too), and taken by the live queue.
+    /// change. The new settings are checked, written to the catalog, taken by the live queue,
+    /// and a new retention given to the topic.
     pub fn update(
         &self,
         name: &str,
@@ -183,13 +188,16 @@ impl Queues {
             ));
         }
         let log = &self.inner.log;
-        if config.retention_ms != old.retention_ms {
-            log.alter_topic_config(name, topic_overrides(&config))?;
-        }
         config.created_ms = old.created_ms;
         config.modified_ms = log.now().0;
+        // The catalog first, the live queue with it; a retention the topic failed to take
+        // is taken when the queues are opened next.
         catalog::put(log, name, &config)?;
+        let overrides = (config.retention_ms != old.retention_ms).then(|| topic_overrides(&config));
         queue.reconfigure(config);
+        if let Some(overrides) = overrides {
+            log.alter_topic_config(name, overrides)?;
+        }
         Ok(queue)
     }
 

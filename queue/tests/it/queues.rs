@@ -554,9 +554,17 @@ fn settings_change_on_the_live_queue_and_survive_a_restart() -> Result<()> {
     send_all(&q, &["a"])?;
     env.queues.update("tuned", |c| {
         c.visibility_ms = 200;
+        c.retention_ms = 3_600_000;
         c.tags.insert("team".into(), "ops".into());
         Ok(())
     })?;
+    let retention =
+        |log: &Log| -> Result<Option<i64>> { Ok(log.topic_config("tuned")?.retention_ms) };
+    ensure!(retention(&env.log)? == Some(3_600_000));
+    // A crash between the catalog and the topic: the topic keeps its old retention…
+    let old =
+        std::collections::BTreeMap::from([("retention.ms".to_string(), "86400000".to_string())]);
+    env.log.alter_topic_config("tuned", old)?;
     // The next receive locks for the new visibility timeout.
     let got = q.receive(1, Duration::from_secs(1), None)?;
     ensure!(bodies(&got) == ["a"]);
@@ -583,6 +591,12 @@ fn settings_change_on_the_live_queue_and_survive_a_restart() -> Result<()> {
     let env = restart(env)?;
     let c = env.queues.get("tuned")?.config();
     ensure!(c.visibility_ms == 200 && c.tags.get("team").map(String::as_str) == Some("ops"));
+    // …until the queues are opened again: the catalog's stands.
+    ensure!(
+        retention(&env.log)? == Some(3_600_000),
+        "{:?}",
+        retention(&env.log)?
+    );
     ensure!(c.modified_ms >= c.created_ms && c.modified_ms > 0, "{c:?}");
     Ok(())
 }
