@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId};
 
-use crate::util::{weir, Rng};
+use crate::util::{kill_9_at, weir, Rng};
 
 const KEYS: u64 = 100;
 
@@ -151,34 +151,24 @@ fn crash_three_times_then_drain(dir: &Path, at_least_once: bool, n: u64) -> anyh
     let mut rng = Rng::from_env("c4_kill_9");
     for target in [0.2, 0.4, 0.6] {
         let mut child = run_pipeline(dir, at_least_once, false).spawn()?;
-        let t0 = Instant::now();
+        let pid = child.id();
         // On the second run, a pause (SIGSTOP, then SIGCONT half a second later) at 30%.
-        let mut pause_at = (target == 0.4).then_some(0.3);
-        loop {
-            let produced: usize = outputs(dir, Isolation::ReadUncommitted)?
-                .values()
-                .map(Vec::len)
-                .sum();
-            if pause_at.is_some_and(|p| produced as f64 >= p * n as f64) {
-                signal(child.id(), "-STOP")?;
+        let mut pause_at = (target == 0.4).then_some((0.3 * n as f64) as usize);
+        let pause = |produced: usize| -> anyhow::Result<()> {
+            if pause_at.is_some_and(|p| produced >= p) {
+                signal(pid, "-STOP")?;
                 std::thread::sleep(Duration::from_millis(500));
-                signal(child.id(), "-CONT")?;
+                signal(pid, "-CONT")?;
                 pause_at = None;
             }
-            if produced as f64 >= target * n as f64 {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("the pipeline exited early with {status}");
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(300),
-                "no progress to {target}"
-            );
-            std::thread::sleep(Duration::from_millis(20 + rng.below(30)));
-        }
-        child.kill()?; // SIGKILL
-        child.wait()?;
+            Ok(())
+        };
+        let produced = || -> anyhow::Result<usize> {
+            let out = outputs(dir, Isolation::ReadUncommitted)?;
+            Ok(out.values().map(Vec::len).sum())
+        };
+        let target = (target * n as f64) as usize;
+        kill_9_at(&mut child, target, produced, pause, (20, 30), &mut rng)?;
     }
     let out = run_pipeline(dir, at_least_once, true).output()?;
     anyhow::ensure!(

@@ -9,12 +9,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId};
 use weir_queue::{Outgoing, QueueConfig, Queues};
 
-use crate::util::{weir, Rng};
+use crate::util::{kill_9_at, weir, Rng};
 
 const KEYS: usize = 50;
 /// The queue's lock: what a killed run held comes back this long after it took it.
@@ -100,26 +99,12 @@ fn a_pipeline_consuming_a_queue_counts_every_message_once_across_kill_9() -> any
     let mut rng = Rng::from_env("queue_pipeline_kill_9");
     for target in [0.25, 0.5, 0.75] {
         let mut child = run_pipeline(d.path(), false).spawn()?;
-        let t0 = Instant::now();
-        loop {
-            let produced: usize = outputs(d.path(), Isolation::ReadUncommitted)?
-                .values()
-                .map(Vec::len)
-                .sum();
-            if produced as f64 >= target * n as f64 {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("the pipeline exited early with {status}");
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(300),
-                "no progress to {target}"
-            );
-            std::thread::sleep(Duration::from_millis(20 + rng.below(30)));
-        }
-        child.kill()?; // SIGKILL
-        child.wait()?;
+        let produced = || -> anyhow::Result<usize> {
+            let out = outputs(d.path(), Isolation::ReadUncommitted)?;
+            Ok(out.values().map(Vec::len).sum())
+        };
+        let target = (target * n as f64) as usize;
+        kill_9_at(&mut child, target, produced, |_| Ok(()), (20, 30), &mut rng)?;
     }
     let out = run_pipeline(d.path(), true).output()?;
     anyhow::ensure!(

@@ -34,3 +34,38 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub use weir_log::sim::SeededRng as Rng;
+
+/// Longest a crash test waits for a pipeline to make its next step of progress.
+pub const PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Lets `child` run until `produced()` reaches `target`, calling `on_progress` with each
+/// count it sees (a test may pause the child there), then kills it with SIGKILL. Looks every
+/// `pause_ms` plus up to `jitter_ms` (from `rng`), so kills land at varied points; fails if
+/// the child exits on its own or stalls for [`PROGRESS_TIMEOUT`].
+pub fn kill_9_at(
+    child: &mut std::process::Child,
+    target: usize,
+    mut produced: impl FnMut() -> anyhow::Result<usize>,
+    mut on_progress: impl FnMut(usize) -> anyhow::Result<()>,
+    (pause_ms, jitter_ms): (u64, u64),
+    rng: &mut Rng,
+) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let n = produced()?;
+        on_progress(n)?;
+        if n >= target {
+            break;
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the pipeline exited early with {status}");
+        }
+        anyhow::ensure!(t0.elapsed() < PROGRESS_TIMEOUT, "no progress to {target}");
+        std::thread::sleep(std::time::Duration::from_millis(
+            pause_ms + rng.below(jitter_ms),
+        ));
+    }
+    child.kill()?; // SIGKILL
+    child.wait()?;
+    Ok(())
+}

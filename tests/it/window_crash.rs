@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use weir_log::{Isolation, Log, LogOptions, Offset, PartitionId, Record};
 
-use crate::util::{weir, Rng};
+use crate::util::{kill_9_at, weir, Rng};
 
 const KEYS: u64 = 40;
 /// Event time between consecutive records.
@@ -122,26 +121,12 @@ fn emit_on_close_is_exactly_once_across_kill_9() -> anyhow::Result<()> {
     let total = want.len();
     for target in [0.2, 0.4, 0.6] {
         let mut child = run_pipeline(d.path(), false).spawn()?;
-        let t0 = Instant::now();
-        loop {
-            let produced: usize = outputs(d.path(), Isolation::ReadUncommitted)?
-                .values()
-                .map(Vec::len)
-                .sum();
-            if produced as f64 >= target * total as f64 {
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                anyhow::bail!("the pipeline exited early with {status}");
-            }
-            anyhow::ensure!(
-                t0.elapsed() < Duration::from_secs(300),
-                "no progress to {target}"
-            );
-            std::thread::sleep(Duration::from_millis(10 + rng.below(40)));
-        }
-        child.kill()?; // SIGKILL
-        child.wait()?;
+        let produced = || -> anyhow::Result<usize> {
+            let out = outputs(d.path(), Isolation::ReadUncommitted)?;
+            Ok(out.values().map(Vec::len).sum())
+        };
+        let target = (target * total as f64) as usize;
+        kill_9_at(&mut child, target, produced, |_| Ok(()), (10, 40), &mut rng)?;
     }
     let out = run_pipeline(d.path(), true).output()?;
     anyhow::ensure!(
