@@ -50,8 +50,8 @@ pub use moves::{
     HEADER_DLQ_SOURCE_QUEUE, HEADER_DLQ_TIME, REDRIVE_BATCH,
 };
 pub use partition::{
-    Acquired, Change, Delivery, Incoming, Persisted, QueueSettings, Receipt, SharePartition,
-    Verdict, IN_FLIGHT_MAX,
+    Acquired, Admission, Change, Delivery, Incoming, Persisted, QueueSettings, Receipt,
+    SharePartition, Verdict, IN_FLIGHT_MAX,
 };
 pub use pending::Pending;
 pub use queue::{

@@ -49,6 +49,13 @@ impl Default for QueueSettings {
     }
 }
 
+/// What a read of the log may still add to a window ([`SharePartition::admits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    room: usize,
+    took_new: bool,
+}
+
 /// A message read from the log, offered to the window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
@@ -330,17 +337,31 @@ impl SharePartition {
         (self.next, room)
     }
 
-    /// Whether a new message at `offset` is taken into a full window: only when restored
-    /// entries wait beyond it and nothing is before it (the window was larger before the
-    /// restart, a smaller bound now), so the partition still moves, one message at a time.
-    pub fn takes_beyond_room(&self, offset: i64) -> bool {
-        self.ahead > 0 && self.window.range(..offset).next().is_none()
+    /// What one read of the log from [`SharePartition::wants`]' offset may add: ask
+    /// [`SharePartition::admits`] for each message read, in order.
+    pub fn admission(&self) -> Admission {
+        Admission {
+            room: self.wants().1,
+            took_new: false,
+        }
     }
 
-    /// Whether the window already tracks `offset` ahead of the read position (restored from
-    /// the journal): offering it takes no room.
-    pub fn restored_ahead(&self, offset: i64) -> bool {
-        self.ahead > 0 && offset >= self.next && self.window.contains_key(&offset)
+    /// Whether the window takes the message at `offset` (read in order from the read
+    /// position): a restored one always (it is tracked already); a new one while there is
+    /// room — or, when restored entries wait beyond it and nothing is before it (the bound
+    /// shrank across a restart), the first one, so the partition still moves.
+    pub fn admits(&self, a: &mut Admission, offset: i64) -> bool {
+        if self.ahead > 0 && offset >= self.next && self.window.contains_key(&offset) {
+            return true;
+        }
+        let beyond_room =
+            !a.took_new && self.ahead > 0 && self.window.range(..offset).next().is_none();
+        if a.room == 0 && !beyond_room {
+            return false;
+        }
+        a.room = a.room.saturating_sub(1);
+        a.took_new = true;
+        true
     }
 
     /// Tracked entries ahead of the read position (restored, not yet read from the log).
@@ -359,8 +380,8 @@ impl SharePartition {
     /// offset after the read (offsets between them hold no message: markers, compacted).
     /// Messages beyond the window's room are not taken (read them again later).
     pub fn offer(&mut self, messages: impl IntoIterator<Item = Incoming>, next: i64) {
-        let (_, mut room) = self.wants();
-        let (mut full, mut took_new) = (false, false);
+        let mut admission = self.admission();
+        let mut full = false;
         for m in messages {
             if m.offset < self.next {
                 continue;
@@ -372,7 +393,7 @@ impl SharePartition {
                 self.ahead -= 1;
                 continue;
             }
-            if room == 0 && (took_new || !self.takes_beyond_room(m.offset)) {
+            if !self.admits(&mut admission, m.offset) {
                 full = true;
                 break;
             }
@@ -387,8 +408,6 @@ impl SharePartition {
                 },
             );
             self.next = m.offset + 1;
-            room = room.saturating_sub(1);
-            took_new = true;
         }
         if !full {
             self.next = self.next.max(next);

@@ -130,8 +130,19 @@ pub(crate) struct Part {
     pub(crate) bodies: BTreeMap<i64, Message>,
     pub(crate) body_bytes: usize,
     journal_bytes: u64,
-    /// A journal write failed: rebuild from the state topic before the next operation.
-    broken: bool,
+    /// Whether memory matches the journal.
+    health: Health,
+}
+
+/// Whether a partition's memory matches its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Sound,
+    /// A write failed or memory ran ahead of the journal: rebuild before the next operation.
+    Broken,
+    /// Broken, and the barrier record that makes a rebuild see every earlier journal record
+    /// is durable (a rebuild refused as [`QueueError::Undecided`] writes no other).
+    Fenced,
 }
 
 /// One queue.
@@ -184,7 +195,7 @@ impl Queue {
                 bodies: BTreeMap::new(),
                 body_bytes: 0,
                 journal_bytes: 0,
-                broken: false,
+                health: Health::Sound,
             }));
         }
         let queue = Queue {
@@ -258,37 +269,39 @@ impl Queue {
             .get(p as usize)
             .ok_or_else(|| QueueError::BadReceipt(format!("partition {p}")))?;
         let mut part = lock(m);
-        if part.broken {
-            // Journal records of operations before the failure may still be on their way to
-            // the disk: once an empty one appended after them is durable (a partition's
-            // appends land in order), the journal read back holds every one that landed.
-            let barrier = Record::value(journal::encode(&[]));
-            self.log.append(
-                &self.state_topic,
-                PartitionId(p),
-                std::slice::from_ref(&barrier),
-            )?;
-            part.share = restore(
-                &self.log,
-                &self.name,
-                &self.state_topic,
-                p,
-                settings(&part.config),
-            )?;
-            part.bodies.clear();
-            part.body_bytes = 0;
-            part.broken = false;
-            // The new epoch goes first; the answer that follows waits for its own journal
-            // record, which the log makes durable after this one.
-            let changes = part.share.take_journal();
-            drop(self.journal(p, &mut part, changes)?);
+        if part.health != Health::Sound {
+            self.rebuild(p, &mut part)?;
         }
         Ok(part)
     }
 
+    /// Rebuilds a broken partition from its journal, in a new lease epoch.
+    fn rebuild(&self, p: u32, part: &mut Part) -> Result<()> {
+        if part.health == Health::Broken {
+            // Journal records of operations before the failure may still be on their way to
+            // the disk: once an empty one appended after them is durable (a partition's
+            // appends land in order), the journal read back holds every one that landed.
+            let barrier = Record::value(journal::encode(&[]));
+            let state = PartitionId(p);
+            self.log
+                .append(&self.state_topic, state, std::slice::from_ref(&barrier))?;
+            part.health = Health::Fenced;
+        }
+        let settings = settings(&part.config);
+        part.share = restore(&self.log, &self.name, &self.state_topic, p, settings)?;
+        part.bodies.clear();
+        part.body_bytes = 0;
+        part.health = Health::Sound;
+        // The new epoch goes first; the answer that follows waits for its own journal record,
+        // which the log makes durable after this one.
+        let changes = part.share.take_journal();
+        drop(self.journal(p, part, changes)?);
+        Ok(())
+    }
+
     /// Marks a locked partition for rebuilding after a failed write.
     pub(crate) fn break_after_failure(&self, part: &mut Part) {
-        part.broken = true;
+        part.health = Health::Broken;
     }
 
     /// A number that turns for every call (spreads receives and keyless sends).
@@ -299,7 +312,7 @@ impl Queue {
     /// Marks a partition for rebuilding after a failed journal write.
     pub(crate) fn break_partition(&self, p: u32) {
         if let Some(m) = self.parts.get(p as usize) {
-            lock(m).broken = true;
+            lock(m).health = Health::Broken;
         }
     }
 
@@ -340,7 +353,7 @@ impl Queue {
                 snapshot_of: snapshot.then(|| (self.state_topic.clone(), p)),
             }),
             Err(e) => {
-                part.broken = true;
+                part.health = Health::Broken;
                 Err(e.into())
             }
         }

@@ -2,7 +2,8 @@
 //! cached up to [`WINDOW_BODY_BYTES_MAX`]), messages acquired under locks and journaled under
 //! the partition's lock, answered once durable; long polling woken by sends and releases.
 //!
-//! Invariants: a window is read into only while it has room, at most [`FILL_READ_BYTES`] per
+//! Invariants: a window is read into only while it has room (or restored messages to read
+//! past: [`crate::SharePartition::admits`] decides what it takes), at most [`FILL_READ_BYTES`] per
 //! look; messages are read `read_committed`, so a dead letter of an aborted transaction is
 //! never delivered; a receive that takes nothing may wait for the clock only when it came
 //! up short.
@@ -68,17 +69,13 @@ impl Queue {
         let (delay_ms, fifo) = (part.config.delay_ms, part.config.fifo);
         let mut incoming = Vec::new();
         let mut read_to = fetch.next_offset().0;
-        let mut taken = 0;
+        let mut admission = part.share.admission();
         for r in fetch.records() {
             let r = r.map_err(LogError::from)?;
-            // A message restored from the journal is tracked already: it takes no room.
-            if !part.share.restored_ahead(r.offset.0) {
-                if taken >= room && (taken > 0 || !part.share.takes_beyond_room(r.offset.0)) {
-                    // The rest waits for room: read it again later.
-                    read_to = r.offset.0;
-                    break;
-                }
-                taken += 1;
+            if !part.share.admits(&mut admission, r.offset.0) {
+                // The rest waits for room: read it again later.
+                read_to = r.offset.0;
+                break;
             }
             let visible_at = visible_at(&r, delay_ms);
             let group = if fifo {

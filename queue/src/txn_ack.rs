@@ -12,11 +12,9 @@
 //! acks stand; dropped without it (aborted, failed, or the outcome unknown), the partition is
 //! rebuilt from its state topic before its next use — read committed, once the transaction
 //! is decided — so it holds the acks exactly when the transaction committed. Until then the
-//! partition answers [`QueueError::Undecided`] (a receive across partitions skips it).
-//!
-//! The caller drops an undecided ack only once its writes have landed (after `abort`, or a
-//! `commit` that failed: both settle them first): a record still in flight when the
-//! partition is rebuilt would otherwise be missed, and count if its transaction committed.
+//! partition answers [`QueueError::Undecided`] (a receive across partitions skips it); the
+//! rebuild first waits for a barrier record, so an ack record still in flight when the
+//! partition broke is on the journal by then, and counts.
 
 use std::sync::MutexGuard;
 

@@ -17,24 +17,38 @@ fn open(dir: &std::path::Path) -> Result<(Log, TransactionCoordinator, Queues)> 
     Ok((log, txns, queues))
 }
 
-/// Acks `got` in one transaction of `producer`, committed or aborted.
+/// How a transaction of acks ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Outcome {
+    Commit,
+    Abort,
+    /// Left open, as by a producer that stalled after writing.
+    Undecided,
+}
+
+/// Acks `got` (all of partition `p`) in one transaction of `producer`.
 fn ack_in(
     queue: &weir_queue::Queue,
     producer: &mut TransactionalProducer,
+    p: u32,
     got: &[Received],
-    commit: bool,
+    outcome: Outcome,
 ) -> Result<()> {
     let receipts: Vec<_> = got.iter().map(|r| r.receipt).collect();
-    let ack = queue.ack_in_transaction(0, &receipts)?;
     producer.begin()?;
-    producer.add_partitions(&[ack.partition()])?;
+    producer.add_partitions(&[queue.state_partition(p)])?;
+    let ack = queue.ack_in_transaction(p, &receipts)?;
     ack.write(producer)?;
-    if commit {
-        producer.commit()?;
-        ack.committed();
-    } else {
-        producer.abort()?;
-        drop(ack);
+    match outcome {
+        Outcome::Commit => {
+            producer.commit()?;
+            ack.committed();
+        }
+        Outcome::Abort => {
+            producer.abort()?;
+            drop(ack);
+        }
+        Outcome::Undecided => drop(ack),
     }
     Ok(())
 }
@@ -55,7 +69,7 @@ fn acks_in_a_transaction_stand_only_when_it_commits() -> Result<()> {
     // Aborted: the messages stay locked by their old receipts' deadline, then come back.
     let got = queue.try_receive_partition(0, 2, None)?;
     ensure!(got.len() == 2);
-    ack_in(&queue, &mut producer, &got, false)?;
+    ack_in(&queue, &mut producer, 0, &got, Outcome::Abort)?;
     ensure!(queue.stats()?.in_flight == 2, "{:?}", queue.stats()?);
     std::thread::sleep(Duration::from_millis(350));
     let again = queue.try_receive_partition(0, 10, None)?;
@@ -72,7 +86,7 @@ fn acks_in_a_transaction_stand_only_when_it_commits() -> Result<()> {
     // Committed: acked, across a restart.
     let got = queue.try_receive_partition(0, 10, None)?;
     ensure!(got.len() == 4);
-    ack_in(&queue, &mut producer, &got, true)?;
+    ack_in(&queue, &mut producer, 0, &got, Outcome::Commit)?;
     ensure!(queue.stats()?.visible == 0 && queue.stats()?.in_flight == 0);
     drop((queue, queues, producer, txns));
     log.close();
@@ -97,17 +111,11 @@ fn an_undecided_transaction_holds_up_only_its_own_partition() -> Result<()> {
     ensure!(p != other, "both batches went to partition {p}");
     let got = queue.try_receive_partition(p, 10, None)?;
     ensure!(got.len() == 2, "{} received", got.len());
-    let receipts: Vec<_> = got.iter().map(|r| r.receipt).collect();
 
-    // The acks are written, then the transaction is left open (its producer stalled after
-    // its writes landed).
+    // The acks are written (perhaps not landed yet), then the transaction is left open (its
+    // producer stalled): the rebuild waits for the record and then for the outcome.
     let mut producer = TransactionalProducer::new(&txns, "consumer-0", Duration::from_secs(60))?;
-    producer.begin()?;
-    producer.add_partitions(&[queue.state_partition(p)])?;
-    let ack = queue.ack_in_transaction(p, &receipts)?;
-    ack.write(&mut producer)?;
-    producer.flush()?;
-    drop(ack);
+    ack_in(&queue, &mut producer, p, &got, Outcome::Undecided)?;
     let undecided = queue.try_receive_partition(p, 10, None).err();
     ensure!(
         matches!(undecided, Some(QueueError::Undecided { .. })),
