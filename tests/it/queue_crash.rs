@@ -2,8 +2,9 @@
 //! a FIFO queue, filled before the first kill, drained by consumers that reconnect after each
 //! crash. Every message is acknowledged at least once — or its acknowledgement was in flight
 //! when the server died, and the queues end empty, so it was done (none is lost: messages
-//! locked when the server died come back after their locks) — and no FIFO group is ever
-//! received out of order. `WEIR_QUEUE_CRASH_CYCLES` runs more kills.
+//! locked when the server died come back after their locks, and are drained too); no message
+//! is delivered again after a successful delete, and no FIFO group is ever received out of
+//! order. `WEIR_QUEUE_CRASH_CYCLES` runs more kills.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,8 @@ struct Seen {
     unanswered: BTreeSet<String>,
     /// Per FIFO group, the sequence numbers in the order they were received.
     received: BTreeMap<String, Vec<usize>>,
+    /// Bodies received again after their delete succeeded: an acknowledged ack was lost.
+    after_ack: BTreeSet<String>,
 }
 
 struct Shared {
@@ -73,6 +76,9 @@ fn consume(shared: &Shared, queue: &str) {
             {
                 let mut seen = lock(&shared.seen);
                 for b in &bodies {
+                    if seen.acked.contains(b) {
+                        seen.after_ack.insert(b.clone());
+                    }
                     if let Some((g, seq)) = b.split_once(':') {
                         let seq = seq.parse().unwrap_or(usize::MAX);
                         seen.received.entry(g.to_string()).or_default().push(seq);
@@ -101,6 +107,26 @@ fn consume(shared: &Shared, queue: &str) {
             }
         }
     }
+}
+
+/// Whether both queues hold nothing, visible or locked.
+fn drained(addr: &str) -> anyhow::Result<bool> {
+    let mut c = SqsClient::connect(addr)?;
+    for queue in ["work", "orders.fifo"] {
+        let url = c.url(queue);
+        let names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ];
+        let a = c.call(
+            "GetQueueAttributes",
+            &json!({"QueueUrl": url, "AttributeNames": names}),
+        )?;
+        if !names.iter().all(|n| a["Attributes"][n] == "0") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn fill(addr: &str) -> anyhow::Result<()> {
@@ -171,8 +197,10 @@ fn kill_9_under_competing_consumers_loses_nothing_and_keeps_fifo_order() -> anyh
         server = Served::start(dir.path())?;
         *lock(&shared.addr) = server.sqs.clone();
     }
+    // Until every message was acknowledged and the queues are empty: a message whose delete
+    // died with the server and was not done comes back after its lock, to be taken again.
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while acked() < total && Instant::now() < deadline {
+    while (acked() < total || !drained(&server.sqs)?) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -186,6 +214,11 @@ fn kill_9_under_competing_consumers_loses_nothing_and_keeps_fifo_order() -> anyh
         .map(|i| format!("m{i}"))
         .chain((0..GROUPS).flat_map(|g| (0..PER_GROUP).map(move |s| format!("g{g}:{s}"))))
         .collect();
+    anyhow::ensure!(
+        seen.after_ack.is_empty(),
+        "delivered again after a successful delete: {:?}",
+        seen.after_ack
+    );
     // Every message acknowledged, or its acknowledgement lost with a crash and the queue
     // empty (so it was not lost either: it was done).
     let missing: Vec<_> = want
@@ -198,22 +231,7 @@ fn kill_9_under_competing_consumers_loses_nothing_and_keeps_fifo_order() -> anyh
         missing.len(),
         &missing[..missing.len().min(10)]
     );
-    for queue in ["work", "orders.fifo"] {
-        let mut c = SqsClient::connect(&addr)?;
-        let url = c.url(queue);
-        let names = [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-        ];
-        let a = c.call(
-            "GetQueueAttributes",
-            &json!({"QueueUrl": url, "AttributeNames": names}),
-        )?;
-        anyhow::ensure!(
-            names.iter().all(|n| a["Attributes"][n] == "0"),
-            "{queue} is not empty: {a}"
-        );
-    }
+    anyhow::ensure!(drained(&addr)?, "the queues are not empty");
     for (group, seqs) in &seen.received {
         let out_of_order = seqs.windows(2).find(|w| w[1] < w[0]);
         anyhow::ensure!(
